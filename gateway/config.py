@@ -1,0 +1,154 @@
+"""Gateway settings, read once from environment variables.
+
+Everything is validated up front so that a misconfigured pod fails at start with
+a message naming the offending variable, instead of failing later on the first
+client or the first Redis call.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+RedisMode = Literal["standalone", "sentinel", "cluster"]
+REDIS_MODES: tuple[RedisMode, ...] = ("standalone", "sentinel", "cluster")
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or malformed."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        super().__init__(f"{variable}: {problem}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    gateway_id: str
+    max_connections: int
+    redis_mode: RedisMode
+    redis_url: str | None = None
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_master_name: str | None = None
+    redis_cluster_nodes: tuple[tuple[str, int], ...] = ()
+    # repr=False: the password must never end up in logs or tracebacks.
+    redis_password: str | None = field(default=None, repr=False)
+    drain_seconds: float = 10.0
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        if default is None:
+            raise ConfigError(name, "is required")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(name, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a number, got {raw!r}") from None
+    # "not lo <= value <= hi" is also true for NaN, which float() accepts.
+    if not lo <= value <= hi:
+        raise ConfigError(name, f"must be between {lo:g} and {hi:g}, got {raw}")
+    return value
+
+
+def parse_host_ports(name: str, raw: str) -> tuple[tuple[str, int], ...]:
+    """Parse ``host:port,host:port`` (IPv6 as ``[::1]:26379``)."""
+    result: list[tuple[str, int]] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        host, sep, port_text = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host:
+            raise ConfigError(name, f"entry {item!r} must look like host:port")
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigError(name, f"entry {item!r} has a non-numeric port") from None
+        if not 1 <= port <= 65535:
+            raise ConfigError(name, f"entry {item!r} has a port outside 1-65535")
+        result.append((host, port))
+    if not result:
+        raise ConfigError(name, "must list at least one host:port")
+    return tuple(result)
+
+
+def default_gateway_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``env`` (defaults to ``os.environ``).
+
+    ``DATABASE_URL`` may be injected by the platform; it is deliberately ignored
+    because the gateway keeps no durable state.
+    """
+    env = os.environ if env is None else env
+
+    host = env.get("GATEWAY_HOST", "").strip() or "0.0.0.0"
+    port = _int(env, "GATEWAY_PORT", 8080, 1, 65535)
+    gateway_id = env.get("GATEWAY_ID", "").strip() or default_gateway_id()
+    if len(gateway_id) > 128:
+        raise ConfigError("GATEWAY_ID", "must be at most 128 characters")
+    max_connections = _int(env, "WEBSOCKET_MAX_CONNECTIONS", 10_000, 1, 1_000_000)
+    drain_seconds = _float(env, "GATEWAY_DRAIN_SECONDS", 10.0, 0.0, 3600.0)
+    password = env.get("REDIS_PASSWORD") or None
+
+    mode_text = env.get("REDIS_MODE", "").strip().lower() or "standalone"
+    if mode_text not in REDIS_MODES:
+        raise ConfigError(
+            "REDIS_MODE", f"must be one of {', '.join(REDIS_MODES)}, got {mode_text!r}"
+        )
+    mode = cast(RedisMode, mode_text)
+
+    url: str | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master: str | None = None
+    nodes: tuple[tuple[str, int], ...] = ()
+    if mode == "standalone":
+        url = env.get("REDIS_URL", "").strip()
+        if not url:
+            raise ConfigError("REDIS_URL", "is required when REDIS_MODE=standalone")
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            # Do not echo the value: a URL may embed a password.
+            raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
+    elif mode == "sentinel":
+        sentinels = parse_host_ports("REDIS_SENTINELS", env.get("REDIS_SENTINELS", ""))
+        master = env.get("REDIS_MASTER_NAME", "").strip() or None
+        if master is None:
+            raise ConfigError("REDIS_MASTER_NAME", "is required when REDIS_MODE=sentinel")
+    else:
+        nodes = parse_host_ports("REDIS_CLUSTER_NODES", env.get("REDIS_CLUSTER_NODES", ""))
+
+    return Settings(
+        host=host,
+        port=port,
+        gateway_id=gateway_id,
+        max_connections=max_connections,
+        redis_mode=mode,
+        redis_url=url,
+        redis_sentinels=sentinels,
+        redis_master_name=master,
+        redis_cluster_nodes=nodes,
+        redis_password=password,
+        drain_seconds=drain_seconds,
+    )

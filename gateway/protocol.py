@@ -1,0 +1,160 @@
+"""Wire protocol: pure parsing, validation and encoding of JSON frames.
+
+No I/O here, so every rule can be unit-tested without a socket or Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# Trip ids become Redis channel names. Restricting the alphabet keeps clients
+# from injecting cluster hash tags ("{...}") or glob characters, and the length
+# cap bounds memory per subscription.
+TRIP_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+CHANNEL_PREFIX = "trip:"
+
+
+class ProtocolError(ValueError):
+    """A client frame is malformed; the message is sent back to the client."""
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    trip_id: str
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    trip_id: str
+
+
+@dataclass(frozen=True)
+class Location:
+    trip_id: str
+    lat: float
+    lng: float
+    ts: float
+
+
+ClientFrame = Subscribe | Unsubscribe | Location
+
+
+def channel_for(trip_id: str) -> str:
+    return CHANNEL_PREFIX + trip_id
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN/Infinity by default; they are not valid JSON and
+    # would poison coordinates downstream.
+    raise ProtocolError(f"invalid JSON: {name} is not allowed")
+
+
+def _trip_id(obj: dict[str, Any]) -> str:
+    value = obj.get("trip_id")
+    if value is None:
+        raise ProtocolError("missing field: trip_id")
+    if not isinstance(value, str) or not TRIP_ID_RE.match(value):
+        raise ProtocolError("invalid trip_id: expected 1-64 characters of [A-Za-z0-9._:-]")
+    return value
+
+
+def _number(obj: dict[str, Any], name: str, lo: float | None = None, hi: float | None = None) -> float:
+    if name not in obj:
+        raise ProtocolError(f"missing field: {name}")
+    value = obj[name]
+    # bool is a subclass of int; true/false are not coordinates.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"invalid {name}: must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ProtocolError(f"invalid {name}: must be finite")
+    if lo is not None and hi is not None and not lo <= number <= hi:
+        raise ProtocolError(f"invalid {name}: must be between {lo:g} and {hi:g}")
+    return number
+
+
+def parse_client_frame(data: str | bytes) -> ClientFrame:
+    """Parse one client frame or raise :class:`ProtocolError`."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        raise ProtocolError("binary frames are not supported; send JSON text frames")
+    try:
+        obj = json.loads(data, parse_constant=_reject_constant)
+    except ProtocolError:
+        raise
+    except ValueError:
+        raise ProtocolError("invalid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("frame must be a JSON object")
+    kind = obj.get("type")
+    if kind is None:
+        raise ProtocolError("missing field: type")
+    if kind == "subscribe":
+        return Subscribe(_trip_id(obj))
+    if kind == "unsubscribe":
+        return Unsubscribe(_trip_id(obj))
+    if kind == "location":
+        return Location(
+            trip_id=_trip_id(obj),
+            lat=_number(obj, "lat", -90.0, 90.0),
+            lng=_number(obj, "lng", -180.0, 180.0),
+            ts=_number(obj, "ts"),
+        )
+    if isinstance(kind, str) and len(kind) <= 32:
+        raise ProtocolError(f"unknown type: {kind!r}")
+    raise ProtocolError("unknown type")
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+def welcome(gateway_id: str) -> str:
+    return _dumps({"type": "welcome", "gateway": gateway_id})
+
+
+def subscribed(trip_id: str) -> str:
+    return _dumps({"type": "subscribed", "trip_id": trip_id})
+
+
+def unsubscribed(trip_id: str) -> str:
+    return _dumps({"type": "unsubscribed", "trip_id": trip_id})
+
+
+def error(message: str) -> str:
+    return _dumps({"type": "error", "error": message})
+
+
+def location_event(frame: Location, gateway_id: str, server_ts: float) -> str:
+    """The message published to Redis and delivered verbatim to subscribers.
+
+    ``gateway`` names the instance the driver is connected to and ``server_ts``
+    is its wall clock at publish time (epoch seconds), so the receiving gateway
+    can measure fan-out latency.
+    """
+    return _dumps(
+        {
+            "type": "location",
+            "trip_id": frame.trip_id,
+            "lat": frame.lat,
+            "lng": frame.lng,
+            "ts": frame.ts,
+            "gateway": gateway_id,
+            "server_ts": server_ts,
+        }
+    )
+
+
+def event_server_ts(payload: str) -> float | None:
+    """Extract ``server_ts`` from a published event, or None if unusable."""
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return None
+    value = obj.get("server_ts") if isinstance(obj, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)

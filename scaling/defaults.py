@@ -1,0 +1,116 @@
+"""The capacity table as data: each phase's defaults, spelled as stack files spell them.
+
+A stack file overrides only what differs; :func:`scaling.stackconfig.merge` lays the
+overrides over these defaults before validation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scaling.model import Phase
+
+PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
+    Phase.LAUNCH: {
+        "platform": "docker",
+        "capacity": {
+            "concurrentUsers": {"min": 1000, "max": 2000},
+            "trips": {"min": 200, "max": 500},
+        },
+        "postgres": {
+            "mode": "single",
+            "image": "postgres:17.6-bookworm",
+            "maxConnections": 20,
+            "readReplicas": 0,
+            "memoryMb": 1024,
+            "storageGb": 10,
+        },
+        "pooler": {"enabled": False, "maxClientConn": 400, "defaultPoolSize": 12,
+                   "readPoolSize": 12, "reservePoolSize": 3},
+        "redis": {"mode": "standalone", "maxMemoryMb": 256, "maxClients": 1000},
+        "gateway": {
+            "maxConnections": 500,
+            "replicas": 1,
+            "maxReplicas": 1,
+            "connectionsPerReplica": 500,
+        },
+        "nginx": {"workerConnections": 1024, "workerProcesses": 1},
+        "thresholds": {"cpuPercent": 60, "memoryPercent": 70, "connectionsPercent": 80},
+        "autoscaling": {"enabled": False},
+    },
+    Phase.GROWTH: {
+        "platform": "docker",
+        "capacity": {
+            "concurrentUsers": {"min": 3000, "max": 5000},
+            "trips": {"min": 600, "max": 1200},
+        },
+        "postgres": {
+            "mode": "replicated",
+            "image": "postgres:17.6-bookworm",
+            "maxConnections": 100,
+            "readReplicas": 2,
+            "memoryMb": 4096,
+            "storageGb": 50,
+        },
+        # max_client_conn: 20 % of peak concurrent users hold a pooled session at once.
+        "pooler": {"enabled": True, "maxClientConn": 1000, "defaultPoolSize": 70,
+                   "readPoolSize": 70, "reservePoolSize": 10},
+        "redis": {
+            "mode": "sentinel",
+            "maxMemoryMb": 2048,
+            "maxClients": 4000,
+            "replicas": 2,
+            "sentinels": 3,
+            "quorum": 2,
+            "minReplicasToWrite": 1,
+        },
+        "gateway": {
+            "maxConnections": 2000,
+            "replicas": 2,
+            "maxReplicas": 2,
+            "connectionsPerReplica": 1000,
+        },
+        "nginx": {"workerConnections": 2048, "workerProcesses": 2},
+        "thresholds": {"cpuPercent": 70, "memoryPercent": 75, "connectionsPercent": 85},
+        "autoscaling": {"enabled": False},
+    },
+    Phase.SCALE: {
+        "platform": "kubernetes",
+        "capacity": {
+            "concurrentUsers": {"min": 10000},
+            "trips": {"min": 2000},
+        },
+        "postgres": {
+            "mode": "citus",
+            "image": "postgres:17.6-bookworm",
+            "maxConnections": 200,
+            "readReplicas": 2,
+            "memoryMb": 8192,
+            "storageGb": 200,
+            "shards": 4,
+            "coordinatorInstances": 2,
+            "instancesPerShard": 2,
+        },
+        "pooler": {"enabled": True, "maxClientConn": 4000, "defaultPoolSize": 150,
+                   "readPoolSize": 150, "reservePoolSize": 20},
+        "redis": {
+            "mode": "cluster",
+            "maxMemoryMb": 65536,
+            "maxClients": 10000,
+            "masters": 3,
+            "replicasPerMaster": 1,
+            "minReplicasToWrite": 1,
+        },
+        "gateway": {
+            "maxConnections": 10000,
+            "replicas": 4,
+            "maxReplicas": 12,
+            "connectionsPerReplica": 2500,
+        },
+        "nginx": {"workerConnections": 4096, "workerProcesses": 4, "replicas": 2,
+                  "maxReplicas": 6},
+        # At scale the HPA holds CPU at 70 % and memory at 80 %; alerts fire above that.
+        "thresholds": {"cpuPercent": 70, "memoryPercent": 80, "connectionsPercent": 85},
+        "autoscaling": {"enabled": True, "cpuTargetPercent": 70, "memoryTargetPercent": 80},
+    },
+}

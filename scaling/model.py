@@ -1,0 +1,243 @@
+"""The typed phase model: one pydantic model per tier, composed into a PhaseSpec.
+
+Stack files spell keys in camelCase (Pulumi's convention); Python code uses snake_case.
+Cross-field rules live in :mod:`scaling.rules` so that every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class Phase(StrEnum):
+    LAUNCH = "launch"
+    GROWTH = "growth"
+    SCALE = "scale"
+
+    @property
+    def next(self) -> Phase | None:
+        order = list(Phase)
+        index = order.index(self)
+        return order[index + 1] if index + 1 < len(order) else None
+
+
+class PlatformKind(StrEnum):
+    DOCKER = "docker"
+    KUBERNETES = "kubernetes"
+
+
+Count = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Percent = Annotated[int, Field(ge=1, le=100)]
+
+# An image reference must carry a tag or digest, and not the moving "latest" tag: a phase
+# is reproducible only if `pulumi up` pulls the same bits twice.
+_PINNED_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$")
+
+
+def _pinned(image: str) -> str:
+    last = image.rsplit("/", 1)[-1]
+    if not _PINNED_IMAGE.match(image) or (":" not in last and "@" not in image):
+        raise ValueError("must be a pinned image reference such as 'nginx:1.27.3'")
+    if last.endswith(":latest"):
+        raise ValueError("must not use the moving 'latest' tag")
+    return image
+
+
+Image = Annotated[str, AfterValidator(_pinned)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        strict=True,
+    )
+
+
+class Span(Section):
+    """A planned range such as 1,000-2,000 users; ``max`` None means open-ended (10k+)."""
+
+    min: Positive
+    max: Positive | None = None
+
+
+class Capacity(Section):
+    concurrent_users: Span
+    trips: Span
+
+
+class PostgresSpec(Section):
+    mode: Literal["single", "replicated", "citus"]
+    image: Image
+    max_connections: Annotated[int, Field(ge=10, le=10_000)]
+    superuser_reserved_connections: Annotated[int, Field(ge=1, le=20)] = 3
+    read_replicas: Count
+    memory_mb: Annotated[int, Field(ge=256)]
+    storage_gb: Positive
+    database: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "sikka"
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "sikka"
+    # Citus (scale): a coordinator group and N worker shard groups, each with replicas.
+    shards: Positive = 4
+    coordinator_instances: Positive = 2
+    instances_per_shard: Positive = 2
+
+    @property
+    def usable_connections(self) -> int:
+        """Connections left for clients once superuser slots are reserved."""
+        return self.max_connections - self.superuser_reserved_connections
+
+
+class PoolerSpec(Section):
+    enabled: bool
+    image: Image = "edoburu/pgbouncer:v1.24.1-p1"
+    pool_mode: Literal["transaction", "session", "statement"] = "transaction"
+    max_client_conn: Positive = 1000
+    default_pool_size: Positive = 20
+    read_pool_size: Positive = 20
+    reserve_pool_size: Count = 5
+
+
+EvictionPolicy = Literal[
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+]
+
+
+class RedisSpec(Section):
+    mode: Literal["standalone", "sentinel", "cluster"]
+    # Valkey is the BSD-licensed fork of Redis 7.2; Redis 7.4+ is RSALv2/SSPL (Redis 8 adds
+    # AGPLv3). The image stays configurable for teams licensed for Redis.
+    image: Image = "valkey/valkey:8.1.4"
+    max_memory_mb: Positive
+    eviction_policy: EvictionPolicy = "allkeys-lru"
+    max_clients: Positive = 10_000
+    replicas: Count = 0
+    sentinels: Count = 0
+    quorum: Count = 0
+    master_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "sikka"
+    min_replicas_to_write: Count = 0
+    min_replicas_max_lag_seconds: Positive = 10
+    masters: Count = 0
+    replicas_per_master: Count = 0
+    cluster_node_timeout_ms: Annotated[int, Field(ge=500)] = 5000
+
+    @property
+    def memory_per_node_mb(self) -> int:
+        """In a cluster the phase's memory is split over the masters (replicas mirror them)."""
+        if self.mode == "cluster":
+            return max(1, self.max_memory_mb // max(1, self.masters))
+        return self.max_memory_mb
+
+    @property
+    def cluster_nodes(self) -> int:
+        return self.masters * (1 + self.replicas_per_master)
+
+
+class GatewaySpec(Section):
+    image: Image = "ghcr.io/sikka-scaling/gateway:0.1.0"
+    max_connections: Positive
+    replicas: Positive
+    max_replicas: Positive
+    connections_per_replica: Positive
+    port: Annotated[int, Field(ge=1024, le=65535)] = 8080
+    drain_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
+
+
+class NginxSpec(Section):
+    image: Image = "nginx:1.29.3"
+    worker_connections: Annotated[int, Field(ge=512, le=1_048_576)]
+    worker_processes: Annotated[int, Field(ge=1, le=128)]
+    replicas: Positive = 1
+    max_replicas: Positive = 1
+    port: Annotated[int, Field(ge=1, le=65535)] = 80
+    status_port: Annotated[int, Field(ge=1, le=65535)] = 8081
+    # WebSockets live for minutes or hours: an idle trip screen must not be cut at nginx's
+    # 60 s default.
+    websocket_read_timeout_seconds: Annotated[int, Field(ge=60, le=86_400)] = 3600
+
+    @property
+    def worker_rlimit_nofile(self) -> int:
+        # Every proxied connection holds two descriptors (client side and upstream side).
+        return 2 * self.worker_connections
+
+    @property
+    def connection_capacity(self) -> int:
+        return self.worker_connections * self.worker_processes * self.replicas
+
+
+class Thresholds(Section):
+    """Monitoring limits: staying below them keeps the phase healthy."""
+
+    cpu_percent: Percent
+    memory_percent: Percent
+    connections_percent: Percent
+
+
+class AutoscalingSpec(Section):
+    enabled: bool
+    cpu_target_percent: Percent = 70
+    memory_target_percent: Percent = 80
+
+
+class KubernetesSpec(Section):
+    namespace: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")] = "sikka"
+    install_operator: bool = False
+    operator_version: str = "1.18.6"
+    storage_class: str | None = None
+    nginx_service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = "LoadBalancer"
+
+
+class DockerSpec(Section):
+    network: Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")] = "sikka"
+    # Host port Nginx publishes; everything else stays on the private network.
+    http_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    subnet: str = "172.28.0.0/16"
+
+
+class PhaseSpec(Section):
+    """Everything a phase is: the single source for stacks, renderers, checker and alerts."""
+
+    phase: Phase
+    platform: PlatformKind
+    capacity: Capacity
+    postgres: PostgresSpec
+    pooler: PoolerSpec
+    redis: RedisSpec
+    gateway: GatewaySpec
+    nginx: NginxSpec
+    thresholds: Thresholds
+    autoscaling: AutoscalingSpec
+    kubernetes: KubernetesSpec = KubernetesSpec()
+    docker: DockerSpec = DockerSpec()
+
+    # strict=True would refuse "launch" for the enums when read from YAML.
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+    @property
+    def pgbouncer_enabled(self) -> bool:
+        return self.pooler.enabled
+
+    @property
+    def gateway_replica_limit(self) -> int:
+        """The connection limit each gateway instance enforces."""
+        return self.gateway.connections_per_replica
+
+    def minimum_gateways_for(self, connections: int) -> int:
+        return max(1, math.ceil(connections / self.gateway.connections_per_replica))

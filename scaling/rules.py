@@ -1,0 +1,205 @@
+"""Cross-field rules: each a pure function from validated sections to problems found.
+
+Sections are validated one by one first, so a type error in one section does not hide a
+rule broken in another; a rule runs whenever the sections it reads are valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from scaling.issues import ConfigIssue
+from scaling.model import (
+    GatewaySpec,
+    NginxSpec,
+    PlatformKind,
+    PoolerSpec,
+    PostgresSpec,
+    RedisSpec,
+)
+
+Sections = dict[str, Any]
+Rule = Callable[[Sections], Iterator[ConfigIssue]]
+
+
+def _issue(key: str, message: str) -> ConfigIssue:
+    return ConfigIssue(f"sikka:{key}", message)
+
+
+def postgres_topology(s: Sections) -> Iterator[ConfigIssue]:
+    pg: PostgresSpec | None = s.get("postgres")
+    if pg is None:
+        return
+    if pg.mode == "single" and pg.read_replicas:
+        yield _issue(
+            "postgres.readReplicas",
+            f"a 'single' PostgreSQL has no read replicas (got {pg.read_replicas}); "
+            "set postgres.mode to 'replicated'",
+        )
+    if pg.mode == "replicated" and pg.read_replicas < 1:
+        yield _issue("postgres.readReplicas", "'replicated' mode needs at least 1 read replica")
+    if pg.mode == "citus":
+        if pg.instances_per_shard < 2:
+            yield _issue(
+                "postgres.instancesPerShard",
+                f"each Citus shard group needs a replica: at least 2 (got {pg.instances_per_shard})",
+            )
+        if pg.coordinator_instances < 2:
+            yield _issue(
+                "postgres.coordinatorInstances",
+                f"the Citus coordinator needs a replica: at least 2 (got {pg.coordinator_instances})",
+            )
+        platform = s.get("platform")
+        if platform is not None and platform != PlatformKind.KUBERNETES:
+            yield _issue(
+                "postgres.mode",
+                "'citus' runs through the StackGres operator and needs "
+                "sikka:platform 'kubernetes'",
+            )
+
+
+def pooler_within_postgres(s: Sections) -> Iterator[ConfigIssue]:
+    pg: PostgresSpec | None = s.get("postgres")
+    pooler: PoolerSpec | None = s.get("pooler")
+    if pg is None or pooler is None:
+        return
+    if pg.mode != "single" and not pooler.enabled:
+        yield _issue(
+            "pooler.enabled", f"PostgreSQL mode '{pg.mode}' is served through PgBouncer: set true"
+        )
+    if not pooler.enabled:
+        return
+    budget = pg.usable_connections
+    pools = [("defaultPoolSize", pooler.default_pool_size, "primary")]
+    if pg.read_replicas:
+        pools.append(("readPoolSize", pooler.read_pool_size, "each replica"))
+    for key, size, target in pools:
+        if size + pooler.reserve_pool_size > budget:
+            yield _issue(
+                f"pooler.{key}",
+                f"{key} {size} + reservePoolSize {pooler.reserve_pool_size} exceeds the "
+                f"{budget} client connections PostgreSQL allows on the {target} "
+                f"(postgres.maxConnections {pg.max_connections} - "
+                f"{pg.superuser_reserved_connections} reserved)",
+            )
+    if pooler.max_client_conn < pooler.default_pool_size:
+        yield _issue(
+            "pooler.maxClientConn",
+            f"{pooler.max_client_conn} is below defaultPoolSize {pooler.default_pool_size}",
+        )
+
+
+def redis_topology(s: Sections) -> Iterator[ConfigIssue]:
+    r: RedisSpec | None = s.get("redis")
+    if r is None:
+        return
+    if r.mode == "sentinel":
+        if r.sentinels < 3 or r.sentinels % 2 == 0:
+            yield _issue(
+                "redis.sentinels",
+                f"Sentinel needs an odd number of sentinels, at least 3 (got {r.sentinels})",
+            )
+        if not 1 <= r.quorum <= r.sentinels:
+            yield _issue(
+                "redis.quorum",
+                f"quorum must be between 1 and the number of sentinels ({r.sentinels}) "
+                f"(got {r.quorum})",
+            )
+        if r.replicas < 1:
+            yield _issue("redis.replicas", "Sentinel needs at least 1 replica to promote (got 0)")
+        if r.min_replicas_to_write > r.replicas:
+            yield _issue(
+                "redis.minReplicasToWrite",
+                f"{r.min_replicas_to_write} exceeds the {r.replicas} replicas: "
+                "the master would refuse every write",
+            )
+    if r.mode == "cluster":
+        if r.masters < 3:
+            yield _issue("redis.masters", f"Redis Cluster needs at least 3 masters (got {r.masters})")
+        if r.replicas_per_master < 1:
+            yield _issue(
+                "redis.replicasPerMaster",
+                f"every cluster master needs at least 1 replica to fail over to "
+                f"(got {r.replicas_per_master})",
+            )
+        if r.min_replicas_to_write > r.replicas_per_master:
+            yield _issue(
+                "redis.minReplicasToWrite",
+                f"{r.min_replicas_to_write} exceeds replicasPerMaster {r.replicas_per_master}: "
+                "masters would refuse every write",
+            )
+    unused = {
+        "standalone": ("replicas", "sentinels", "quorum", "masters", "replicasPerMaster"),
+        "sentinel": ("masters", "replicasPerMaster"),
+        "cluster": ("replicas", "sentinels", "quorum"),
+    }[r.mode]
+    for key in unused:
+        if getattr(r, _snake(key)):
+            yield _issue(f"redis.{key}", f"is not used in '{r.mode}' mode; remove it")
+
+
+def gateway_capacity(s: Sections) -> Iterator[ConfigIssue]:
+    gw: GatewaySpec | None = s.get("gateway")
+    if gw is None:
+        return
+    if gw.replicas * gw.connections_per_replica < gw.max_connections:
+        yield _issue(
+            "gateway.connectionsPerReplica",
+            f"{gw.replicas} replicas x {gw.connections_per_replica} connections cannot hold "
+            f"the phase's {gw.max_connections} WebSocket connections",
+        )
+    if gw.max_replicas < gw.replicas:
+        yield _issue(
+            "gateway.maxReplicas", f"{gw.max_replicas} is below replicas {gw.replicas}"
+        )
+
+
+def nginx_capacity(s: Sections) -> Iterator[ConfigIssue]:
+    nginx: NginxSpec | None = s.get("nginx")
+    if nginx is None:
+        return
+    if nginx.max_replicas < nginx.replicas:
+        yield _issue("nginx.maxReplicas", f"{nginx.max_replicas} is below replicas {nginx.replicas}")
+    if nginx.status_port == nginx.port:
+        yield _issue("nginx.statusPort", f"must differ from nginx.port ({nginx.port})")
+    gw: GatewaySpec | None = s.get("gateway")
+    if gw is not None and nginx.connection_capacity < 2 * gw.max_connections:
+        yield _issue(
+            "nginx.workerConnections",
+            f"{nginx.worker_connections} x {nginx.worker_processes} workers x "
+            f"{nginx.replicas} replicas = {nginx.connection_capacity} connections; proxying "
+            f"{gw.max_connections} WebSockets needs {2 * gw.max_connections} "
+            "(client side + upstream side)",
+        )
+
+
+def autoscaling_platform(s: Sections) -> Iterator[ConfigIssue]:
+    autoscaling = s.get("autoscaling")
+    platform = s.get("platform")
+    if autoscaling is None or platform is None:
+        return
+    if autoscaling.enabled and platform != PlatformKind.KUBERNETES:
+        yield _issue(
+            "autoscaling.enabled",
+            "autoscaling runs as Kubernetes HorizontalPodAutoscalers and needs "
+            "sikka:platform 'kubernetes'",
+        )
+
+
+def _snake(camel: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+
+
+RULES: tuple[Rule, ...] = (
+    postgres_topology,
+    pooler_within_postgres,
+    redis_topology,
+    gateway_capacity,
+    nginx_capacity,
+    autoscaling_platform,
+)
+
+
+def check(sections: Sections) -> list[ConfigIssue]:
+    return [issue for rule in RULES for issue in rule(sections)]
