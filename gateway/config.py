@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Literal
 
 RedisMode = Literal["standalone", "sentinel", "cluster"]
 REDIS_MODES: tuple[RedisMode, ...] = ("standalone", "sentinel", "cluster")
@@ -118,7 +118,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             "REDIS_MODE", f"must be one of {', '.join(REDIS_MODES)}, got {mode_text!r}"
         )
-    mode = cast(RedisMode, mode_text)
+    mode: RedisMode = mode_text
 
     url: str | None = None
     sentinels: tuple[tuple[str, int], ...] = ()

@@ -62,7 +62,9 @@ def _trip_id(obj: dict[str, Any]) -> str:
     return value
 
 
-def _number(obj: dict[str, Any], name: str, lo: float | None = None, hi: float | None = None) -> float:
+def _number(
+    obj: dict[str, Any], name: str, lo: float | None = None, hi: float | None = None
+) -> float:
     if name not in obj:
         raise ProtocolError(f"missing field: {name}")
     value = obj[name]

@@ -137,6 +137,12 @@ class RedisSpec(Section):
     cluster_node_timeout_ms: Annotated[int, Field(ge=500)] = 5000
 
     @property
+    def binaries(self) -> tuple[str, str]:
+        """(server, cli) for the image: Valkey images ship valkey-*, Redis images redis-*."""
+        engine = "valkey" if "valkey" in self.image.rsplit("/", 1)[-1] else "redis"
+        return f"{engine}-server", f"{engine}-cli"
+
+    @property
     def memory_per_node_mb(self) -> int:
         """In a cluster the phase's memory is split over the masters (replicas mirror them)."""
         if self.mode == "cluster":

@@ -1,0 +1,101 @@
+"""Platform: composes Postgres, Redis, WebSocketGateway and Nginx for one phase."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from components.docker_runtime import DockerRuntime
+from components.gateway import WebSocketGateway
+from components.nginx import Nginx
+from components.postgres import Postgres
+from components.redis import Redis
+from components.secrets import PhaseSecrets
+from components.tier import Runtime, TierArgs
+from scaling.containers import build_containers
+from scaling.model import PhaseSpec, PlatformKind
+
+
+@dataclass(frozen=True)
+class PlatformArgs:
+    spec: PhaseSpec
+
+
+class Platform(pulumi.ComponentResource):
+    """Creates the phase's secrets, its private network (Docker) or namespace (Kubernetes),
+    and the four tiers on it, in dependency order.
+
+    Exposes the tier components and the connection URIs; URIs carrying a password are
+    Pulumi secrets.
+    """
+
+    postgres: Postgres
+    redis: Redis
+    gateway: WebSocketGateway
+    nginx: Nginx
+    database_uri: pulumi.Output[str]
+    redis_password: pulumi.Output[str]
+
+    def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("sikka:platform:Platform", name, None, opts)
+        spec = args.spec
+        child = pulumi.ResourceOptions(parent=self)
+        secrets = PhaseSecrets(f"{name}-secrets", opts=child)
+        runtime = self._runtime(name, spec, secrets, child)
+        tier_args = TierArgs(spec=spec, runtime=runtime)
+        self.postgres = Postgres(f"{name}-postgres", tier_args, opts=child)
+        self.redis = Redis(f"{name}-redis", tier_args, opts=child)
+        self.gateway = WebSocketGateway(
+            f"{name}-gateway", tier_args, opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.postgres, self.redis]
+            )
+        )
+        self.nginx = Nginx(
+            f"{name}-nginx", tier_args,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway]),
+        )
+        pg = spec.postgres
+        host = self.postgres.pooler_endpoint or self.postgres.primary_endpoint
+        self.database_uri = pulumi.Output.secret(
+            pulumi.Output.concat(
+                f"postgresql://{pg.user}:", secrets.values["postgres-password"],
+                f"@{host}/{pg.database}",
+            )
+        )
+        self.redis_password = secrets.values["redis-password"]
+        self.register_outputs(
+            {"database_uri": self.database_uri, "redis_password": self.redis_password}
+        )
+
+    def _runtime(
+        self, name: str, spec: PhaseSpec, secrets: PhaseSecrets, child: pulumi.ResourceOptions
+    ) -> Runtime:
+        if spec.platform == PlatformKind.KUBERNETES:
+            from components.kubernetes_runtime import KubernetesRuntime
+
+            return KubernetesRuntime(spec, secrets.values)
+        network_name = f"{spec.docker.network}-{spec.phase.value}"
+        network = docker.Network(
+            f"{name}-network",
+            name=network_name,
+            ipam_configs=[docker.NetworkIpamConfigArgs(subnet=spec.docker.subnet)],
+            opts=child,
+        )
+        return DockerContainers(DockerRuntime(network, network_name, secrets.values), spec)
+
+
+class DockerContainers:
+    """Runtime adapter: the Docker side of :class:`components.tier.Runtime`."""
+
+    def __init__(self, docker_runtime: DockerRuntime, spec: PhaseSpec) -> None:
+        self.docker = docker_runtime
+        self.containers = build_containers(spec)
+
+    def register_tier(self, tier: str, prefix: str, parent: pulumi.Resource) -> list[str]:
+        registered = []
+        for container in self.containers[tier]:  # type: ignore[index]
+            self.docker.container(prefix, container, parent)
+            registered.append(container.name)
+        return registered

@@ -1,0 +1,44 @@
+"""PhaseSecrets: the phase's passwords, from `pulumi config set --secret` or generated."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_random as random
+
+from scaling.render.env import SECRET_VARIABLES
+from scaling.stackconfig import NAMESPACE
+
+# Secret name → config key that may override the generated value.
+CONFIG_KEYS = {
+    "postgres-password": "postgresPassword",
+    "replication-password": "replicationPassword",
+    "redis-password": "redisPassword",
+}
+
+
+class PhaseSecrets(pulumi.ComponentResource):
+    """Creates one `random.RandomPassword` per secret not supplied in config.
+
+    Exposes ``values``: secret name → secret Output. Passwords are alphanumeric so they
+    survive every config format and shell they pass through.
+    """
+
+    values: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("sikka:secrets:PhaseSecrets", name, None, opts)
+        config = pulumi.Config(NAMESPACE)
+        self.values = {}
+        for secret in SECRET_VARIABLES:
+            supplied = config.get_secret(CONFIG_KEYS[secret])
+            if supplied is not None:
+                self.values[secret] = pulumi.Output.secret(supplied)
+                continue
+            password = random.RandomPassword(
+                f"{name}-{secret}",
+                length=32,
+                special=False,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.values[secret] = pulumi.Output.secret(password.result)
+        self.register_outputs({"names": list(self.values)})

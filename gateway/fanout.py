@@ -1,0 +1,547 @@
+"""Redis pub/sub fan-out backends: one interface, three deployments.
+
+A gateway subscribes to ``trip:<id>`` only while it has at least one local
+subscriber to that trip, so Redis delivers each update to the gateways that
+need it and to no other.
+
+* :class:`StandaloneBackend` - one Redis server (``REDIS_URL``).
+* :class:`SentinelBackend` - a Sentinel-managed master; the master is found
+  through Sentinel on every (re)connect, so a failover is followed.
+* :class:`ClusterBackend` - Redis Cluster with *sharded* pub/sub (SSUBSCRIBE /
+  SPUBLISH): each channel lives on the shard owning its hash slot instead of
+  being broadcast to every node of the cluster.
+
+All three keep the set of wanted channels as the source of truth and rebuild
+their subscriptions from it after any connection loss, so a Redis restart or
+failover does not silently stop fan-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.config import Settings
+
+log = logging.getLogger(__name__)
+
+# (channel, payload) -> None. Synchronous on purpose: delivery only enqueues on
+# per-client queues, so a slow client can never stall the Redis reader.
+MessageCallback = Callable[[str, str], None]
+
+# Everything a Redis call can fail with short of a bug: redis-py errors
+# (connection, timeout, MOVED, READONLY...), raw socket errors and our own
+# asyncio.wait_for bounds.
+REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
+
+SOCKET_TIMEOUT = 2.0
+CONNECT_TIMEOUT = 1.0
+# How long one blocking read on a pub/sub connection waits before looping; it
+# bounds how quickly a reader notices that it was asked to stop or rebuild.
+READ_TIMEOUT = 1.0
+# Library-level retries per command: together about 5 s of jittered
+# exponential backoff, long enough to ride out a Sentinel failover or a
+# Redis restart without surfacing an error to the driver.
+COMMAND_RETRIES = 8
+
+
+def command_retry() -> Retry:
+    return Retry(
+        ExponentialWithJitterBackoff(cap=1.0, base=0.05),
+        COMMAND_RETRIES,
+        # redis-py wraps socket errors in these two.
+        supported_errors=(RedisConnectionError, RedisTimeoutError),
+    )
+
+
+def reconnect_backoff() -> ExponentialWithJitterBackoff:
+    """Delay between attempts to rebuild a lost subscription connection."""
+    return ExponentialWithJitterBackoff(cap=2.0, base=0.05)
+
+
+class PublishError(RuntimeError):
+    """Publishing failed even after retries; the driver is told to resend."""
+
+
+class FanoutBackend(ABC):
+    """Pub/sub transport between gateway instances."""
+
+    def __init__(self, on_message: MessageCallback) -> None:
+        self._on_message = on_message
+        self._wanted: set[str] = set()
+        self._closed = False
+        # Counts how often subscriptions were rebuilt after a connection loss;
+        # exposed for logs and tests.
+        self.resubscribes = 0
+
+    @property
+    def channels(self) -> frozenset[str]:
+        return frozenset(self._wanted)
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Create clients and begin (re)connecting in the background."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop readers and close every connection."""
+
+    @abstractmethod
+    async def subscribe(self, channel: str) -> None: ...
+
+    @abstractmethod
+    async def unsubscribe(self, channel: str) -> None: ...
+
+    @abstractmethod
+    async def publish(self, channel: str, payload: str) -> None:
+        """Publish or raise :class:`PublishError`."""
+
+    @abstractmethod
+    async def healthy(self) -> bool:
+        """True when publishing and receiving both work right now."""
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until :meth:`healthy` is true; used at start-up and in tests."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if await self.healthy():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def _deliver(self, channel: Any, payload: Any) -> None:
+        channel_text = channel.decode() if isinstance(channel, bytes) else str(channel)
+        data = payload.decode() if isinstance(payload, bytes) else str(payload)
+        if channel_text in self._wanted:
+            self._on_message(channel_text, data)
+
+
+class _SingleMasterBackend(FanoutBackend):
+    """Shared logic for standalone and Sentinel: one master at a time.
+
+    One client (pooled connections) publishes; one dedicated pub/sub
+    connection carries every subscription. A reader task owns that connection:
+    when it breaks beyond the library's own retries, the reader rebuilds it and
+    re-subscribes every wanted channel, backing off between attempts.
+    """
+
+    def __init__(self, on_message: MessageCallback, control_channel: str) -> None:
+        super().__init__(on_message)
+        # Subscribed for the whole lifetime so the pub/sub connection exists
+        # (and its failure is noticed) even while no trip is watched.
+        self._control_channel = control_channel
+        self._client: Redis | None = None
+        self._pubsub: PubSub | None = None
+        self._rebuild = asyncio.Event()
+        # Serialises SUBSCRIBE/UNSUBSCRIBE so commands reach Redis in the same
+        # order as the local subscription changes that caused them.
+        self._lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+
+    @abstractmethod
+    def _make_client(self) -> Redis: ...
+
+    async def start(self) -> None:
+        self._client = self._make_client()
+        self._reader = asyncio.create_task(self._read_loop(), name="fanout-reader")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._drop_pubsub()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _open_pubsub(self) -> PubSub:
+        assert self._client is not None
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with self._lock:
+                await pubsub.subscribe(self._control_channel, *sorted(self._wanted))
+                self._pubsub = pubsub
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+        return pubsub
+
+    async def _read_loop(self) -> None:
+        backoff = reconnect_backoff()
+        failures = 0
+        first = True
+        while not self._closed:
+            try:
+                pubsub = self._pubsub
+                if pubsub is None or self._rebuild.is_set():
+                    self._rebuild.clear()
+                    await self._drop_pubsub()
+                    pubsub = await self._open_pubsub()
+                    if not first:
+                        self.resubscribes += 1
+                        log.warning(
+                            "pub/sub reconnected; re-subscribed %d channels", len(self._wanted)
+                        )
+                    first = False
+                    failures = 0
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=READ_TIMEOUT
+                )
+                if message is not None and message.get("type") == "message":
+                    self._deliver(message["channel"], message["data"])
+            except asyncio.CancelledError:
+                raise
+            except REDIS_FAILURES as exc:
+                failures += 1
+                delay = backoff.compute(failures)
+                log.warning("pub/sub connection lost (%s); retrying in %.2fs", exc, delay)
+                await self._drop_pubsub()
+                await asyncio.sleep(delay)
+            except Exception:
+                # A bug in delivery must not kill fan-out for everyone.
+                log.exception("unexpected error in pub/sub reader")
+                await asyncio.sleep(0.1)
+
+    async def subscribe(self, channel: str) -> None:
+        async with self._lock:
+            if channel in self._wanted:
+                return
+            self._wanted.add(channel)
+            await self._send(lambda ps: ps.subscribe(channel))
+
+    async def unsubscribe(self, channel: str) -> None:
+        async with self._lock:
+            if channel not in self._wanted:
+                return
+            self._wanted.discard(channel)
+            await self._send(lambda ps: ps.unsubscribe(channel))
+
+    async def _send(self, command: Callable[[PubSub], Any]) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # the reader subscribes to all wanted channels when it reconnects
+        try:
+            await asyncio.wait_for(command(pubsub), SOCKET_TIMEOUT)
+        except REDIS_FAILURES as exc:
+            # The wanted set is already updated; have the reader rebuild the
+            # connection from it instead of guessing what Redis applied.
+            log.warning("pub/sub command failed (%s); scheduling resubscribe", exc)
+            self._rebuild.set()
+
+    async def publish(self, channel: str, payload: str) -> None:
+        assert self._client is not None
+        try:
+            await self._client.publish(channel, payload)
+        except REDIS_FAILURES as exc:
+            raise PublishError(str(exc)) from exc
+
+    async def healthy(self) -> bool:
+        if self._client is None or self._pubsub is None or self._rebuild.is_set():
+            return False
+        try:
+            return bool(await asyncio.wait_for(self._client.ping(), CONNECT_TIMEOUT))
+        except REDIS_FAILURES:
+            return False
+
+
+def _client_kwargs(settings: Settings) -> dict[str, Any]:
+    return {
+        "password": settings.redis_password,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        # Lets redis-py PING idle connections (including the pub/sub one) so
+        # a half-open TCP connection is detected even without traffic.
+        "health_check_interval": 15,
+        "retry": command_retry(),
+        "decode_responses": False,
+    }
+
+
+class StandaloneBackend(_SingleMasterBackend):
+    def __init__(self, settings: Settings, on_message: MessageCallback) -> None:
+        super().__init__(on_message, f"gateway:{settings.gateway_id}")
+        assert settings.redis_url is not None
+        self._settings = settings
+
+    def _make_client(self) -> Redis:
+        kwargs = _client_kwargs(self._settings)
+        if kwargs["password"] is None:
+            del kwargs["password"]  # let a password in REDIS_URL apply
+        return Redis.from_url(self._settings.redis_url or "", **kwargs)
+
+
+class SentinelBackend(_SingleMasterBackend):
+    """Master discovered through Sentinel.
+
+    redis-py's Sentinel connection pool asks the sentinels for the current
+    master each time it opens a connection, so every reconnect (library retry
+    or our rebuild) lands on the promoted replica after a failover.
+    """
+
+    def __init__(self, settings: Settings, on_message: MessageCallback) -> None:
+        super().__init__(on_message, f"gateway:{settings.gateway_id}")
+        assert settings.redis_master_name is not None
+        self._settings = settings
+        self._sentinel: Sentinel | None = None
+
+    def _make_client(self) -> Redis:
+        s = self._settings
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(s.redis_sentinels),
+            # Sentinels are expected to share the data nodes' password (the
+            # common Helm/operator layout); None works for open sentinels.
+            sentinel_kwargs={
+                "password": s.redis_password,
+                "socket_timeout": CONNECT_TIMEOUT,
+                "socket_connect_timeout": CONNECT_TIMEOUT,
+            },
+        )
+        self._sentinel = sentinel
+        client: Redis = sentinel.master_for(s.redis_master_name or "", **_client_kwargs(s))
+        return client
+
+    async def close(self) -> None:
+        await super().close()
+        if self._sentinel is not None:
+            for sentinel_client in self._sentinel.sentinels:
+                with contextlib.suppress(Exception):
+                    await sentinel_client.aclose()
+
+
+class _Shard:
+    """Sharded subscriptions held on one cluster primary, with its reader."""
+
+    def __init__(self, backend: ClusterBackend, name: str, client: Redis) -> None:
+        self.name = name
+        self.client = client
+        self.pubsub: PubSub = client.pubsub(ignore_subscribe_messages=True)
+        self.channels: set[str] = set()
+        self.task: asyncio.Task[None] = asyncio.create_task(
+            backend._read_shard(self), name=f"fanout-shard-{name}"
+        )
+
+    async def close(self) -> None:
+        if self.task is not asyncio.current_task():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        with contextlib.suppress(Exception):
+            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+
+
+class ClusterBackend(FanoutBackend):
+    """Redis Cluster with sharded pub/sub.
+
+    Publishing uses ``SPUBLISH`` through :class:`RedisCluster`, which routes
+    by hash slot and follows MOVED/failover with its retry policy. Subscribing
+    uses one pub/sub connection per primary that owns a wanted channel; when a
+    primary dies, or Redis pushes an ``sunsubscribe`` because the slot moved,
+    the affected channels are re-routed to the current owner after refreshing
+    the slot map, backing off while the cluster elects a new primary.
+    """
+
+    def __init__(self, settings: Settings, on_message: MessageCallback) -> None:
+        super().__init__(on_message)
+        self._settings = settings
+        self._cluster: RedisCluster | None = None
+        self._shards: dict[str, _Shard] = {}
+        self._owner: dict[str, str] = {}  # channel -> shard name holding it
+        self._orphans: set[str] = set()  # wanted but currently not subscribed
+        self._orphans_event = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._repairer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        s = self._settings
+        self._cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in s.redis_cluster_nodes],
+            password=s.redis_password,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            retry=command_retry(),
+        )
+        self._repairer = asyncio.create_task(self._repair_loop(), name="fanout-repair")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._repairer is not None:
+            self._repairer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repairer
+        for shard in list(self._shards.values()):
+            await shard.close()
+        self._shards.clear()
+        if self._cluster is not None:
+            await self._cluster.aclose()
+
+    def _shard_for(self, channel: str) -> _Shard:
+        assert self._cluster is not None
+        node = self._cluster.get_node_from_key(channel, replica=False)
+        if node is None:
+            raise RedisConnectionError(f"no node owns the slot of {channel!r}")
+        shard = self._shards.get(node.name)
+        if shard is None:
+            client = Redis(
+                host=node.host,
+                port=int(node.port),
+                password=self._settings.redis_password,
+                socket_timeout=SOCKET_TIMEOUT,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                socket_keepalive=True,
+                health_check_interval=15,
+                # Fail fast: a dead primary is handled by re-routing its
+                # channels to the promoted replica, not by retrying it.
+                retry=Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.05), 1),
+            )
+            shard = self._shards[node.name] = _Shard(self, node.name, client)
+        return shard
+
+    async def _ssubscribe_locked(self, channel: str) -> None:
+        shard = self._shard_for(channel)
+        await asyncio.wait_for(shard.pubsub.ssubscribe(channel), SOCKET_TIMEOUT)
+        shard.channels.add(channel)
+        self._owner[channel] = shard.name
+
+    async def subscribe(self, channel: str) -> None:
+        async with self._lock:
+            if channel in self._wanted:
+                return
+            self._wanted.add(channel)
+            try:
+                await self._ssubscribe_locked(channel)
+            except REDIS_FAILURES as exc:
+                log.warning("ssubscribe %s failed (%s); will retry", channel, exc)
+                self._orphan_locked({channel})
+
+    async def unsubscribe(self, channel: str) -> None:
+        async with self._lock:
+            if channel not in self._wanted:
+                return
+            self._wanted.discard(channel)
+            self._orphans.discard(channel)
+            name = self._owner.pop(channel, None)
+            shard = self._shards.get(name) if name else None
+            if shard is None:
+                return
+            shard.channels.discard(channel)
+            if not shard.channels:
+                # Last channel on this primary: drop the whole connection.
+                del self._shards[shard.name]
+                await shard.close()
+                return
+            with contextlib.suppress(*REDIS_FAILURES):
+                await asyncio.wait_for(shard.pubsub.sunsubscribe(channel), SOCKET_TIMEOUT)
+
+    def _orphan_locked(self, channels: set[str]) -> None:
+        for channel in channels:
+            self._owner.pop(channel, None)
+            if channel in self._wanted:
+                self._orphans.add(channel)
+        if self._orphans:
+            self._orphans_event.set()
+
+    async def _read_shard(self, shard: _Shard) -> None:
+        try:
+            while not self._closed:
+                if not shard.pubsub.subscribed:
+                    await asyncio.sleep(0.05)  # first SSUBSCRIBE still in flight
+                    continue
+                message = await shard.pubsub.get_message(
+                    ignore_subscribe_messages=False, timeout=READ_TIMEOUT
+                )
+                if message is None:
+                    continue
+                kind = message.get("type")
+                if kind == "smessage":
+                    self._deliver(message["channel"], message["data"])
+                elif kind == "sunsubscribe":
+                    channel = message["channel"]
+                    channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+                    async with self._lock:
+                        if self._owner.get(channel) == shard.name and channel in self._wanted:
+                            # Not asked for by us: Redis moved the slot away.
+                            shard.channels.discard(channel)
+                            self._orphan_locked({channel})
+        except asyncio.CancelledError:
+            raise
+        except REDIS_FAILURES as exc:
+            log.warning("shard %s lost (%s); re-routing its channels", shard.name, exc)
+            async with self._lock:
+                if self._shards.get(shard.name) is shard:
+                    del self._shards[shard.name]
+                self._orphan_locked(set(shard.channels))
+            await shard.close()
+
+    async def _repair_loop(self) -> None:
+        backoff = reconnect_backoff()
+        while not self._closed:
+            await self._orphans_event.wait()
+            self._orphans_event.clear()
+            failures = 0
+            while self._orphans and not self._closed:
+                try:
+                    assert self._cluster is not None
+                    # Refresh the slot map so channels go to the new owner.
+                    await self._cluster.nodes_manager.initialize()
+                    async with self._lock:
+                        for channel in sorted(self._orphans):
+                            await self._ssubscribe_locked(channel)
+                            self._orphans.discard(channel)
+                    self.resubscribes += 1
+                    log.warning("sharded subscriptions re-routed")
+                except asyncio.CancelledError:
+                    raise
+                except REDIS_FAILURES as exc:
+                    failures += 1
+                    delay = backoff.compute(failures)
+                    log.warning("re-routing subscriptions failed (%s); retry in %.2fs", exc, delay)
+                    await asyncio.sleep(delay)
+
+    async def publish(self, channel: str, payload: str) -> None:
+        assert self._cluster is not None
+        try:
+            await self._cluster.spublish(channel, payload)
+        except REDIS_FAILURES as exc:
+            raise PublishError(str(exc)) from exc
+
+    async def healthy(self) -> bool:
+        if self._cluster is None or self._orphans:
+            return False
+        try:
+            return bool(await asyncio.wait_for(self._cluster.ping(), CONNECT_TIMEOUT))
+        except REDIS_FAILURES:
+            return False
+
+
+def create_backend(settings: Settings, on_message: MessageCallback) -> FanoutBackend:
+    if settings.redis_mode == "sentinel":
+        return SentinelBackend(settings, on_message)
+    if settings.redis_mode == "cluster":
+        return ClusterBackend(settings, on_message)
+    return StandaloneBackend(settings, on_message)

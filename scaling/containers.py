@@ -1,0 +1,455 @@
+"""The container view of a phase: the services the Docker stack and docker-compose run.
+
+Pure data, built once from the PhaseSpec with the shared renderers; the Pulumi Docker
+components and the docker-compose renderer both read it, so they cannot drift apart.
+Secrets are named (e.g. "redis-password"), never carried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from scaling.model import PhaseSpec
+from scaling.render.endpoints import Endpoint
+from scaling.render.env import SECRET_VARIABLES
+from scaling.render.nginx import NginxLayout, render_nginx_conf
+from scaling.render.pgbouncer import PoolerLayout, render_pgbouncer_ini
+from scaling.render.postgres import (
+    REPLICATION_USER,
+    PostgresLayout,
+    render_pg_hba_conf,
+    render_postgresql_conf,
+    render_replication_role_sql,
+    replication_slot,
+)
+from scaling.render.redis import (
+    RedisLayout,
+    SentinelLayout,
+    redis_node_args,
+    render_redis_conf,
+    render_sentinel_conf,
+    sentinel_node_args,
+)
+
+Tier = Literal["postgres", "redis", "gateway", "nginx"]
+
+PG_PORT, POOLER_PORT, REDIS_PORT, SENTINEL_PORT = 5432, 6432, 6379, 26379
+PG_CONF_DIR = "/etc/postgresql"
+PG_DATA = "/var/lib/postgresql/data"
+REPLICA_ALIAS = "postgres-replicas"
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A rendered file mounted read-only into the container."""
+
+    path: str
+    content: str
+    # The name `sikka-scaling render` writes it under (several containers may share one).
+    render_name: str
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    test: tuple[str, ...]
+    interval_seconds: int = 10
+    timeout_seconds: int = 5
+    retries: int = 6
+    start_period_seconds: int = 20
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str  # also its DNS name on the private network
+    tier: Tier
+    role: str
+    image: str
+    command: tuple[str, ...]
+    healthcheck: HealthCheck
+    entrypoint: tuple[str, ...] | None = None
+    user: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    # Environment variable → secret name (keys of SECRET_VARIABLES).
+    secret_env: Mapping[str, str] = field(default_factory=dict)
+    files: tuple[ConfigFile, ...] = ()
+    volumes: Mapping[str, str] = field(default_factory=dict)  # volume name → mount path
+    tmpfs: tuple[str, ...] = ()  # writable scratch paths, world-writable with sticky bit
+    ports: tuple[int, ...] = ()
+    published: Mapping[int, int] = field(default_factory=dict)  # host port → container port
+    aliases: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    memory_mb: int | None = None
+
+
+def _secret(name: str) -> dict[str, str]:
+    return {SECRET_VARIABLES[name]: name}
+
+
+def _shell(script: str) -> tuple[str, ...]:
+    return ("sh", "-c", script)
+
+
+def _pg_layout(spec: PhaseSpec) -> PostgresLayout:
+    return PostgresLayout(
+        port=PG_PORT, hba_file=f"{PG_CONF_DIR}/pg_hba.conf", private_networks=(spec.docker.subnet,)
+    )
+
+
+REPLICA_ENTRYPOINT = f"""\
+#!/bin/sh
+# Bootstraps a streaming replica from the primary on first start (pg_basebackup into an
+# empty volume), then runs it as a hot standby. The password comes from the environment.
+set -eu
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  until pg_isready -q -h "$PRIMARY_HOST" -p "$PRIMARY_PORT"; do sleep 1; done
+  export PGPASSWORD="$REPLICATION_PASSWORD"
+  create_slot=--create-slot
+  if psql -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U {REPLICATION_USER} -d postgres -tAc \\
+      "SELECT 1 FROM pg_replication_slots WHERE slot_name = '$REPLICATION_SLOT'" | grep -q 1; then
+    create_slot=
+  fi
+  pg_basebackup -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U {REPLICATION_USER} -D "$PGDATA" \\
+    --write-recovery-conf --wal-method=stream --checkpoint=fast \\
+    $create_slot --slot="$REPLICATION_SLOT"
+  unset PGPASSWORD
+  chmod 0700 "$PGDATA"
+fi
+exec postgres -c config_file={PG_CONF_DIR}/postgresql.conf
+"""
+
+REPLICATION_ROLE_INIT = f"""\
+#!/bin/sh
+# Runs once, when the primary's volume is initialised: creates the replication role.
+set -eu
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \\
+  --set replication_password="$REPLICATION_PASSWORD" <<'SQL'
+{render_replication_role_sql()}SQL
+"""
+
+
+def postgres_containers(spec: PhaseSpec) -> list[Container]:
+    pg = spec.postgres
+    layout = _pg_layout(spec)
+    conf = ConfigFile(
+        f"{PG_CONF_DIR}/postgresql.conf", render_postgresql_conf(spec, layout), "postgresql.conf"
+    )
+    hba = ConfigFile(f"{PG_CONF_DIR}/pg_hba.conf", render_pg_hba_conf(spec, layout), "pg_hba.conf")
+    ready = HealthCheck(("CMD-SHELL", f"pg_isready -q -h 127.0.0.1 -p {PG_PORT}"))
+    files = [conf, hba]
+    if pg.read_replicas:
+        files.append(
+            ConfigFile(
+                "/docker-entrypoint-initdb.d/10-replication-role.sh",
+                REPLICATION_ROLE_INIT,
+                "10-replication-role.sh",
+            )
+        )
+    primary = Container(
+        name="postgres-primary",
+        tier="postgres",
+        role="primary",
+        image=pg.image,
+        command=("postgres", "-c", f"config_file={PG_CONF_DIR}/postgresql.conf"),
+        healthcheck=ready,
+        env={"POSTGRES_USER": pg.user, "POSTGRES_DB": pg.database, "PGDATA": PG_DATA},
+        secret_env={**_secret("postgres-password"), **_secret("replication-password")}
+        if pg.read_replicas
+        else _secret("postgres-password"),
+        files=tuple(files),
+        volumes={"postgres-primary-data": "/var/lib/postgresql/data"},
+        ports=(PG_PORT,),
+        memory_mb=pg.memory_mb,
+    )
+    containers = [primary]
+    for index in range(1, pg.read_replicas + 1):
+        containers.append(
+            Container(
+                name=f"postgres-replica-{index}",
+                tier="postgres",
+                role="replica",
+                image=pg.image,
+                entrypoint=("sh", f"{PG_CONF_DIR}/replica-entrypoint.sh"),
+                command=(),
+                user="postgres",
+                healthcheck=ready,
+                env={
+                    "PGDATA": PG_DATA,
+                    "PRIMARY_HOST": primary.name,
+                    "PRIMARY_PORT": str(PG_PORT),
+                    "REPLICATION_SLOT": replication_slot(index),
+                },
+                secret_env=_secret("replication-password"),
+                files=(
+                    conf,
+                    hba,
+                    ConfigFile(
+                        f"{PG_CONF_DIR}/replica-entrypoint.sh",
+                        REPLICA_ENTRYPOINT,
+                        "replica-entrypoint.sh",
+                    ),
+                ),
+                volumes={f"postgres-replica-{index}-data": "/var/lib/postgresql/data"},
+                ports=(PG_PORT,),
+                # One alias for every replica: PgBouncer's read-only pool resolves it and
+                # spreads connections over all of them (DNS round-robin).
+                aliases=(REPLICA_ALIAS,),
+                depends_on=(primary.name,),
+                memory_mb=pg.memory_mb,
+            )
+        )
+    if spec.pooler.enabled:
+        containers.append(pooler_container(spec, [c.name for c in containers[1:]]))
+    return containers
+
+
+def pooler_container(spec: PhaseSpec, replica_names: list[str]) -> Container:
+    layout = PoolerLayout(
+        listen=Endpoint("0.0.0.0", POOLER_PORT),
+        primary=Endpoint("postgres-primary", PG_PORT),
+        replica_hosts=(REPLICA_ALIAS,) if replica_names else (),
+        replica_port=PG_PORT,
+        auth_file="/run/pgbouncer/userlist.txt",
+    )
+    user = spec.postgres.user
+    # The auth file is written from the secret at start-up, into a tmpfs, never an image.
+    start = (
+        "umask 077 && "
+        f'printf \'"%s" "%s"\\n\' "{user}" "$POSTGRES_PASSWORD" > /run/pgbouncer/userlist.txt '
+        "&& exec pgbouncer /etc/pgbouncer/pgbouncer.ini"
+    )
+    return Container(
+        name="pgbouncer",
+        tier="postgres",
+        role="pooler",
+        image=spec.pooler.image,
+        entrypoint=_shell(start),
+        command=(),
+        healthcheck=HealthCheck(("CMD-SHELL", f"nc -z 127.0.0.1 {POOLER_PORT}")),
+        secret_env=_secret("postgres-password"),
+        files=(
+            ConfigFile(
+                "/etc/pgbouncer/pgbouncer.ini", render_pgbouncer_ini(spec, layout), "pgbouncer.ini"
+            ),
+        ),
+        tmpfs=("/run/pgbouncer",),
+        ports=(POOLER_PORT,),
+        depends_on=("postgres-primary", *replica_names),
+    )
+
+
+def _redis_start(server: str, conf: str, *, sentinel: bool = False) -> str:
+    """Write the password into a tmpfs file the config includes (or, for Sentinel, append it
+    to a writable copy, since Sentinel rewrites its own file), then exec the server."""
+    if sentinel:
+        return (
+            "umask 077 && cp /etc/redis/sentinel.conf /data/sentinel.conf && "
+            f'printf \'sentinel auth-pass %s "%s"\\n\' "$REDIS_MASTER_NAME" "$REDIS_PASSWORD" '
+            f'>> /data/sentinel.conf && exec {server} /data/sentinel.conf --sentinel "$@"'
+        )
+    return (
+        "umask 077 && "
+        'printf \'requirepass "%s"\\nmasterauth "%s"\\n\' "$REDIS_PASSWORD" "$REDIS_PASSWORD" '
+        f'> /run/redis/secrets.conf && exec {server} {conf} "$@"'
+    )
+
+
+def redis_containers(spec: PhaseSpec) -> list[Container]:
+    redis = spec.redis
+    server, cli = redis.binaries
+    conf = ConfigFile(
+        "/etc/redis/redis.conf",
+        render_redis_conf(spec, RedisLayout(port=REDIS_PORT)),
+        "redis.conf",
+    )
+    ping = HealthCheck(
+        ("CMD-SHELL", f'REDISCLI_AUTH="$REDIS_PASSWORD" {cli} -p {REDIS_PORT} ping | grep -q PONG')
+    )
+    nodes = {"standalone": 1, "sentinel": 1 + redis.replicas, "cluster": redis.cluster_nodes}
+    containers = []
+    master = Endpoint("redis-0", REDIS_PORT)
+    for index in range(nodes[redis.mode]):
+        name = f"redis-{index}"
+        args = redis_node_args(
+            spec,
+            announce=Endpoint(name, REDIS_PORT),
+            master=master if redis.mode == "sentinel" and index else None,
+        )
+        role = {"standalone": "standalone", "cluster": "cluster-node"}.get(
+            redis.mode, "replica" if index else "master"
+        )
+        containers.append(
+            Container(
+                name=name,
+                tier="redis",
+                role=role,
+                image=redis.image,
+                entrypoint=(*_shell(_redis_start(server, "/etc/redis/redis.conf")), "sh"),
+                command=tuple(args),
+                user="999",
+                healthcheck=ping,
+                secret_env=_secret("redis-password"),
+                files=(conf,),
+                volumes={f"{name}-data": "/data"},
+                tmpfs=("/run/redis",),
+                ports=(REDIS_PORT,),
+                depends_on=(master.host,) if redis.mode == "sentinel" and index else (),
+                memory_mb=redis.memory_per_node_mb + redis.memory_per_node_mb // 4 + 64,
+            )
+        )
+    if redis.mode == "sentinel":
+        sentinel_conf = ConfigFile(
+            "/etc/redis/sentinel.conf",
+            render_sentinel_conf(spec, SentinelLayout(port=SENTINEL_PORT), master),
+            "sentinel.conf",
+        )
+        for index in range(1, redis.sentinels + 1):
+            name = f"sentinel-{index}"
+            containers.append(
+                Container(
+                    name=name,
+                    tier="redis",
+                    role="sentinel",
+                    image=redis.image,
+                    entrypoint=(*_shell(_redis_start(server, "", sentinel=True)), "sh"),
+                    command=tuple(sentinel_node_args(Endpoint(name, SENTINEL_PORT))),
+                    user="999",
+                    healthcheck=HealthCheck(
+                        ("CMD-SHELL", f"{cli} -p {SENTINEL_PORT} ping | grep -q PONG")
+                    ),
+                    env={"REDIS_MASTER_NAME": redis.master_name},
+                    secret_env=_secret("redis-password"),
+                    files=(sentinel_conf,),
+                    volumes={f"{name}-data": "/data"},
+                    ports=(SENTINEL_PORT,),
+                    depends_on=tuple(f"redis-{i}" for i in range(1 + redis.replicas)),
+                    memory_mb=128,
+                )
+            )
+    if redis.mode == "cluster":
+        containers.append(cluster_creator(spec, [c.name for c in containers]))
+    return containers
+
+
+def cluster_creator(spec: PhaseSpec, node_names: list[str]) -> Container:
+    """A one-shot container that forms the cluster once every node answers; it does nothing
+    when the cluster already exists, so re-running `pulumi up` is safe."""
+    _, cli = spec.redis.binaries
+    nodes = " ".join(f"{name}:{REDIS_PORT}" for name in node_names)
+    script = (
+        f'export REDISCLI_AUTH="$REDIS_PASSWORD"; '
+        f"for n in {' '.join(node_names)}; do "
+        f"until {cli} -h $n -p {REDIS_PORT} ping | grep -q PONG; do sleep 1; done; done; "
+        f"if {cli} -h {node_names[0]} -p {REDIS_PORT} cluster info | grep -q 'cluster_state:ok'; "
+        f"then echo 'cluster already formed'; exit 0; fi; "
+        f"exec {cli} --cluster create {nodes} "
+        f"--cluster-replicas {spec.redis.replicas_per_master} --cluster-yes"
+    )
+    return Container(
+        name="redis-cluster-init",
+        tier="redis",
+        role="cluster-init",
+        image=spec.redis.image,
+        entrypoint=_shell(script),
+        command=(),
+        user="999",
+        healthcheck=HealthCheck(("NONE",)),
+        secret_env=_secret("redis-password"),
+        depends_on=tuple(node_names),
+    )
+
+
+def redis_client_env(spec: PhaseSpec) -> dict[str, str]:
+    """How a gateway finds Redis in this phase (see gateway/README.md)."""
+    redis = spec.redis
+    if redis.mode == "sentinel":
+        return {
+            "REDIS_MODE": "sentinel",
+            "REDIS_SENTINELS": ",".join(
+                f"sentinel-{i}:{SENTINEL_PORT}" for i in range(1, redis.sentinels + 1)
+            ),
+            "REDIS_MASTER_NAME": redis.master_name,
+        }
+    if redis.mode == "cluster":
+        return {
+            "REDIS_MODE": "cluster",
+            "REDIS_CLUSTER_NODES": ",".join(
+                f"redis-{i}:{REDIS_PORT}" for i in range(redis.cluster_nodes)
+            ),
+        }
+    return {"REDIS_MODE": "standalone", "REDIS_URL": f"redis://redis-0:{REDIS_PORT}/0"}
+
+
+def gateway_containers(spec: PhaseSpec) -> list[Container]:
+    gw, pg = spec.gateway, spec.postgres
+    db_host, db_port = (
+        ("pgbouncer", POOLER_PORT) if spec.pooler.enabled else ("postgres-primary", PG_PORT)
+    )
+    health = (
+        "python -c \"import urllib.request; "
+        f"urllib.request.urlopen('http://127.0.0.1:{gw.port}/healthz', timeout=3)\""
+    )
+    containers = []
+    for index in range(1, gw.replicas + 1):
+        name = f"gateway-{index}"
+        containers.append(
+            Container(
+                name=name,
+                tier="gateway",
+                role="gateway",
+                image=gw.image,
+                command=(),
+                healthcheck=HealthCheck(("CMD-SHELL", health)),
+                env={
+                    "GATEWAY_ID": name,
+                    "GATEWAY_PORT": str(gw.port),
+                    "WEBSOCKET_MAX_CONNECTIONS": str(gw.connections_per_replica),
+                    "GATEWAY_DRAIN_SECONDS": str(gw.drain_seconds),
+                    "SCALING_PHASE": spec.phase.value,
+                    **redis_client_env(spec),
+                    "DB_HOST": db_host,
+                    "DB_PORT": str(db_port),
+                    "DB_NAME": pg.database,
+                    "DB_USER": pg.user,
+                },
+                secret_env={**_secret("redis-password"), "DB_PASSWORD": "postgres-password"},
+                ports=(gw.port,),
+                depends_on=("redis-0", db_host),
+            )
+        )
+    return containers
+
+
+def nginx_container(spec: PhaseSpec, gateways: list[Container]) -> Container:
+    nginx = spec.nginx
+    layout = NginxLayout(
+        listen=str(nginx.port),
+        status_listen=str(nginx.status_port),
+        upstream_servers=tuple(
+            f"{g.name}:{spec.gateway.port} max_fails=2 fail_timeout=5s" for g in gateways
+        ),
+        status_allow=("127.0.0.1", spec.docker.subnet),
+    )
+    return Container(
+        name="nginx",
+        tier="nginx",
+        role="proxy",
+        image=nginx.image,
+        command=("nginx", "-g", "daemon off;"),
+        healthcheck=HealthCheck(("CMD-SHELL", f"curl -fsS http://127.0.0.1:{nginx.port}/healthz")),
+        files=(ConfigFile("/etc/nginx/nginx.conf", render_nginx_conf(spec, layout), "nginx.conf"),),
+        ports=(nginx.port, nginx.status_port),
+        published={spec.docker.http_port: nginx.port},
+        depends_on=tuple(g.name for g in gateways),
+    )
+
+
+def build_containers(spec: PhaseSpec) -> dict[Tier, list[Container]]:
+    gateways = gateway_containers(spec)
+    return {
+        "postgres": postgres_containers(spec),
+        "redis": redis_containers(spec),
+        "gateway": gateways,
+        "nginx": [nginx_container(spec, gateways)],
+    }
