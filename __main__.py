@@ -2,8 +2,8 @@
 
 import pulumi
 
-from components.platform import Platform, PlatformArgs
 from components.config import spec_from_pulumi
+from components.platform import Platform, PlatformArgs
 
 spec = spec_from_pulumi()  # raises before any resource is registered on bad config
 platform = Platform(f"sikka-{spec.phase.value}", PlatformArgs(spec=spec))
@@ -12,10 +12,13 @@ pulumi.export("phase", spec.phase.value)
 pulumi.export("platform", spec.platform.value)
 pulumi.export("url", platform.nginx.url)
 pulumi.export("database_uri", platform.database_uri)
-pulumi.export("postgres", {
-    "primary": platform.postgres.primary_endpoint,
-    "replicas": platform.postgres.replica_endpoints,
-    "pooler": platform.postgres.pooler_endpoint,
-})
+pulumi.export(
+    "postgres",
+    {
+        "primary": platform.postgres.primary_endpoint,
+        "replicas": platform.postgres.replica_endpoints,
+        "pooler": platform.postgres.pooler_endpoint,
+    },
+)
 pulumi.export("redis_password", platform.redis_password)
 pulumi.export("thresholds", spec.thresholds.model_dump(by_alias=True))

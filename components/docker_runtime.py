@@ -60,7 +60,9 @@ class DockerRuntime:
             )
             volumes.append(docker.ContainerVolumeArgs(volume_name=volume.name, container_path=path))
         hc = container.healthcheck
-        depends = [self.containers[name] for name in container.depends_on if name in self.containers]
+        depends = [
+            self.containers[name] for name in container.depends_on if name in self.containers
+        ]
         one_shot = container.role == "cluster-init"
         resource = docker.Container(
             f"{prefix}-{container.name}",

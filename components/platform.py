@@ -16,6 +16,7 @@ from components.secrets import PhaseSecrets
 from components.tier import Runtime, TierArgs
 from scaling.containers import build_containers
 from scaling.model import PhaseSpec, PlatformKind
+from scaling.render.env import required_secrets
 
 
 @dataclass(frozen=True)
@@ -42,25 +43,27 @@ class Platform(pulumi.ComponentResource):
         super().__init__("sikka:platform:Platform", name, None, opts)
         spec = args.spec
         child = pulumi.ResourceOptions(parent=self)
-        secrets = PhaseSecrets(f"{name}-secrets", opts=child)
+        secrets = PhaseSecrets(f"{name}-secrets", required_secrets(spec), opts=child)
         runtime = self._runtime(name, spec, secrets, child)
         tier_args = TierArgs(spec=spec, runtime=runtime)
         self.postgres = Postgres(f"{name}-postgres", tier_args, opts=child)
         self.redis = Redis(f"{name}-redis", tier_args, opts=child)
         self.gateway = WebSocketGateway(
-            f"{name}-gateway", tier_args, opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.postgres, self.redis]
-            )
+            f"{name}-gateway",
+            tier_args,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.postgres, self.redis]),
         )
         self.nginx = Nginx(
-            f"{name}-nginx", tier_args,
+            f"{name}-nginx",
+            tier_args,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway]),
         )
         pg = spec.postgres
         host = self.postgres.pooler_endpoint or self.postgres.primary_endpoint
         self.database_uri = pulumi.Output.secret(
             pulumi.Output.concat(
-                f"postgresql://{pg.user}:", secrets.values["postgres-password"],
+                f"postgresql://{pg.user}:",
+                secrets.values["postgres-password"],
                 f"@{host}/{pg.database}",
             )
         )

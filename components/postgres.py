@@ -4,8 +4,8 @@ Citus sharded cluster through StackGres (scale, Kubernetes)."""
 from __future__ import annotations
 
 from components.tier import TierComponent
-from scaling.model import PhaseSpec
 from scaling.endpoints import postgres_endpoints
+from scaling.model import PhaseSpec
 
 
 class Postgres(TierComponent):

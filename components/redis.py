@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from components.tier import TierComponent
-from scaling.model import PhaseSpec
 from scaling.endpoints import redis_endpoints
+from scaling.model import PhaseSpec
 
 
 class Redis(TierComponent):

@@ -17,7 +17,7 @@ CONFIG_KEYS = {
 
 
 class PhaseSecrets(pulumi.ComponentResource):
-    """Creates one `random.RandomPassword` per secret not supplied in config.
+    """Creates one `random.RandomPassword` per needed secret not supplied in config.
 
     Exposes ``values``: secret name → secret Output. Passwords are alphanumeric so they
     survive every config format and shell they pass through.
@@ -25,11 +25,15 @@ class PhaseSecrets(pulumi.ComponentResource):
 
     values: dict[str, pulumi.Output[str]]
 
-    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, needed: tuple[str, ...], opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("sikka:secrets:PhaseSecrets", name, None, opts)
         config = pulumi.Config(NAMESPACE)
         self.values = {}
-        for secret in SECRET_VARIABLES:
+        for secret in needed:
+            if secret not in SECRET_VARIABLES:
+                raise ValueError(f"unknown secret {secret!r}")
             supplied = config.get_secret(CONFIG_KEYS[secret])
             if supplied is not None:
                 self.values[secret] = pulumi.Output.secret(supplied)

@@ -65,20 +65,44 @@ def render(
         typer.echo(f"wrote {out / name}")
 
 
+@app.command()
+def preview(
+    stack: StackArg,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document")] = False,
+) -> None:
+    """Evaluate the Pulumi program for a stack under Pulumi's mock engine (no CLI, no cloud)
+    and list every resource it would register."""
+    import json
+
+    load(stack)  # the same validation messages as `validate`
+    from components.offline_preview import run_stack
+
+    run = run_stack(stack_path(stack).name[len("Pulumi.") : -len(".yaml")])
+    rows = [
+        {"type": r.type, "name": r.name, "secret_inputs": sorted(r.secret_paths())}
+        for r in run.resources
+    ]
+    if as_json:
+        typer.echo(json.dumps({"stack": stack, "resources": rows}, indent=2))
+        return
+    for row in rows:
+        secret = f"  (secret: {', '.join(row['secret_inputs'])})" if row["secret_inputs"] else ""
+        typer.echo(f"{row['type']:<55} {row['name']}{secret}")
+    typer.echo(f"{len(rows)} resources")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code so tests can call ``main([...])``."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except typer.Exit as done:
         return done.exit_code
-    except Exception as error:  # click's usage errors
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            return error.exit_code
-        raise
-    return 0
+    except typer.TyperException as error:  # usage errors: show them the way click does
+        show = getattr(error, "show", None)
+        if show is not None:
+            show()
+        return int(getattr(error, "exit_code", 2))
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

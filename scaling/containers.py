@@ -387,7 +387,7 @@ def gateway_containers(spec: PhaseSpec) -> list[Container]:
         ("pgbouncer", POOLER_PORT) if spec.pooler.enabled else ("postgres-primary", PG_PORT)
     )
     health = (
-        "python -c \"import urllib.request; "
+        'python -c "import urllib.request; '
         f"urllib.request.urlopen('http://127.0.0.1:{gw.port}/healthz', timeout=3)\""
     )
     containers = []

@@ -25,8 +25,13 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "memoryMb": 1024,
             "storageGb": 10,
         },
-        "pooler": {"enabled": False, "maxClientConn": 400, "defaultPoolSize": 12,
-                   "readPoolSize": 12, "reservePoolSize": 3},
+        "pooler": {
+            "enabled": False,
+            "maxClientConn": 400,
+            "defaultPoolSize": 12,
+            "readPoolSize": 12,
+            "reservePoolSize": 3,
+        },
         "redis": {"mode": "standalone", "maxMemoryMb": 256, "maxClients": 1000},
         "gateway": {
             "maxConnections": 500,
@@ -53,8 +58,13 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "storageGb": 50,
         },
         # max_client_conn: 20 % of peak concurrent users hold a pooled session at once.
-        "pooler": {"enabled": True, "maxClientConn": 1000, "defaultPoolSize": 70,
-                   "readPoolSize": 70, "reservePoolSize": 10},
+        "pooler": {
+            "enabled": True,
+            "maxClientConn": 1000,
+            "defaultPoolSize": 70,
+            "readPoolSize": 70,
+            "reservePoolSize": 10,
+        },
         "redis": {
             "mode": "sentinel",
             "maxMemoryMb": 2048,
@@ -91,8 +101,13 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "coordinatorInstances": 2,
             "instancesPerShard": 2,
         },
-        "pooler": {"enabled": True, "maxClientConn": 4000, "defaultPoolSize": 150,
-                   "readPoolSize": 150, "reservePoolSize": 20},
+        "pooler": {
+            "enabled": True,
+            "maxClientConn": 4000,
+            "defaultPoolSize": 150,
+            "readPoolSize": 150,
+            "reservePoolSize": 20,
+        },
         "redis": {
             "mode": "cluster",
             "maxMemoryMb": 65536,
@@ -107,8 +122,7 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "maxReplicas": 12,
             "connectionsPerReplica": 2500,
         },
-        "nginx": {"workerConnections": 4096, "workerProcesses": 4, "replicas": 2,
-                  "maxReplicas": 6},
+        "nginx": {"workerConnections": 4096, "workerProcesses": 4, "replicas": 2, "maxReplicas": 6},
         # At scale the HPA holds CPU at 70 % and memory at 80 %; alerts fire above that.
         "thresholds": {"cpuPercent": 70, "memoryPercent": 80, "connectionsPercent": 85},
         "autoscaling": {"enabled": True, "cpuTargetPercent": 70, "memoryTargetPercent": 80},

@@ -54,7 +54,10 @@ def redis_endpoints(spec: PhaseSpec) -> dict[str, object]:
             "master_name": redis.master_name,
         }
     if redis.mode == "cluster":
-        return {"redis_mode": "cluster", "node_endpoints": [node(i) for i in range(redis.cluster_nodes)]}
+        return {
+            "redis_mode": "cluster",
+            "node_endpoints": [node(i) for i in range(redis.cluster_nodes)],
+        }
     return {"redis_mode": "standalone", "redis_endpoint": node(0)}
 
 

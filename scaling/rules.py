@@ -43,19 +43,20 @@ def postgres_topology(s: Sections) -> Iterator[ConfigIssue]:
         if pg.instances_per_shard < 2:
             yield _issue(
                 "postgres.instancesPerShard",
-                f"each Citus shard group needs a replica: at least 2 (got {pg.instances_per_shard})",
+                "each Citus shard group needs a replica: at least 2 "
+                f"(got {pg.instances_per_shard})",
             )
         if pg.coordinator_instances < 2:
             yield _issue(
                 "postgres.coordinatorInstances",
-                f"the Citus coordinator needs a replica: at least 2 (got {pg.coordinator_instances})",
+                "the Citus coordinator needs a replica: at least 2 "
+                f"(got {pg.coordinator_instances})",
             )
         platform = s.get("platform")
         if platform is not None and platform != PlatformKind.KUBERNETES:
             yield _issue(
                 "postgres.mode",
-                "'citus' runs through the StackGres operator and needs "
-                "sikka:platform 'kubernetes'",
+                "'citus' runs through the StackGres operator and needs sikka:platform 'kubernetes'",
             )
 
 
@@ -71,7 +72,7 @@ def pooler_within_postgres(s: Sections) -> Iterator[ConfigIssue]:
     if not pooler.enabled:
         return
     budget = pg.usable_connections
-    pools = [("defaultPoolSize", pooler.default_pool_size, "primary")]
+    pools = [("defaultPoolSize", pooler.default_pool_size, "the primary")]
     if pg.read_replicas:
         pools.append(("readPoolSize", pooler.read_pool_size, "each replica"))
     for key, size, target in pools:
@@ -79,7 +80,7 @@ def pooler_within_postgres(s: Sections) -> Iterator[ConfigIssue]:
             yield _issue(
                 f"pooler.{key}",
                 f"{key} {size} + reservePoolSize {pooler.reserve_pool_size} exceeds the "
-                f"{budget} client connections PostgreSQL allows on the {target} "
+                f"{budget} client connections PostgreSQL allows on {target} "
                 f"(postgres.maxConnections {pg.max_connections} - "
                 f"{pg.superuser_reserved_connections} reserved)",
             )
@@ -116,7 +117,9 @@ def redis_topology(s: Sections) -> Iterator[ConfigIssue]:
             )
     if r.mode == "cluster":
         if r.masters < 3:
-            yield _issue("redis.masters", f"Redis Cluster needs at least 3 masters (got {r.masters})")
+            yield _issue(
+                "redis.masters", f"Redis Cluster needs at least 3 masters (got {r.masters})"
+            )
         if r.replicas_per_master < 1:
             yield _issue(
                 "redis.replicasPerMaster",
@@ -150,9 +153,7 @@ def gateway_capacity(s: Sections) -> Iterator[ConfigIssue]:
             f"the phase's {gw.max_connections} WebSocket connections",
         )
     if gw.max_replicas < gw.replicas:
-        yield _issue(
-            "gateway.maxReplicas", f"{gw.max_replicas} is below replicas {gw.replicas}"
-        )
+        yield _issue("gateway.maxReplicas", f"{gw.max_replicas} is below replicas {gw.replicas}")
 
 
 def nginx_capacity(s: Sections) -> Iterator[ConfigIssue]:
@@ -160,7 +161,9 @@ def nginx_capacity(s: Sections) -> Iterator[ConfigIssue]:
     if nginx is None:
         return
     if nginx.max_replicas < nginx.replicas:
-        yield _issue("nginx.maxReplicas", f"{nginx.max_replicas} is below replicas {nginx.replicas}")
+        yield _issue(
+            "nginx.maxReplicas", f"{nginx.max_replicas} is below replicas {nginx.replicas}"
+        )
     if nginx.status_port == nginx.port:
         yield _issue("nginx.statusPort", f"must differ from nginx.port ({nginx.port})")
     gw: GatewaySpec | None = s.get("gateway")

@@ -183,9 +183,7 @@ def parse(
     for name, model in SECTIONS.items():
         value = merged.get(name, {})
         if not isinstance(value, Mapping):
-            issues.append(
-                ConfigIssue(f"{NAMESPACE}:{name}", f"must be a mapping (got {value!r})")
-            )
+            issues.append(ConfigIssue(f"{NAMESPACE}:{name}", f"must be a mapping (got {value!r})"))
             continue
         try:
             sections[name] = model.model_validate(value)
@@ -208,7 +206,9 @@ def read_stack_file(path: Path) -> tuple[dict[str, Any], set[str]]:
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(path.name, [ConfigIssue("config", f"is not valid YAML: {error}")]) from None
+        raise ConfigError(
+            path.name, [ConfigIssue("config", f"is not valid YAML: {error}")]
+        ) from None
     config = document.get("config") or {}
     if not isinstance(config, Mapping):
         raise ConfigError(path.name, [ConfigIssue("config", "must be a mapping")])

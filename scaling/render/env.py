@@ -16,6 +16,14 @@ SECRET_VARIABLES = {
 }
 
 
+def required_secrets(spec: PhaseSpec) -> tuple[str, ...]:
+    """The secrets this phase uses: replication credentials only exist with replicas."""
+    needed = ["postgres-password", "redis-password"]
+    if spec.postgres.read_replicas or spec.postgres.mode != "single":
+        needed.insert(1, "replication-password")
+    return tuple(needed)
+
+
 def _flag(value: bool) -> str:
     return "true" if value else "false"
 
@@ -28,9 +36,12 @@ def phase_environment(spec: PhaseSpec) -> dict[str, str]:
         "DB_MAX_CONNECTIONS": str(pg.max_connections),
         "DB_MODE": pg.mode,
         "DB_READ_REPLICAS": str(pg.read_replicas),
-        "PGBOUNCER_MAX_CLIENT_CONN": str(spec.pooler.max_client_conn) if spec.pooler.enabled else "0",
+        "PGBOUNCER_MAX_CLIENT_CONN": str(spec.pooler.max_client_conn)
+        if spec.pooler.enabled
+        else "0",
         "PGBOUNCER_DEFAULT_POOL_SIZE": str(spec.pooler.default_pool_size)
-        if spec.pooler.enabled else "0",
+        if spec.pooler.enabled
+        else "0",
         "REDIS_MODE": redis.mode,
         "REDIS_MAX_CONNECTIONS": str(redis.max_clients),
         "REDIS_MAX_MEMORY_MB": str(redis.max_memory_mb),

@@ -29,13 +29,12 @@ def render_nginx_conf(spec: PhaseSpec, layout: NginxLayout) -> str:
     # Stickiness: the same client_id lands on the same gateway across reconnects; clients
     # without one are spread by request id instead of all hashing to the empty key.
     balancing = (
-        "        hash $sticky_key consistent;\n" if len(layout.upstream_servers) > 1
-        or any(" resolve" in s for s in layout.upstream_servers) else ""
+        "        hash $sticky_key consistent;\n"
+        if len(layout.upstream_servers) > 1 or any(" resolve" in s for s in layout.upstream_servers)
+        else ""
     )
     servers = "".join(f"        server {server};\n" for server in layout.upstream_servers)
-    resolver = (
-        f"    resolver {layout.resolver} valid=10s ipv6=off;\n" if layout.resolver else ""
-    )
+    resolver = f"    resolver {layout.resolver} valid=10s ipv6=off;\n" if layout.resolver else ""
     allow = "".join(f"            allow {source};\n" for source in layout.status_allow)
     timeout = nginx.websocket_read_timeout_seconds
     return f"""\

@@ -90,9 +90,7 @@ def render_pg_hba_conf(spec: PhaseSpec, layout: PostgresLayout) -> str:
     ]
     for network in layout.private_networks:
         if pg.read_replicas:
-            lines.append(
-                f"host    replication  {REPLICATION_USER:<13} {network:<16} scram-sha-256"
-            )
+            lines.append(f"host    replication  {REPLICATION_USER:<13} {network:<16} scram-sha-256")
         lines.append(f"host    all          all           {network:<16} scram-sha-256")
     return "\n".join(lines) + "\n"
 

@@ -68,8 +68,12 @@ def redis_node_args(
         if spec.redis.mode == "cluster":
             args += ["--cluster-announce-hostname", announce.host]
         elif spec.redis.mode == "sentinel":
-            args += ["--replica-announce-ip", announce.host,
-                     "--replica-announce-port", str(announce.port)]
+            args += [
+                "--replica-announce-ip",
+                announce.host,
+                "--replica-announce-port",
+                str(announce.port),
+            ]
     if master is not None:
         args += ["--replicaof", master.host, str(master.port)]
     return args
@@ -113,8 +117,14 @@ def render_sentinel_conf(spec: PhaseSpec, layout: SentinelLayout, master: Endpoi
 
 
 def sentinel_node_args(announce: Endpoint) -> list[str]:
-    return ["--sentinel", "announce-ip", announce.host, "--sentinel", "announce-port",
-            str(announce.port)]
+    return [
+        "--sentinel",
+        "announce-ip",
+        announce.host,
+        "--sentinel",
+        "announce-port",
+        str(announce.port),
+    ]
 
 
 def render_sentinel_auth(spec: PhaseSpec, password: str) -> str:

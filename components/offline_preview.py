@@ -1,0 +1,149 @@
+"""Evaluates the Pulumi program under Pulumi's mock engine, the way `pulumi preview` would,
+and records every registered resource with its inputs (secrets still marked).
+
+Serves the tests and `sikka-scaling preview`, which shows what a stack would register on a
+machine without the Pulumi CLI, its plugins or credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks, rpc
+
+from scaling.stackconfig import read_stack_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET_SIG = rpc._special_sig_key
+
+
+@dataclass
+class Registered:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    raw: dict[str, Any]  # inputs as sent to the engine, secrets still wrapped
+
+    def secret_paths(self) -> set[str]:
+        found: set[str] = set()
+
+        def walk(value: Any, path: str) -> None:
+            if isinstance(value, dict):
+                if value.get(SECRET_SIG) == rpc._special_secret_sig:
+                    found.add(path)
+                    return
+                for key, item in value.items():
+                    walk(item, f"{path}.{key}" if path else key)
+            elif isinstance(value, list):
+                for index, item in enumerate(value):
+                    walk(item, f"{path}[{index}]")
+
+        walk(self.raw, "")
+        return found
+
+
+@dataclass
+class Recorder(pulumi.runtime.Mocks):
+    resources: list[Registered] = field(default_factory=list)
+
+    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        state = dict(args.inputs)
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = f"generated-{args.name}"
+        return f"{args.name}-id", state
+
+    def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        return {}, []
+
+
+class RecordingMonitor(mocks.MockMonitor):
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__(recorder)
+        self.recorder = recorder
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            raw = _struct_to_dict(request.object)
+            last = self.recorder.resources[-1] if self.recorder.resources else None
+            inputs = rpc.deserialize_properties(request.object)
+            entry = Registered(request.type, request.name, _plain(inputs), raw)
+            if last is None or (last.type, last.name) != (entry.type, entry.name):
+                self.recorder.resources.append(entry)
+        return response
+
+
+def _struct_to_dict(struct: Any) -> dict[str, Any]:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(struct)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG) == rpc._special_secret_sig:
+            return _plain(value.get("value"))
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class StackRun:
+    resources: list[Registered]
+    outputs: dict[str, Any]
+
+    def of_type(self, token: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == token]
+
+    def named(self, name: str) -> Registered:
+        matches = [r for r in self.resources if r.name == name]
+        assert len(matches) == 1, f"{name}: {len(matches)} resources"
+        return matches[0]
+
+
+def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> tuple[dict, set]:
+    """The config `pulumi preview` would pass: the stack file's values as JSON text."""
+    values, secret_keys = read_stack_file(ROOT / f"Pulumi.{stack}.yaml")
+    values = {**values, **(overrides or {})}
+    encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    return encoded, secret_keys
+
+
+def run_stack(
+    stack: str,
+    overrides: Mapping[str, Any] | None = None,
+    secret_values: Mapping[str, str] | None = None,
+) -> StackRun:
+    """Runs __main__.py for ``stack``; raises what the program raises (ConfigError, ...)."""
+    recorder = Recorder()
+    pulumi.runtime.set_mocks(
+        recorder,
+        project="sikka-scaling",
+        stack=stack,
+        preview=True,
+        monitor=RecordingMonitor(recorder),
+    )
+    config, secret_keys = stack_config(stack, overrides)
+    config.update(secret_values or {})
+    pulumi.runtime.set_all_config(config, [*secret_keys, *(secret_values or {})])
+    outputs: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def evaluate() -> None:
+        namespace = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        outputs.update(namespace)
+
+    try:
+        evaluate()
+    except Exception as error:
+        error.registered = recorder.resources  # type: ignore[attr-defined]
+        raise
+    return StackRun(recorder.resources, outputs)

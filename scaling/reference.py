@@ -1,0 +1,50 @@
+"""The configuration reference (README): every `sikka:` key with its per-phase default,
+generated from the model so the documentation cannot drift from the code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from scaling.model import Phase, PhaseSpec
+from scaling.stackconfig import SECRET_KEYS, SECTIONS, parse
+
+
+def _leaves(model: BaseModel, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        key = f"{prefix}.{field.alias or name}"
+        if isinstance(value, BaseModel):
+            out.update(_leaves(value, key))
+        else:
+            out[key] = value
+    return out
+
+
+def _defaults(phase: Phase) -> dict[str, Any]:
+    spec: PhaseSpec = parse({"sikka:phase": phase.value}, stack=phase.value)
+    values: dict[str, Any] = {"sikka:phase": phase.value, "sikka:platform": spec.platform.value}
+    for section in SECTIONS:
+        values.update(_leaves(getattr(spec, section), f"sikka:{section}"))
+    return values
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"`{value}`"
+
+
+def reference_table() -> str:
+    columns = {phase: _defaults(phase) for phase in Phase}
+    rows = ["| key | launch | growth | scale |", "|---|---|---|---|"]
+    for key in columns[Phase.LAUNCH]:
+        cells = " | ".join(_show(columns[p][key]) for p in Phase)
+        rows.append(f"| `{key}` | {cells} |")
+    for key in SECRET_KEYS:
+        rows.append(f"| `sikka:{key}` (secret) | generated | generated | generated |")
+    return "\n".join(rows) + "\n"

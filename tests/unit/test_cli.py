@@ -1,0 +1,111 @@
+"""`sikka-scaling validate` and `render`, called as main(argv)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scaling.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_validate_accepts_every_stack(capsys: pytest.CaptureFixture[str]) -> None:
+    for stack in ("launch", "growth", "scale"):
+        assert main(["validate", str(ROOT / f"Pulumi.{stack}.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "Pulumi.growth.yaml: ok (growth phase on docker" in out
+
+
+def test_validate_prints_every_problem_and_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = tmp_path / "Pulumi.growth.yaml"
+    stack.write_text(
+        "config:\n  sikka:phase: growth\n  sikka:redis:\n    sentinels: 4\n"
+        "  sikka:postgres:\n    readReplicas: -2\n"
+    )
+    assert main(["validate", str(stack)]) == 1
+    err = capsys.readouterr().err
+    assert "2 problem(s) in Pulumi.growth.yaml; nothing was registered:" in err
+    assert "Pulumi.growth.yaml: sikka:postgres.readReplicas: input should be greater" in err
+    assert "Pulumi.growth.yaml: sikka:redis.sentinels: Sentinel needs an odd number" in err
+
+
+def test_validate_unknown_stack_is_a_usage_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "staging"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("stack", "expected", "absent"),
+    [
+        (
+            "launch",
+            {
+                "docker-compose.yml",
+                "nginx.conf",
+                "postgresql.conf",
+                "pg_hba.conf",
+                "redis.conf",
+                ".env",
+            },
+            {"pgbouncer.ini", "sentinel.conf"},
+        ),
+        (
+            "growth",
+            {
+                "docker-compose.yml",
+                "nginx.conf",
+                "pgbouncer.ini",
+                "postgresql.conf",
+                "pg_hba.conf",
+                "redis.conf",
+                "sentinel.conf",
+                "replica-entrypoint.sh",
+                ".env",
+            },
+            set(),
+        ),
+    ],
+)
+def test_render_writes_the_phase_files(
+    tmp_path: Path, stack: str, expected: set[str], absent: set[str]
+) -> None:
+    assert main(["render", stack, "--out", str(tmp_path)]) == 0
+    written = {p.name for p in tmp_path.iterdir()}
+    assert expected <= written
+    assert not absent & written
+
+
+def test_rendered_env_has_the_seed_variables(tmp_path: Path) -> None:
+    main(["render", "growth", "--out", str(tmp_path)])
+    env = dict(
+        line.split("=", 1)
+        for line in (tmp_path / ".env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert {
+        k: env[k]
+        for k in (
+            "SCALING_PHASE",
+            "DB_MAX_CONNECTIONS",
+            "REDIS_MAX_CONNECTIONS",
+            "WEBSOCKET_MAX_CONNECTIONS",
+            "NGINX_WORKER_CONNECTIONS",
+            "NGINX_WORKER_PROCESSES",
+            "ENABLE_READ_REPLICAS",
+            "ENABLE_REDIS_SENTINEL",
+        )
+    } == {
+        "SCALING_PHASE": "growth",
+        "DB_MAX_CONNECTIONS": "100",
+        "REDIS_MAX_CONNECTIONS": "4000",
+        "WEBSOCKET_MAX_CONNECTIONS": "2000",
+        "NGINX_WORKER_CONNECTIONS": "2048",
+        "NGINX_WORKER_PROCESSES": "2",
+        "ENABLE_READ_REPLICAS": "true",
+        "ENABLE_REDIS_SENTINEL": "true",
+    }
+    assert not any("PASSWORD" in key for key in env)

@@ -1,0 +1,181 @@
+"""Launch and growth stacks on Docker, evaluated under Pulumi's mock engine."""
+
+from __future__ import annotations
+
+import pytest
+from support.pulumi_stack import StackRun, run_stack
+
+from scaling.issues import ConfigError
+
+CONTAINER = "docker:index/container:Container"
+
+
+def containers(run: StackRun) -> dict[str, dict]:
+    """Container name on the Docker host → its inputs."""
+    return {r.inputs["name"]: r for r in run.of_type(CONTAINER)}
+
+
+def uploaded(resource, path: str) -> str:
+    files = {u["file"]: u["content"] for u in resource.inputs.get("uploads", [])}
+    return files[path]
+
+
+def env(resource) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in resource.inputs["envs"])
+
+
+@pytest.fixture(scope="module")
+def launch() -> StackRun:
+    return run_stack("launch")
+
+
+@pytest.fixture(scope="module")
+def growth() -> StackRun:
+    return run_stack("growth")
+
+
+def test_launch_registers_one_of_each(launch: StackRun) -> None:
+    assert sorted(containers(launch)) == [
+        "sikka-launch-gateway-1",
+        "sikka-launch-nginx",
+        "sikka-launch-postgres-primary",
+        "sikka-launch-redis-0",
+    ]
+    images = sorted(
+        r.inputs["name"] for r in launch.of_type("docker:index/remoteImage:RemoteImage")
+    )
+    assert images == [
+        "ghcr.io/sikka-scaling/gateway:0.1.0",
+        "nginx:1.29.3",
+        "postgres:17.6-bookworm",
+        "valkey/valkey:8.1.4",
+    ]
+
+
+def test_components_are_typed_and_parented(launch: StackRun) -> None:
+    tokens = {r.type for r in launch.resources if r.type.startswith("sikka:")}
+    assert tokens == {
+        "sikka:platform:Platform",
+        "sikka:secrets:PhaseSecrets",
+        "sikka:postgres:Postgres",
+        "sikka:redis:Redis",
+        "sikka:gateway:WebSocketGateway",
+        "sikka:nginx:Nginx",
+    }
+    primary = containers(launch)["sikka-launch-postgres-primary"]
+    assert primary.name == "sikka-launch-postgres-postgres-primary"
+
+
+def test_launch_postgres_sized_from_phase(launch: StackRun) -> None:
+    primary = containers(launch)["sikka-launch-postgres-primary"]
+    conf = uploaded(primary, "/etc/postgresql/postgresql.conf")
+    assert "max_connections = 20\n" in conf
+    assert "shared_buffers = 256MB\n" in conf  # 25 % of the launch's 1024 MB
+    assert primary.inputs["command"] == [
+        "postgres",
+        "-c",
+        "config_file=/etc/postgresql/postgresql.conf",
+    ]
+
+
+def test_launch_redis_standalone_with_maxmemory(launch: StackRun) -> None:
+    redis = containers(launch)["sikka-launch-redis-0"]
+    conf = uploaded(redis, "/etc/redis/redis.conf")
+    assert "maxmemory 256mb\n" in conf and "maxmemory-policy allkeys-lru\n" in conf
+    assert "cluster-enabled" not in conf and "replicaof" not in conf
+
+
+def test_nginx_published_and_proxies_gateways(growth: StackRun) -> None:
+    nginx = containers(growth)["sikka-growth-nginx"]
+    assert nginx.inputs["ports"] == [{"internal": 80, "external": 8080}]
+    conf = uploaded(nginx, "/etc/nginx/nginx.conf")
+    assert "server gateway-1:8080" in conf and "server gateway-2:8080" in conf
+    assert "worker_connections 2048;" in conf
+    assert "hash $sticky_key consistent;" in conf
+
+
+def test_growth_topology(growth: StackRun) -> None:
+    names = sorted(containers(growth))
+    assert names == sorted(
+        [
+            f"sikka-growth-{n}"
+            for n in (
+                "postgres-primary",
+                "postgres-replica-1",
+                "postgres-replica-2",
+                "pgbouncer",
+                "redis-0",
+                "redis-1",
+                "redis-2",
+                "sentinel-1",
+                "sentinel-2",
+                "sentinel-3",
+                "gateway-1",
+                "gateway-2",
+                "nginx",
+            )
+        ]
+    )
+
+
+def test_growth_replicas_stream_from_primary(growth: StackRun) -> None:
+    replica = containers(growth)["sikka-growth-postgres-replica-2"]
+    assert env(replica)["PRIMARY_HOST"] == "postgres-primary"
+    assert env(replica)["REPLICATION_SLOT"] == "replica_2"
+    script = uploaded(replica, "/etc/postgresql/replica-entrypoint.sh")
+    assert "pg_basebackup" in script and "--write-recovery-conf" in script
+    hba = uploaded(replica, "/etc/postgresql/pg_hba.conf")
+    assert "host    replication  replicator    172.28.0.0/16    scram-sha-256" in hba
+    aliases = replica.inputs["networksAdvanced"][0]["aliases"]
+    assert "postgres-replicas" in aliases
+
+
+def test_growth_pgbouncer_pools(growth: StackRun) -> None:
+    pgbouncer = containers(growth)["sikka-growth-pgbouncer"]
+    ini = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer.ini")
+    assert "pool_mode = transaction" in ini
+    assert "auth_type = scram-sha-256" in ini
+    assert "max_client_conn = 1000" in ini
+    assert "sikka_ro = host=postgres-replicas port=5432" in ini
+    assert "max_db_connections = 97" in ini
+
+
+def test_growth_sentinels_watch_the_master(growth: StackRun) -> None:
+    sentinel = containers(growth)["sikka-growth-sentinel-2"]
+    conf = uploaded(sentinel, "/etc/redis/sentinel.conf")
+    assert "sentinel monitor sikka redis-0 6379 2" in conf
+    replica = containers(growth)["sikka-growth-redis-1"]
+    assert replica.inputs["command"][-3:] == ["--replicaof", "redis-0", "6379"]
+    assert "min-replicas-to-write 1" in uploaded(replica, "/etc/redis/redis.conf")
+
+
+def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
+    passwords = growth.of_type("random:index/randomPassword:RandomPassword")
+    assert len(passwords) == 3
+    for container in growth.of_type(CONTAINER):
+        values = env(container)
+        secret_vars = {"POSTGRES_PASSWORD", "REPLICATION_PASSWORD", "REDIS_PASSWORD", "DB_PASSWORD"}
+        if secret_vars & set(values):
+            assert "envs" in container.secret_paths(), container.name
+        for upload in container.inputs.get("uploads", []):
+            assert "generated-" not in upload["content"], (container.name, upload["file"])
+
+
+def test_supplied_secret_replaces_generated_one() -> None:
+    run = run_stack("launch", secret_values={"sikka:redisPassword": "from-config"})
+    assert len(run.of_type("random:index/randomPassword:RandomPassword")) == 1
+    redis = containers(run)["sikka-launch-redis-0"]
+    assert env(redis)["REDIS_PASSWORD"] == "from-config"
+    assert "envs" in redis.secret_paths()
+
+
+def test_bad_config_registers_nothing() -> None:
+    with pytest.raises(ConfigError) as caught:
+        run_stack(
+            "growth", {"sikka:redis": {"sentinels": 2}, "sikka:postgres": {"readReplicas": -1}}
+        )
+    assert [i.key for i in caught.value.issues] == [
+        "sikka:postgres.readReplicas",
+        "sikka:redis.sentinels",
+    ]
+    assert caught.value.registered == []  # type: ignore[attr-defined]
