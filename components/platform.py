@@ -14,7 +14,7 @@ from components.postgres import Postgres
 from components.redis import Redis
 from components.secrets import PhaseSecrets
 from components.tier import Runtime, TierArgs
-from scaling.containers import build_containers
+from scaling.containers import Container, Tier, build_containers
 from scaling.model import PhaseSpec, PlatformKind
 from scaling.render.env import required_secrets
 
@@ -42,9 +42,16 @@ class Platform(pulumi.ComponentResource):
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sikka:platform:Platform", name, None, opts)
         spec = args.spec
+        # The pure description is built first: if it fails, nothing has been registered.
+        if spec.platform == PlatformKind.KUBERNETES:
+            from scaling.kubernetes import build_manifests
+
+            description: object = build_manifests(spec)
+        else:
+            description = build_containers(spec)
         child = pulumi.ResourceOptions(parent=self)
         secrets = PhaseSecrets(f"{name}-secrets", required_secrets(spec), opts=child)
-        runtime = self._runtime(name, spec, secrets, child)
+        runtime = self._runtime(name, spec, description, secrets, child)
         tier_args = TierArgs(spec=spec, runtime=runtime)
         self.postgres = Postgres(f"{name}-postgres", tier_args, opts=child)
         self.redis = Redis(f"{name}-redis", tier_args, opts=child)
@@ -73,12 +80,19 @@ class Platform(pulumi.ComponentResource):
         )
 
     def _runtime(
-        self, name: str, spec: PhaseSpec, secrets: PhaseSecrets, child: pulumi.ResourceOptions
+        self,
+        name: str,
+        spec: PhaseSpec,
+        description: object,
+        secrets: PhaseSecrets,
+        child: pulumi.ResourceOptions,
     ) -> Runtime:
         if spec.platform == PlatformKind.KUBERNETES:
             from components.kubernetes_runtime import KubernetesRuntime
 
-            return KubernetesRuntime(spec, secrets.values)
+            k8s_runtime = KubernetesRuntime(spec, description, secrets.values)  # type: ignore[arg-type]
+            k8s_runtime.register_foundation(name, self)
+            return k8s_runtime
         network_name = f"{spec.docker.network}-{spec.phase.value}"
         network = docker.Network(
             f"{name}-network",
@@ -86,15 +100,20 @@ class Platform(pulumi.ComponentResource):
             ipam_configs=[docker.NetworkIpamConfigArgs(subnet=spec.docker.subnet)],
             opts=child,
         )
-        return DockerContainers(DockerRuntime(network, network_name, secrets.values), spec)
+        return DockerContainers(
+            DockerRuntime(network, network_name, secrets.values),
+            description,  # type: ignore[arg-type]
+        )
 
 
 class DockerContainers:
     """Runtime adapter: the Docker side of :class:`components.tier.Runtime`."""
 
-    def __init__(self, docker_runtime: DockerRuntime, spec: PhaseSpec) -> None:
+    def __init__(
+        self, docker_runtime: DockerRuntime, containers: dict[Tier, list[Container]]
+    ) -> None:
         self.docker = docker_runtime
-        self.containers = build_containers(spec)
+        self.containers = containers
 
     def register_tier(self, tier: str, prefix: str, parent: pulumi.Resource) -> list[str]:
         registered = []

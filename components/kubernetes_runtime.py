@@ -1,0 +1,126 @@
+"""Registers the pure Kubernetes manifests as typed pulumi-kubernetes resources, one each,
+so that `pulumi preview` shows a diff per object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from scaling.kubernetes import Manifest, fill_placeholders, placeholders_in
+from scaling.kubernetes import operator_release as operator_chart
+from scaling.model import PhaseSpec
+from scaling.render.env import SECRET_VARIABLES
+
+# Built-in kinds the builder emits → their typed resource classes. Anything else (StackGres
+# kinds) is registered as a CustomResource.
+TYPED: dict[tuple[str, str], Any] = {
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "Secret"): k8s.core.v1.Secret,
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
+    ("v1", "Service"): k8s.core.v1.Service,
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("apps/v1", "StatefulSet"): k8s.apps.v1.StatefulSet,
+    ("batch/v1", "Job"): k8s.batch.v1.Job,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
+    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
+    ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
+}
+
+# Top-level object fields → the typed classes' keyword arguments.
+FIELD_ARGS = {
+    "stringData": "string_data",
+    "data": "data",
+    "spec": "spec",
+    "type": "type",
+    "metadata": "metadata",
+    "immutable": "immutable",
+}
+
+
+def _resource_name(prefix: str, manifest: Manifest) -> str:
+    return f"{prefix}-{manifest.kind.lower()}-{manifest.name}"
+
+
+class KubernetesRuntime:
+    """The Kubernetes side of :class:`components.tier.Runtime`: every object of a tier
+    becomes its own typed resource, after the namespace (and the operator, if asked)."""
+
+    def __init__(
+        self,
+        spec: PhaseSpec,
+        manifests: list[Manifest],
+        secrets: Mapping[str, pulumi.Output[str]],
+    ) -> None:
+        self.spec = spec
+        self.manifests = manifests
+        self.secrets = secrets
+        self._foundation: list[pulumi.Resource] = []
+
+    def register_foundation(self, prefix: str, parent: pulumi.Resource) -> None:
+        """The namespace, its default-deny policy and, when asked, the StackGres operator."""
+        for manifest in self.manifests:
+            if manifest.tier in ("namespace", "operator"):
+                self._foundation.append(self._register(prefix, manifest, parent, []))
+        chart = operator_chart(self.spec)
+        if chart is not None:
+            self._foundation.append(
+                k8s.helm.v3.Release(
+                    f"{prefix}-stackgres-operator",
+                    name=chart["name"],
+                    chart=chart["chart"],
+                    version=chart["version"],
+                    namespace=chart["namespace"],
+                    create_namespace=chart["create_namespace"],
+                    repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart["repository"]),
+                    values=chart["values"],
+                    opts=pulumi.ResourceOptions(parent=parent, depends_on=list(self._foundation)),
+                )
+            )
+
+    def register_tier(self, tier: str, prefix: str, parent: pulumi.Resource) -> list[str]:
+        registered = []
+        for manifest in self.manifests:
+            if manifest.tier == tier:
+                self._register(prefix, manifest, parent, self._foundation)
+                registered.append(f"{manifest.kind}/{manifest.name}")
+        return registered
+
+    def _register(
+        self,
+        prefix: str,
+        manifest: Manifest,
+        parent: pulumi.Resource,
+        depends_on: list[pulumi.Resource],
+    ) -> pulumi.Resource:
+        opts = pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on))
+        body = self._with_secrets(manifest.body)
+        name = _resource_name(prefix, manifest)
+        typed = TYPED.get((manifest.api_version, manifest.kind))
+        if typed is None:
+            fields = {k: v for k, v in manifest.body.items() if k not in ("apiVersion", "kind")}
+            return k8s.apiextensions.CustomResource(
+                name, api_version=manifest.api_version, kind=manifest.kind, opts=opts, **fields
+            )
+        kwargs = {
+            FIELD_ARGS[key]: value
+            for key, value in body.items()
+            if key not in ("apiVersion", "kind")
+        }
+        return typed(name, opts=opts, **kwargs)
+
+    def _with_secrets(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A Secret's `${VAR}` placeholders become the secret Outputs (still secret)."""
+        variables = placeholders_in(body)
+        if not variables:
+            return body
+        by_variable = {SECRET_VARIABLES[name]: value for name, value in self.secrets.items()}
+        missing = variables - set(by_variable)
+        if missing:
+            raise KeyError(f"{body['metadata']['name']}: no secret for {sorted(missing)}")
+        values = pulumi.Output.all(**{v: by_variable[v] for v in variables})
+        filled = values.apply(lambda vals: fill_placeholders(body, vals)["stringData"])
+        return {**body, "stringData": pulumi.Output.secret(filled)}
