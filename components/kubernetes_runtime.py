@@ -58,6 +58,11 @@ class KubernetesRuntime:
         self.spec = spec
         self.manifests = manifests
         self.secrets = secrets
+        by_variable = {SECRET_VARIABLES[name] for name in secrets}
+        for manifest in manifests:
+            missing = placeholders_in(manifest.body) - by_variable
+            if missing:  # a programming error: caught before anything is registered
+                raise KeyError(f"{manifest.key}: no secret for {sorted(missing)}")
         self._foundation: list[pulumi.Resource] = []
 
     def register_foundation(self, prefix: str, parent: pulumi.Resource) -> None:
@@ -118,9 +123,6 @@ class KubernetesRuntime:
         if not variables:
             return body
         by_variable = {SECRET_VARIABLES[name]: value for name, value in self.secrets.items()}
-        missing = variables - set(by_variable)
-        if missing:
-            raise KeyError(f"{body['metadata']['name']}: no secret for {sorted(missing)}")
         values = pulumi.Output.all(**{v: by_variable[v] for v in variables})
         filled = values.apply(lambda vals: fill_placeholders(body, vals)["stringData"])
         return {**body, "stringData": pulumi.Output.secret(filled)}

@@ -17,9 +17,11 @@ SECRET_VARIABLES = {
 
 
 def required_secrets(spec: PhaseSpec) -> tuple[str, ...]:
-    """The secrets this phase uses: replication credentials only exist with replicas."""
+    """The secrets this phase uses: replication credentials exist with replicas, and always
+    under StackGres (Patroni creates its replication user even for one instance)."""
     needed = ["postgres-password", "redis-password"]
-    if spec.postgres.read_replicas or spec.postgres.mode != "single":
+    on_kubernetes = spec.platform.value == "kubernetes"
+    if on_kubernetes or spec.postgres.read_replicas or spec.postgres.mode != "single":
         needed.insert(1, "replication-password")
     return tuple(needed)
 
