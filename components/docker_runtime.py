@@ -19,24 +19,37 @@ class DockerRuntime:
         network: docker.Network,
         network_name: str,
         secrets: Mapping[str, pulumi.Output[str]],
+        builds: Mapping[str, str] | None = None,
     ) -> None:
         self.network = network
+        self.builds = dict(builds or {})  # image reference → build context
         # Container and volume names are prefixed with the per-stack network name so that
         # two stacks can share one Docker host.
         self.network_name = network_name
         self.secrets = secrets
-        self._images: dict[str, docker.RemoteImage] = {}
+        self._images: dict[str, pulumi.Output[str]] = {}
         self.containers: dict[str, docker.Container] = {}
 
-    def image(self, reference: str, parent: pulumi.Resource) -> docker.RemoteImage:
+    def image(self, reference: str, parent: pulumi.Resource) -> pulumi.Output[str]:
+        """The image to run: built from a project folder when one is given, else pulled."""
         if reference not in self._images:
             safe = reference.replace("/", "-").replace(":", "-").replace("@", "-")
-            self._images[reference] = docker.RemoteImage(
-                f"image-{safe}",
-                name=reference,
-                keep_locally=True,
-                opts=pulumi.ResourceOptions(parent=parent),
-            )
+            opts = pulumi.ResourceOptions(parent=parent)
+            context = self.builds.get(reference)
+            if context is not None:
+                built = docker.Image(
+                    f"image-{safe}",
+                    image_name=reference,
+                    build=docker.DockerBuildArgs(context=context),
+                    skip_push=True,
+                    opts=opts,
+                )
+                self._images[reference] = built.image_name
+            else:
+                pulled = docker.RemoteImage(
+                    f"image-{safe}", name=reference, keep_locally=True, opts=opts
+                )
+                self._images[reference] = pulled.image_id
         return self._images[reference]
 
     def _envs(self, container: Container) -> pulumi.Output[list[str]]:
@@ -68,7 +81,7 @@ class DockerRuntime:
             f"{prefix}-{container.name}",
             name=f"{self.network_name}-{container.name}",
             hostname=container.name,
-            image=image.image_id,
+            image=image,
             entrypoints=list(container.entrypoint) if container.entrypoint else None,
             command=list(container.command) if container.command else None,
             user=container.user,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_docker as docker
@@ -17,6 +18,8 @@ from components.tier import Runtime, TierArgs
 from scaling.containers import Container, Tier, build_containers
 from scaling.model import PhaseSpec, PlatformKind
 from scaling.render.env import required_secrets
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,14 @@ class Platform(pulumi.ComponentResource):
             ipam_configs=[docker.NetworkIpamConfigArgs(subnet=spec.docker.subnet)],
             opts=child,
         )
+        gateway = spec.gateway
+        builds = (
+            {gateway.image: str(PROJECT_DIR / gateway.build_context)}
+            if gateway.build_context
+            else {}
+        )
         return DockerContainers(
-            DockerRuntime(network, network_name, secrets.values),
+            DockerRuntime(network, network_name, secrets.values, builds),
             description,  # type: ignore[arg-type]
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -60,7 +61,12 @@ def render(
     """Write the phase's deployment configs (no Pulumi needed)."""
     spec = load(stack)
     out.mkdir(parents=True, exist_ok=True)
-    for name, content in render_bundle(spec).items():
+    build = (
+        os.path.relpath(PROJECT_DIR / spec.gateway.build_context, out.resolve())
+        if spec.gateway.build_context
+        else None
+    )
+    for name, content in render_bundle(spec, build).items():
         (out / name).write_text(content)
         typer.echo(f"wrote {out / name}")
 
@@ -103,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
             show()
         return int(getattr(error, "exit_code", 2))
     return result if isinstance(result, int) else 0
+
+
+# The local runner (scaling/local): `sikka-scaling local up|down|status <stack>`.
+from scaling.local.cli import local_app  # noqa: E402
+
+app.add_typer(local_app, name="local")
 
 
 if __name__ == "__main__":

@@ -156,6 +156,9 @@ class RedisSpec(Section):
 
 class GatewaySpec(Section):
     image: Image = "ghcr.io/sikka-scaling/gateway:0.1.0"
+    # On Docker the image is built from this folder of the project (the reference gateway)
+    # and tagged `image`; null pulls `image` instead. Kubernetes always pulls `image`.
+    build_context: str | None = "gateway"
     max_connections: Positive
     replicas: Positive
     max_replicas: Positive

@@ -48,3 +48,21 @@ def reference_table() -> str:
     for key in SECRET_KEYS:
         rows.append(f"| `sikka:{key}` (secret) | generated | generated | generated |")
     return "\n".join(rows) + "\n"
+
+
+def update_readme(path: str) -> None:
+    """Rewrite the block between the reference markers of a README."""
+    from pathlib import Path
+
+    readme = Path(path)
+    text = readme.read_text()
+    start_marker, end_marker = "<!-- reference:start -->\n", "<!-- reference:end -->"
+    start = text.index(start_marker) + len(start_marker)
+    end = text.index(end_marker)
+    readme.write_text(text[:start] + reference_table() + text[end:])
+
+
+if __name__ == "__main__":  # python -m scaling.reference README.md
+    import sys
+
+    update_readme(sys.argv[1])

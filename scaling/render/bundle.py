@@ -8,7 +8,8 @@ from scaling.render.compose import render_compose
 from scaling.render.env import render_env_file
 
 
-def render_bundle(spec: PhaseSpec) -> dict[str, str]:
+def render_bundle(spec: PhaseSpec, gateway_build_path: str | None = None) -> dict[str, str]:
+    """``gateway_build_path``: the gateway build context relative to the output folder."""
     containers = build_containers(spec)
     files: dict[str, str] = {".env": render_env_file(spec)}
     for tier in containers.values():
@@ -18,7 +19,7 @@ def render_bundle(spec: PhaseSpec) -> dict[str, str]:
                 if previous != config.content:
                     raise AssertionError(f"two different files render as {config.render_name}")
     if spec.platform == PlatformKind.DOCKER:
-        files["docker-compose.yml"] = render_compose(spec, containers)
+        files["docker-compose.yml"] = render_compose(spec, containers, gateway_build_path)
     else:
         from scaling.kubernetes import build_manifests, to_yaml
 

@@ -14,8 +14,10 @@ from scaling.model import PhaseSpec
 from scaling.render.env import SECRET_VARIABLES
 
 
-def _service(container: Container) -> dict[str, Any]:
+def _service(container: Container, builds: dict[str, str]) -> dict[str, Any]:
     service: dict[str, Any] = {"image": container.image, "container_name": container.name}
+    if container.image in builds:
+        service["build"] = {"context": builds[container.image]}
     if container.user:
         service["user"] = container.user
     if container.entrypoint:
@@ -63,8 +65,19 @@ def _escape(parts: list[str]) -> list[str]:
     return [part.replace("$", "$$") for part in parts]
 
 
-def render_compose(spec: PhaseSpec, containers: dict[Tier, list[Container]]) -> str:
-    services = {c.name: _service(c) for tier in containers.values() for c in tier}
+def render_compose(
+    spec: PhaseSpec,
+    containers: dict[Tier, list[Container]],
+    gateway_build_path: str | None = None,
+) -> str:
+    """``gateway_build_path``: where the gateway's build context is, relative to the compose
+    file (when ``gateway.buildContext`` is set, compose builds the image like the stack)."""
+    builds = (
+        {spec.gateway.image: gateway_build_path}
+        if spec.gateway.build_context and gateway_build_path
+        else {}
+    )
+    services = {c.name: _service(c, builds) for tier in containers.values() for c in tier}
     volumes = {name: None for tier in containers.values() for c in tier for name in c.volumes}
     document = {
         "name": f"sikka-{spec.phase.value}",

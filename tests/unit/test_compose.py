@@ -18,13 +18,18 @@ def test_compose_matches_the_registered_containers(stack: str) -> None:
     run = run_stack(stack)
     registered = {r.inputs["hostname"]: r for r in run.of_type("docker:index/container:Container")}
     assert set(compose["services"]) == set(registered)
+    pulled = {r.inputs["name"] for r in run.of_type("docker:index/remoteImage:RemoteImage")}
+    built = {r.inputs["imageName"] for r in run.of_type("docker:index/image:Image")}
+    assert built == {"ghcr.io/sikka-scaling/gateway:0.1.0"}
     for name, service in compose["services"].items():
-        image_resource = [
-            r
-            for r in run.of_type("docker:index/remoteImage:RemoteImage")
-            if r.inputs["name"] == service["image"]
-        ]
-        assert image_resource, name
+        assert service["image"] in (built | pulled), name
+
+
+def test_compose_builds_the_gateway_like_the_stack() -> None:
+    spec = parse({"sikka:phase": "launch"}, stack="launch")
+    compose = yaml.safe_load(render_compose(spec, build_containers(spec), "../../gateway"))
+    assert compose["services"]["gateway-1"]["build"] == {"context": "../../gateway"}
+    assert "build" not in compose["services"]["nginx"]
 
 
 def test_compose_references_secrets_never_values() -> None:

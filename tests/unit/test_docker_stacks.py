@@ -44,12 +44,18 @@ def test_launch_registers_one_of_each(launch: StackRun) -> None:
     images = sorted(
         r.inputs["name"] for r in launch.of_type("docker:index/remoteImage:RemoteImage")
     )
-    assert images == [
-        "ghcr.io/sikka-scaling/gateway:0.1.0",
-        "nginx:1.29.3",
-        "postgres:17.6-bookworm",
-        "valkey/valkey:8.1.4",
-    ]
+    assert images == ["nginx:1.29.3", "postgres:17.6-bookworm", "valkey/valkey:8.1.4"]
+    (gateway_image,) = launch.of_type("docker:index/image:Image")
+    assert gateway_image.inputs["imageName"] == "ghcr.io/sikka-scaling/gateway:0.1.0"
+    assert gateway_image.inputs["build"]["context"].endswith("/gateway")
+    assert gateway_image.inputs["skipPush"] is True
+
+
+def test_gateway_image_can_be_pulled_instead() -> None:
+    run = run_stack("launch", {"sikka:gateway": {"buildContext": None}})
+    assert not run.of_type("docker:index/image:Image")
+    pulled = {r.inputs["name"] for r in run.of_type("docker:index/remoteImage:RemoteImage")}
+    assert "ghcr.io/sikka-scaling/gateway:0.1.0" in pulled
 
 
 def test_components_are_typed_and_parented(launch: StackRun) -> None:

@@ -11,4 +11,4 @@ def test_readme_reference_is_current() -> None:
     text = README.read_text()
     start = text.index("<!-- reference:start -->\n") + len("<!-- reference:start -->\n")
     end = text.index("<!-- reference:end -->")
-    assert text[start:end] == reference_table(), "regenerate with scaling.reference"
+    assert text[start:end] == reference_table(), "regenerate: python -m scaling.reference README.md"
