@@ -25,11 +25,15 @@ from scaling.render.postgres import (
     replication_slot,
 )
 from scaling.render.redis import (
+    ESCAPE_PASSWORD_SH,
+    SECRETS_FILE_SH,
     RedisLayout,
     SentinelLayout,
     redis_node_args,
+    render_cluster_create_script,
     render_redis_conf,
     render_sentinel_conf,
+    sentinel_auth_sh,
     sentinel_node_args,
 )
 
@@ -239,25 +243,26 @@ def pooler_container(spec: PhaseSpec, replica_names: list[str]) -> Container:
     )
 
 
-def _redis_start(server: str, conf: str, *, sentinel: bool = False) -> str:
+def _redis_start(spec: PhaseSpec, conf: str, *, sentinel: bool = False) -> str:
     """Write the password into a tmpfs file the config includes (or, for Sentinel, append it
     to a writable copy, since Sentinel rewrites its own file), then exec the server."""
+    server, _ = spec.redis.binaries
     if sentinel:
         return (
-            "umask 077 && cp /etc/redis/sentinel.conf /data/sentinel.conf && "
-            f'printf \'sentinel auth-pass %s "%s"\\n\' "$REDIS_MASTER_NAME" "$REDIS_PASSWORD" '
-            f'>> /data/sentinel.conf && exec {server} /data/sentinel.conf --sentinel "$@"'
+            f"set -eu\numask 077\n{ESCAPE_PASSWORD_SH}\n"
+            "cp /etc/redis/sentinel.conf /data/sentinel.conf\n"
+            f"{sentinel_auth_sh(spec)} >> /data/sentinel.conf\n"
+            f'exec {server} /data/sentinel.conf --sentinel "$@"\n'
         )
     return (
-        "umask 077 && "
-        'printf \'requirepass "%s"\\nmasterauth "%s"\\n\' "$REDIS_PASSWORD" "$REDIS_PASSWORD" '
-        f'> /run/redis/secrets.conf && exec {server} {conf} "$@"'
+        f"set -eu\numask 077\n{SECRETS_FILE_SH} > /run/redis/secrets.conf\n"
+        f'exec {server} {conf} "$@"\n'
     )
 
 
 def redis_containers(spec: PhaseSpec) -> list[Container]:
     redis = spec.redis
-    server, cli = redis.binaries
+    _, cli = redis.binaries
     conf = ConfigFile(
         "/etc/redis/redis.conf",
         render_redis_conf(spec, RedisLayout(port=REDIS_PORT)),
@@ -285,7 +290,7 @@ def redis_containers(spec: PhaseSpec) -> list[Container]:
                 tier="redis",
                 role=role,
                 image=redis.image,
-                entrypoint=(*_shell(_redis_start(server, "/etc/redis/redis.conf")), "sh"),
+                entrypoint=(*_shell(_redis_start(spec, "/etc/redis/redis.conf")), "sh"),
                 command=tuple(args),
                 user="999",
                 healthcheck=ping,
@@ -312,11 +317,15 @@ def redis_containers(spec: PhaseSpec) -> list[Container]:
                     tier="redis",
                     role="sentinel",
                     image=redis.image,
-                    entrypoint=(*_shell(_redis_start(server, "", sentinel=True)), "sh"),
+                    entrypoint=(*_shell(_redis_start(spec, "", sentinel=True)), "sh"),
                     command=tuple(sentinel_node_args(Endpoint(name, SENTINEL_PORT))),
                     user="999",
                     healthcheck=HealthCheck(
-                        ("CMD-SHELL", f"{cli} -p {SENTINEL_PORT} ping | grep -q PONG")
+                        (
+                            "CMD-SHELL",
+                            f'REDISCLI_AUTH="$REDIS_PASSWORD" {cli} -p {SENTINEL_PORT} ping '
+                            "| grep -q PONG",
+                        )
                     ),
                     env={"REDIS_MASTER_NAME": redis.master_name},
                     secret_env=_secret("redis-password"),
@@ -335,23 +344,12 @@ def redis_containers(spec: PhaseSpec) -> list[Container]:
 def cluster_creator(spec: PhaseSpec, node_names: list[str]) -> Container:
     """A one-shot container that forms the cluster once every node answers; it does nothing
     when the cluster already exists, so re-running `pulumi up` is safe."""
-    _, cli = spec.redis.binaries
-    nodes = " ".join(f"{name}:{REDIS_PORT}" for name in node_names)
-    script = (
-        f'export REDISCLI_AUTH="$REDIS_PASSWORD"; '
-        f"for n in {' '.join(node_names)}; do "
-        f"until {cli} -h $n -p {REDIS_PORT} ping | grep -q PONG; do sleep 1; done; done; "
-        f"if {cli} -h {node_names[0]} -p {REDIS_PORT} cluster info | grep -q 'cluster_state:ok'; "
-        f"then echo 'cluster already formed'; exit 0; fi; "
-        f"exec {cli} --cluster create {nodes} "
-        f"--cluster-replicas {spec.redis.replicas_per_master} --cluster-yes"
-    )
     return Container(
         name="redis-cluster-init",
         tier="redis",
         role="cluster-init",
         image=spec.redis.image,
-        entrypoint=_shell(script),
+        entrypoint=_shell(render_cluster_create_script(spec, node_names, REDIS_PORT)),
         command=(),
         user="999",
         healthcheck=HealthCheck(("NONE",)),

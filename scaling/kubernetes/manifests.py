@@ -51,7 +51,10 @@ def labels(spec: PhaseSpec, name: str, component: str) -> dict[str, str]:
 def component_selector(component: str) -> dict[str, Any]:
     """A label selector matching every pod of one tier (used by NetworkPolicies)."""
     return {
-        "matchLabels": {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/component": component}
+        "matchLabels": {
+            "app.kubernetes.io/part-of": PART_OF,
+            "app.kubernetes.io/component": component,
+        }
     }
 
 

@@ -79,6 +79,24 @@ def redis_node_args(
     return args
 
 
+# Shell pieces for container entrypoints: the password comes from $REDIS_PASSWORD and is
+# escaped for a double-quoted redis.conf string exactly as render_redis_secrets does.
+ESCAPE_PASSWORD_SH = """escaped=$(printf '%s' "$REDIS_PASSWORD" | sed 's/[\\\\"]/\\\\&/g')"""
+SECRETS_FILE_SH = (
+    ESCAPE_PASSWORD_SH
+    + "\n"
+    + 'printf \'requirepass "%s"\\nmasterauth "%s"\\n\' "$escaped" "$escaped"'
+)
+
+
+def sentinel_auth_sh(spec: PhaseSpec) -> str:
+    """Shell printing Sentinel's own password and the master's (needs $escaped)."""
+    return (
+        """printf 'requirepass "%s"\\nsentinel auth-pass %s "%s"\\n' """
+        f'"$escaped" {spec.redis.master_name} "$escaped"'
+    )
+
+
 def render_redis_secrets(password: str) -> str:
     """The included secrets file; written at start-up with mode 0600, never to git."""
     escaped = password.replace("\\", "\\\\").replace('"', '\\"')
@@ -130,3 +148,30 @@ def sentinel_node_args(announce: Endpoint) -> list[str]:
 def render_sentinel_auth(spec: PhaseSpec, password: str) -> str:
     escaped = password.replace("\\", "\\\\").replace('"', '\\"')
     return f'sentinel auth-pass {spec.redis.master_name} "{escaped}"\n'
+
+
+def render_cluster_create_script(spec: PhaseSpec, hosts: list[str], port: int = 6379) -> str:
+    """Shell that forms the cluster once every node answers; does nothing when any node
+    already belongs to a cluster, so running it again is safe."""
+    _, cli = spec.redis.binaries
+    nodes = " ".join(f"{host}:{port}" for host in hosts)
+    return f"""\
+set -eu
+export REDISCLI_AUTH="$REDIS_PASSWORD"
+for host in {" ".join(hosts)}; do
+  until [ "$(timeout 5 {cli} -h "$host" -p {port} ping 2>/dev/null)" = PONG ]; do
+    echo "waiting for $host"
+    sleep 2
+  done
+done
+for host in {" ".join(hosts)}; do
+  info=$({cli} -h "$host" -p {port} cluster info)
+  known=$(printf '%s\\n' "$info" | sed -n 's/^cluster_known_nodes:\\([0-9]*\\).*/\\1/p')
+  if printf '%s\\n' "$info" | grep -q '^cluster_state:ok' || [ "${{known:-1}}" -gt 1 ]; then
+    echo "cluster already formed ($host knows ${{known:-?}} nodes): nothing to do"
+    exit 0
+  fi
+done
+exec {cli} --cluster create {nodes} \\
+  --cluster-replicas {spec.redis.replicas_per_master} --cluster-yes
+"""

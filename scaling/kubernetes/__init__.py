@@ -1,0 +1,28 @@
+"""The phase on Kubernetes as plain objects: a pure builder, no Pulumi and no I/O.
+
+``build_manifests(spec)`` returns every object of the phase as :class:`Manifest` records
+(tier, apiVersion, kind, name, namespace, full body). The Pulumi layer registers each one as
+its own typed resource (``k8s.apps.v1.Deployment``, ``k8s.apiextensions.CustomResource`` for
+StackGres kinds, …) after filling the Secrets' ``${…}`` placeholders with
+:func:`fill_placeholders`; ``sikka-scaling render`` writes :func:`to_yaml` as is.
+
+The StackGres operator is a prerequisite; with ``kubernetes.installOperator`` the builder
+adds its Namespace and :func:`operator_release` describes the Helm chart to install.
+"""
+
+from .build import build_manifests
+from .manifests import Manifest, Tier, to_yaml
+from .postgres import operator_release
+from .secrets import SECRET_PLACEHOLDERS, fill_placeholders, placeholder, placeholders_in
+
+__all__ = [
+    "SECRET_PLACEHOLDERS",
+    "Manifest",
+    "Tier",
+    "build_manifests",
+    "fill_placeholders",
+    "operator_release",
+    "placeholder",
+    "placeholders_in",
+    "to_yaml",
+]

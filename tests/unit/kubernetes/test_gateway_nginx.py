@@ -1,0 +1,155 @@
+"""Gateway and Nginx: autoscaling, budgets, spreading, draining, configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from k8s_support import SPECS, env_of, find, of_kind
+
+from scaling.kubernetes import build_manifests
+from scaling.kubernetes.gateway import termination_grace_seconds
+
+
+def _container(manifests: list[Any], name: str) -> dict[str, Any]:
+    return find(manifests, "Deployment", name).body["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize(("name", "low", "high"), [("gateway", 4, 12), ("nginx", 2, 6)])
+def test_scale_autoscales_on_cpu_70_and_memory_80(name: str, low: int, high: int) -> None:
+    manifests = build_manifests(SPECS["scale"]())
+    hpa = find(manifests, "HorizontalPodAutoscaler", name)
+    assert hpa.api_version == "autoscaling/v2"
+    body = hpa.body["spec"]
+    assert body["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    assert (body["minReplicas"], body["maxReplicas"]) == (low, high)
+    targets = {
+        m["resource"]["name"]: m["resource"]["target"]["averageUtilization"]
+        for m in body["metrics"]
+    }
+    assert targets == {"cpu": 70, "memory": 80}
+    assert all(m["resource"]["target"]["type"] == "Utilization" for m in body["metrics"])
+    # The HPA owns the replica count.
+    assert "replicas" not in find(manifests, "Deployment", name).body["spec"]
+
+
+@pytest.mark.parametrize("phase", ["growth", "launch"])
+def test_without_autoscaling_the_deployments_carry_the_phase_replicas(phase: str) -> None:
+    spec = SPECS[phase]()
+    manifests = build_manifests(spec)
+    assert of_kind(manifests, "HorizontalPodAutoscaler") == []
+    assert (
+        find(manifests, "Deployment", "gateway").body["spec"]["replicas"] == spec.gateway.replicas
+    )
+    assert find(manifests, "Deployment", "nginx").body["spec"]["replicas"] == spec.nginx.replicas
+
+
+def test_every_deployment_has_a_disruption_budget(manifests: list[Any]) -> None:
+    budgets = {m.name: m.body["spec"] for m in of_kind(manifests, "PodDisruptionBudget")}
+    for deployment in of_kind(manifests, "Deployment"):
+        budget = budgets[deployment.name]
+        assert budget["maxUnavailable"] == 1
+        assert budget["selector"] == deployment.body["spec"]["selector"]
+
+
+def test_gateway_environment() -> None:
+    spec = SPECS["scale"]()
+    env = env_of(_container(build_manifests(spec), "gateway"))
+    assert env["GATEWAY_PORT"]["value"] == "8080"
+    assert env["WEBSOCKET_MAX_CONNECTIONS"]["value"] == "2500"
+    assert env["GATEWAY_DRAIN_SECONDS"]["value"] == str(spec.gateway.drain_seconds)
+    assert env["REDIS_MODE"]["value"] == "cluster"
+    assert "REDIS_CLUSTER_NODES" in env
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis-credentials"
+    assert env["DATABASE_HOST"]["value"] == "postgres.sikka-scale.svc.cluster.local"
+    assert env["DATABASE_PORT"]["value"] == "5432"
+    assert env["DATABASE_NAME"]["value"] == env["DATABASE_USER"]["value"] == "sikka"
+    assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "postgres-credentials",
+        "key": "password",
+    }
+    names = list(env)
+    assert names.index("DATABASE_PASSWORD") < names.index("DATABASE_URL")
+    assert "$(DATABASE_PASSWORD)" in env["DATABASE_URL"]["value"]
+
+
+def test_growth_gateway_reads_from_replicas_and_finds_redis_through_sentinel() -> None:
+    env = env_of(_container(build_manifests(SPECS["growth"]()), "gateway"))
+    assert env["DATABASE_READ_HOST"]["value"] == "postgres-replicas.sikka.svc.cluster.local"
+    assert env["REDIS_MODE"]["value"] == "sentinel"
+    assert env["REDIS_MASTER_NAME"]["value"] == "sikka"
+
+
+def test_gateway_probes_spreading_and_draining(spec: Any, manifests: list[Any]) -> None:
+    deployment = find(manifests, "Deployment", "gateway").body["spec"]
+    pod = deployment["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] == termination_grace_seconds(spec)
+    assert pod["terminationGracePeriodSeconds"] > spec.gateway.drain_seconds
+    spread = pod["topologySpreadConstraints"][0]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"] == deployment["selector"]
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_gateway_memory_grows_with_connections_per_replica() -> None:
+    def memory(phase: str) -> int:
+        container = _container(build_manifests(SPECS[phase]()), "gateway")
+        return int(container["resources"]["requests"]["memory"].removesuffix("Mi"))
+
+    assert memory("launch") < memory("growth") < memory("scale")
+    assert memory("scale") >= 2500 * 48 // 1024
+
+
+def test_gateway_services() -> None:
+    manifests = build_manifests(SPECS["scale"]())
+    headless = find(manifests, "Service", "gateway-headless").body["spec"]
+    assert headless["clusterIP"] == "None"
+    assert headless["ports"][0]["port"] == 8080
+    assert find(manifests, "Service", "gateway").body["spec"]["type"] == "ClusterIP"
+
+
+def test_nginx_config_at_scale() -> None:
+    manifests = build_manifests(SPECS["scale"]())
+    conf = find(manifests, "ConfigMap", "nginx-config").body["data"]["nginx.conf"]
+    assert "worker_connections 4096;" in conf
+    assert "worker_processes 4;" in conf
+    assert "server gateway-headless.sikka-scale.svc.cluster.local:8080 resolve;" in conf
+    assert "resolver kube-dns.kube-system.svc.cluster.local" in conf
+    assert "zone gateways" in conf
+    assert "hash $sticky_key consistent;" in conf
+    assert "map $arg_client_id $sticky_key" in conf
+    assert "map $http_upgrade $connection_upgrade" in conf
+    assert "proxy_read_timeout 3600s;" in conf
+    assert "listen 8080" in conf
+    assert "listen 8081;" in conf and "stub_status;" in conf
+    assert "location = /healthz" in conf
+    assert "pid /tmp/nginx/nginx.pid;" in conf
+
+
+def test_nginx_runs_unprivileged_behind_a_load_balancer(manifests: list[Any], spec: Any) -> None:
+    container = _container(manifests, "nginx")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "status": spec.nginx.status_port}
+    service = find(manifests, "Service", "nginx").body["spec"]
+    assert service["type"] == spec.kubernetes.nginx_service_type == "LoadBalancer"
+    assert service["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/tmp/nginx" in mounts
+    assert container["command"][:3] == ["nginx", "-c", "/etc/nginx/sikka/nginx.conf"]
+    # A new nginx.conf changes the pod template, which rolls the pods.
+    template = find(manifests, "Deployment", "nginx").body["spec"]["template"]
+    assert len(template["metadata"]["annotations"]["sikka.io/config-sha256"]) == 64
+
+
+def test_nginx_status_port_must_be_unprivileged() -> None:
+    from k8s_support import on_kubernetes
+
+    spec = on_kubernetes("scale", **{"sikka:nginx": {"statusPort": 81}})
+    with pytest.raises(ValueError, match="statusPort 81"):
+        build_manifests(spec)

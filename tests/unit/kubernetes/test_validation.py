@@ -1,0 +1,143 @@
+"""Every object is valid for its API: built-in kinds against the Kubernetes 1.33 OpenAPI
+schemas (strict: unknown fields fail), StackGres kinds against their CRDs."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from k8s_support import CRD_DIR, SPECS
+
+from scaling.kubernetes import Manifest, build_manifests
+
+STACKGRES_DIR = CRD_DIR / "stackgres-1.18.6"
+needs_crds = pytest.mark.skipif(
+    not STACKGRES_DIR.is_dir(), reason=f"StackGres CRDs not found at {STACKGRES_DIR}"
+)
+
+
+@cache
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    schemas = {}
+    for path in sorted(STACKGRES_DIR.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            if version.get("served"):
+                schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def unknown_fields(instance: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields the schema does not declare. An API server silently prunes them from a custom
+    resource, so a misspelt key would vanish instead of failing: catch it here."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    found: list[str] = []
+    if isinstance(instance, dict):
+        properties = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, value in instance.items():
+            if path == "" and key in ("apiVersion", "kind", "metadata"):
+                continue  # ObjectMeta is the API server's, not the CRD's, to check
+            if properties is not None and key in properties:
+                found += unknown_fields(value, properties[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                found += unknown_fields(value, extra, f"{path}.{key}")
+            elif extra is True or (properties is None and extra is None):
+                continue
+            else:
+                found.append(f"{path}.{key}")
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(instance):
+            found += unknown_fields(item, schema["items"], f"{path}[{index}]")
+    return found
+
+
+def builtin(manifests: list[Manifest]) -> list[Manifest]:
+    return [m for m in manifests if not m.api_version.startswith("stackgres.io/")]
+
+
+def stackgres(manifests: list[Manifest]) -> list[Manifest]:
+    return [m for m in manifests if m.api_version.startswith("stackgres.io/")]
+
+
+@pytest.mark.parametrize("phase", sorted(SPECS))
+def test_builtin_objects_pass_strict_kubernetes_1_33_validation(phase: str) -> None:
+    objects = builtin(build_manifests(SPECS[phase]()))
+    assert len(objects) > 15
+    for manifest in objects:
+        try:
+            kubernetes_validate.validate(manifest.body, "1.33", strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{manifest.key}: {error.message} at {list(error.absolute_path)}")
+
+
+def test_strict_validation_rejects_an_unknown_field() -> None:
+    # Guards the test above: strict mode must fail on a misspelt field.
+    deployment = next(m for m in build_manifests(SPECS["scale"]()) if m.kind == "Deployment")
+    body = {**deployment.body, "spec": {**deployment.body["spec"], "replicaz": 3}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(body, "1.33", strict=True)
+
+
+@needs_crds
+@pytest.mark.parametrize("phase", sorted(SPECS))
+def test_stackgres_objects_match_their_crds(phase: str) -> None:
+    schemas = crd_schemas()
+    objects = stackgres(build_manifests(SPECS[phase]()))
+    assert {m.kind for m in objects} >= {"SGInstanceProfile", "SGPostgresConfig", "SGScript"}
+    for manifest in objects:
+        schema = schemas.get((manifest.api_version, manifest.kind))
+        assert schema is not None, f"no served CRD version for {manifest.key}"
+        jsonschema.validate(manifest.body, schema)
+        assert unknown_fields(manifest.body, schema) == [], manifest.key
+
+
+@needs_crds
+def test_unknown_field_check_catches_a_typo() -> None:
+    cluster = next(m for m in build_manifests(SPECS["growth"]()) if m.kind == "SGCluster")
+    body = {**cluster.body, "spec": {**cluster.body["spec"], "instance": 3}}
+    schema = crd_schemas()[("stackgres.io/v1", "SGCluster")]
+    assert unknown_fields(body, schema) == [".spec.instance"]
+
+
+@needs_crds
+def test_crd_validation_rejects_a_bad_instance_profile() -> None:
+    profile = next(m for m in build_manifests(SPECS["scale"]()) if m.kind == "SGInstanceProfile")
+    body = {**profile.body, "spec": {**profile.body["spec"], "memory": "8GB"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(body, crd_schemas()[("stackgres.io/v1", "SGInstanceProfile")])
+
+
+def test_every_object_is_namespaced_in_the_phase_namespace_except_namespaces() -> None:
+    spec = SPECS["scale"]()
+    for manifest in build_manifests(spec):
+        if manifest.kind == "Namespace":
+            assert manifest.namespace is None
+            assert "namespace" not in manifest.body["metadata"]
+        else:
+            assert manifest.namespace == spec.kubernetes.namespace == "sikka-scale"
+            assert manifest.body["metadata"]["namespace"] == "sikka-scale"
+
+
+def test_manifest_fields_mirror_the_body(manifests: list[Manifest]) -> None:
+    assert manifests[0].kind == "Namespace"
+    tiers = {"namespace", "operator", "postgres", "redis", "gateway", "nginx"}
+    for m in manifests:
+        assert m.tier in tiers
+        assert (m.body["apiVersion"], m.body["kind"], m.body["metadata"]["name"]) == (
+            m.api_version,
+            m.kind,
+            m.name,
+        )
+        meta_labels = m.body["metadata"]["labels"]
+        assert meta_labels["app.kubernetes.io/part-of"] == "sikka-scaling"
+        assert meta_labels["sikka.io/phase"] in ("launch", "growth", "scale")
+        assert "app.kubernetes.io/name" in meta_labels
+        assert "app.kubernetes.io/component" in meta_labels
+    assert len({m.key for m in manifests}) == len(manifests)
