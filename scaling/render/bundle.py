@@ -8,20 +8,33 @@ from scaling.render.compose import render_compose
 from scaling.render.env import render_env_file
 
 
+def _add(files: dict[str, str], name: str, content: str) -> None:
+    previous = files.setdefault(name, content)
+    if previous != content:
+        raise AssertionError(f"two different files render as {name}")
+
+
 def render_bundle(spec: PhaseSpec, gateway_build_path: str | None = None) -> dict[str, str]:
-    """``gateway_build_path``: the gateway build context relative to the output folder."""
-    containers = build_containers(spec)
+    """``gateway_build_path``: the gateway build context relative to the output folder.
+
+    Docker stacks: docker-compose.yml and the config files its containers mount. Kubernetes
+    stacks: manifests.yaml and, for reading, the config files its ConfigMaps carry.
+    """
     files: dict[str, str] = {".env": render_env_file(spec)}
-    for tier in containers.values():
-        for container in tier:
-            for config in container.files:
-                previous = files.setdefault(config.render_name, config.content)
-                if previous != config.content:
-                    raise AssertionError(f"two different files render as {config.render_name}")
     if spec.platform == PlatformKind.DOCKER:
+        containers = build_containers(spec)
+        for tier in containers.values():
+            for container in tier:
+                for config in container.files:
+                    _add(files, config.render_name, config.content)
         files["docker-compose.yml"] = render_compose(spec, containers, gateway_build_path)
     else:
         from scaling.kubernetes import build_manifests, to_yaml
 
-        files["manifests.yaml"] = to_yaml(build_manifests(spec))
+        manifests = build_manifests(spec)
+        for manifest in manifests:
+            if manifest.kind == "ConfigMap":
+                for name, content in manifest.body.get("data", {}).items():
+                    _add(files, name, content)
+        files["manifests.yaml"] = to_yaml(manifests)
     return dict(sorted(files.items()))

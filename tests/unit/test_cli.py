@@ -109,3 +109,16 @@ def test_rendered_env_has_the_seed_variables(tmp_path: Path) -> None:
         "ENABLE_REDIS_SENTINEL": "true",
     }
     assert not any("PASSWORD" in key for key in env)
+
+
+def test_render_scale_writes_the_registered_manifests(tmp_path: Path) -> None:
+    import yaml
+
+    from scaling.kubernetes import build_manifests
+    from scaling.stackconfig import load_stack_file
+
+    main(["render", "scale", "--out", str(tmp_path)])
+    documents = list(yaml.safe_load_all((tmp_path / "manifests.yaml").read_text()))
+    expected = build_manifests(load_stack_file(ROOT / "Pulumi.scale.yaml"))
+    assert documents == [m.body for m in expected]
+    assert "worker_connections 4096;" in (tmp_path / "nginx.conf").read_text()
