@@ -3,7 +3,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-APT_PACKAGES := postgresql pgbouncer redis-server redis-sentinel nginx prometheus
+APT_PACKAGES := postgresql pgbouncer redis-server redis-sentinel redis-tools nginx prometheus
 STACKS := launch growth scale
 
 .PHONY: setup system-packages lint test unit demo clean

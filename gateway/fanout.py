@@ -70,7 +70,7 @@ def command_retry() -> Retry:
 
 def reconnect_backoff() -> ExponentialWithJitterBackoff:
     """Delay between attempts to rebuild a lost subscription connection."""
-    return ExponentialWithJitterBackoff(cap=2.0, base=0.05)
+    return ExponentialWithJitterBackoff(cap=1.0, base=0.05)
 
 
 class PublishError(RuntimeError):
@@ -174,7 +174,7 @@ class _SingleMasterBackend(FanoutBackend):
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     async def _open_pubsub(self) -> PubSub:
         assert self._client is not None
@@ -185,7 +185,7 @@ class _SingleMasterBackend(FanoutBackend):
                 self._pubsub = pubsub
         except BaseException:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
             raise
         return pubsub
 
@@ -310,7 +310,7 @@ class SentinelBackend(_SingleMasterBackend):
 
     def _make_client(self) -> Redis:
         s = self._settings
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             list(s.redis_sentinels),
             # Sentinels are expected to share the data nodes' password (the
             # common Helm/operator layout); None works for open sentinels.
@@ -340,17 +340,24 @@ class _Shard:
         self.client = client
         self.pubsub: PubSub = client.pubsub(ignore_subscribe_messages=True)
         self.channels: set[str] = set()
-        self.task: asyncio.Task[None] = asyncio.create_task(
-            backend._read_shard(self), name=f"fanout-shard-{name}"
-        )
+        self._backend = backend
+        self.task: asyncio.Task[None] | None = None
+
+    def start_reader(self) -> None:
+        # Started after the first successful SSUBSCRIBE: reading a pub/sub
+        # object that never subscribed is an error in redis-py.
+        if self.task is None:
+            self.task = asyncio.create_task(
+                self._backend._read_shard(self), name=f"fanout-shard-{self.name}"
+            )
 
     async def close(self) -> None:
-        if self.task is not asyncio.current_task():
+        if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
         with contextlib.suppress(Exception):
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self.pubsub.aclose()
         with contextlib.suppress(Exception):
             await self.client.aclose()
 
@@ -424,9 +431,17 @@ class ClusterBackend(FanoutBackend):
 
     async def _ssubscribe_locked(self, channel: str) -> None:
         shard = self._shard_for(channel)
-        await asyncio.wait_for(shard.pubsub.ssubscribe(channel), SOCKET_TIMEOUT)
+        try:
+            await asyncio.wait_for(shard.pubsub.ssubscribe(channel), SOCKET_TIMEOUT)
+        except BaseException:
+            if not shard.channels:  # never worked (e.g. node down): forget it
+                if self._shards.get(shard.name) is shard:
+                    del self._shards[shard.name]
+                await shard.close()
+            raise
         shard.channels.add(channel)
         self._owner[channel] = shard.name
+        shard.start_reader()
 
     async def subscribe(self, channel: str) -> None:
         async with self._lock:
@@ -469,9 +484,6 @@ class ClusterBackend(FanoutBackend):
     async def _read_shard(self, shard: _Shard) -> None:
         try:
             while not self._closed:
-                if not shard.pubsub.subscribed:
-                    await asyncio.sleep(0.05)  # first SSUBSCRIBE still in flight
-                    continue
                 message = await shard.pubsub.get_message(
                     ignore_subscribe_messages=False, timeout=READ_TIMEOUT
                 )

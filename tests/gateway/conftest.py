@@ -60,3 +60,16 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[gw_redis
     finally:
         for node in setup.nodes:
             node.stop()
+
+
+@pytest.fixture
+def disposable_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[gw_redis.ClusterSetup]:
+    """A cluster of its own for tests that kill nodes."""
+    setup = gw_redis.start_cluster(tmp_path_factory.mktemp("cluster-failover"))
+    try:
+        yield setup
+    finally:
+        for node in setup.nodes:
+            node.stop()

@@ -120,7 +120,15 @@ def start(
         f"requirepass {PASSWORD}",
     ]
     if not sentinel:
-        base += ["save ''", "appendonly no", f"masterauth {PASSWORD}"]
+        # No disk persistence; ship the first full sync immediately (the
+        # default 5 s diskless delay would leave fresh replicas unsynced and
+        # therefore not eligible for promotion).
+        base += [
+            "save ''",
+            "appendonly no",
+            "repl-diskless-sync-delay 0",
+            f"masterauth {PASSWORD}",
+        ]
     conf.write_text("\n".join([*base, *lines]) + "\n")
     binary = REDIS_SENTINEL if sentinel else REDIS_SERVER
     proc = subprocess.Popen(
@@ -221,16 +229,9 @@ class ClusterSetup:
     def nodes_env(self) -> str:
         return ",".join(n.address for n in self.nodes[:3])
 
-    def primaries(self) -> dict[int, str]:
-        """port -> node role as seen by a live node."""
-        live = next(n for n in self.nodes if n.alive())
-        out = cli(live.port, "CLUSTER", "NODES")
-        result = {}
-        for line in out.splitlines():
-            parts = line.split()
-            port = int(parts[1].split("@")[0].rsplit(":", 1)[1])
-            result[port] = parts[2]
-        return result
+    def roles(self) -> dict[int, str]:
+        """port -> "master" / "slave", as each live node reports itself (ROLE)."""
+        return {n.port: cli(n.port, "ROLE").split("\n")[0] for n in self.nodes if n.alive()}
 
 
 def start_cluster(root: Path, size: int = 6) -> ClusterSetup:
@@ -275,4 +276,12 @@ def start_cluster(root: Path, size: int = 6) -> ClusterSetup:
         30,
         0.2,
     )
+
+    def replicas_synced() -> bool:
+        infos = [cli(n.port, "INFO", "replication") for n in nodes]
+        replicas = [i for i in infos if "role:slave" in i]
+        return len(replicas) == size // 2 and all("master_link_status:up" in i for i in replicas)
+
+    # A replica that never completed its first sync cannot be promoted.
+    wait_for("every replica in sync with its primary", replicas_synced, 30, 0.2)
     return ClusterSetup(nodes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import gw_redis
 import pytest
@@ -23,10 +24,12 @@ from gw_helpers import (
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from gateway.config import Settings
+
 pytestmark = pytest.mark.integration
 
 
-def standalone(rp: gw_redis.RedisProc, gateway_id: str, **kw: object) -> object:
+def standalone(rp: gw_redis.RedisProc, gateway_id: str, **kw: Any) -> Settings:
     return settings(
         gateway_id=gateway_id,
         redis_mode="standalone",
@@ -38,9 +41,11 @@ def standalone(rp: gw_redis.RedisProc, gateway_id: str, **kw: object) -> object:
 
 def test_welcome_frame_names_instance(redis_standalone: gw_redis.RedisProc) -> None:
     async def scenario() -> None:
-        async with running_gateway(standalone(redis_standalone, "gw-welcome")) as gw:
-            async with connect(f"ws://127.0.0.1:{gw.port}/") as ws:
-                assert await recv_json(ws) == {"type": "welcome", "gateway": "gw-welcome"}
+        async with (
+            running_gateway(standalone(redis_standalone, "gw-welcome")) as gw,
+            connect(f"ws://127.0.0.1:{gw.port}/") as ws,
+        ):
+            assert await recv_json(ws) == {"type": "welcome", "gateway": "gw-welcome"}
 
     run(scenario())
 
@@ -81,7 +86,7 @@ def test_location_fans_out_across_two_gateways(redis_standalone: gw_redis.RedisP
     run(scenario())
 
 
-BAD_FRAMES = [
+BAD_FRAMES: list[tuple[str | bytes, str]] = [
     ("not json", "invalid JSON"),
     ('{"type": "teleport"}', "unknown type"),
     ('{"type": "location", "trip_id": "t", "lat": 91, "lng": 0, "ts": 1}', "invalid lat"),
@@ -163,9 +168,7 @@ def test_healthz_and_metrics_reflect_traffic(redis_standalone: gw_redis.RedisPro
                 assert metric_value(after, "gateway_messages_out_total", 'type="location"') == 3
                 assert metric_value(after, "gateway_fanout_latency_seconds_count") == 3
                 # On loopback every delivery is far below a second.
-                assert metric_value(
-                    after, "gateway_fanout_latency_seconds_bucket", 'le="1.0"'
-                ) == 3
+                assert metric_value(after, "gateway_fanout_latency_seconds_bucket", 'le="1.0"') == 3
 
     run(scenario())
 

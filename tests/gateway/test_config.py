@@ -1,0 +1,93 @@
+"""Unit tests for settings parsing from environment variables."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import ConfigError, load_settings
+
+STANDALONE = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
+
+
+def test_defaults() -> None:
+    s = load_settings(STANDALONE)
+    assert (s.host, s.port, s.redis_mode, s.drain_seconds) == ("0.0.0.0", 8080, "standalone", 10.0)
+    assert s.max_connections == 10_000
+    assert s.gateway_id  # hostname-pid
+    assert s.redis_password is None
+
+
+def test_full_sentinel_and_cluster_settings() -> None:
+    s = load_settings(
+        {
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": "9000",
+            "GATEWAY_ID": "gw-7",
+            "WEBSOCKET_MAX_CONNECTIONS": "5",
+            "GATEWAY_DRAIN_SECONDS": "2.5",
+            "REDIS_MODE": "sentinel",
+            "REDIS_SENTINELS": "10.0.0.1:26379, 10.0.0.2:26379,[::1]:26380",
+            "REDIS_MASTER_NAME": "mymaster",
+            "REDIS_PASSWORD": "s3cret",
+            "DATABASE_URL": "postgresql://x/y",  # present on the platform, ignored
+        }
+    )
+    assert (s.host, s.port, s.gateway_id, s.max_connections) == ("127.0.0.1", 9000, "gw-7", 5)
+    assert s.drain_seconds == 2.5
+    assert s.redis_sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26379), ("::1", 26380))
+    assert s.redis_master_name == "mymaster"
+    c = load_settings({"REDIS_MODE": "cluster", "REDIS_CLUSTER_NODES": "a:7000,b:7001"})
+    assert c.redis_cluster_nodes == (("a", 7000), ("b", 7001))
+
+
+def test_password_not_in_repr() -> None:
+    s = load_settings({**STANDALONE, "REDIS_PASSWORD": "hunter2"})
+    assert s.redis_password == "hunter2"
+    assert "hunter2" not in repr(s)
+
+
+BAD = [
+    ({"GATEWAY_PORT": "http"}, "GATEWAY_PORT", "must be an integer"),
+    ({"GATEWAY_PORT": "70000"}, "GATEWAY_PORT", "between 1 and 65535"),
+    ({"WEBSOCKET_MAX_CONNECTIONS": "0"}, "WEBSOCKET_MAX_CONNECTIONS", "between"),
+    ({"WEBSOCKET_MAX_CONNECTIONS": "lots"}, "WEBSOCKET_MAX_CONNECTIONS", "must be an integer"),
+    ({"GATEWAY_DRAIN_SECONDS": "soon"}, "GATEWAY_DRAIN_SECONDS", "must be a number"),
+    ({"GATEWAY_DRAIN_SECONDS": "-1"}, "GATEWAY_DRAIN_SECONDS", "between"),
+    ({"GATEWAY_DRAIN_SECONDS": "nan"}, "GATEWAY_DRAIN_SECONDS", "between"),
+    ({"GATEWAY_ID": "x" * 129}, "GATEWAY_ID", "at most 128"),
+    ({"REDIS_MODE": "memcached"}, "REDIS_MODE", "must be one of standalone, sentinel, cluster"),
+    ({"REDIS_URL": ""}, "REDIS_URL", "is required"),
+    ({"REDIS_URL": "http://:pw@host"}, "REDIS_URL", "must start with redis://"),
+    ({"REDIS_MODE": "sentinel", "REDIS_MASTER_NAME": "m"}, "REDIS_SENTINELS", "at least one"),
+    (
+        {"REDIS_MODE": "sentinel", "REDIS_SENTINELS": "h:1", "REDIS_MASTER_NAME": " "},
+        "REDIS_MASTER_NAME",
+        "is required",
+    ),
+    (
+        {"REDIS_MODE": "sentinel", "REDIS_SENTINELS": "hostonly", "REDIS_MASTER_NAME": "m"},
+        "REDIS_SENTINELS",
+        "host:port",
+    ),
+    ({"REDIS_MODE": "cluster", "REDIS_CLUSTER_NODES": "h:x"}, "REDIS_CLUSTER_NODES", "non-numeric"),
+    ({"REDIS_MODE": "cluster", "REDIS_CLUSTER_NODES": "h:0"}, "REDIS_CLUSTER_NODES", "1-65535"),
+    ({"REDIS_MODE": "cluster"}, "REDIS_CLUSTER_NODES", "at least one"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "variable", "problem"), BAD)
+def test_bad_variable_named_in_error(
+    overrides: dict[str, str], variable: str, problem: str
+) -> None:
+    env = {**STANDALONE, **overrides}
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert info.value.variable == variable
+    assert str(info.value).startswith(f"{variable}: ")
+    assert problem in str(info.value)
+
+
+def test_redis_url_error_does_not_echo_secret() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"REDIS_URL": "http://:topsecret@host"})
+    assert "topsecret" not in str(info.value)

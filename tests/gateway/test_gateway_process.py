@@ -1,0 +1,168 @@
+"""`python -m gateway` as a real process: config errors and SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import gw_redis
+import pytest
+from gw_helpers import http_get, recv_json, run
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def gateway_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GATEWAY_", "REDIS_", "WEBSOCKET_"))
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def gateway_process(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def test_bad_config_exits_nonzero_naming_the_variable() -> None:
+    env = gateway_env(REDIS_MODE="sentinel", REDIS_SENTINELS="127.0.0.1:notaport")
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "REDIS_SENTINELS" in out.stderr
+    assert "non-numeric port" in out.stderr
+
+
+@pytest.mark.integration
+def test_password_is_never_logged(redis_standalone: gw_redis.RedisProc) -> None:
+    port = gw_redis.free_port()
+    env = gateway_env(
+        GATEWAY_HOST="127.0.0.1",
+        GATEWAY_PORT=str(port),
+        REDIS_URL=f"redis://127.0.0.1:{redis_standalone.port}/0",
+        REDIS_PASSWORD=gw_redis.PASSWORD,
+        GATEWAY_DRAIN_SECONDS="1",
+    )
+    with gateway_process(env) as proc:
+        run(wait_healthy(port))
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    assert "listening on" in output
+    assert gw_redis.PASSWORD not in output
+
+
+async def wait_healthy(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status, _, _ = await http_get(port, "/healthz")
+            if status == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    raise TimeoutError("gateway never became healthy")
+
+
+async def stubborn_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket client that completes the handshake, then ignores everything
+    (it never answers the close frame), so the drain must wait for it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+@pytest.mark.integration
+def test_sigterm_drains_with_1001_and_exits_zero(redis_standalone: gw_redis.RedisProc) -> None:
+    port = gw_redis.free_port()
+    drain = 2.0
+    env = gateway_env(
+        GATEWAY_HOST="127.0.0.1",
+        GATEWAY_PORT=str(port),
+        GATEWAY_ID="gw-proc",
+        REDIS_MODE="standalone",
+        REDIS_URL=f"redis://127.0.0.1:{redis_standalone.port}/0",
+        REDIS_PASSWORD=gw_redis.PASSWORD,
+        GATEWAY_DRAIN_SECONDS=str(drain),
+        DATABASE_URL="postgresql://ignored.invalid/db",  # set by the platform; unused
+    )
+
+    async def scenario(proc: subprocess.Popen[str]) -> float:
+        await wait_healthy(port)
+        async with connect(f"ws://127.0.0.1:{port}/") as ws:
+            assert (await recv_json(ws))["gateway"] == "gw-proc"
+            _, stubborn = await stubborn_client(port)
+
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert info.value.rcvd is not None
+            assert info.value.rcvd.code == 1001
+
+            # Still draining (the stubborn client holds it open): unhealthy,
+            # and new WebSocket clients are turned away.
+            status, _, body = await http_get(port, "/healthz")
+            assert status == 503
+            assert json.loads(body)["status"] == "draining"
+            with pytest.raises(Exception, match="503"):
+                async with connect(f"ws://127.0.0.1:{port}/", open_timeout=5):
+                    pass
+
+            while proc.poll() is None and time.monotonic() - signalled < drain + 10:
+                await asyncio.sleep(0.05)
+            stubborn.close()
+            return time.monotonic() - signalled
+
+    with gateway_process(env) as proc:
+        took = run(scenario(proc), 40)
+        output, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0, output
+    # It waited for the drain window before giving up on the stubborn client.
+    assert drain - 0.2 <= took <= drain + 6, took
+    assert "draining" in output
