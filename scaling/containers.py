@@ -15,7 +15,7 @@ from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
 from scaling.render.nginx import NginxLayout, render_nginx_conf
-from scaling.render.pgbouncer import PoolerLayout, render_pgbouncer_ini
+from scaling.render.pgbouncer import PoolerLayout, read_only_database, render_pgbouncer_ini
 from scaling.render.postgres import (
     REPLICATION_USER,
     PostgresLayout,
@@ -406,12 +406,18 @@ def gateway_containers(spec: PhaseSpec) -> list[Container]:
                     "GATEWAY_DRAIN_SECONDS": str(gw.drain_seconds),
                     "SCALING_PHASE": spec.phase.value,
                     **redis_client_env(spec),
-                    "DB_HOST": db_host,
-                    "DB_PORT": str(db_port),
-                    "DB_NAME": pg.database,
-                    "DB_USER": pg.user,
+                    # The same names the Kubernetes Deployment sets.
+                    "DATABASE_HOST": db_host,
+                    "DATABASE_PORT": str(db_port),
+                    "DATABASE_NAME": pg.database,
+                    "DATABASE_USER": pg.user,
+                    **(
+                        {"DATABASE_READ_NAME": read_only_database(spec)}
+                        if spec.pooler.enabled and pg.read_replicas
+                        else {}
+                    ),
                 },
-                secret_env={**_secret("redis-password"), "DB_PASSWORD": "postgres-password"},
+                secret_env={**_secret("redis-password"), "DATABASE_PASSWORD": "postgres-password"},
                 ports=(gw.port,),
                 depends_on=("redis-0", db_host),
             )
