@@ -1,0 +1,174 @@
+"""`sikka-scaling local up|down|status`: the local runner's command group.
+
+Mounted by scaling/cli.py as ``app.add_typer(local_app, name="local")``. Heavy imports
+(psycopg, redis, httpx) happen inside the commands so `validate` and `render` stay quick.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+local_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Run a phase's topology as real processes on 127.0.0.1 (Postgres, PgBouncer, "
+    "Redis, gateways, Nginx).",
+)
+
+StackArg = Annotated[str, typer.Argument(help="Stack name (launch, growth, scale) or stack file")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document")]
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="State folder (default $SIKKA_STATE_DIR/<stack> or ./.sikka/local/<stack>)",
+    ),
+]
+
+
+def _stack_file(stack: str) -> tuple[Path, str]:
+    from scaling.cli import stack_path
+    from scaling.stackconfig import stack_from_path
+
+    path = stack_path(stack)
+    return path, stack_from_path(path)
+
+
+@local_app.command("up")
+def local_up(
+    stack: StackArg,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a stack value, e.g. pooler.defaultPoolSize=5 "
+            "(repeatable; validated like the stack file)",
+        ),
+    ] = None,
+) -> None:
+    """Start the stack's topology locally and wait until every part is healthy."""
+    from scaling.issues import ConfigError
+    from scaling.local import runner
+
+    path, name = _stack_file(stack)
+    try:
+        spec = runner.load_spec(path, runner.parse_set_options(overrides or []))
+    except (ConfigError, ValueError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=1) from None
+    try:
+        run = runner.up(spec, stack=name, state_dir=state_dir, progress=runner.print_progress)
+    except runner.AlreadyRunning as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=1) from None
+    except runner.LocalUpError as error:
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {
+                        "error": error.reason,
+                        "part": error.part,
+                        "log": error.log,
+                        "log_tail": error.log_tail,
+                    },
+                    indent=2,
+                )
+            )
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=1) from None
+    if as_json:
+        typer.echo(json.dumps(run.summary, indent=2))
+    else:
+        typer.echo(_describe(run.summary))
+
+
+def _describe(summary: dict[str, Any]) -> str:
+    pg, redis = summary["postgres"], summary["redis"]
+    lines = [
+        f"{summary['stack']} ({summary['phase']} phase) is up on 127.0.0.1:",
+        f"  nginx        {summary['nginx']['ws_url']}  (status {summary['nginx']['status_url']})",
+    ]
+    lines += [
+        f"  {g['id']:<12} {g['url']}  (metrics {g['metrics_url']})" for g in summary["gateways"]
+    ]
+    lines.append(f"  postgres     primary {pg['primary']}")
+    lines += [f"               replica {r}" for r in pg["replicas"]]
+    if pg["pooler"]:
+        lines.append(f"  pgbouncer    {pg['pooler']}")
+    if pg.get("pooler_read_only"):
+        lines.append(f"               read-only pool {pg['pooler_read_only']}")
+    if redis["mode"] == "sentinel":
+        lines.append(
+            f"  redis        sentinel master '{redis['master_name']}' via "
+            f"{', '.join(redis['sentinels'])}"
+        )
+    elif redis["mode"] == "cluster":
+        lines.append(f"  redis        cluster {', '.join(redis['nodes'])}")
+    else:
+        lines.append(f"  redis        {redis['url']}")
+    lines.append(f"  passwords    {summary['secrets_file']} (mode 0600)")
+    lines.append(f"  logs         {summary['logs']}")
+    lines += [f"  note: {note}" for note in summary.get("notes", [])]
+    lines.append(f"Stop it with: sikka-scaling local down {summary['stack']}")
+    return "\n".join(lines)
+
+
+@local_app.command("down")
+def local_down(
+    stack: StackArg,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the state folder (data, logs)")
+    ] = False,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Stop exactly the processes `local up` started for the stack."""
+    from scaling.local import runner
+
+    name = _name_only(stack)
+    try:
+        report = runner.down(name, state_dir=state_dir, keep=keep)
+    except FileNotFoundError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=1) from None
+    if as_json:
+        typer.echo(json.dumps({"stack": name, "stopped": report}, indent=2))
+        return
+    for row in report:
+        typer.echo(f"{row['name']:<20} pid {row['pid']}: {row['result']}")
+
+
+@local_app.command("status")
+def local_status(stack: StackArg, as_json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
+    """What runs for the stack; exit 1 unless every recorded process is alive."""
+    from scaling.local import runner
+
+    name = _name_only(stack)
+    report = runner.status(name, state_dir=state_dir)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    elif not report["processes"]:
+        typer.echo(f"{name}: not running (no state in {report['state_dir']})")
+    else:
+        for row in report["processes"]:
+            state = "running" if row["alive"] else "stopped"
+            port = f":{row['port']}" if row["port"] else ""
+            typer.echo(f"{row['name']:<20} {row['role']:<12} pid {row['pid']:<8} {port:<7} {state}")
+    if not report.get("all_alive"):
+        raise typer.Exit(code=1)
+
+
+def _name_only(stack: str) -> str:
+    """`down`/`status` need no stack file: the state is keyed by the stack name."""
+    given = Path(stack)
+    if given.suffix == ".yaml":
+        from scaling.stackconfig import stack_from_path
+
+        return stack_from_path(given)
+    return stack

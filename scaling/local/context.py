@@ -1,0 +1,107 @@
+"""What every tier starter shares: the spec, the run's state, secrets, ports and folders."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scaling.local import procs
+from scaling.local.ports import PortAllocator
+from scaling.local.state import ProcessEntry, RunState
+from scaling.model import PhaseSpec
+
+POSTGRES_ACCOUNT = "postgres"
+
+
+@dataclass
+class Context:
+    spec: PhaseSpec
+    state: RunState
+    secrets: dict[str, str]
+    ports: PortAllocator
+    progress: Callable[[str], None] = lambda message: None
+    notes: list[str] = field(default_factory=list)
+    # The part being started, for the error report when something fails half-way.
+    part: str = "setup"
+    part_log: str | None = None
+    _pg_root: Path | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.state.state_dir)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def log_path(self, name: str) -> str:
+        return str(self.log_dir / f"{name}.log")
+
+    def begin(self, part: str, log: str | None = None) -> None:
+        self.part, self.part_log = part, log
+        self.progress(f"starting {part}")
+
+    def start(self, entry: ProcessEntry) -> ProcessEntry:
+        """Spawn and record at once, so a crash of `up` itself still leaves `down` a list."""
+        self.part, self.part_log = entry.name, entry.log
+        procs.spawn(entry, self.secrets)
+        self.state.processes.append(entry)
+        self.state.save()
+        return entry
+
+    # ------------------------------------------------------------------ PostgreSQL
+
+    @property
+    def pg_user(self) -> str | None:
+        """PostgreSQL and PgBouncer refuse to run as root: run them as `postgres` then."""
+        return POSTGRES_ACCOUNT if procs.running_as_root() else None
+
+    def pg_ids(self) -> tuple[int | None, int | None]:
+        if self.pg_user is None:
+            return None, None
+        account = pwd.getpwnam(self.pg_user)
+        return account.pw_uid, account.pw_gid
+
+    def chown_pg(self, path: Path) -> None:
+        uid, gid = self.pg_ids()
+        if uid is not None and gid is not None:
+            os.chown(path, uid, gid)
+
+    def pg_dir(self, path: Path, mode: int = 0o700) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(mode)
+        self.chown_pg(path)
+        return path
+
+    @property
+    def pg_root(self) -> Path:
+        """A folder the postgres account can reach: inside the state dir when every parent
+        lets it through, else a private folder under the temp dir (recorded for `down`)."""
+        if self._pg_root is None:
+            inside = self.state_dir / "postgres"
+            if self.pg_user is None or _traversable(self.state_dir):
+                self._pg_root = self.pg_dir(inside)
+            else:
+                outside = Path(tempfile.mkdtemp(prefix=f"sikka-{self.state.stack}-pg-"))
+                self.state.extra_dirs.append(str(outside))
+                self.state.save()
+                self._pg_root = self.pg_dir(outside)
+                # A pointer for humans looking in the state dir.
+                (self.state_dir / "postgres-dir").write_text(f"{outside}\n")
+        return self._pg_root
+
+
+def _traversable(path: Path) -> bool:
+    """Whether another account may walk down to ``path`` (o+x on it and every parent)."""
+    return all(folder.stat().st_mode & stat.S_IXOTH for folder in (path, *path.parents))
+
+
+def python_executable() -> str:
+    return sys.executable or shutil.which("python3") or "python3"

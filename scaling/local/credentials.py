@@ -1,0 +1,49 @@
+"""Per-run secrets: generated fresh, stored once with mode 0600, referenced by name."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import string
+from pathlib import Path
+
+from scaling.render.env import SECRET_VARIABLES
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def generate_password(length: int = 32) -> str:
+    # Alphanumeric only: no quoting question in any config, URL or psql variable.
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def write_private(
+    path: Path, content: str, *, uid: int | None = None, gid: int | None = None
+) -> None:
+    """Create ``path`` with mode 0600 before any secret byte is written to it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        if uid is not None:
+            os.fchown(fd, uid, -1 if gid is None else gid)
+        os.write(fd, content.encode())
+    finally:
+        os.close(fd)
+
+
+def new_secrets() -> dict[str, str]:
+    """One password per secret name of the stacks (postgres-password, ...)."""
+    return {name: generate_password() for name in SECRET_VARIABLES}
+
+
+def save_secrets(path: Path, values: dict[str, str]) -> None:
+    write_private(path, json.dumps(values, indent=2) + "\n")
+
+
+def load_secrets(path: Path) -> dict[str, str]:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a secrets file")
+    return {str(k): str(v) for k, v in data.items()}

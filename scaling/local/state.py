@@ -1,0 +1,79 @@
+"""The per-stack state directory and the state file listing every process a run started."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATE_ENV = "SIKKA_STATE_DIR"
+STATE_FILE = "state.json"
+
+
+def state_dir_for(stack: str, explicit: Path | None = None) -> Path:
+    """``explicit``, else ``$SIKKA_STATE_DIR/<stack>``, else ``./.sikka/local/<stack>``."""
+    if explicit is not None:
+        return explicit.resolve()
+    root = os.environ.get(STATE_ENV)
+    base = Path(root) if root else Path.cwd() / ".sikka" / "local"
+    return (base / stack).resolve()
+
+
+@dataclass
+class ProcessEntry:
+    """One started process: how to start it again, and how to recognise and stop it."""
+
+    name: str
+    role: str
+    tier: str
+    argv: list[str]
+    log: str
+    host: str = "127.0.0.1"
+    port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    # Environment variable -> secret name (postgres-password, ...), resolved at start.
+    secret_env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    cwd: str | None = None
+    stop: str = "signal"  # "signal" (SIGTERM then SIGKILL) or "pg_ctl" (pg_ctl stop -m fast)
+    data_dir: str | None = None  # for pg_ctl
+    stop_timeout: float = 10.0
+    pid: int | None = None
+    create_time: float | None = None
+
+
+@dataclass
+class RunState:
+    stack: str
+    phase: str
+    state_dir: str
+    secrets_file: str
+    processes: list[ProcessEntry] = field(default_factory=list)
+    # Directories outside state_dir this run created (removed by `down` unless --keep).
+    extra_dirs: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    complete: bool = False
+
+    @property
+    def path(self) -> Path:
+        return Path(self.state_dir) / STATE_FILE
+
+    def entry(self, name: str) -> ProcessEntry:
+        for process in self.processes:
+            if process.name == name:
+                return process
+        raise KeyError(f"no process named {name!r} in this run")
+
+    def save(self) -> None:
+        path = self.path
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> RunState:
+        data = json.loads((state_dir / STATE_FILE).read_text())
+        processes = [ProcessEntry(**p) for p in data.pop("processes", [])]
+        return cls(processes=processes, **data)

@@ -1,0 +1,538 @@
+"""The checks every phase shares; each test module calls the ones its topology has."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+import redis
+from local_helpers import (
+    Phase,
+    client_ids_on_distinct_gateways,
+    deliver,
+    new_marker,
+    open_client,
+    pg_connect,
+    pg_value,
+    run_async,
+    run_pids,
+    still_alive,
+    subscribe,
+    wait_for,
+)
+
+from scaling.local import runner
+
+REPLICATION_TIMEOUT = 20.0
+
+
+def check_all_processes_alive(phase: Phase) -> None:
+    report = runner.status(phase.run.state.stack, state_dir=_state_dir(phase))
+    assert report["all_alive"], [p for p in report["processes"] if not p["alive"]]
+
+
+def _state_dir(phase: Phase) -> Any:
+    from pathlib import Path
+
+    return Path(phase.run.state.state_dir)
+
+
+def check_row_reaches_replicas(phase: Phase) -> None:
+    pg = phase.summary["postgres"]
+    marker = new_marker()
+    with pg_connect(phase, pg["primary"], autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS trips (id text PRIMARY KEY, at timestamptz DEFAULT now())"
+        )
+        conn.execute("INSERT INTO trips (id) VALUES (%s)", (marker,))
+    assert pg_value(phase, pg["primary"], "SELECT count(*) FROM trips WHERE id = %s", marker) == 1
+    assert len(pg["replicas"]) == phase.spec.postgres.read_replicas
+    for url in pg["replicas"]:
+        waited = wait_for(
+            f"row visible on {url}",
+            lambda u=url: (
+                pg_value(phase, u, "SELECT count(*) FROM trips WHERE id = %s", marker) == 1
+            ),
+            REPLICATION_TIMEOUT,
+            interval=0.05,
+        )
+        assert pg_value(phase, url, "SELECT pg_is_in_recovery()") is True
+        print(
+            f"\n[{phase.spec.phase}] row visible on replica {urlsplit(url).netloc} "
+            f"after {waited:.2f}s"
+        )
+    if pg.get("pooler_read_only"):
+        wait_for(
+            "row visible through the read-only pool",
+            lambda: (
+                pg_value(
+                    phase,
+                    pg["pooler_read_only"],
+                    "SELECT count(*) FROM trips WHERE id = %s",
+                    marker,
+                )
+                == 1
+            ),
+            REPLICATION_TIMEOUT,
+        )
+        assert pg_value(phase, pg["pooler_read_only"], "SELECT pg_is_in_recovery()") is True
+
+
+def _pool_servers(phase: Phase) -> int:
+    """Server connections PgBouncer holds for the primary's pool right now."""
+    pooler = urlsplit(phase.summary["postgres"]["pooler"])
+    with psycopg.connect(
+        host=pooler.hostname,
+        port=pooler.port,
+        user=phase.spec.postgres.user,
+        password=phase.password,
+        dbname="pgbouncer",
+        autocommit=True,
+        connect_timeout=5,
+        cursor_factory=psycopg.ClientCursor,
+    ) as conn:
+        cur = conn.cursor()
+        cur.execute("SHOW POOLS")
+        names = [c.name for c in cur.description or []]
+        total = 0
+        for row in cur.fetchall():
+            record = dict(zip(names, row, strict=True))
+            if record["database"] == phase.spec.postgres.database:
+                total += sum(
+                    int(record[k])
+                    for k in names
+                    if k.startswith("sv_") and isinstance(record[k], int)
+                )
+        return total
+
+
+def check_pgbouncer_serves_10x_pool(phase: Phase) -> None:
+    pool = phase.spec.pooler.default_pool_size + phase.spec.pooler.reserve_pool_size
+    clients = 10 * pool
+    url = phase.summary["postgres"]["pooler"]
+    barrier = threading.Barrier(clients, timeout=30)
+
+    def one_client(_: int) -> int:
+        with pg_connect(phase, url, prepare_threshold=None) as conn:
+            barrier.wait()  # every client connected at once before anyone queries
+            row = conn.execute("SELECT 1 FROM pg_sleep(0.1)").fetchone()
+            return int(row[0]) if row else 0
+
+    peak = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            with contextlib.suppress(psycopg.Error):
+                peak = max(peak, _pool_servers(phase))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool_exec:
+            results = list(pool_exec.map(one_client, range(clients), timeout=60))
+    finally:
+        stop.set()
+        watcher.join(5)
+    elapsed = time.monotonic() - started
+    assert results == [1] * clients
+    assert 0 < peak <= pool, f"PgBouncer opened {peak} server connections for a pool of {pool}"
+    print(
+        f"\n[{phase.spec.phase}] PgBouncer: {clients} concurrent clients over a pool of "
+        f"{pool}: 0 errors in {elapsed:.2f}s, peak {peak} server connections"
+    )
+
+
+def redis_data_nodes(phase: Phase) -> list[tuple[str, int]]:
+    info = phase.summary["redis"]
+    if info["mode"] == "standalone":
+        parts = urlsplit(info["url"])
+        return [(str(parts.hostname), int(parts.port or 6379))]
+    return [(host, int(port)) for host, port in (n.rsplit(":", 1) for n in info["nodes"])]
+
+
+def check_redis_memory_policy(phase: Phase) -> None:
+    expected = phase.spec.redis.memory_per_node_mb * 1024 * 1024
+    for host, port in redis_data_nodes(phase):
+        client = redis.Redis(
+            host=host,
+            port=port,
+            password=phase.redis_password,
+            decode_responses=True,
+            socket_timeout=3,
+        )
+        try:
+            assert client.config_get("maxmemory") == {"maxmemory": str(expected)}
+            assert client.config_get("maxmemory-policy") == {
+                "maxmemory-policy": phase.spec.redis.eviction_policy
+            }
+        finally:
+            client.close()
+
+
+def check_fanout_across_gateways(phase: Phase) -> None:
+    gateways = len(phase.summary["gateways"])
+    base = phase.nginx_ws
+
+    async def scenario() -> tuple[str, str, float]:
+        ids = await client_ids_on_distinct_gateways(base, min(2, gateways))
+        rider_id, driver_id = (list(ids) * 2)[:2]
+        rider, rider_gw = await open_client(base, rider_id)
+        driver, driver_gw = await open_client(base, driver_id)
+        trip = f"trip-{new_marker()[:12]}"
+        try:
+            await subscribe(rider, trip)
+            waited = await deliver(driver, rider, trip, 10)
+        finally:
+            await rider.close()
+            await driver.close()
+        return rider_gw, driver_gw, waited
+
+    rider_gw, driver_gw, waited = run_async(scenario())
+    if gateways > 1:
+        assert rider_gw != driver_gw
+    print(
+        f"\n[{phase.spec.phase}] location from {driver_gw} reached a rider on {rider_gw} "
+        f"in {waited * 1000:.0f} ms"
+    )
+
+
+def check_sticky_and_status(phase: Phase) -> None:
+    base = phase.nginx_ws
+
+    async def landings(client_id: str, times: int) -> set[str]:
+        seen = set()
+        for _ in range(times):
+            ws, gateway = await open_client(base, client_id)
+            await ws.close()
+            seen.add(gateway)
+        return seen
+
+    for client_id in ("rider-sticky-1", "rider-sticky-2", "driver-sticky-3"):
+        assert len(run_async(landings(client_id, 4))) == 1, client_id
+    status = httpx.get(phase.summary["nginx"]["status_url"], timeout=5)
+    assert status.status_code == 200 and "Active connections" in status.text
+    public = httpx.get(phase.summary["nginx"]["url"] + "/nginx_status", timeout=5)
+    assert "Active connections" not in public.text
+    assert httpx.get(phase.summary["nginx"]["url"] + "/healthz", timeout=5).status_code == 200
+
+
+def check_replica_restart_catches_up(phase: Phase) -> None:
+    pg = phase.summary["postgres"]
+    run = phase.run
+    assert run.stop_process("postgres-replica-1") == "stopped"
+    markers = [new_marker() for _ in range(20)]
+    with pg_connect(phase, pg["primary"], autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS trips (id text PRIMARY KEY, at timestamptz DEFAULT now())"
+        )
+        for marker in markers:
+            conn.execute("INSERT INTO trips (id) VALUES (%s)", (marker,))
+    started = time.monotonic()
+    run.start_process("postgres-replica-1")
+    replica = pg["replicas"][0]
+    wait_for(
+        "restarted replica has every row written while it was down",
+        lambda: (
+            pg_value(phase, replica, "SELECT count(*) FROM trips WHERE id = ANY(%s)", markers)
+            == len(markers)
+        ),
+        30,
+    )
+    print(
+        f"\n[{phase.spec.phase}] replica restarted and caught up with 20 rows in "
+        f"{time.monotonic() - started:.2f}s"
+    )
+
+
+def check_primary_outage_through_pooler(phase: Phase) -> None:
+    url = phase.summary["postgres"]["pooler"]
+    run = phase.run
+
+    def query() -> Any:
+        return pg_value(phase, url, "SELECT 1")
+
+    assert query() == 1
+    assert run.stop_process("postgres-primary") == "stopped"
+    try:
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(query)
+            try:
+                future.result(timeout=25)
+                raised: BaseException | None = None
+            except concurrent.futures.TimeoutError:
+                raise AssertionError("a client hung for 25s while the primary was down") from None
+            except psycopg.Error as error:
+                raised = error
+        error_after = time.monotonic() - started
+        assert raised is not None, "a query succeeded while the primary was stopped"
+    finally:
+        run.start_process("postgres-primary")
+    recovered = wait_for("PgBouncer serves queries again", lambda: query() == 1, 40, 0.25)
+    message = str(raised).strip().splitlines()[0] if str(raised).strip() else ""
+    print(
+        f"\n[{phase.spec.phase}] primary down: client got an error after {error_after:.2f}s "
+        f"({type(raised).__name__}: {message}); PgBouncer served again {recovered:.2f}s after restart"
+    )
+
+
+def check_gateway_killed_clients_resume(phase: Phase) -> None:
+    base = phase.nginx_ws
+    run = phase.run
+
+    async def scenario() -> tuple[str, str, float]:
+        ids = await client_ids_on_distinct_gateways(base, 2)
+        (rider_id, victim), (driver_id, _) = list(ids.items())
+        rider, _ = await open_client(base, rider_id)
+        driver, driver_gw = await open_client(base, driver_id)
+        trip = f"trip-{new_marker()[:12]}"
+        await subscribe(rider, trip)
+        await deliver(driver, rider, trip, 10)
+        run.kill_process(victim)  # SIGKILL: no drain, the socket just dies
+        killed = time.monotonic()
+        try:
+            await asyncio.wait_for(rider.wait_closed(), 15)
+        except TimeoutError:
+            await rider.close()
+        # The app reconnects with the same client_id; Nginx skips the dead gateway.
+        rider2, new_gw = await open_client(base, rider_id)
+        await subscribe(rider2, trip)
+        await deliver(driver, rider2, trip, 10)
+        resumed = time.monotonic() - killed
+        await rider2.close()
+        await driver.close()
+        assert driver_gw != victim
+        return victim, new_gw, resumed
+
+    victim, new_gw, resumed = run_async(scenario(), 60)
+    assert new_gw != victim
+    print(
+        f"\n[{phase.spec.phase}] {victim} killed: rider reconnected to {new_gw} and got "
+        f"updates again {resumed:.2f}s after the kill"
+    )
+    run.start_process(victim)
+    health_url = next(g["health_url"] for g in phase.summary["gateways"] if g["id"] == victim)
+    wait_for(
+        f"{victim} healthy again", lambda: httpx.get(health_url, timeout=2).status_code == 200, 30
+    )
+
+
+def check_down_leaves_nothing(phase: Phase) -> None:
+    pids = run_pids(phase.run)
+    assert len(pids) >= len(phase.run.state.processes)
+    report = phase.run.down()
+    assert {row["name"] for row in report} == {p.name for p in phase.run.state.processes}
+    wait_for("no process of the run is left", lambda: not still_alive(pids), 10)
+    assert not _state_dir(phase).exists()
+
+
+def _sentinel_master(phase: Phase) -> tuple[str, int]:
+    info = phase.summary["redis"]
+    for address in info["sentinels"]:
+        host, port = address.rsplit(":", 1)
+        client = redis.Redis(
+            host=host,
+            port=int(port),
+            password=phase.redis_password,
+            decode_responses=True,
+            socket_timeout=2,
+        )
+        try:
+            found = client.sentinel_get_master_addr_by_name(info["master_name"])
+        except redis.RedisError:
+            continue
+        finally:
+            client.close()
+        if found:
+            return str(found[0]), int(found[1])
+    raise AssertionError("no sentinel answered")
+
+
+def check_sentinel_failover(phase: Phase, keys: int = 200) -> None:
+    """kill -9 the master: a replica is promoted, no write acknowledged by WAIT is lost and
+    the gateways keep fanning out."""
+    base = phase.nginx_ws
+    old_host, old_port = _sentinel_master(phase)
+    master = redis.Redis(
+        host=old_host,
+        port=old_port,
+        password=phase.redis_password,
+        decode_responses=True,
+        socket_timeout=3,
+    )
+    prefix = f"ack:{new_marker()[:8]}"
+    acknowledged = []
+    try:
+        for index in range(keys):
+            master.set(f"{prefix}:{index}", str(index))
+            # WAIT 1 <timeout>: the write is acknowledged once a replica has it.
+            if int(master.execute_command("WAIT", 1, 1000)) >= 1:
+                acknowledged.append(index)
+    finally:
+        master.close()
+    assert len(acknowledged) == keys
+    victim = next(
+        p.name
+        for p in phase.run.state.processes
+        if p.tier == "redis" and p.role != "sentinel" and p.port == old_port
+    )
+
+    async def scenario() -> tuple[float, float, float]:
+        ids = await client_ids_on_distinct_gateways(base, 2)
+        rider_id, driver_id = list(ids)
+        rider, _ = await open_client(base, rider_id)
+        driver, _ = await open_client(base, driver_id)
+        trip = f"trip-{new_marker()[:12]}"
+        await subscribe(rider, trip)
+        await deliver(driver, rider, trip, 10)
+        phase.run.kill_process(victim)
+        killed = time.monotonic()
+        promoted = await asyncio.to_thread(
+            wait_for,
+            "a sentinel reports a new master",
+            lambda: _sentinel_master(phase) != (old_host, old_port),
+            60,
+            0.1,
+        )
+        new_host, new_port = _sentinel_master(phase)
+        new_master = redis.Redis(
+            host=new_host,
+            port=new_port,
+            password=phase.redis_password,
+            decode_responses=True,
+            socket_timeout=3,
+        )
+        try:
+            writable = await asyncio.to_thread(
+                wait_for,
+                "the promoted replica accepts writes",
+                lambda: bool(new_master.set(f"{prefix}:after", "1")),
+                30,
+                0.1,
+            )
+            values = new_master.mget([f"{prefix}:{i}" for i in acknowledged])
+        finally:
+            new_master.close()
+        lost = [i for i, v in zip(acknowledged, values, strict=True) if v != str(i)]
+        assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:10]}"
+        await deliver(driver, rider, trip, 30)
+        fanout_back = time.monotonic() - killed
+        await rider.close()
+        await driver.close()
+        return promoted, promoted + writable, fanout_back
+
+    promoted, writable, fanout_back = run_async(scenario(), 120)
+    print(
+        f"\n[{phase.spec.phase}] Sentinel failover after kill -9 of {victim}: new master "
+        f"reported in {promoted:.2f}s, writable in {writable:.2f}s, {len(acknowledged)} "
+        f"WAIT-acknowledged keys all present, fan-out across gateways working "
+        f"{fanout_back:.2f}s after the kill"
+    )
+
+
+def check_cluster_failover(phase: Phase, keys: int = 300) -> None:
+    from redis.cluster import ClusterNode, RedisCluster
+
+    nodes = [ClusterNode(h, int(p)) for h, p in redis_data_nodes(phase)]
+
+    def cluster() -> RedisCluster:
+        return RedisCluster(
+            startup_nodes=nodes,
+            password=phase.redis_password,
+            decode_responses=True,
+            socket_timeout=2,
+            socket_connect_timeout=1,
+        )
+
+    rc = cluster()
+    prefix = f"k{new_marker()[:8]}"
+    try:
+        for index in range(keys):
+            rc.set(f"{prefix}:{index}", str(index))
+        victim_node = rc.get_node_from_key(f"{prefix}:0")
+        victim_port = int(victim_node.port)
+    finally:
+        rc.close()
+
+    def replicas_caught_up() -> bool:
+        for host, port in redis_data_nodes(phase):
+            node = redis.Redis(
+                host=host, port=port, password=phase.redis_password, socket_timeout=2
+            )
+            try:
+                info = node.info("replication")
+            finally:
+                node.close()
+            if info["role"] != "master":
+                continue
+            offsets = [
+                v["offset"]
+                for k, v in info.items()
+                if k.startswith("slave") and isinstance(v, dict)
+            ]
+            if not offsets or min(offsets) < info["master_repl_offset"]:
+                return False
+        return True
+
+    wait_for("every replica has its master's writes", replicas_caught_up, 15, 0.1)
+    victim = next(
+        p.name for p in phase.run.state.processes if p.tier == "redis" and p.port == victim_port
+    )
+    phase.run.kill_process(victim)
+    killed = time.monotonic()
+    alive_nodes = [(h, p) for h, p in redis_data_nodes(phase) if p != victim_port]
+
+    def promoted() -> bool:
+        host, port = alive_nodes[0]
+        node = redis.Redis(
+            host=host,
+            port=port,
+            password=phase.redis_password,
+            decode_responses=True,
+            socket_timeout=2,
+        )
+        try:
+            info = node.execute_command("CLUSTER", "INFO")
+        finally:
+            node.close()
+        return "cluster_state:ok" in str(info) and _slot_owner_alive(phase, alive_nodes, prefix)
+
+    takeover = wait_for("a replica takes over the killed master's slots", promoted, 60, 0.1)
+    rc = cluster()
+    try:
+        values = [rc.get(f"{prefix}:{i}") for i in range(keys)]
+    finally:
+        rc.close()
+    missing = [i for i, v in enumerate(values) if v != str(i)]
+    assert not missing, f"{len(missing)} keys unreadable after failover: {missing[:10]}"
+    print(
+        f"\n[{phase.spec.phase}] Redis Cluster: kill -9 of master {victim}; its replica "
+        f"took over in {takeover:.2f}s; all {keys} keys readable "
+        f"({time.monotonic() - killed:.2f}s after the kill)"
+    )
+
+
+def _slot_owner_alive(phase: Phase, alive: list[tuple[str, int]], prefix: str) -> bool:
+    host, port = alive[0]
+    node = redis.Redis(
+        host=host, port=port, password=phase.redis_password, decode_responses=True, socket_timeout=2
+    )
+    try:
+        slot = int(node.execute_command("CLUSTER", "KEYSLOT", f"{prefix}:0"))
+        for start, end, primary, *_ in node.execute_command("CLUSTER", "SLOTS"):
+            if int(start) <= slot <= int(end):
+                return (str(primary[0]), int(primary[1])) in alive
+    finally:
+        node.close()
+    return False

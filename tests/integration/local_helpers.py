@@ -1,0 +1,203 @@
+"""Helpers for the integration tests: clients of a local run (WebSocket, Postgres, Redis).
+
+Every wait is bounded; every connection goes to 127.0.0.1 (or 127.0.0.x replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import psutil
+import psycopg
+from websockets.asyncio.client import ClientConnection, connect
+
+from scaling.local import LocalRun
+from scaling.model import PhaseSpec
+
+T = TypeVar("T")
+STEP = 5.0  # bound for any single WebSocket await
+
+
+@dataclass
+class Phase:
+    """A running local phase and the spec it was started from."""
+
+    run: LocalRun
+    spec: PhaseSpec
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.run.summary
+
+    @property
+    def password(self) -> str:
+        return self.run.secrets["postgres-password"]
+
+    @property
+    def redis_password(self) -> str:
+        return self.run.secrets["redis-password"]
+
+    @property
+    def nginx_ws(self) -> str:
+        return str(self.summary["nginx"]["ws_url"])
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.2) -> float:
+    """Poll until ``check()`` is true (exceptions count as false); returns seconds waited."""
+    start = time.monotonic()
+    last: Exception | None = None
+    while time.monotonic() - start < timeout:
+        try:
+            if check():
+                return time.monotonic() - start
+        except Exception as error:
+            last = error
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not true after {timeout}s (last error: {last})")
+
+
+def run_async(coro: Awaitable[T], timeout: float = 60.0) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+# ------------------------------------------------------------------------- Postgres
+
+
+def pg_connect(phase: Phase, url: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """Connect to one of the summary's password-less URLs with the run's password."""
+    parts = urlsplit(url)
+    return psycopg.connect(
+        host=parts.hostname,
+        port=parts.port,
+        user=parts.username,
+        dbname=parts.path.lstrip("/"),
+        password=phase.password,
+        connect_timeout=5,
+        **kwargs,
+    )
+
+
+def pg_value(phase: Phase, url: str, query: str, *params: Any) -> Any:
+    with pg_connect(phase, url, prepare_threshold=None) as conn:
+        row = conn.execute(query, params or None).fetchone()
+        return row[0] if row else None
+
+
+def new_marker() -> str:
+    return uuid.uuid4().hex
+
+
+# ------------------------------------------------------------------------ WebSocket
+
+
+async def open_client(base_url: str, client_id: str) -> tuple[ClientConnection, str]:
+    """Connect through Nginx with ``client_id``; returns the socket and the gateway id."""
+    ws = await connect(f"{base_url}?client_id={client_id}", open_timeout=STEP, close_timeout=1)
+    welcome = await recv_json(ws)
+    assert welcome["type"] == "welcome", welcome
+    return ws, str(welcome["gateway"])
+
+
+async def recv_json(ws: ClientConnection, timeout: float = STEP) -> dict[str, Any]:
+    raw = await asyncio.wait_for(ws.recv(), timeout)
+    data = json.loads(raw)
+    assert isinstance(data, dict)
+    return data
+
+
+async def subscribe(ws: ClientConnection, trip_id: str) -> None:
+    await ws.send(json.dumps({"type": "subscribe", "trip_id": trip_id}))
+    while True:
+        frame = await recv_json(ws)
+        if frame["type"] == "subscribed" and frame["trip_id"] == trip_id:
+            return
+
+
+async def send_location(ws: ClientConnection, trip_id: str, lat: float = 36.8) -> None:
+    await ws.send(
+        json.dumps(
+            {"type": "location", "trip_id": trip_id, "lat": lat, "lng": 10.18, "ts": time.time()}
+        )
+    )
+
+
+async def wait_location(ws: ClientConnection, trip_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no location for {trip_id} within {timeout}s")
+        frame = await recv_json(ws, left)
+        if frame.get("type") == "location" and frame.get("trip_id") == trip_id:
+            return frame
+
+
+async def deliver(
+    publisher: ClientConnection, subscriber: ClientConnection, trip_id: str, timeout: float
+) -> float:
+    """Publish until the subscriber receives one update (publishing may be refused during a
+    failover: the gateway then answers "publish failed, please resend"). Returns seconds."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        await send_location(publisher, trip_id)
+        try:
+            await wait_location(subscriber, trip_id, 1.0)
+            return time.monotonic() - start
+        except TimeoutError:
+            continue
+    raise TimeoutError(f"no update for {trip_id} reached the subscriber within {timeout}s")
+
+
+async def client_ids_on_distinct_gateways(
+    base_url: str, wanted: int, attempts: int = 60
+) -> dict[str, str]:
+    """client_id -> gateway id, ``wanted`` ids that hash to ``wanted`` different gateways."""
+    found: dict[str, str] = {}
+    for index in range(attempts):
+        client_id = f"rider-{index}"
+        ws, gateway = await open_client(base_url, client_id)
+        await ws.close()
+        if gateway not in found.values():
+            found[client_id] = gateway
+        if len(found) == wanted:
+            return found
+    raise AssertionError(f"only {len(found)} distinct gateways after {attempts} client ids")
+
+
+# -------------------------------------------------------------------------- processes
+
+
+def run_pids(run: LocalRun) -> dict[int, float]:
+    """pid -> start time of every process of the run and all their descendants."""
+    pids: dict[int, float] = {}
+    for entry in run.state.processes:
+        if entry.pid is None or not run.alive(entry.name):
+            continue
+        proc = psutil.Process(entry.pid)
+        for p in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                pids[p.pid] = p.create_time()
+    return pids
+
+
+def still_alive(pids: dict[int, float]) -> list[int]:
+    alive = []
+    for pid, started in pids.items():
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - started) < 0.05 and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive

@@ -1,0 +1,84 @@
+"""Growth phase: primary + 2 streaming replicas behind PgBouncer, Redis Sentinel, 2 gateways.
+
+Tests run in file order; the destructive ones (restarts, kills, failover) come last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import local_checks as checks
+import pytest
+from local_fixtures import SMALL_POOLS, start_phase
+from local_helpers import Phase
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def phase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase]:
+    yield from start_phase("growth", tmp_path_factory, SMALL_POOLS)
+
+
+def test_topology(phase: Phase) -> None:
+    summary = phase.summary
+    assert len(summary["gateways"]) == 2
+    assert len(summary["postgres"]["replicas"]) == 2 and summary["postgres"]["pooler"]
+    assert summary["redis"]["mode"] == "sentinel" and len(summary["redis"]["sentinels"]) == 3
+    roles = [p["role"] for p in summary["processes"]]
+    assert roles.count("sentinel") == 3 and roles.count("replica") == 4  # 2 pg + 2 redis
+    checks.check_all_processes_alive(phase)
+
+
+def test_secret_files_are_private(phase: Phase) -> None:
+    state = Path(phase.run.state.state_dir)
+    private = [
+        Path(phase.summary["secrets_file"]),
+        Path(str(phase.run.entry("pgbouncer").cwd)) / "userlist.txt",
+        state / "redis" / "redis-0" / "secrets.conf",
+        state / "redis" / "sentinel-1" / "sentinel.conf",
+    ]
+    for path in private:
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert phase.password not in (state / "state.json").read_text()
+
+
+def test_row_written_on_primary_reaches_every_replica(phase: Phase) -> None:
+    checks.check_row_reaches_replicas(phase)
+
+
+def test_pgbouncer_serves_ten_times_its_pool(phase: Phase) -> None:
+    checks.check_pgbouncer_serves_10x_pool(phase)
+
+
+def test_redis_memory_and_policy(phase: Phase) -> None:
+    checks.check_redis_memory_policy(phase)
+
+
+def test_location_reaches_a_subscriber_on_another_gateway(phase: Phase) -> None:
+    checks.check_fanout_across_gateways(phase)
+
+
+def test_sticky_and_status_listener(phase: Phase) -> None:
+    checks.check_sticky_and_status(phase)
+
+
+def test_replica_restart_catches_up(phase: Phase) -> None:
+    checks.check_replica_restart_catches_up(phase)
+
+
+def test_primary_outage_gives_errors_then_recovers(phase: Phase) -> None:
+    checks.check_primary_outage_through_pooler(phase)
+
+
+def test_killed_gateway_clients_resume_elsewhere(phase: Phase) -> None:
+    checks.check_gateway_killed_clients_resume(phase)
+
+
+def test_sentinel_failover_keeps_acknowledged_writes(phase: Phase) -> None:
+    checks.check_sentinel_failover(phase)
+
+
+def test_down_leaves_nothing(phase: Phase) -> None:
+    checks.check_down_leaves_nothing(phase)

@@ -1,0 +1,84 @@
+"""Launch phase, started through `sikka-scaling local up launch --json` (a subprocess)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import local_checks as checks
+import pytest
+from local_fixtures import start_phase_with_cli
+from local_helpers import Phase
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def phase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase]:
+    yield from start_phase_with_cli("launch", tmp_path_factory)
+
+
+def test_summary_describes_the_launch_topology(phase: Phase) -> None:
+    summary = phase.summary
+    assert summary["phase"] == "launch"
+    assert len(summary["gateways"]) == 1
+    assert summary["postgres"]["replicas"] == [] and summary["postgres"]["pooler"] is None
+    assert summary["redis"]["mode"] == "standalone"
+    assert {"role", "pid", "port"} <= set(summary["processes"][0])
+    assert "@" in summary["postgres"]["primary"] and phase.password not in str(summary)
+    checks.check_all_processes_alive(phase)
+
+
+def test_secrets_are_private(phase: Phase) -> None:
+    state = Path(phase.run.state.state_dir)
+    assert (Path(phase.summary["secrets_file"]).stat().st_mode & 0o777) == 0o600
+    secrets_conf = state / "redis" / "redis-0" / "secrets.conf"
+    assert (secrets_conf.stat().st_mode & 0o777) == 0o600
+
+
+def test_primary_reads_its_writes(phase: Phase) -> None:
+    checks.check_row_reaches_replicas(phase)
+
+
+def test_redis_memory_and_policy(phase: Phase) -> None:
+    checks.check_redis_memory_policy(phase)
+
+
+def test_location_fanout_through_nginx(phase: Phase) -> None:
+    checks.check_fanout_across_gateways(phase)
+
+
+def test_sticky_and_status_listener(phase: Phase) -> None:
+    checks.check_sticky_and_status(phase)
+
+
+def test_down_leaves_nothing(phase: Phase) -> None:
+    checks.check_down_leaves_nothing(phase)
+
+
+def test_failed_up_tears_down_and_names_the_part(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway that exits at once: `up` must stop what it had started (Postgres, Redis),
+    remove its state and say which part failed, with the tail of its log."""
+    from scaling.local import gateway, procs, runner
+    from scaling.local.state import ProcessEntry
+
+    started: list[ProcessEntry] = []
+    real_spawn = procs.spawn
+
+    def recording_spawn(entry: ProcessEntry, secrets: Mapping[str, str]) -> None:
+        real_spawn(entry, secrets)
+        started.append(entry)
+
+    monkeypatch.setattr(procs, "spawn", recording_spawn)
+    monkeypatch.setattr(gateway, "python_executable", lambda: "/bin/false")
+    spec = runner.load_spec(Path(__file__).resolve().parents[2] / "Pulumi.launch.yaml")
+    state_dir = tmp_path_factory.mktemp("local-broken") / "state"
+    with pytest.raises(runner.LocalUpError) as caught:
+        runner.up(spec, stack="launch", state_dir=state_dir)
+    assert caught.value.part == "gateway-1"
+    assert "exited" in caught.value.reason
+    assert [e.name for e in started] == ["postgres-primary", "redis-0", "gateway-1"]
+    assert not any(procs.alive(e) for e in started)
+    assert not state_dir.exists()
