@@ -14,8 +14,9 @@ from typing import Literal
 from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
+from scaling.render.gateway_env import database_env, gateway_env, redis_client_env
 from scaling.render.nginx import NginxLayout, render_nginx_conf
-from scaling.render.pgbouncer import PoolerLayout, read_only_database, render_pgbouncer_ini
+from scaling.render.pgbouncer import PoolerLayout, render_pgbouncer_ini
 from scaling.render.postgres import (
     REPLICATION_USER,
     PostgresLayout,
@@ -260,6 +261,13 @@ def _redis_start(spec: PhaseSpec, conf: str, *, sentinel: bool = False) -> str:
     )
 
 
+def data_nodes(spec: PhaseSpec) -> int:
+    redis = spec.redis
+    return {"standalone": 1, "sentinel": 1 + redis.replicas, "cluster": redis.cluster_nodes}[
+        redis.mode
+    ]
+
+
 def redis_containers(spec: PhaseSpec) -> list[Container]:
     redis = spec.redis
     _, cli = redis.binaries
@@ -271,10 +279,9 @@ def redis_containers(spec: PhaseSpec) -> list[Container]:
     ping = HealthCheck(
         ("CMD-SHELL", f'REDISCLI_AUTH="$REDIS_PASSWORD" {cli} -p {REDIS_PORT} ping | grep -q PONG')
     )
-    nodes = {"standalone": 1, "sentinel": 1 + redis.replicas, "cluster": redis.cluster_nodes}
     containers = []
     master = Endpoint("redis-0", REDIS_PORT)
-    for index in range(nodes[redis.mode]):
+    for index in range(data_nodes(spec)):
         name = f"redis-{index}"
         args = redis_node_args(
             spec,
@@ -358,27 +365,6 @@ def cluster_creator(spec: PhaseSpec, node_names: list[str]) -> Container:
     )
 
 
-def redis_client_env(spec: PhaseSpec) -> dict[str, str]:
-    """How a gateway finds Redis in this phase (see gateway/README.md)."""
-    redis = spec.redis
-    if redis.mode == "sentinel":
-        return {
-            "REDIS_MODE": "sentinel",
-            "REDIS_SENTINELS": ",".join(
-                f"sentinel-{i}:{SENTINEL_PORT}" for i in range(1, redis.sentinels + 1)
-            ),
-            "REDIS_MASTER_NAME": redis.master_name,
-        }
-    if redis.mode == "cluster":
-        return {
-            "REDIS_MODE": "cluster",
-            "REDIS_CLUSTER_NODES": ",".join(
-                f"redis-{i}:{REDIS_PORT}" for i in range(redis.cluster_nodes)
-            ),
-        }
-    return {"REDIS_MODE": "standalone", "REDIS_URL": f"redis://redis-0:{REDIS_PORT}/0"}
-
-
 def gateway_containers(spec: PhaseSpec) -> list[Container]:
     gw, pg = spec.gateway, spec.postgres
     db_host, db_port = (
@@ -388,6 +374,7 @@ def gateway_containers(spec: PhaseSpec) -> list[Container]:
         'python -c "import urllib.request; '
         f"urllib.request.urlopen('http://127.0.0.1:{gw.port}/healthz', timeout=3)\""
     )
+    redis_nodes = data_nodes(spec)
     containers = []
     for index in range(1, gw.replicas + 1):
         name = f"gateway-{index}"
@@ -400,21 +387,19 @@ def gateway_containers(spec: PhaseSpec) -> list[Container]:
                 command=(),
                 healthcheck=HealthCheck(("CMD-SHELL", health)),
                 env={
-                    "GATEWAY_ID": name,
-                    "GATEWAY_PORT": str(gw.port),
-                    "WEBSOCKET_MAX_CONNECTIONS": str(gw.connections_per_replica),
-                    "GATEWAY_DRAIN_SECONDS": str(gw.drain_seconds),
-                    "SCALING_PHASE": spec.phase.value,
-                    **redis_client_env(spec),
-                    # The same names the Kubernetes Deployment sets.
-                    "DATABASE_HOST": db_host,
-                    "DATABASE_PORT": str(db_port),
-                    "DATABASE_NAME": pg.database,
-                    "DATABASE_USER": pg.user,
-                    **(
-                        {"DATABASE_READ_NAME": read_only_database(spec)}
-                        if spec.pooler.enabled and pg.read_replicas
-                        else {}
+                    **gateway_env(spec, gateway_id=name, port=gw.port),
+                    **redis_client_env(
+                        spec,
+                        nodes=[Endpoint(f"redis-{i}", REDIS_PORT) for i in range(redis_nodes)],
+                        sentinels=[
+                            Endpoint(f"sentinel-{i}", SENTINEL_PORT)
+                            for i in range(1, spec.redis.sentinels + 1)
+                        ],
+                    ),
+                    **database_env(
+                        spec,
+                        target=Endpoint(db_host, db_port),
+                        read_pool=spec.pooler.enabled and pg.read_replicas > 0,
                     ),
                 },
                 secret_env={**_secret("redis-password"), "DATABASE_PASSWORD": "postgres-password"},

@@ -10,7 +10,7 @@ from scaling.local.postgres import PostgresEndpoints
 from scaling.local.redis import RedisEndpoints
 from scaling.local.state import ProcessEntry
 from scaling.render.endpoints import Endpoint
-from scaling.render.pgbouncer import read_only_database
+from scaling.render.gateway_env import database_env, gateway_env
 
 # Local gateways are capped whatever the spec's replicas: each is a Python process and a
 # laptop (or a 2-core CI runner) gains nothing from a dozen of them.
@@ -47,22 +47,6 @@ def local_gateway_count(ctx: Context) -> int:
     return count
 
 
-def database_env(ctx: Context, postgres: PostgresEndpoints) -> dict[str, str]:
-    """The DATABASE_* variables the Docker and Kubernetes gateways get (the reference
-    gateway keeps no durable state and ignores them; other gateways may not)."""
-    spec = ctx.spec
-    target = postgres.pooler or postgres.primary
-    env = {
-        "DATABASE_HOST": target.host,
-        "DATABASE_PORT": str(target.port),
-        "DATABASE_NAME": spec.postgres.database,
-        "DATABASE_USER": spec.postgres.user,
-    }
-    if postgres.pooler and postgres.replicas:
-        env["DATABASE_READ_NAME"] = read_only_database(spec)
-    return env
-
-
 def start_gateways(
     ctx: Context, redis: RedisEndpoints, postgres: PostgresEndpoints, project_dir: str
 ) -> list[GatewayInstance]:
@@ -82,15 +66,15 @@ def start_gateways(
                 port=port,
                 env={
                     "GATEWAY_HOST": "127.0.0.1",
-                    "GATEWAY_PORT": str(port),
-                    "GATEWAY_ID": name,
-                    "WEBSOCKET_MAX_CONNECTIONS": str(spec.gateway.connections_per_replica),
-                    "GATEWAY_DRAIN_SECONDS": str(drain),
-                    "SCALING_PHASE": spec.phase.value,
+                    **gateway_env(spec, gateway_id=name, port=port, drain_seconds=drain),
                     "PYTHONPATH": project_dir,
                     "PYTHONUNBUFFERED": "1",
-                    **redis.gateway_env(),
-                    **database_env(ctx, postgres),
+                    **redis.gateway_env(spec),
+                    **database_env(
+                        spec,
+                        target=postgres.pooler or postgres.primary,
+                        read_pool=bool(postgres.pooler and postgres.replicas),
+                    ),
                 },
                 secret_env={
                     "REDIS_PASSWORD": "redis-password",

@@ -12,7 +12,9 @@ from scaling.local import health, procs
 from scaling.local.context import Context
 from scaling.local.credentials import write_private
 from scaling.local.state import ProcessEntry
+from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
+from scaling.render.gateway_env import redis_client_env
 from scaling.render.redis import (
     RedisLayout,
     SentinelLayout,
@@ -47,20 +49,8 @@ class RedisEndpoints:
             return {"mode": "cluster", "nodes": [str(n) for n in self.nodes]}
         return {"mode": "standalone", "url": f"redis://{self.nodes[0]}/0"}
 
-    def gateway_env(self) -> dict[str, str]:
-        """The gateway's REDIS_* variables (the local twin of containers.redis_client_env)."""
-        if self.mode == "sentinel":
-            return {
-                "REDIS_MODE": "sentinel",
-                "REDIS_SENTINELS": ",".join(str(s) for s in self.sentinels),
-                "REDIS_MASTER_NAME": self.master_name or "",
-            }
-        if self.mode == "cluster":
-            return {
-                "REDIS_MODE": "cluster",
-                "REDIS_CLUSTER_NODES": ",".join(str(n) for n in self.nodes),
-            }
-        return {"REDIS_MODE": "standalone", "REDIS_URL": f"redis://{self.nodes[0]}/0"}
+    def gateway_env(self, spec: PhaseSpec) -> dict[str, str]:
+        return redis_client_env(spec, nodes=self.nodes, sentinels=self.sentinels)
 
 
 def binaries(ctx: Context) -> tuple[str, str]:
@@ -150,12 +140,10 @@ def _start_sentinel(
     layout = SentinelLayout(bind="127.0.0.1", port=endpoint.port, data_dir=str(folder))
     # Sentinel rewrites its own file, so it gets a private writable copy: the rendered
     # template + auth-pass (to reach the data nodes) + requirepass (the gateway
-    # authenticates to Sentinels with the data nodes' password; see the report).
+    # authenticates to Sentinels with the data nodes' password).
     write_private(
         folder / "sentinel.conf",
-        render_sentinel_conf(ctx.spec, layout, master)
-        + render_sentinel_auth(ctx.spec, password)
-        + render_redis_secrets(password),
+        render_sentinel_conf(ctx.spec, layout, master) + render_sentinel_auth(ctx.spec, password),
     )
     entry = ctx.start(
         ProcessEntry(

@@ -97,10 +97,14 @@ def sentinel_auth_sh(spec: PhaseSpec) -> str:
     )
 
 
+def _quoted(password: str) -> str:
+    """A double-quoted redis.conf string (ESCAPE_PASSWORD_SH does the same in shell)."""
+    return '"' + password.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def render_redis_secrets(password: str) -> str:
     """The included secrets file; written at start-up with mode 0600, never to git."""
-    escaped = password.replace("\\", "\\\\").replace('"', '\\"')
-    return f'requirepass "{escaped}"\nmasterauth "{escaped}"\n'
+    return f"requirepass {_quoted(password)}\nmasterauth {_quoted(password)}\n"
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,9 @@ def sentinel_node_args(announce: Endpoint) -> list[str]:
 
 
 def render_sentinel_auth(spec: PhaseSpec, password: str) -> str:
-    escaped = password.replace("\\", "\\\\").replace('"', '\\"')
-    return f'sentinel auth-pass {spec.redis.master_name} "{escaped}"\n'
+    """Sentinel's own password and the master's (what sentinel_auth_sh prints)."""
+    quoted = _quoted(password)
+    return f"requirepass {quoted}\nsentinel auth-pass {spec.redis.master_name} {quoted}\n"
 
 
 def render_cluster_create_script(spec: PhaseSpec, hosts: list[str], port: int = 6379) -> str:

@@ -1,0 +1,59 @@
+"""The environment a gateway instance gets: where Redis and the database are, its limits.
+
+One function per concern, fed with endpoints, so Docker (container names), the local runner
+(loopback ports) and Kubernetes (Service names) describe gateways the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scaling.model import PhaseSpec
+from scaling.render.endpoints import Endpoint
+from scaling.render.pgbouncer import read_only_database
+
+
+def redis_client_env(
+    spec: PhaseSpec,
+    *,
+    nodes: Sequence[Endpoint],
+    sentinels: Sequence[Endpoint] = (),
+) -> dict[str, str]:
+    """REDIS_MODE and how to reach Redis in that mode (see gateway/README.md)."""
+    redis = spec.redis
+    if redis.mode == "sentinel":
+        return {
+            "REDIS_MODE": "sentinel",
+            "REDIS_SENTINELS": ",".join(str(s) for s in sentinels),
+            "REDIS_MASTER_NAME": redis.master_name,
+        }
+    if redis.mode == "cluster":
+        return {"REDIS_MODE": "cluster", "REDIS_CLUSTER_NODES": ",".join(str(n) for n in nodes)}
+    return {"REDIS_MODE": "standalone", "REDIS_URL": f"redis://{nodes[0]}/0"}
+
+
+def database_env(spec: PhaseSpec, *, target: Endpoint, read_pool: bool) -> dict[str, str]:
+    """DATABASE_* (the password comes separately, as the DATABASE_PASSWORD secret)."""
+    env = {
+        "DATABASE_HOST": target.host,
+        "DATABASE_PORT": str(target.port),
+        "DATABASE_NAME": spec.postgres.database,
+        "DATABASE_USER": spec.postgres.user,
+    }
+    if read_pool:
+        env["DATABASE_READ_NAME"] = read_only_database(spec)
+    return env
+
+
+def gateway_env(
+    spec: PhaseSpec, *, gateway_id: str, port: int, drain_seconds: int | None = None
+) -> dict[str, str]:
+    return {
+        "GATEWAY_ID": gateway_id,
+        "GATEWAY_PORT": str(port),
+        "WEBSOCKET_MAX_CONNECTIONS": str(spec.gateway.connections_per_replica),
+        "GATEWAY_DRAIN_SECONDS": str(
+            spec.gateway.drain_seconds if drain_seconds is None else drain_seconds
+        ),
+        "SCALING_PHASE": spec.phase.value,
+    }
