@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from scaling.model import PhaseSpec
+from scaling.render.endpoints import Endpoint
+from scaling.render.gateway_env import database_env as shared_database_env
 
 from . import postgres, redis
 from .manifests import Manifest, labels, obj, selector_labels
@@ -50,12 +52,10 @@ def gateway_resources(spec: PhaseSpec) -> dict[str, Any]:
 
 
 def database_env(spec: PhaseSpec) -> list[dict[str, Any]]:
-    pg = spec.postgres
-    env: list[dict[str, Any]] = [
-        {"name": "DATABASE_HOST", "value": postgres.primary_host(spec)},
-        {"name": "DATABASE_PORT", "value": str(postgres.SERVICE_PORT)},
-        {"name": "DATABASE_NAME", "value": pg.database},
-        {"name": "DATABASE_USER", "value": pg.user},
+    target = Endpoint(postgres.primary_host(spec), postgres.SERVICE_PORT)
+    plain = shared_database_env(spec, target=target, read_pool=False)
+    env: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in plain.items()]
+    env += [
         {
             "name": "DATABASE_PASSWORD",
             "valueFrom": secret_key_ref(POSTGRES_SECRET, postgres.APP_PASSWORD_KEY),

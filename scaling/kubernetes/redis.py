@@ -21,6 +21,7 @@ from typing import Any
 
 from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
+from scaling.render.gateway_env import redis_client_env
 from scaling.render.redis import (
     ESCAPE_PASSWORD_SH,
     SECRETS_FILE_SH,
@@ -83,21 +84,12 @@ def sentinel_host(spec: PhaseSpec, index: int) -> str:
 def client_env(spec: PhaseSpec) -> list[dict[str, Any]]:
     """How a gateway finds Redis (the variables gateway/config.py reads), password aside."""
     redis = spec.redis
-    if redis.mode == "sentinel":
-        sentinels = ",".join(
-            f"{sentinel_host(spec, i)}:{SENTINEL_PORT}" for i in range(redis.sentinels)
-        )
-        values = {
-            "REDIS_MODE": "sentinel",
-            "REDIS_SENTINELS": sentinels,
-            "REDIS_MASTER_NAME": redis.master_name,
-        }
-    elif redis.mode == "cluster":
-        nodes = ",".join(f"{node_host(spec, i)}:{REDIS_PORT}" for i in range(data_pods(spec)))
-        values = {"REDIS_MODE": "cluster", "REDIS_CLUSTER_NODES": nodes}
+    if redis.mode == "cluster":
+        nodes = [Endpoint(node_host(spec, i), REDIS_PORT) for i in range(data_pods(spec))]
     else:
-        host = service_fqdn(NAME, spec.kubernetes.namespace)
-        values = {"REDIS_MODE": "standalone", "REDIS_URL": f"redis://{host}:{REDIS_PORT}/0"}
+        nodes = [Endpoint(service_fqdn(NAME, spec.kubernetes.namespace), REDIS_PORT)]
+    sentinels = [Endpoint(sentinel_host(spec, i), SENTINEL_PORT) for i in range(redis.sentinels)]
+    values = redis_client_env(spec, nodes=nodes, sentinels=sentinels)
     return [{"name": key, "value": value} for key, value in values.items()]
 
 
