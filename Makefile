@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_PACKAGES := postgresql pgbouncer redis-server redis-sentinel redis-tools nginx prometheus
 STACKS := launch growth scale
+STACK ?= growth
 
-.PHONY: setup system-packages lint test unit demo clean
+.PHONY: setup system-packages lint test unit demo down clean
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -35,12 +36,18 @@ unit: setup
 test: setup lint
 	$(BIN)/pytest
 
+# Main job: validate, render and preview every stack, then run one phase for real on
+# 127.0.0.1 (STACK=launch|growth|scale, default growth) and print where everything is.
 demo: setup
 	@for stack in $(STACKS); do \
 	  $(BIN)/sikka-scaling validate $$stack && \
 	  $(BIN)/sikka-scaling render $$stack --out out/$$stack && \
 	  $(BIN)/sikka-scaling preview $$stack || exit 1; \
 	done
+	$(BIN)/sikka-scaling local up $(STACK)
+
+down:
+	$(BIN)/sikka-scaling local down $(STACK)
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache
