@@ -160,7 +160,12 @@ def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
     assert len(passwords) == 3
     for container in growth.of_type(CONTAINER):
         values = env(container)
-        secret_vars = {"POSTGRES_PASSWORD", "REPLICATION_PASSWORD", "REDIS_PASSWORD", "DATABASE_PASSWORD"}
+        secret_vars = {
+            "POSTGRES_PASSWORD",
+            "REPLICATION_PASSWORD",
+            "REDIS_PASSWORD",
+            "DATABASE_PASSWORD",
+        }
         if secret_vars & set(values):
             assert "envs" in container.secret_paths(), container.name
         for upload in container.inputs.get("uploads", []):
