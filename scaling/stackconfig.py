@@ -35,6 +35,7 @@ from scaling.model import (
 )
 
 NAMESPACE = "sikka"
+PROJECT = "sikka-scaling"  # Pulumi.yaml name: the namespace of un-prefixed keys
 
 SECTIONS: dict[str, type[BaseModel]] = {
     "capacity": Capacity,
@@ -126,6 +127,15 @@ def parse(
     raw: dict[str, Any] = {}
     for full_key, value in values.items():
         namespace, _, key = full_key.partition(":")
+        if namespace == PROJECT:
+            # `pulumi config set phase …` without a namespace lands here and would be ignored.
+            issues.append(
+                ConfigIssue(
+                    full_key,
+                    f"project keys live in the '{NAMESPACE}' namespace: use '{NAMESPACE}:{key}'",
+                )
+            )
+            continue
         if namespace != NAMESPACE:
             continue  # other packages' config (kubernetes:context, ...) is not ours
         if key not in KNOWN_KEYS:

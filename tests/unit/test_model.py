@@ -247,3 +247,9 @@ def test_stack_file_secure_values_count_as_secret(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_stack_file(stack)
     assert [i.key for i in caught.value.issues] == ["sikka:redisPassword"]
+
+
+def test_unprefixed_project_keys_are_pointed_to_the_namespace() -> None:
+    assert problems("launch", {"sikka:phase": "launch", "sikka-scaling:phase": "launch"}) == [
+        "sikka-scaling:phase: project keys live in the 'sikka' namespace: use 'sikka:phase'"
+    ]
