@@ -7,6 +7,7 @@ machine without the Pulumi CLI, its plugins or credentials.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import runpy
 from collections.abc import Mapping
@@ -117,6 +118,18 @@ def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> tupl
     return encoded, secret_keys
 
 
+def _ensure_event_loop() -> None:
+    """Pulumi's runtime drives the thread's current event loop; asyncio.run() (used by
+    other code in the same process) leaves none behind, so set one up when it is missing."""
+    policy = asyncio.get_event_loop_policy()
+    try:
+        if not policy.get_event_loop().is_closed():
+            return
+    except RuntimeError:
+        pass
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_stack(
     stack: str,
     overrides: Mapping[str, Any] | None = None,
@@ -124,6 +137,7 @@ def run_stack(
 ) -> StackRun:
     """Runs __main__.py for ``stack``; raises what the program raises (ConfigError, ...)."""
     recorder = Recorder()
+    _ensure_event_loop()
     pulumi.runtime.set_mocks(
         recorder,
         project="sikka-scaling",
