@@ -98,7 +98,7 @@ class PostgresSpec(Section):
 
 class PoolerSpec(Section):
     enabled: bool
-    image: Image = "edoburu/pgbouncer:v1.24.1-p1"
+    image: Image = "edoburu/pgbouncer:v1.25.1-p0"
     pool_mode: Literal["transaction", "session", "statement"] = "transaction"
     max_client_conn: Positive = 1000
     default_pool_size: Positive = 20
