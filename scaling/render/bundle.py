@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from scaling.containers import build_containers
 from scaling.model import PhaseSpec, PlatformKind
+from scaling.render.alerts import render_alert_rules
 from scaling.render.compose import render_compose
 from scaling.render.env import render_env_file
 
@@ -20,7 +21,7 @@ def render_bundle(spec: PhaseSpec, gateway_build_path: str | None = None) -> dic
     Docker stacks: docker-compose.yml and the config files its containers mount. Kubernetes
     stacks: manifests.yaml and, for reading, the config files its ConfigMaps carry.
     """
-    files: dict[str, str] = {".env": render_env_file(spec)}
+    files: dict[str, str] = {".env": render_env_file(spec), "alerts.yml": render_alert_rules(spec)}
     if spec.platform == PlatformKind.DOCKER:
         containers = build_containers(spec)
         for tier in containers.values():
