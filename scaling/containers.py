@@ -16,7 +16,7 @@ from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
 from scaling.render.gateway_env import database_env, gateway_env, redis_client_env
 from scaling.render.nginx import NginxLayout, render_nginx_conf
-from scaling.render.pgbouncer import PoolerLayout, render_pgbouncer_ini
+from scaling.render.pgbouncer import PoolerLayout, render_pgbouncer_ini, userlist_sh
 from scaling.render.postgres import (
     REPLICATION_USER,
     PostgresLayout,
@@ -220,9 +220,8 @@ def pooler_container(spec: PhaseSpec, replica_names: list[str]) -> Container:
     user = spec.postgres.user
     # The auth file is written from the secret at start-up, into a tmpfs, never an image.
     start = (
-        "umask 077 && "
-        f'printf \'"%s" "%s"\\n\' "{user}" "$POSTGRES_PASSWORD" > /run/pgbouncer/userlist.txt '
-        "&& exec pgbouncer /etc/pgbouncer/pgbouncer.ini"
+        f"set -eu\numask 077\n{userlist_sh(user)} > /run/pgbouncer/userlist.txt\n"
+        "exec pgbouncer /etc/pgbouncer/pgbouncer.ini\n"
     )
     return Container(
         name="pgbouncer",

@@ -85,3 +85,12 @@ def render_userlist_line(user: str, password: str) -> str:
     """One auth_file line; callers write it at start-up from a secret, never to git."""
     escaped = password.replace('"', '""')
     return f'"{user}" "{escaped}"\n'
+
+
+def userlist_sh(user: str) -> str:
+    """Shell printing render_userlist_line(user, $POSTGRES_PASSWORD), for entrypoints."""
+    return (
+        'escaped=$(printf \'%s\' "$POSTGRES_PASSWORD" | sed \'s/"/""/g\')\n'
+        + 'printf \'"%s" "%s"\\n\' '
+        + f'"{user}" "$escaped"'
+    )

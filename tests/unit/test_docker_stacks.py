@@ -190,3 +190,29 @@ def test_bad_config_registers_nothing() -> None:
         "sikka:redis.sentinels",
     ]
     assert caught.value.registered == []  # type: ignore[attr-defined]
+
+
+def test_scale_on_docker_runs_a_redis_cluster() -> None:
+    run = run_stack(
+        "scale",
+        {
+            "sikka:platform": "docker",
+            "sikka:autoscaling": {"enabled": False},
+            "sikka:postgres": {"mode": "replicated"},
+        },
+    )
+    names = containers(run)
+    nodes = [n for n in names if n.startswith("sikka-scale-redis-") and n[-1].isdigit()]
+    assert len(nodes) == 6
+    init = names["sikka-scale-redis-cluster-init"]
+    script = init.inputs["entrypoints"][2]
+    assert "--cluster create" in script and "--cluster-replicas 1" in script
+    assert init.inputs["restart"] == "no"
+    conf = uploaded(names["sikka-scale-redis-0"], "/etc/redis/redis.conf")
+    assert f"maxmemory {65536 // 3}mb" in conf and "cluster-enabled yes" in conf
+    assert len([n for n in names if "gateway" in n]) == 4
+
+
+def test_citus_on_docker_is_refused_with_its_key() -> None:
+    with pytest.raises(ConfigError, match=r"sikka:postgres\.mode: 'citus' runs through"):
+        run_stack("scale", {"sikka:platform": "docker", "sikka:autoscaling": {"enabled": False}})
