@@ -8,8 +8,14 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
+from scaling.issues import ConfigError
 from scaling.model import PhaseSpec
 from scaling.stackconfig import NAMESPACE, parse, read_stack_file, stack_file_name
+
+
+class StackConfigError(ConfigError, pulumi.RunError):
+    """A ConfigError that Pulumi's language host reports as a plain message (every problem,
+    with its key) instead of a Python traceback."""
 
 
 def engine_config() -> tuple[dict[str, Any], set[str]]:
@@ -34,4 +40,7 @@ def spec_from_pulumi(project_dir: Path | None = None) -> PhaseSpec:
         path = (project_dir or Path(__file__).resolve().parent.parent) / stack_file_name(stack)
         if path.exists():
             values, secret_keys = read_stack_file(path)
-    return parse(values, stack=stack, secret_keys=secret_keys)
+    try:
+        return parse(values, stack=stack, secret_keys=secret_keys)
+    except ConfigError as error:
+        raise StackConfigError(error.source, error.issues) from None

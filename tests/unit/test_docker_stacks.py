@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pulumi
 import pytest
 from support.pulumi_stack import StackRun, run_stack
 
@@ -181,7 +182,7 @@ def test_supplied_secret_replaces_generated_one() -> None:
 
 
 def test_bad_config_registers_nothing() -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(pulumi.RunError) as caught:
         run_stack(
             "growth", {"sikka:redis": {"sentinels": 2}, "sikka:postgres": {"readReplicas": -1}}
         )
