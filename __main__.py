@@ -11,7 +11,6 @@ platform = Platform(f"sikka-{spec.phase.value}", PlatformArgs(spec=spec))
 pulumi.export("phase", spec.phase.value)
 pulumi.export("platform", spec.platform.value)
 pulumi.export("url", platform.nginx.url)
-pulumi.export("database_uri", platform.database_uri)
 pulumi.export(
     "postgres",
     {
@@ -20,5 +19,6 @@ pulumi.export(
         "pooler": platform.postgres.pooler_endpoint,
     },
 )
-pulumi.export("redis_password", platform.redis_password)
+for name, uri in platform.connection_uris.items():  # database_uri, redis_uri, ... (secret)
+    pulumi.export(name, uri)
 pulumi.export("thresholds", spec.thresholds.model_dump(by_alias=True))

@@ -99,7 +99,9 @@ def _plain(value: Any) -> Any:
 @dataclass
 class StackRun:
     resources: list[Registered]
-    outputs: dict[str, Any]
+    outputs: dict[str, Any]  # the program's module namespace
+    exports: dict[str, Any] = field(default_factory=dict)  # `pulumi stack output` values
+    secret_exports: set[str] = field(default_factory=set)
 
     def of_type(self, token: str) -> list[Registered]:
         return [r for r in self.resources if r.type == token]
@@ -150,14 +152,36 @@ def run_stack(
     pulumi.runtime.set_all_config(config, [*secret_keys, *(secret_values or {})])
     outputs: dict[str, Any] = {}
 
+    exported: dict[str, Any] = {}
+    exports: dict[str, Any] = {}
+    secret_exports: set[str] = set()
+
+    async def resolve_exports() -> None:
+        for name, value in exported.items():
+            output = pulumi.Output.from_input(value)
+            exports[name] = await output.future()
+            if await output.is_secret():
+                secret_exports.add(name)
+
     @pulumi.runtime.test
-    def evaluate() -> None:
-        namespace = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+    def evaluate() -> pulumi.Output[None]:
+        real_export = pulumi.export
+
+        def capture(name: str, value: Any) -> None:
+            exported[name] = value
+            real_export(name, value)
+
+        pulumi.export = capture
+        try:
+            namespace = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        finally:
+            pulumi.export = real_export
         outputs.update(namespace)
+        return pulumi.Output.from_input(resolve_exports())
 
     try:
         evaluate()
     except Exception as error:
         error.registered = recorder.resources  # type: ignore[attr-defined]
         raise
-    return StackRun(recorder.resources, outputs)
+    return StackRun(recorder.resources, outputs, exports, secret_exports)

@@ -16,6 +16,7 @@ from components.redis import Redis
 from components.secrets import PhaseSecrets
 from components.tier import Runtime, TierArgs
 from scaling.containers import Container, Tier, build_containers
+from scaling.endpoints import connection_uris
 from scaling.model import PhaseSpec, PlatformKind
 from scaling.render.env import required_secrets
 
@@ -39,8 +40,7 @@ class Platform(pulumi.ComponentResource):
     redis: Redis
     gateway: WebSocketGateway
     nginx: Nginx
-    database_uri: pulumi.Output[str]
-    redis_password: pulumi.Output[str]
+    connection_uris: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sikka:platform:Platform", name, None, opts)
@@ -68,19 +68,12 @@ class Platform(pulumi.ComponentResource):
             tier_args,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway]),
         )
-        pg = spec.postgres
-        host = self.postgres.pooler_endpoint or self.postgres.primary_endpoint
-        self.database_uri = pulumi.Output.secret(
-            pulumi.Output.concat(
-                f"postgresql://{pg.user}:",
-                secrets.values["postgres-password"],
-                f"@{host}/{pg.database}",
-            )
-        )
-        self.redis_password = secrets.values["redis-password"]
-        self.register_outputs(
-            {"database_uri": self.database_uri, "redis_password": self.redis_password}
-        )
+        # URIs carrying a password exist only as Pulumi secrets.
+        self.connection_uris = {
+            name: pulumi.Output.secret(pulumi.Output.concat(before, secrets.values[secret], after))
+            for name, (before, secret, after) in connection_uris(spec).items()
+        }
+        self.register_outputs({"connection_uris": self.connection_uris})
 
     def _runtime(
         self,

@@ -6,15 +6,32 @@ names in the stack's namespace.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from scaling.containers import PG_PORT, POOLER_PORT, REDIS_PORT, SENTINEL_PORT
 from scaling.model import PhaseSpec, PlatformKind
+from scaling.render.pgbouncer import read_only_database
+
+
+class PostgresEndpoints(TypedDict):
+    primary_endpoint: str
+    replica_endpoints: list[str]
+    pooler_endpoint: str | None
+
+
+class RedisEndpoints(TypedDict, total=False):
+    redis_mode: str
+    redis_endpoint: str  # standalone
+    sentinel_endpoints: list[str]  # sentinel
+    master_name: str  # sentinel
+    node_endpoints: list[str]  # cluster
 
 
 def _k8s(spec: PhaseSpec, service: str) -> str:
     return f"{service}.{spec.kubernetes.namespace}.svc.cluster.local"
 
 
-def postgres_endpoints(spec: PhaseSpec) -> dict[str, object]:
+def postgres_endpoints(spec: PhaseSpec) -> PostgresEndpoints:
     pg = spec.postgres
     if spec.platform == PlatformKind.KUBERNETES:
         primary = _k8s(spec, "postgres")
@@ -35,7 +52,7 @@ def postgres_endpoints(spec: PhaseSpec) -> dict[str, object]:
     }
 
 
-def redis_endpoints(spec: PhaseSpec) -> dict[str, object]:
+def redis_endpoints(spec: PhaseSpec) -> RedisEndpoints:
     redis = spec.redis
     on_k8s = spec.platform == PlatformKind.KUBERNETES
 
@@ -83,3 +100,37 @@ def nginx_endpoints(spec: PhaseSpec) -> dict[str, object]:
         "url": f"http://localhost:{spec.docker.http_port}",
         "status_url": f"http://nginx:{spec.nginx.status_port}/nginx_status",
     }
+
+
+def connection_uris(spec: PhaseSpec) -> dict[str, tuple[str, str, str]]:
+    """Client connection URIs as (before password, secret name, after password): the caller
+    puts the secret in between, so the URI exists only as a secret."""
+    pg = spec.postgres
+
+    def database(host: str | None, name: str) -> tuple[str, str, str]:
+        return f"postgresql://{pg.user}:", "postgres-password", f"@{host}/{name}"
+
+    def redis_uri(scheme: str, rest: str) -> tuple[str, str, str]:
+        return f"{scheme}://:", "redis-password", f"@{rest}/0"
+
+    eps = postgres_endpoints(spec)
+    uris = {
+        "database_uri": database(eps["pooler_endpoint"] or eps["primary_endpoint"], pg.database)
+    }
+    if eps["replica_endpoints"]:
+        # Docker: PgBouncer's read-only pool spans the replicas; Kubernetes: the replicas Service.
+        on_pooler = spec.platform == PlatformKind.DOCKER and spec.pooler.enabled
+        uris["database_read_uri"] = (
+            database(eps["pooler_endpoint"], read_only_database(spec))
+            if on_pooler
+            else database(eps["replica_endpoints"][0], pg.database)
+        )
+    redis = redis_endpoints(spec)
+    if redis["redis_mode"] == "sentinel":
+        sentinels = ",".join(redis["sentinel_endpoints"])
+        uris["redis_uri"] = redis_uri("redis+sentinel", f"{sentinels}/{redis['master_name']}")
+    elif redis["redis_mode"] == "cluster":
+        uris["redis_uri"] = redis_uri("redis", redis["node_endpoints"][0])
+    else:
+        uris["redis_uri"] = redis_uri("redis", redis["redis_endpoint"])
+    return uris

@@ -217,3 +217,22 @@ def test_scale_on_docker_runs_a_redis_cluster() -> None:
 def test_citus_on_docker_is_refused_with_its_key() -> None:
     with pytest.raises(ConfigError, match=r"sikka:postgres\.mode: 'citus' runs through"):
         run_stack("scale", {"sikka:platform": "docker", "sikka:autoscaling": {"enabled": False}})
+
+
+def test_connection_uris_are_exported_as_secrets(growth: StackRun) -> None:
+    uris = {"database_read_uri", "database_uri", "redis_uri"}
+    assert uris <= set(growth.exports)
+    assert growth.secret_exports == uris
+    pw = "generated-sikka-growth-secrets-postgres-password"
+    assert growth.exports["database_uri"] == f"postgresql://sikka:{pw}@pgbouncer:6432/sikka"
+    assert growth.exports["database_read_uri"] == f"postgresql://sikka:{pw}@pgbouncer:6432/sikka_ro"
+    assert growth.exports["redis_uri"] == (
+        "redis+sentinel://:generated-sikka-growth-secrets-redis-password"
+        "@sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/sikka/0"
+    )
+    assert growth.exports["url"] == "http://localhost:8080"
+    assert growth.exports["thresholds"] == {
+        "cpuPercent": 70,
+        "memoryPercent": 75,
+        "connectionsPercent": 85,
+    }
