@@ -88,13 +88,21 @@ def preview(
         {"type": r.type, "name": r.name, "secret_inputs": sorted(r.secret_paths())}
         for r in run.resources
     ]
+    exports = sorted(run.exports)
     if as_json:
-        typer.echo(json.dumps({"stack": stack, "resources": rows}, indent=2))
+        document = {
+            "stack": stack,
+            "resources": rows,
+            "exports": exports,
+            "secret_exports": sorted(run.secret_exports),
+        }
+        typer.echo(json.dumps(document, indent=2))
         return
     for row in rows:
         secret = f"  (secret: {', '.join(row['secret_inputs'])})" if row["secret_inputs"] else ""
         typer.echo(f"{row['type']:<55} {row['name']}{secret}")
-    typer.echo(f"{len(rows)} resources")
+    marked = [f"{name} (secret)" if name in run.secret_exports else name for name in exports]
+    typer.echo(f"{len(rows)} resources; exports: {', '.join(marked)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,3 +122,15 @@ def test_render_scale_writes_the_registered_manifests(tmp_path: Path) -> None:
     expected = build_manifests(load_stack_file(ROOT / "Pulumi.scale.yaml"))
     assert documents == [m.body for m in expected]
     assert "worker_connections 4096;" in (tmp_path / "nginx.conf").read_text()
+
+
+def test_preview_lists_resources_and_secret_exports(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["preview", "launch", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    types = [r["type"] for r in document["resources"]]
+    assert types.count("docker:index/container:Container") == 4
+    assert document["secret_exports"] == ["database_uri", "redis_uri"]
+    envs = {r["name"]: r["secret_inputs"] for r in document["resources"]}
+    assert envs["sikka-launch-redis-redis-0"] == ["envs"]
