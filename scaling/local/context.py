@@ -44,9 +44,9 @@ class Context:
     def log_path(self, name: str) -> str:
         return str(self.log_dir / f"{name}.log")
 
-    def begin(self, part: str, log: str | None = None) -> None:
+    def begin(self, part: str, log: str | None = None, action: str = "starting") -> None:
         self.part, self.part_log = part, log
-        self.progress(f"starting {part}")
+        self.progress(f"{action} {part}")
 
     def start(self, entry: ProcessEntry) -> ProcessEntry:
         """Spawn and record at once, so a crash of `up` itself still leaves `down` a list."""

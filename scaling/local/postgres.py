@@ -294,7 +294,7 @@ def start_postgres(ctx: Context) -> PostgresEndpoints:
         port = ctx.ports.take(hosts)
         for index in range(1, spec.postgres.read_replicas + 1):
             replicas.append(start_replica(ctx, index, primary, port))
-        ctx.begin("postgres streaming replication", ctx.log_path("postgres-primary"))
+        ctx.begin("postgres streaming replication", ctx.log_path("postgres-primary"), "waiting for")
         health.wait_until(
             f"{len(replicas)} replicas streaming from the primary",
             lambda: streaming_replicas(ctx, primary) == len(replicas),

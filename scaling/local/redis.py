@@ -193,7 +193,7 @@ def start_redis(ctx: Context) -> RedisEndpoints:
             entry, endpoint = _start_node(ctx, server, index, ctx.ports.take(), "replica", master)
             _wait_ping(ctx, entry, endpoint)
             result.nodes.append(endpoint)
-        ctx.begin("redis replication", ctx.log_path("redis-0"))
+        ctx.begin("redis replication", ctx.log_path("redis-0"), "waiting for")
         health.wait_until(
             f"{spec.redis.replicas} redis replicas in sync",
             lambda: _replicas_online(ctx, master) == spec.redis.replicas,
@@ -204,7 +204,7 @@ def start_redis(ctx: Context) -> RedisEndpoints:
             entry, endpoint = _start_sentinel(ctx, server, index, master)
             _wait_ping(ctx, entry, endpoint)
             result.sentinels.append(endpoint)
-        ctx.begin("sentinel convergence", ctx.log_path("sentinel-1"))
+        ctx.begin("sentinel convergence", ctx.log_path("sentinel-1"), "waiting for")
         health.wait_until(
             "every sentinel sees the master, its replicas and the other sentinels",
             lambda: all(
@@ -225,7 +225,7 @@ def start_redis(ctx: Context) -> RedisEndpoints:
     for entry, endpoint in nodes:
         _wait_ping(ctx, entry, endpoint)
         result.nodes.append(endpoint)
-    ctx.begin("redis cluster create", ctx.log_path("redis-0"))
+    ctx.begin("the redis cluster", ctx.log_path("redis-0"), "creating")
     procs.run_tool(
         [
             cli,

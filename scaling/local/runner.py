@@ -52,7 +52,7 @@ class LocalUpError(RuntimeError):
 
     def __init__(self, part: str, reason: str, log_tail: str, log: str | None) -> None:
         self.part, self.reason, self.log_tail, self.log = part, reason, log_tail, log
-        message = f"local up failed while starting {part}: {reason}"
+        message = f"local up failed at {part}: {reason}"
         if log_tail:
             message += f"\n--- last lines of {log} ---\n{log_tail}"
         super().__init__(message)
