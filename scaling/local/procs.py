@@ -159,11 +159,45 @@ def kill_now(entry: ProcessEntry, sig: int = signal.SIGKILL) -> None:
         os.kill(proc.pid, sig)
 
 
+def session_members(entry: ProcessEntry) -> list[psutil.Process]:
+    """Processes left in the session ``entry`` led (it was started as a session leader, so
+    the session id is its pid): e.g. nginx workers whose master was killed with -9. Only
+    processes started after the leader count, so a recycled session id is not mistaken."""
+    if entry.pid is None:
+        return []
+    members = []
+    for proc in psutil.process_iter(["pid", "create_time"]):
+        try:
+            if proc.pid == entry.pid or os.getsid(proc.pid) != entry.pid:
+                continue
+        except (ProcessLookupError, PermissionError):
+            continue
+        created = proc.info["create_time"]
+        if entry.create_time is None or (created is not None and created >= entry.create_time):
+            members.append(proc)
+    return members
+
+
+def _stop_leftovers(entry: ProcessEntry) -> int:
+    """SIGTERM, then SIGKILL, what remains of the session; returns how many there were."""
+    leftovers = session_members(entry)
+    found = len(leftovers)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not leftovers:
+            break
+        for proc in leftovers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(sig)
+        _, leftovers = psutil.wait_procs(leftovers, timeout=3)
+    return found
+
+
 def stop(entry: ProcessEntry) -> str:
-    """Stop one process; returns what happened ("stopped", "killed", "not running")."""
+    """Stop one process and whatever is left of its session; returns what happened
+    ("stopped", "killed", "not running", "left-overs stopped")."""
     proc = process_of(entry)
     if proc is None:
-        return "not running"
+        return "left-overs stopped" if _stop_leftovers(entry) else "not running"
     if entry.stop == "pg_ctl" and entry.data_dir:
         with contextlib.suppress(Exception):
             run_tool(
@@ -185,6 +219,7 @@ def stop(entry: ProcessEntry) -> str:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGTERM)
     if _wait_gone(entry, entry.stop_timeout):
+        _stop_leftovers(entry)
         return "stopped"
     # Still there: kill its whole session (it leads one), so no worker is left behind.
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -193,6 +228,7 @@ def stop(entry: ProcessEntry) -> str:
         else:
             os.kill(proc.pid, signal.SIGKILL)
     _wait_gone(entry, 5)
+    _stop_leftovers(entry)
     return "killed"
 
 
