@@ -52,6 +52,22 @@ def test_sticky_and_status_listener(phase: Phase) -> None:
     checks.check_sticky_and_status(phase)
 
 
+def test_a_second_run_fits_beside_the_first(
+    phase: Phase, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    second_run = start_phase_with_cli("launch", tmp_path_factory)
+    second = next(second_run)
+    try:
+        ports = {p["port"] for p in phase.summary["processes"]}
+        second_ports = {p["port"] for p in second.summary["processes"]}
+        assert ports.isdisjoint(second_ports)
+        checks.check_fanout_across_gateways(second)
+        checks.check_all_processes_alive(phase)
+    finally:
+        second_run.close()  # runs `local down` for the second run
+    checks.check_all_processes_alive(phase)
+
+
 def test_down_leaves_nothing(phase: Phase) -> None:
     checks.check_down_leaves_nothing(phase)
 
