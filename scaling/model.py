@@ -6,7 +6,6 @@ Cross-field rules live in :mod:`scaling.rules` so that every problem is reported
 
 from __future__ import annotations
 
-import math
 import re
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -238,15 +237,3 @@ class PhaseSpec(Section):
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
     )
-
-    @property
-    def pgbouncer_enabled(self) -> bool:
-        return self.pooler.enabled
-
-    @property
-    def gateway_replica_limit(self) -> int:
-        """The connection limit each gateway instance enforces."""
-        return self.gateway.connections_per_replica
-
-    def minimum_gateways_for(self, connections: int) -> int:
-        return max(1, math.ceil(connections / self.gateway.connections_per_replica))
