@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 
@@ -44,11 +43,6 @@ def wait_until(
             detail = f" (last error: {last_error})" if last_error else ""
             raise HealthTimeout(f"{what}: not ready after {timeout:.0f}s{detail}")
         time.sleep(interval)
-
-
-def tcp_open(host: str, port: int) -> bool:
-    with socket.create_connection((host, port), timeout=1):
-        return True
 
 
 def http_ok(url: str) -> bool:
