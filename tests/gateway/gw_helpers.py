@@ -98,6 +98,20 @@ async def ws_client(port: int) -> AsyncIterator[ClientConnection]:
         await asyncio.wait_for(ws.close(), STEP)
 
 
+@asynccontextmanager
+async def rider_and_driver(
+    rider_settings: Settings, driver_settings: Settings
+) -> AsyncIterator[tuple[Gateway, Gateway, ClientConnection, ClientConnection]]:
+    """Two gateways sharing one Redis: a rider on the first, a driver on the second."""
+    async with (
+        running_gateway(rider_settings) as a,
+        running_gateway(driver_settings) as b,
+        ws_client(a.port) as rider,
+        ws_client(b.port) as driver,
+    ):
+        yield a, b, rider, driver
+
+
 async def subscribe(ws: ClientConnection, trip_id: str) -> None:
     await ws.send(json.dumps({"type": "subscribe", "trip_id": trip_id}))
     reply = await recv_json(ws)

@@ -11,6 +11,7 @@ import gw_redis
 import pytest
 from gw_helpers import (
     recv_json,
+    rider_and_driver,
     run,
     running_gateway,
     send_location,
@@ -34,12 +35,9 @@ def cluster_settings(setup: gw_redis.ClusterSetup, gateway_id: str) -> Any:
 
 def test_cluster_fanout_across_gateways(redis_cluster: gw_redis.ClusterSetup) -> None:
     async def scenario() -> None:
-        async with (
-            running_gateway(cluster_settings(redis_cluster, "gw-ca")) as a,
-            running_gateway(cluster_settings(redis_cluster, "gw-cb")) as b,
-            ws_client(a.port) as rider,
-            ws_client(b.port) as driver,
-        ):
+        async with rider_and_driver(
+            cluster_settings(redis_cluster, "gw-ca"), cluster_settings(redis_cluster, "gw-cb")
+        ) as (_a, _b, rider, driver):
             await subscribe(rider, "trip-c")
             await send_location(driver, "trip-c", 48.85, 2.35)
             msg = await recv_json(rider)
@@ -144,12 +142,9 @@ def test_cluster_primary_failover_reroutes_subscriptions(
         return False
 
     async def scenario() -> None:
-        async with (
-            running_gateway(cluster_settings(setup, "gw-ka")) as a,
-            running_gateway(cluster_settings(setup, "gw-kb")) as b,
-            ws_client(a.port) as rider,
-            ws_client(b.port) as driver,
-        ):
+        async with rider_and_driver(
+            cluster_settings(setup, "gw-ka"), cluster_settings(setup, "gw-kb")
+        ) as (a, _b, rider, driver):
             await subscribe(rider, "trip-k")
             assert await delivered(driver, rider, 1.0, 5)
             owner = next(

@@ -12,12 +12,11 @@ import pytest
 from gw_helpers import (
     http_get,
     recv_json,
+    rider_and_driver,
     run,
-    running_gateway,
     send_location,
     settings,
     subscribe,
-    ws_client,
 )
 from websockets.asyncio.client import ClientConnection
 
@@ -52,12 +51,9 @@ async def delivered(
 
 def test_sentinel_fanout_across_gateways(sentinel_setup: gw_redis.SentinelSetup) -> None:
     async def scenario() -> None:
-        async with (
-            running_gateway(sentinel_settings(sentinel_setup, "gw-sa")) as a,
-            running_gateway(sentinel_settings(sentinel_setup, "gw-sb")) as b,
-            ws_client(a.port) as rider,
-            ws_client(b.port) as driver,
-        ):
+        async with rider_and_driver(
+            sentinel_settings(sentinel_setup, "gw-sa"), sentinel_settings(sentinel_setup, "gw-sb")
+        ) as (_a, _b, rider, driver):
             await subscribe(rider, "trip-s")
             await send_location(driver, "trip-s", -33.86, 151.21)
             msg = await recv_json(rider)
@@ -77,12 +73,9 @@ def test_sentinel_failover_keeps_fanout_working(
     figures: dict[str, float] = {}
 
     async def scenario() -> None:
-        async with (
-            running_gateway(sentinel_settings(setup, "gw-fa")) as a,
-            running_gateway(sentinel_settings(setup, "gw-fb")) as b,
-            ws_client(a.port) as rider,
-            ws_client(b.port) as driver,
-        ):
+        async with rider_and_driver(
+            sentinel_settings(setup, "gw-fa"), sentinel_settings(setup, "gw-fb")
+        ) as (a, b, rider, driver):
             await subscribe(rider, "trip-f")
             assert await delivered(driver, rider, "trip-f", 1.0, 5)
 
