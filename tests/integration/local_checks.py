@@ -164,13 +164,7 @@ def redis_data_nodes(phase: Phase) -> list[tuple[str, int]]:
 def check_redis_memory_policy(phase: Phase) -> None:
     expected = phase.spec.redis.memory_per_node_mb * 1024 * 1024
     for host, port in redis_data_nodes(phase):
-        client = redis.Redis(
-            host=host,
-            port=port,
-            password=phase.redis_password,
-            decode_responses=True,
-            socket_timeout=3,
-        )
+        client = phase.redis_client(host, port)
         try:
             assert client.config_get("maxmemory") == {"maxmemory": str(expected)}
             assert client.config_get("maxmemory-policy") == {
@@ -341,13 +335,7 @@ def _sentinel_master(phase: Phase) -> tuple[str, int]:
     info = phase.summary["redis"]
     for address in info["sentinels"]:
         host, port = address.rsplit(":", 1)
-        client = redis.Redis(
-            host=host,
-            port=int(port),
-            password=phase.redis_password,
-            decode_responses=True,
-            socket_timeout=2,
-        )
+        client = phase.redis_client(host, int(port), timeout=2)
         try:
             found = client.sentinel_get_master_addr_by_name(info["master_name"])
         except redis.RedisError:
@@ -364,13 +352,7 @@ def check_sentinel_failover(phase: Phase, keys: int = 200) -> None:
     the gateways keep fanning out."""
     base = phase.nginx_ws
     old_host, old_port = _sentinel_master(phase)
-    master = redis.Redis(
-        host=old_host,
-        port=old_port,
-        password=phase.redis_password,
-        decode_responses=True,
-        socket_timeout=3,
-    )
+    master = phase.redis_client(old_host, old_port)
     prefix = f"ack:{new_marker()[:8]}"
     acknowledged = []
     try:
@@ -406,13 +388,7 @@ def check_sentinel_failover(phase: Phase, keys: int = 200) -> None:
             0.1,
         )
         new_host, new_port = _sentinel_master(phase)
-        new_master = redis.Redis(
-            host=new_host,
-            port=new_port,
-            password=phase.redis_password,
-            decode_responses=True,
-            socket_timeout=3,
-        )
+        new_master = phase.redis_client(new_host, new_port)
         try:
             writable = await asyncio.to_thread(
                 wait_for,
@@ -495,13 +471,7 @@ def check_cluster_failover(phase: Phase, keys: int = 300) -> None:
 
     def promoted() -> bool:
         host, port = alive_nodes[0]
-        node = redis.Redis(
-            host=host,
-            port=port,
-            password=phase.redis_password,
-            decode_responses=True,
-            socket_timeout=2,
-        )
+        node = phase.redis_client(host, port, timeout=2)
         try:
             info = node.execute_command("CLUSTER", "INFO")
         finally:
@@ -525,9 +495,7 @@ def check_cluster_failover(phase: Phase, keys: int = 300) -> None:
 
 def _slot_owner_alive(phase: Phase, alive: list[tuple[str, int]], prefix: str) -> bool:
     host, port = alive[0]
-    node = redis.Redis(
-        host=host, port=port, password=phase.redis_password, decode_responses=True, socket_timeout=2
-    )
+    node = phase.redis_client(host, port, timeout=2)
     try:
         slot = int(node.execute_command("CLUSTER", "KEYSLOT", f"{prefix}:0"))
         for start, end, primary, *_ in node.execute_command("CLUSTER", "SLOTS"):

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import psutil
 import psycopg
+import redis
 from websockets.asyncio.client import ClientConnection, connect
 
 from scaling.local import LocalRun
@@ -44,6 +45,16 @@ class Phase:
     @property
     def redis_password(self) -> str:
         return self.run.secrets["redis-password"]
+
+    def redis_client(self, host: str, port: int, timeout: float = 3) -> redis.Redis:
+        """A client for one Redis node of this run (text replies)."""
+        return redis.Redis(
+            host=host,
+            port=port,
+            password=self.redis_password,
+            decode_responses=True,
+            socket_timeout=timeout,
+        )
 
     @property
     def nginx_ws(self) -> str:
