@@ -177,6 +177,23 @@ def nginx_capacity(s: Sections) -> Iterator[ConfigIssue]:
         )
 
 
+# On Kubernetes nginx runs as non-root and serves HTTP on this container port.
+KUBERNETES_NGINX_HTTP_PORT = 8080
+
+
+def kubernetes_nginx_ports(s: Sections) -> Iterator[ConfigIssue]:
+    nginx: NginxSpec | None = s.get("nginx")
+    if nginx is None or s.get("platform") != PlatformKind.KUBERNETES:
+        return
+    port = nginx.status_port
+    if port < 1024 or port == KUBERNETES_NGINX_HTTP_PORT:
+        yield _issue(
+            "nginx.statusPort",
+            f"{port}: on Kubernetes nginx runs as non-root and serves HTTP on "
+            f"{KUBERNETES_NGINX_HTTP_PORT}; choose another port >= 1024",
+        )
+
+
 def autoscaling_platform(s: Sections) -> Iterator[ConfigIssue]:
     autoscaling = s.get("autoscaling")
     platform = s.get("platform")
@@ -200,6 +217,7 @@ RULES: tuple[Rule, ...] = (
     redis_topology,
     gateway_capacity,
     nginx_capacity,
+    kubernetes_nginx_ports,
     autoscaling_platform,
 )
 

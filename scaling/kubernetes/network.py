@@ -58,7 +58,7 @@ def nginx_policy(spec: PhaseSpec) -> Manifest:
         component_selector("nginx"),
         [
             {"ports": _ports(nginx.HTTP_PORT)},
-            {"from": [{"podSelector": {}}], "ports": _ports(nginx.status_port(spec))},
+            {"from": [{"podSelector": {}}], "ports": _ports(spec.nginx.status_port)},
         ],
     )
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from scaling.model import PhaseSpec
 from scaling.render.nginx import NginxLayout, render_nginx_conf
+from scaling.rules import KUBERNETES_NGINX_HTTP_PORT
 
 from . import gateway
 from .manifests import CLUSTER_DOMAIN, Manifest, labels, obj, selector_labels, service_fqdn
@@ -33,7 +34,7 @@ from .security import (
 
 NAME = "nginx"
 CONFIG_NAME = "nginx-config"
-HTTP_PORT = 8080
+HTTP_PORT = KUBERNETES_NGINX_HTTP_PORT
 CONF_DIR = "/etc/nginx/sikka"
 RUNTIME_DIR = "/tmp/nginx"
 RESOLVER = f"kube-dns.kube-system.svc.{CLUSTER_DOMAIN}"
@@ -42,21 +43,11 @@ STATUS_ALLOW = ("127.0.0.1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 PRE_STOP_SECONDS = 5
 
 
-def status_port(spec: PhaseSpec) -> int:
-    port = spec.nginx.status_port
-    if port < 1024 or port == HTTP_PORT:
-        raise ValueError(
-            f"nginx.statusPort {port}: on Kubernetes nginx runs as non-root and listens on "
-            f"{HTTP_PORT}; choose another port >= 1024"
-        )
-    return port
-
-
 def layout(spec: PhaseSpec) -> NginxLayout:
     upstream = service_fqdn(gateway.HEADLESS, spec.kubernetes.namespace)
     return NginxLayout(
         listen=str(HTTP_PORT),
-        status_listen=str(status_port(spec)),
+        status_listen=str(spec.nginx.status_port),  # checked by scaling.rules
         upstream_servers=(f"{upstream}:{spec.gateway.port} resolve",),
         status_allow=STATUS_ALLOW,
         resolver=RESOLVER,
@@ -88,7 +79,7 @@ def deployment(spec: PhaseSpec, conf: str) -> Manifest:
         "command": ["nginx", "-c", conf_path, "-g", "daemon off;"],
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-            {"name": "status", "containerPort": status_port(spec), "protocol": "TCP"},
+            {"name": "status", "containerPort": spec.nginx.status_port, "protocol": "TCP"},
         ],
         "readinessProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},
