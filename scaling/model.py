@@ -90,6 +90,14 @@ class PostgresSpec(Section):
     instances_per_shard: Positive = 2
 
     @property
+    def version(self) -> str | None:
+        """The Postgres version the image tag names ("17.6-bookworm" → "17.6"), if any."""
+        last = self.image.rsplit("/", 1)[-1]
+        tag = last.rsplit(":", 1)[-1] if ":" in last else ""
+        match = re.match(r"^(\d+)(?:\.(\d+))?", tag)
+        return match.group(0) if match else None
+
+    @property
     def usable_connections(self) -> int:
         """Connections left for clients once superuser slots are reserved."""
         return self.max_connections - self.superuser_reserved_connections

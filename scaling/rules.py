@@ -181,6 +181,16 @@ def nginx_capacity(s: Sections) -> Iterator[ConfigIssue]:
 KUBERNETES_NGINX_HTTP_PORT = 8080
 
 
+def kubernetes_postgres_version(s: Sections) -> Iterator[ConfigIssue]:
+    pg: PostgresSpec | None = s.get("postgres")
+    if pg is not None and s.get("platform") == PlatformKind.KUBERNETES and pg.version is None:
+        yield _issue(
+            "postgres.image",
+            f"{pg.image!r}: on Kubernetes StackGres runs the Postgres version the tag names; "
+            "use a tag that starts with it, such as 'postgres:17.6-bookworm'",
+        )
+
+
 def kubernetes_nginx_ports(s: Sections) -> Iterator[ConfigIssue]:
     nginx: NginxSpec | None = s.get("nginx")
     if nginx is None or s.get("platform") != PlatformKind.KUBERNETES:
@@ -218,6 +228,7 @@ RULES: tuple[Rule, ...] = (
     gateway_capacity,
     nginx_capacity,
     kubernetes_nginx_ports,
+    kubernetes_postgres_version,
     autoscaling_platform,
 )
 

@@ -19,7 +19,6 @@ The operator itself is a prerequisite (``helm install stackgres-operator``). Wit
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from scaling.model import PhaseSpec
@@ -90,18 +89,15 @@ REPLICATION_USERNAME_KEY = "replication-username"
 REPLICATION_PASSWORD_KEY = "replication-password"
 CREATE_USER_KEY = "create-app-user.sql"
 
-_VERSION = re.compile(r"^(\d+)(?:\.(\d+))?")
-
 
 def postgres_version(spec: PhaseSpec) -> str:
     """The Postgres version StackGres runs, from the phase's image tag ("17.6-bookworm" →
-    "17.6"). StackGres uses its own images; the tag keeps the same version on every platform."""
-    image = spec.postgres.image
-    tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
-    match = _VERSION.match(tag)
-    if not match:
-        raise ValueError(f"postgres.image {image!r}: cannot read a Postgres version from its tag")
-    return match.group(0)
+    "17.6"; scaling.rules requires one on Kubernetes). StackGres uses its own images; the tag
+    keeps the same version on every platform."""
+    version = spec.postgres.version
+    if version is None:  # unreachable after validation
+        raise ValueError(f"postgres.image {spec.postgres.image!r} names no version")
+    return version
 
 
 def major_version(spec: PhaseSpec) -> str:

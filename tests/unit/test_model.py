@@ -253,3 +253,13 @@ def test_unprefixed_project_keys_are_pointed_to_the_namespace() -> None:
     assert problems("launch", {"sikka:phase": "launch", "sikka-scaling:phase": "launch"}) == [
         "sikka-scaling:phase: project keys live in the 'sikka' namespace: use 'sikka:phase'"
     ]
+
+
+def test_kubernetes_needs_a_postgres_version_in_the_tag() -> None:
+    digest = "postgres@sha256:" + "a" * 64
+    assert problems("scale", {"sikka:phase": "scale", "sikka:postgres": {"image": digest}}) == [
+        f"sikka:postgres.image: {digest!r}: on Kubernetes StackGres runs the Postgres version "
+        "the tag names; use a tag that starts with it, such as 'postgres:17.6-bookworm'"
+    ]
+    docker = parse({"sikka:phase": "launch", "sikka:postgres": {"image": digest}}, stack="launch")
+    assert docker.postgres.version is None  # fine on Docker: the image is run as is
