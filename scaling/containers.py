@@ -16,8 +16,9 @@ from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
 from scaling.render.gateway_env import database_env, gateway_env, redis_client_env
 from scaling.render.nginx import NginxLayout, render_nginx_conf
-from scaling.render.pgbouncer import PoolerLayout, render_pgbouncer_ini, userlist_sh
+from scaling.render.pgbouncer import POOLER_PORT, PoolerLayout, render_pgbouncer_ini, userlist_sh
 from scaling.render.postgres import (
+    PG_PORT,
     REPLICATION_USER,
     PostgresLayout,
     render_pg_hba_conf,
@@ -27,7 +28,9 @@ from scaling.render.postgres import (
 )
 from scaling.render.redis import (
     ESCAPE_PASSWORD_SH,
+    REDIS_PORT,
     SECRETS_FILE_SH,
+    SENTINEL_PORT,
     RedisLayout,
     SentinelLayout,
     redis_node_args,
@@ -40,7 +43,6 @@ from scaling.render.redis import (
 
 Tier = Literal["postgres", "redis", "gateway", "nginx"]
 
-PG_PORT, POOLER_PORT, REDIS_PORT, SENTINEL_PORT = 5432, 6432, 6379, 26379
 PG_CONF_DIR = "/etc/postgresql"
 PG_DATA = "/var/lib/postgresql/data"
 REPLICA_ALIAS = "postgres-replicas"

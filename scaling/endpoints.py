@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from scaling.containers import PG_PORT, POOLER_PORT, REDIS_PORT, SENTINEL_PORT
 from scaling.model import PhaseSpec, PlatformKind
-from scaling.render.pgbouncer import read_only_database
+from scaling.render.pgbouncer import POOLER_PORT, read_only_database
+from scaling.render.postgres import PG_PORT
+from scaling.render.redis import REDIS_PORT, SENTINEL_PORT
 
 
 class PostgresEndpoints(TypedDict):

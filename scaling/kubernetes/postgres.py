@@ -22,7 +22,7 @@ import math
 from typing import Any
 
 from scaling.model import PhaseSpec
-from scaling.render.postgres import REPLICATION_USER, memory_settings
+from scaling.render.postgres import PG_PORT, REPLICATION_USER, memory_settings
 
 from .manifests import Manifest, labels, obj, service_fqdn
 from .secrets import POSTGRES_SECRET, placeholder, secret_manifest
@@ -39,7 +39,7 @@ POSTGRES_CONFIG_NAME = "postgres-config"
 POOLING_CONFIG_NAME = "postgres-pooling"
 SCRIPT_NAME = "postgres-app-user"
 # StackGres services answer on 5432 through PgBouncer (when pooling) and 5433 directly.
-SERVICE_PORT = 5432
+SERVICE_PORT = PG_PORT
 
 # Parameters StackGres manages itself and refuses in an SGPostgresConfig
 # (operator/src/main/resources/postgresql-blocklist.properties) or in an SGPoolingConfig

@@ -24,7 +24,9 @@ from scaling.render.endpoints import Endpoint
 from scaling.render.gateway_env import redis_client_env
 from scaling.render.redis import (
     ESCAPE_PASSWORD_SH,
+    REDIS_PORT,
     SECRETS_FILE_SH,
+    SENTINEL_PORT,
     RedisLayout,
     SentinelLayout,
     redis_node_args,
@@ -46,9 +48,7 @@ from .security import (
     resources,
 )
 
-REDIS_PORT = 6379
 BUS_PORT = REDIS_PORT + 10000
-SENTINEL_PORT = 26379
 
 NAME = "redis"
 HEADLESS = "redis-headless"

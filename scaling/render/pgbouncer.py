@@ -8,6 +8,7 @@ from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
 
 READ_ONLY_SUFFIX = "_ro"
+POOLER_PORT = 6432
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from scaling.model import PhaseSpec
 
 REPLICATION_USER = "replicator"
+PG_PORT = 5432
 
 
 @dataclass(frozen=True)
 class PostgresLayout:
     listen_addresses: str = "*"
-    port: int = 5432
+    port: int = PG_PORT
     socket_dir: str = "/var/run/postgresql"
     hba_file: str = "/etc/postgresql/pg_hba.conf"
     # Networks allowed to connect over TCP (the private Docker network, or loopback).

@@ -11,11 +11,15 @@ from dataclasses import dataclass
 from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
 
+# The ports every platform uses inside its network (the local runner picks free ones).
+REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+
 
 @dataclass(frozen=True)
 class RedisLayout:
     bind: str = "0.0.0.0"
-    port: int = 6379
+    port: int = REDIS_PORT
     data_dir: str = "/data"
     secrets_file: str = "/run/redis/secrets.conf"
     log_file: str = ""
@@ -110,7 +114,7 @@ def render_redis_secrets(password: str) -> str:
 @dataclass(frozen=True)
 class SentinelLayout:
     bind: str = "0.0.0.0"
-    port: int = 26379
+    port: int = SENTINEL_PORT
     data_dir: str = "/data"
     log_file: str = ""
 
@@ -155,7 +159,7 @@ def render_sentinel_auth(spec: PhaseSpec, password: str) -> str:
     return f"requirepass {quoted}\nsentinel auth-pass {spec.redis.master_name} {quoted}\n"
 
 
-def render_cluster_create_script(spec: PhaseSpec, hosts: list[str], port: int = 6379) -> str:
+def render_cluster_create_script(spec: PhaseSpec, hosts: list[str], port: int = REDIS_PORT) -> str:
     """Shell that forms the cluster once every node answers; does nothing when any node
     already belongs to a cluster, so running it again is safe."""
     _, cli = spec.redis.binaries
