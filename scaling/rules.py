@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pydantic.alias_generators import to_snake
+
 from scaling.issues import ConfigIssue
 from scaling.model import (
     GatewaySpec,
@@ -138,7 +140,7 @@ def redis_topology(s: Sections) -> Iterator[ConfigIssue]:
         "cluster": ("replicas", "sentinels", "quorum"),
     }[r.mode]
     for key in unused:
-        if getattr(r, _snake(key)):
+        if getattr(r, to_snake(key)):
             yield _issue(f"redis.{key}", f"is not used in '{r.mode}' mode; remove it")
 
 
@@ -215,10 +217,6 @@ def autoscaling_platform(s: Sections) -> Iterator[ConfigIssue]:
             "autoscaling runs as Kubernetes HorizontalPodAutoscalers and needs "
             "sikka:platform 'kubernetes'",
         )
-
-
-def _snake(camel: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
 
 
 RULES: tuple[Rule, ...] = (
