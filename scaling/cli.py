@@ -12,7 +12,7 @@ import typer
 from scaling.issues import ConfigError
 from scaling.model import PhaseSpec
 from scaling.render.bundle import render_bundle
-from scaling.stackconfig import load_stack_file, stack_file_name
+from scaling.stackconfig import load_stack_file, stack_file_name, stack_from_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -83,7 +83,7 @@ def preview(
     load(stack)  # the same validation messages as `validate`
     from components.offline_preview import run_stack
 
-    run = run_stack(stack_path(stack).name[len("Pulumi.") : -len(".yaml")])
+    run = run_stack(stack_from_path(stack_path(stack)))
     rows = [
         {"type": r.type, "name": r.name, "secret_inputs": sorted(r.secret_paths())}
         for r in run.resources
