@@ -9,10 +9,12 @@ from typing import Annotated
 
 import typer
 
+from scaling import stackfiles
 from scaling.issues import ConfigError
+from scaling.local.cli import local_app
 from scaling.model import PhaseSpec
 from scaling.render.bundle import render_bundle
-from scaling.stackconfig import load_stack_file, stack_file_name, stack_from_path
+from scaling.stackconfig import load_stack_file, stack_from_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -22,15 +24,10 @@ StackArg = Annotated[str, typer.Argument(help="Stack name (launch, growth, scale
 
 
 def stack_path(stack: str) -> Path:
-    """A stack name is looked up in the current directory, then in the project's."""
-    given = Path(stack)
-    if given.suffix == ".yaml":
-        return given
-    for folder in (Path.cwd(), PROJECT_DIR):
-        candidate = folder / stack_file_name(stack)
-        if candidate.exists():
-            return candidate
-    raise typer.BadParameter(f"no {stack_file_name(stack)} here or in {PROJECT_DIR}")
+    try:
+        return stackfiles.stack_path(stack)
+    except stackfiles.StackFileNotFound as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 def load(stack: str) -> PhaseSpec:
@@ -120,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # The local runner (scaling/local): `sikka-scaling local up|down|status <stack>`.
-from scaling.local.cli import local_app  # noqa: E402
-
 app.add_typer(local_app, name="local")
 
 

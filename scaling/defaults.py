@@ -32,7 +32,7 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "readPoolSize": 12,
             "reservePoolSize": 3,
         },
-        "redis": {"mode": "standalone", "maxMemoryMb": 256, "maxClients": 1000},
+        "redis": {"mode": "standalone", "maxMemoryMb": 256, "maxClients": 1000, "storageGb": 1},
         "gateway": {
             "maxConnections": 500,
             "replicas": 1,
@@ -73,6 +73,7 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "sentinels": 3,
             "quorum": 2,
             "minReplicasToWrite": 1,
+            "storageGb": 8,
         },
         "gateway": {
             "maxConnections": 2000,
@@ -115,6 +116,8 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "masters": 3,
             "replicasPerMaster": 1,
             "minReplicasToWrite": 1,
+            # 64 GB over 3 masters: ~22 GB of memory per node, 3x that on disk for the AOF.
+            "storageGb": 64,
         },
         "gateway": {
             "maxConnections": 10000,

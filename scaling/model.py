@@ -10,7 +10,10 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+import hashlib
+from ipaddress import IPv4Network, IPv6Network, ip_network
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 
@@ -50,6 +53,19 @@ def _pinned(image: str) -> str:
 
 
 Image = Annotated[str, AfterValidator(_pinned)]
+
+
+def _network(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return ip_network(value, strict=True)
+        except ValueError as error:
+            raise ValueError(f"must be a network such as '10.213.7.0/24': {error}") from None
+    return value
+
+
+# An IPv4 or IPv6 network in CIDR notation, host bits zero ("10.0.0.0/24").
+Network = Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]
 
 
 class Section(BaseModel):
@@ -142,6 +158,9 @@ class RedisSpec(Section):
     masters: Count = 0
     replicas_per_master: Count = 0
     cluster_node_timeout_ms: Annotated[int, Field(ge=500)] = 5000
+    # Disk per data node (AOF + RDB). Kept apart from max_memory_mb so that a memory change
+    # never touches a volume (on Kubernetes, volumeClaimTemplates are immutable).
+    storage_gb: Positive = 1
 
     @property
     def binaries(self) -> tuple[str, str]:
@@ -211,7 +230,8 @@ class AutoscalingSpec(Section):
 
 
 class KubernetesSpec(Section):
-    namespace: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")] = "sikka"
+    # None: derived from the stack name (sikka-<stack>), so two stacks never share one.
+    namespace: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")] | None = None
     install_operator: bool = False
     operator_version: str = "1.18.6"
     storage_class: str | None = None
@@ -219,10 +239,13 @@ class KubernetesSpec(Section):
 
 
 class DockerSpec(Section):
-    network: Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")] = "sikka"
+    # None: derived from the stack name. Containers and volumes are named from the stack,
+    # never from the network, so renaming the network leaves every volume where it was.
+    network: Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")] | None = None
     # Host port Nginx publishes; everything else stays on the private network.
     http_port: Annotated[int, Field(ge=1, le=65535)] = 8080
-    subnet: str = "172.28.0.0/16"
+    # None: a /24 inside 10.213.0.0/16 chosen from the stack name.
+    subnet: Network | None = None
 
 
 class PhaseSpec(Section):
@@ -230,6 +253,8 @@ class PhaseSpec(Section):
 
     phase: Phase
     platform: PlatformKind
+    # The Pulumi stack this spec was read for: physical names derive from it.
+    stack: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     capacity: Capacity
     postgres: PostgresSpec
     pooler: PoolerSpec
@@ -245,3 +270,28 @@ class PhaseSpec(Section):
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
     )
+
+    @property
+    def name_prefix(self) -> str:
+        """Every physical name (containers, volumes, default network) starts with this."""
+        return f"sikka-{_dns_label(self.stack)}"
+
+    @property
+    def namespace(self) -> str:
+        return self.kubernetes.namespace or self.name_prefix[:63].rstrip("-")
+
+    @property
+    def docker_network(self) -> str:
+        return self.docker.network or self.name_prefix
+
+    @property
+    def docker_subnet(self) -> IPv4Network | IPv6Network:
+        if self.docker.subnet is not None:
+            return self.docker.subnet
+        digest = hashlib.sha256(self.stack.encode()).digest()
+        return IPv4Network(f"10.213.{digest[0]}.0/24")
+
+
+def _dns_label(text: str) -> str:
+    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return label or "stack"

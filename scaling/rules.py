@@ -134,6 +134,13 @@ def redis_topology(s: Sections) -> Iterator[ConfigIssue]:
                 f"{r.min_replicas_to_write} exceeds replicasPerMaster {r.replicas_per_master}: "
                 "masters would refuse every write",
             )
+    needed_gb = -(-2 * r.memory_per_node_mb // 1024)
+    if r.storage_gb < needed_gb:
+        yield _issue(
+            "redis.storageGb",
+            f"{r.storage_gb} GB per node cannot hold the AOF of {r.memory_per_node_mb} MB of "
+            f"memory per node (and its rewrite): at least {needed_gb}",
+        )
     unused = {
         "standalone": ("replicas", "sentinels", "quorum", "masters", "replicasPerMaster"),
         "sentinel": ("masters", "replicasPerMaster"),

@@ -208,7 +208,7 @@ def parse(
     issues.extend(rules.check(sections))
     if issues:
         raise ConfigError(source, issues)
-    return PhaseSpec(phase=defaults_phase, **sections)
+    return PhaseSpec(phase=defaults_phase, stack=stack, **sections)
 
 
 def read_stack_file(path: Path) -> tuple[dict[str, Any], set[str]]:

@@ -1,6 +1,7 @@
 """`sikka-scaling local up|down|status`: the local runner's command group.
 
-Mounted by scaling/cli.py as ``app.add_typer(local_app, name="local")``. Heavy imports
+Mounted by scaling/cli.py as ``app.add_typer(local_app, name="local")``; imports nothing
+from it. Heavy imports
 (psycopg, redis, httpx) happen inside the commands so `validate` and `render` stay quick.
 """
 
@@ -31,10 +32,13 @@ StateDirOpt = Annotated[
 
 
 def _stack_file(stack: str) -> tuple[Path, str]:
-    from scaling.cli import stack_path
     from scaling.stackconfig import stack_from_path
+    from scaling.stackfiles import StackFileNotFound, stack_path
 
-    path = stack_path(stack)
+    try:
+        path = stack_path(stack)
+    except StackFileNotFound as error:
+        raise typer.BadParameter(str(error)) from None
     return path, stack_from_path(path)
 
 
@@ -166,9 +170,6 @@ def local_status(stack: StackArg, as_json: JsonOpt = False, state_dir: StateDirO
 
 def _name_only(stack: str) -> str:
     """`down`/`status` need no stack file: the state is keyed by the stack name."""
-    given = Path(stack)
-    if given.suffix == ".yaml":
-        from scaling.stackconfig import stack_from_path
+    from scaling.stackfiles import stack_name
 
-        return stack_from_path(given)
-    return stack
+    return stack_name(stack)

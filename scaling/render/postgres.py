@@ -17,7 +17,7 @@ class PostgresLayout:
     socket_dir: str = "/var/run/postgresql"
     hba_file: str = "/etc/postgresql/pg_hba.conf"
     # Networks allowed to connect over TCP (the private Docker network, or loopback).
-    private_networks: tuple[str, ...] = ("172.28.0.0/16",)
+    private_networks: tuple[str, ...] = ("127.0.0.0/8",)
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,11 @@ def wal_senders(spec: PhaseSpec) -> int:
     return spec.postgres.read_replicas + 4
 
 
+def max_slot_wal_keep_mb(spec: PhaseSpec) -> int:
+    """A tenth of the volume, at least 1 GB and at most 16 GB."""
+    return min(16384, max(1024, spec.postgres.storage_gb * 1024 // 10))
+
+
 def render_postgresql_conf(spec: PhaseSpec, layout: PostgresLayout) -> str:
     pg = spec.postgres
     mem = memory_settings(spec)
@@ -73,6 +78,9 @@ wal_level = replica
 max_wal_senders = {senders}
 max_replication_slots = {senders}
 wal_keep_size = 1024MB
+# A slot whose replica is gone must not fill the primary's disk: past this, the slot is
+# invalidated (the replica re-bootstraps) instead of the primary running out of space.
+max_slot_wal_keep_size = {max_slot_wal_keep_mb(spec)}MB
 hot_standby = on
 hot_standby_feedback = on
 
@@ -103,5 +111,8 @@ def render_replication_role_sql() -> str:
     )
 
 
+SLOT_PREFIX = "replica_"
+
+
 def replication_slot(index: int) -> str:
-    return f"replica_{index}"
+    return f"{SLOT_PREFIX}{index}"

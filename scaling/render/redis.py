@@ -40,6 +40,8 @@ def render_redis_conf(spec: PhaseSpec, layout: RedisLayout) -> str:
         f"maxmemory {redis.memory_per_node_mb}mb",
         f"maxmemory-policy {redis.eviction_policy}",
         f"maxclients {redis.max_clients}",
+        # A stop (SIGTERM) flushes the AOF and writes an RDB before the server exits.
+        "shutdown-on-sigterm save",
         "tcp-keepalive 60",
         "timeout 0",
     ]

@@ -1,0 +1,67 @@
+"""The phase's one platform-neutral Topology, built once from the PhaseSpec by pure code.
+
+``build_topology(spec)`` returns every node of the phase (name, tier, role, what it
+replicates from, ports, rendered files, environment, secret references, volumes, health
+check, stop policy, memory), the services clients use, the edges between them and the
+scaling bounds of each group. Docker containers, docker-compose, the Kubernetes objects,
+the local runner and the stack's exports are views of it: none of them names a node, a
+host or a role on its own.
+"""
+
+from __future__ import annotations
+
+from scaling.model import PhaseSpec
+
+from .edge import gateway_nodes, nginx_nodes
+from .model import (
+    TIERS,
+    ConfigFile,
+    Edge,
+    HealthCheck,
+    Node,
+    Role,
+    Scaling,
+    Service,
+    Stop,
+    Tier,
+    Topology,
+    Volume,
+)
+from .postgres import postgres_tier
+from .redis import redis_tier
+
+
+def build_topology(spec: PhaseSpec) -> Topology:
+    pg_nodes, pg_services, pg_edges = postgres_tier(spec)
+    redis_nodes, redis_services, redis_edges = redis_tier(spec)
+    gateways, gw_services, gw_edges, gw_scaling = gateway_nodes(spec)
+    proxies, nginx_services, nginx_edges, nginx_scaling = nginx_nodes(spec, gateways)
+    nodes = (*pg_nodes, *redis_nodes, *gateways, *proxies)
+    names = [n.name for n in nodes]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:  # a programming error, caught before anything is registered
+        raise ValueError(f"duplicate node names in the topology: {duplicates}")
+    return Topology(
+        spec=spec,
+        nodes=nodes,
+        services=(*pg_services, *redis_services, *gw_services, *nginx_services),
+        edges=(*pg_edges, *redis_edges, *gw_edges, *nginx_edges),
+        scaling=(gw_scaling, nginx_scaling),
+    )
+
+
+__all__ = [
+    "TIERS",
+    "ConfigFile",
+    "Edge",
+    "HealthCheck",
+    "Node",
+    "Role",
+    "Scaling",
+    "Service",
+    "Stop",
+    "Tier",
+    "Topology",
+    "Volume",
+    "build_topology",
+]

@@ -1,0 +1,229 @@
+"""Redis nodes: standalone, master + replicas + Sentinels, or a Redis Cluster.
+
+Cluster layout is fixed by ordinal, so that adding masters only appends nodes: node i
+belongs to shard ``i // (1 + replicasPerMaster)``; the first node of a shard is its master,
+the others replicate it. (Raising ``masters`` from 3 to 4 adds redis-6 and redis-7 as a new
+shard; no existing node changes role.)
+"""
+
+from __future__ import annotations
+
+from scaling.model import PhaseSpec
+from scaling.render.endpoints import Endpoint
+from scaling.render.env import SECRET_VARIABLES
+from scaling.render.redis import (
+    REDIS_PORT,
+    SENTINEL_PORT,
+    RedisLayout,
+    SentinelLayout,
+    render_redis_conf,
+    render_sentinel_conf,
+)
+from scaling.render.redis_start import (
+    MASTER_TOKEN,
+    cluster_script,
+    data_start_script,
+    sentinel_start_script,
+)
+
+from .model import ConfigFile, Edge, HealthCheck, Node, Service, Stop, Volume
+from .network import node_host, node_name
+
+GROUP = "redis"
+SENTINEL_GROUP = "redis-sentinel"
+CLUSTER_INIT = "redis-cluster-init"
+STANDALONE_SERVICE = "redis"
+BUS_PORT = REDIS_PORT + 10000
+
+CONF_DIR = "/etc/redis"
+RUN_DIR = "/run/redis"
+SENTINEL_RUN_DIR = "/run/sentinel"
+DATA_DIR = "/data"
+REDIS_UID = "999"
+# SIGTERM with `shutdown-on-sigterm save` in redis.conf: the AOF is flushed and an RDB
+# written before the server exits; the grace period leaves room for that write.
+STOP = Stop("SIGTERM", 120)
+
+
+def _secret() -> dict[str, str]:
+    return {SECRET_VARIABLES["redis-password"]: "redis-password"}
+
+
+def data_node_count(spec: PhaseSpec) -> int:
+    redis = spec.redis
+    return {"standalone": 1, "sentinel": 1 + redis.replicas, "cluster": redis.cluster_nodes}[
+        redis.mode
+    ]
+
+
+def cluster_role(spec: PhaseSpec, index: int) -> tuple[str, int]:
+    """("cluster-master", index) or ("cluster-replica", index of its master)."""
+    size = 1 + spec.redis.replicas_per_master
+    master = index - index % size
+    return ("cluster-master" if index == master else "cluster-replica"), master
+
+
+def sentinel_endpoints(spec: PhaseSpec) -> list[Endpoint]:
+    return [
+        Endpoint(node_host(spec, SENTINEL_GROUP, i), SENTINEL_PORT)
+        for i in range(spec.redis.sentinels)
+    ]
+
+
+def data_endpoint(spec: PhaseSpec, index: int) -> Endpoint:
+    return Endpoint(node_host(spec, GROUP, index), REDIS_PORT)
+
+
+def _ping(cli: str, port: int) -> HealthCheck:
+    return HealthCheck(f'REDISCLI_AUTH="$REDIS_PASSWORD" {cli} -p {port} ping | grep -q PONG')
+
+
+def config_files(spec: PhaseSpec) -> tuple[ConfigFile, ConfigFile | None]:
+    """redis.conf for every data node, sentinel.conf (a template) for every Sentinel."""
+    conf = ConfigFile(
+        f"{CONF_DIR}/redis.conf",
+        render_redis_conf(
+            spec,
+            RedisLayout(
+                port=REDIS_PORT, data_dir=DATA_DIR, secrets_file=f"{RUN_DIR}/secrets.conf"
+            ),
+        ),
+        "redis.conf",
+    )
+    if spec.redis.mode != "sentinel":
+        return conf, None
+    template = ConfigFile(
+        f"{CONF_DIR}/sentinel.conf",
+        render_sentinel_conf(
+            spec,
+            SentinelLayout(port=SENTINEL_PORT, data_dir=SENTINEL_RUN_DIR),
+            Endpoint(MASTER_TOKEN, REDIS_PORT),
+        ),
+        "sentinel.conf",
+    )
+    return conf, template
+
+
+def node_memory_mb(spec: PhaseSpec) -> int:
+    # maxmemory plus fragmentation and buffers.
+    memory = spec.redis.memory_per_node_mb
+    return memory + memory // 4 + 64
+
+
+def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
+    redis = spec.redis
+    server, cli = redis.binaries
+    conf, template = config_files(spec)
+    first_master = node_host(spec, GROUP, 0)
+    start = data_start_script(
+        spec,
+        conf=conf.path,
+        secrets_file=f"{RUN_DIR}/secrets.conf",
+        data_dir=DATA_DIR,
+        port=REDIS_PORT,
+        sentinels=sentinel_endpoints(spec),
+        first_master=first_master,
+    )
+    nodes: list[Node] = []
+    edges: list[Edge] = []
+    ports = {"redis": REDIS_PORT}
+    if redis.mode == "cluster":
+        ports["cluster-bus"] = BUS_PORT
+    for index in range(data_node_count(spec)):
+        name = node_name(GROUP, index)
+        replica_of: str | None = None
+        if redis.mode == "standalone":
+            role = "standalone"
+        elif redis.mode == "sentinel":
+            role = "replica" if index else "master"
+            replica_of = node_name(GROUP, 0) if index else None
+        else:
+            role, master = cluster_role(spec, index)
+            replica_of = node_name(GROUP, master) if master != index else None
+        if replica_of:
+            edges.append(Edge(name, replica_of, "replicates-from"))
+        nodes.append(
+            Node(
+                name=name,
+                tier="redis",
+                role=role,  # type: ignore[arg-type]
+                group=GROUP,
+                ordinal=index,
+                image=redis.image,
+                ports=ports,
+                replica_of=replica_of,
+                entrypoint=("sh", "-c", start, "redis-start"),
+                user=REDIS_UID,
+                env={"NODE_HOST": node_host(spec, GROUP, index)},
+                secret_env=_secret(),
+                files=(conf,),
+                volumes=(Volume(f"{name}-data", DATA_DIR, redis.storage_gb),),
+                tmpfs=(RUN_DIR,),
+                health=_ping(cli, REDIS_PORT),
+                stop=STOP,
+                memory_mb=node_memory_mb(spec),
+            )
+        )
+    services: list[Service] = []
+    if redis.mode == "standalone":
+        services.append(Service(STANDALONE_SERVICE, "redis", REDIS_PORT, (nodes[0].name,), "redis"))
+    if template is not None:
+        sentinel_start = sentinel_start_script(
+            spec,
+            template=template.path,
+            conf=f"{SENTINEL_RUN_DIR}/sentinel.conf",
+            port=SENTINEL_PORT,
+            sentinels=sentinel_endpoints(spec),
+            first_master=first_master,
+        )
+        for index in range(redis.sentinels):
+            name = node_name(SENTINEL_GROUP, index)
+            nodes.append(
+                Node(
+                    name=name,
+                    tier="redis",
+                    role="sentinel",
+                    group=SENTINEL_GROUP,
+                    ordinal=index,
+                    image=redis.image,
+                    ports={"sentinel": SENTINEL_PORT},
+                    entrypoint=("sh", "-c", sentinel_start, "sentinel-start"),
+                    user=REDIS_UID,
+                    env={"NODE_HOST": node_host(spec, SENTINEL_GROUP, index)},
+                    secret_env=_secret(),
+                    files=(template,),
+                    tmpfs=(SENTINEL_RUN_DIR,),
+                    health=_ping(cli, SENTINEL_PORT),
+                    stop=Stop("SIGTERM", 10),
+                    memory_mb=128,
+                )
+            )
+            edges.append(Edge(name, node_name(GROUP, 0), "monitors"))
+    if redis.mode == "cluster":
+        nodes.append(cluster_init_node(spec, [n for n in nodes if n.tier == "redis"]))
+    return nodes, services, edges
+
+
+def cluster_init_node(spec: PhaseSpec, data_nodes: list[Node]) -> Node:
+    """One-shot: forms the cluster, or joins added nodes and rebalances; safe to re-run."""
+    masters = [data_endpoint(spec, n.ordinal) for n in data_nodes if n.role == "cluster-master"]
+    replicas = {
+        str(data_endpoint(spec, n.ordinal)): str(
+            data_endpoint(spec, int(n.replica_of.rsplit("-", 1)[1]))
+        )
+        for n in data_nodes
+        if n.replica_of
+    }
+    return Node(
+        name=CLUSTER_INIT,
+        tier="redis",
+        role="cluster-init",
+        group=CLUSTER_INIT,
+        ordinal=0,
+        image=spec.redis.image,
+        ports={},
+        entrypoint=("sh", "-c", cluster_script(spec, masters, replicas)),
+        user=REDIS_UID,
+        secret_env=_secret(),
+        one_shot=True,
+    )
