@@ -4,6 +4,7 @@ import pulumi
 
 from components.config import spec_from_pulumi
 from components.platform import Platform, PlatformArgs
+from scaling.safety import SHAPE_EXPORT
 
 spec = spec_from_pulumi()  # raises before any resource is registered on bad config
 platform = Platform(f"sikka-{spec.phase.value}", PlatformArgs(spec=spec))
@@ -19,6 +20,9 @@ pulumi.export(
         "pooler": platform.postgres.pooler_endpoint,
     },
 )
+pulumi.export("redis", platform.redis.endpoints)
 for name, uri in platform.connection_uris.items():  # database_uri, redis_uri, ... (secret)
     pulumi.export(name, uri)
 pulumi.export("thresholds", spec.thresholds.model_dump(by_alias=True))
+# Read back by the next `pulumi up` to refuse changes that would lose data.
+pulumi.export(SHAPE_EXPORT, platform.deployed_shape)

@@ -1,4 +1,4 @@
-"""Registers the pure Container descriptions as pulumi-docker resources."""
+"""Registers the Topology's nodes as pulumi-docker resources (the Docker view)."""
 
 from __future__ import annotations
 
@@ -7,118 +7,152 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_docker as docker
 
-from scaling.containers import Container
+from components.images import gateway_image
+from scaling.docker import WAIT_TIMEOUT_SECONDS, container_name, start_after, volume_name
+from scaling.topology import Node, Topology
 
 
 class DockerRuntime:
-    """What every Docker-backed component shares: the private network, the pulled images,
-    the secrets. Holds no state of its own beyond the resources it created."""
+    """The Docker side of :class:`components.tier.Runtime`: one private network, the images,
+    a named volume per node volume and a container per node."""
 
     def __init__(
         self,
-        network: docker.Network,
-        network_name: str,
+        topology: Topology,
         secrets: Mapping[str, pulumi.Output[str]],
-        builds: Mapping[str, str] | None = None,
+        builds: Mapping[str, str],
+        prefix: str,
+        parent: pulumi.Resource,
     ) -> None:
-        self.network = network
-        self.builds = dict(builds or {})  # image reference → build context
-        # Container and volume names are prefixed with the per-stack network name so that
-        # two stacks can share one Docker host.
-        self.network_name = network_name
+        spec = topology.spec
+        self.topology = topology
         self.secrets = secrets
+        self.builds = dict(builds)  # image reference → build context
         self._images: dict[str, pulumi.Output[str]] = {}
         self.containers: dict[str, docker.Container] = {}
+        self.network = docker.Network(
+            f"{prefix}-network",
+            name=spec.docker_network,
+            ipam_configs=[docker.NetworkIpamConfigArgs(subnet=str(spec.docker_subnet))],
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
 
     def image(self, reference: str, parent: pulumi.Resource) -> pulumi.Output[str]:
-        """The image to run: built from a project folder when one is given, else pulled."""
+        """The id of the image to run: built from a project folder when one is given (so a
+        rebuild rolls the containers), else pulled."""
         if reference not in self._images:
             safe = reference.replace("/", "-").replace(":", "-").replace("@", "-")
-            opts = pulumi.ResourceOptions(parent=parent)
             context = self.builds.get(reference)
             if context is not None:
-                built = docker.Image(
-                    f"image-{safe}",
-                    image_name=reference,
-                    build=docker.DockerBuildArgs(context=context),
-                    skip_push=True,
-                    opts=opts,
-                )
-                self._images[reference] = built.image_name
+                self._images[reference] = gateway_image(f"image-{safe}", reference, context, parent)
             else:
                 pulled = docker.RemoteImage(
-                    f"image-{safe}", name=reference, keep_locally=True, opts=opts
+                    f"image-{safe}",
+                    name=reference,
+                    keep_locally=True,
+                    opts=pulumi.ResourceOptions(parent=parent),
                 )
                 self._images[reference] = pulled.image_id
         return self._images[reference]
 
-    def _envs(self, container: Container) -> pulumi.Output[list[str]]:
-        plain = [f"{key}={value}" for key, value in container.env.items()]
+    def register_tier(self, tier: str, prefix: str, parent: pulumi.Resource) -> list[str]:
+        registered = []
+        for node in self.topology.tier(tier):  # type: ignore[arg-type]
+            self.container(prefix, node, parent)
+            registered.append(node.name)
+        return registered
+
+    def _envs(self, node: Node) -> pulumi.Output[list[str]]:
+        plain = [f"{key}={value}" for key, value in node.env.items()]
         secret = [
             pulumi.Output.concat(variable, "=", self.secrets[name])
-            for variable, name in container.secret_env.items()
+            for variable, name in node.secret_env.items()
         ]
         return pulumi.Output.all(*plain, *secret).apply(list)
 
-    def container(
-        self, prefix: str, container: Container, parent: pulumi.Resource
-    ) -> docker.Container:
-        image = self.image(container.image, parent)
-        volumes = []
-        for volume_name, path in container.volumes.items():
-            volume = docker.Volume(
-                f"{prefix}-{volume_name}",
-                name=f"{self.network_name}-{volume_name}",
-                opts=pulumi.ResourceOptions(parent=parent, retain_on_delete=True),
+    def _volumes(
+        self, prefix: str, node: Node, parent: pulumi.Resource
+    ) -> list[docker.ContainerVolumeArgs]:
+        mounts = []
+        for volume in node.volumes:
+            resource = docker.Volume(
+                f"{prefix}-{volume.name}",
+                # From the stack and the node alone: no other setting renames a volume.
+                name=volume_name(self.topology, volume),
+                labels=[docker.VolumeLabelArgs(label="sikka.io/node", value=node.name)],
+                opts=pulumi.ResourceOptions(
+                    parent=parent,
+                    protect=self.topology.spec.protect_data,
+                    retain_on_delete=True,
+                ),
             )
-            volumes.append(docker.ContainerVolumeArgs(volume_name=volume.name, container_path=path))
-        hc = container.healthcheck
+            mounts.append(
+                docker.ContainerVolumeArgs(volume_name=resource.name, container_path=volume.path)
+            )
+        return mounts
+
+    def container(self, prefix: str, node: Node, parent: pulumi.Resource) -> docker.Container:
+        health = node.health
         depends = [
-            self.containers[name] for name in container.depends_on if name in self.containers
+            self.containers[n] for n in start_after(self.topology, node) if n in self.containers
         ]
-        one_shot = container.role == "cluster-init"
         resource = docker.Container(
-            f"{prefix}-{container.name}",
-            name=f"{self.network_name}-{container.name}",
-            hostname=container.name,
-            image=image,
-            entrypoints=list(container.entrypoint) if container.entrypoint else None,
-            command=list(container.command) if container.command else None,
-            user=container.user,
-            envs=self._envs(container),
+            f"{prefix}-{node.name}",
+            name=container_name(self.topology, node),
+            hostname=node.name,
+            image=self.image(node.image, parent),
+            entrypoints=list(node.entrypoint) if node.entrypoint else None,
+            command=list(node.command) if node.command else None,
+            user=node.user,
+            envs=self._envs(node),
             uploads=[
                 docker.ContainerUploadArgs(file=f.path, content=f.content, permissions="0444")
-                for f in container.files
+                for f in node.files
             ],
-            volumes=volumes,
-            tmpfs={path: "mode=1777" for path in container.tmpfs} or None,
+            volumes=self._volumes(prefix, node, parent),
+            tmpfs={path: "mode=1777" for path in node.tmpfs} or None,
             ports=[
                 docker.ContainerPortArgs(internal=internal, external=external)
-                for external, internal in container.published.items()
+                for external, internal in node.published.items()
             ],
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(
-                    name=self.network.name, aliases=[container.name, *container.aliases]
+                    name=self.network.name,
+                    aliases=[node.name, *self.topology.aliases(node.name)],
                 )
             ],
             healthcheck=docker.ContainerHealthcheckArgs(
-                tests=list(hc.test),
-                interval=f"{hc.interval_seconds}s",
-                timeout=f"{hc.timeout_seconds}s",
-                retries=hc.retries,
-                start_period=f"{hc.start_period_seconds}s",
-            ),
-            memory=container.memory_mb,
-            restart="no" if one_shot else "unless-stopped",
-            must_run=not one_shot,
+                tests=["CMD-SHELL", health.command],
+                interval=f"{health.interval_seconds}s",
+                timeout=f"{health.timeout_seconds}s",
+                retries=health.retries,
+                start_period=f"{health.start_period_seconds}s",
+            )
+            if health.command
+            else None,
+            memory=node.memory_mb,
+            # A replaced or destroyed container is stopped the way its server shuts down
+            # cleanly (Postgres: fast shutdown; Redis: SHUTDOWN SAVE; nginx: graceful quit).
+            stop_signal=node.stop.signal,
+            stop_timeout=node.stop.grace_seconds,
+            destroy_grace_seconds=node.stop.grace_seconds,
+            restart="no" if node.one_shot else "unless-stopped",
+            must_run=not node.one_shot,
             # Dependents start only once this one reports healthy.
-            wait=not one_shot,
-            wait_timeout=180,
+            wait=not node.one_shot and health.command is not None,
+            wait_timeout=WAIT_TIMEOUT_SECONDS,
             labels=[
-                docker.ContainerLabelArgs(label="sikka.io/tier", value=container.tier),
-                docker.ContainerLabelArgs(label="sikka.io/role", value=container.role),
+                docker.ContainerLabelArgs(label="sikka.io/stack", value=self.topology.spec.stack),
+                docker.ContainerLabelArgs(label="sikka.io/tier", value=node.tier),
+                docker.ContainerLabelArgs(label="sikka.io/role", value=node.role),
             ],
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=depends),
+            opts=pulumi.ResourceOptions(
+                parent=parent,
+                depends_on=depends,
+                # The name is fixed: the old container must be gone before its successor
+                # starts (and, with the volume, the old server must have stopped cleanly).
+                delete_before_replace=True,
+            ),
         )
-        self.containers[container.name] = resource
+        self.containers[node.name] = resource
         return resource

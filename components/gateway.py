@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from components.tier import TierComponent
-from scaling.endpoints import gateway_endpoints
-from scaling.model import PhaseSpec
+from scaling.exports import gateway_endpoints
 
 
 class WebSocketGateway(TierComponent):
     tier = "gateway"
     type_token = "sikka:gateway:WebSocketGateway"
+    describe = staticmethod(gateway_endpoints)
     min_replicas: int
     max_replicas: int
-
-    def describe(self, spec: PhaseSpec) -> dict[str, object]:
-        return dict(gateway_endpoints(spec))

@@ -102,6 +102,14 @@ class KubernetesRuntime:
         depends_on: list[pulumi.Resource],
     ) -> pulumi.Resource:
         opts = pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on))
+        if manifest.holds_data:
+            # The Namespace, the StackGres clusters and claim-bearing StatefulSets: never
+            # deleted or replaced by a routine `pulumi up`, and left in place if the stack
+            # forgets them.
+            opts = pulumi.ResourceOptions.merge(
+                opts,
+                pulumi.ResourceOptions(protect=self.spec.protect_data, retain_on_delete=True),
+            )
         body = self._with_secrets(manifest.body)
         name = _resource_name(prefix, manifest)
         typed = TYPED.get((manifest.api_version, manifest.kind))

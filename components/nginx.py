@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from components.tier import TierComponent
-from scaling.endpoints import nginx_endpoints
-from scaling.model import PhaseSpec
+from scaling.exports import nginx_endpoints
 
 
 class Nginx(TierComponent):
     tier = "nginx"
     type_token = "sikka:nginx:Nginx"
+    describe = staticmethod(nginx_endpoints)
     url: str
     status_url: str | None
-
-    def describe(self, spec: PhaseSpec) -> dict[str, object]:
-        return dict(nginx_endpoints(spec))

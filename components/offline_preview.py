@@ -30,6 +30,9 @@ class Registered:
     name: str
     inputs: dict[str, Any]
     raw: dict[str, Any]  # inputs as sent to the engine, secrets still wrapped
+    protect: bool = False
+    retain_on_delete: bool = False
+    delete_before_replace: bool = False
 
     def secret_paths(self) -> set[str]:
         found: set[str] = set()
@@ -52,8 +55,13 @@ class Registered:
 @dataclass
 class Recorder(pulumi.runtime.Mocks):
     resources: list[Registered] = field(default_factory=list)
+    # What a StackReference to the stack itself reads: its last update's outputs.
+    previous_outputs: dict[str, Any] = field(default_factory=dict)
 
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        if args.typ == "pulumi:pulumi:StackReference":
+            outputs = dict(self.previous_outputs)
+            return args.name, {"name": args.name, "outputs": outputs, "secretOutputNames": []}
         state = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = f"generated-{args.name}"
@@ -74,7 +82,15 @@ class RecordingMonitor(mocks.MockMonitor):
             raw = _struct_to_dict(request.object)
             last = self.recorder.resources[-1] if self.recorder.resources else None
             inputs = rpc.deserialize_properties(request.object)
-            entry = Registered(request.type, request.name, _plain(inputs), raw)
+            entry = Registered(
+                request.type,
+                request.name,
+                _plain(inputs),
+                raw,
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+            )
             if last is None or (last.type, last.name) != (entry.type, entry.name):
                 self.recorder.resources.append(entry)
         return response
@@ -136,9 +152,13 @@ def run_stack(
     stack: str,
     overrides: Mapping[str, Any] | None = None,
     secret_values: Mapping[str, str] | None = None,
+    previous_outputs: Mapping[str, Any] | None = None,
 ) -> StackRun:
-    """Runs __main__.py for ``stack``; raises what the program raises (ConfigError, ...)."""
-    recorder = Recorder()
+    """Runs __main__.py for ``stack``; raises what the program raises (ConfigError, ...).
+
+    ``previous_outputs``: the outputs of the stack's last update (what a StackReference to
+    itself reads), e.g. the ``exports`` of an earlier run; none means a first deployment."""
+    recorder = Recorder(previous_outputs=dict(previous_outputs or {}))
     _ensure_event_loop()
     pulumi.runtime.set_mocks(
         recorder,

@@ -4,16 +4,13 @@ Citus sharded cluster through StackGres (scale, Kubernetes)."""
 from __future__ import annotations
 
 from components.tier import TierComponent
-from scaling.endpoints import postgres_endpoints
-from scaling.model import PhaseSpec
+from scaling.exports import postgres_endpoints
 
 
 class Postgres(TierComponent):
     tier = "postgres"
     type_token = "sikka:postgres:Postgres"
+    describe = staticmethod(postgres_endpoints)
     primary_endpoint: str
     replica_endpoints: list[str]
     pooler_endpoint: str | None
-
-    def describe(self, spec: PhaseSpec) -> dict[str, object]:
-        return dict(postgres_endpoints(spec))

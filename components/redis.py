@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from components.tier import TierComponent
-from scaling.endpoints import redis_endpoints
-from scaling.model import PhaseSpec
+from scaling.exports import redis_endpoints
 
 
 class Redis(TierComponent):
     tier = "redis"
     type_token = "sikka:redis:Redis"
+    describe = staticmethod(redis_endpoints)
     redis_mode: str
-
-    def describe(self, spec: PhaseSpec) -> dict[str, object]:
-        return dict(redis_endpoints(spec))

@@ -1,18 +1,17 @@
-"""The shape every tier component shares: register the tier's objects on the runtime."""
+"""The shape every tier component shares: register the tier's nodes on the runtime."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import pulumi
 
-from scaling.containers import Tier
-from scaling.model import PhaseSpec
+from scaling.topology import Tier, Topology
 
 
 class Runtime(Protocol):
-    """Docker or Kubernetes: turns the pure description of a tier into resources."""
+    """Docker or Kubernetes: turns the Topology's nodes of a tier into resources."""
 
     def register_tier(self, tier: Tier, prefix: str, parent: pulumi.Resource) -> list[str]:
         """Registers the tier's objects as children of ``parent``; returns their names."""
@@ -21,7 +20,7 @@ class Runtime(Protocol):
 
 @dataclass(frozen=True)
 class TierArgs:
-    spec: PhaseSpec
+    topology: Topology
     runtime: Runtime
 
 
@@ -30,15 +29,18 @@ class TierComponent(pulumi.ComponentResource):
     type_token: ClassVar[str]
 
     workloads: list[str]
+    endpoints: dict[str, Any]
 
     def __init__(self, name: str, args: TierArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(self.type_token, name, None, opts)
         self.workloads = args.runtime.register_tier(self.tier, name, self)
-        outputs = self.describe(args.spec)
+        outputs = self.describe(args.topology)
+        self.endpoints = outputs
         for key, value in outputs.items():
             setattr(self, key, value)
         self.register_outputs({"workloads": self.workloads, **outputs})
 
-    def describe(self, spec: PhaseSpec) -> dict[str, object]:
-        """The component's outputs besides its workloads (endpoints, counts)."""
-        return {}
+    @staticmethod
+    def describe(topology: Topology) -> dict[str, Any]:
+        """The tier's endpoints as the stack exports them (scaling.exports)."""
+        raise NotImplementedError

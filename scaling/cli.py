@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 
 from scaling import stackfiles
+from scaling.bundle import render_bundle
 from scaling.issues import ConfigError
 from scaling.local.cli import local_app
 from scaling.model import PhaseSpec
-from scaling.render.bundle import render_bundle
 from scaling.stackconfig import load_stack_file, stack_from_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)

@@ -6,12 +6,11 @@ Cross-field rules live in :mod:`scaling.rules` so that every problem is reported
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
-
-import hashlib
 from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -265,6 +264,9 @@ class PhaseSpec(Section):
     autoscaling: AutoscalingSpec
     kubernetes: KubernetesSpec = KubernetesSpec()
     docker: DockerSpec = DockerSpec()
+    # Stateful resources (volumes, namespace, database clusters) are created with Pulumi's
+    # `protect`: deleting or replacing them needs this set to false first, on purpose.
+    protect_data: bool = True
 
     # strict=True would refuse "launch" for the enums when read from YAML.
     model_config = ConfigDict(

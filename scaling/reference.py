@@ -23,9 +23,21 @@ def _leaves(model: BaseModel, prefix: str) -> dict[str, Any]:
     return out
 
 
+# Defaults that derive from the stack's name, so that two stacks never share them.
+DERIVED = {
+    "sikka:kubernetes.namespace": "`sikka-<stack>`",
+    "sikka:docker.network": "`sikka-<stack>`",
+    "sikka:docker.subnet": "a /24 of `10.213.0.0/16` chosen from the stack name",
+}
+
+
 def _defaults(phase: Phase) -> dict[str, Any]:
     spec: PhaseSpec = parse({"sikka:phase": phase.value}, stack=phase.value)
-    values: dict[str, Any] = {"sikka:phase": phase.value, "sikka:platform": spec.platform.value}
+    values: dict[str, Any] = {
+        "sikka:phase": phase.value,
+        "sikka:platform": spec.platform.value,
+        "sikka:protectData": spec.protect_data,
+    }
     for section in SECTIONS:
         values.update(_leaves(getattr(spec, section), f"sikka:{section}"))
     return values
@@ -43,7 +55,7 @@ def reference_table() -> str:
     columns = {phase: _defaults(phase) for phase in Phase}
     rows = ["| key | launch | growth | scale |", "|---|---|---|---|"]
     for key in columns[Phase.LAUNCH]:
-        cells = " | ".join(_show(columns[p][key]) for p in Phase)
+        cells = " | ".join(DERIVED.get(key) or _show(columns[p][key]) for p in Phase)
         rows.append(f"| `{key}` | {cells} |")
     for key in SECRET_KEYS:
         rows.append(f"| `sikka:{key}` (secret) | generated | generated | generated |")

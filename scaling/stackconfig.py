@@ -54,7 +54,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
 # program generates the password with pulumi-random.
 SECRET_KEYS = ("postgresPassword", "replicationPassword", "redisPassword")
 
-KNOWN_KEYS = ("phase", "platform", *SECTIONS, *SECRET_KEYS)
+KNOWN_KEYS = ("phase", "platform", "protectData", *SECTIONS, *SECRET_KEYS)
 
 
 def stack_file_name(stack: str) -> str:
@@ -205,6 +205,13 @@ def parse(
             if len(unknown) == len(error.errors()):
                 known = {k: v for k, v in value.items() if k not in unknown}
                 sections[name] = model.model_validate(known)
+    protect = merged.get("protectData", True)
+    if isinstance(protect, bool):
+        sections["protect_data"] = protect
+    else:
+        issues.append(
+            ConfigIssue(f"{NAMESPACE}:protectData", f"must be true or false (got {protect!r})")
+        )
     issues.extend(rules.check(sections))
     if issues:
         raise ConfigError(source, issues)

@@ -102,7 +102,8 @@ until pg_isready -q -h "$PRIMARY_HOST" -p "$PRIMARY_PORT"; do sleep 1; done
 query() {{
   psql -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U {REPLICATION_USER} -d postgres -tAc "$1"
 }}
-if [ "$(query "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$REPLICATION_SLOT'")" = 0 ]; then
+slots="SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$REPLICATION_SLOT'"
+if [ "$(query "$slots")" = 0 ]; then
   query "SELECT pg_create_physical_replication_slot('$REPLICATION_SLOT')" > /dev/null
 fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then

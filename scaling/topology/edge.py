@@ -133,7 +133,9 @@ def nginx_nodes(
     nginx = spec.nginx
     k8s = on_kubernetes(spec)
     conf_path = f"{NGINX_K8S_CONF_DIR}/nginx.conf" if k8s else "/etc/nginx/nginx.conf"
-    conf = ConfigFile(conf_path, render_nginx_conf(spec, nginx_layout(spec, gateways)), "nginx.conf")
+    conf = ConfigFile(
+        conf_path, render_nginx_conf(spec, nginx_layout(spec, gateways)), "nginx.conf"
+    )
     http_port = KUBERNETES_NGINX_HTTP_PORT if k8s else nginx.port
     count = nginx.replicas if k8s else 1
     nodes = [

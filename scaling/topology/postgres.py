@@ -71,7 +71,9 @@ def _container_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[E
     pg = spec.postgres
     replicas = replica_count(spec)
     layout = PostgresLayout(
-        port=PG_PORT, hba_file=f"{CONF_DIR}/pg_hba.conf", private_networks=(str(spec.docker_subnet),)
+        port=PG_PORT,
+        hba_file=f"{CONF_DIR}/pg_hba.conf",
+        private_networks=(str(spec.docker_subnet),),
     )
     conf = ConfigFile(
         f"{CONF_DIR}/postgresql.conf", render_postgresql_conf(spec, layout), "postgresql.conf"
@@ -233,7 +235,12 @@ def _stackgres_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[E
         for i in range(1 + replicas):
             nodes.append(
                 _stackgres_node(
-                    spec, GROUP, i, "replica" if i else "primary", pg.storage_gb, PRIMARY if i else None
+                    spec,
+                    GROUP,
+                    i,
+                    "replica" if i else "primary",
+                    pg.storage_gb,
+                    PRIMARY if i else None,
                 )
             )
         services = [Service(READ_WRITE, "postgres", PG_PORT, (), "read-write")]
@@ -242,7 +249,9 @@ def _stackgres_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[E
     else:
         size = shard_storage_gb(spec)
         groups = [(COORDINATOR_GROUP, pg.coordinator_instances, "coordinator")]
-        groups += [(f"postgres-shard{s}", pg.instances_per_shard, "shard") for s in range(pg.shards)]
+        groups += [
+            (f"postgres-shard{s}", pg.instances_per_shard, "shard") for s in range(pg.shards)
+        ]
         for group, count, role in groups:
             for i in range(count):
                 first = node_name(group, 0)

@@ -84,9 +84,7 @@ def config_files(spec: PhaseSpec) -> tuple[ConfigFile, ConfigFile | None]:
         f"{CONF_DIR}/redis.conf",
         render_redis_conf(
             spec,
-            RedisLayout(
-                port=REDIS_PORT, data_dir=DATA_DIR, secrets_file=f"{RUN_DIR}/secrets.conf"
-            ),
+            RedisLayout(port=REDIS_PORT, data_dir=DATA_DIR, secrets_file=f"{RUN_DIR}/secrets.conf"),
         ),
         "redis.conf",
     )
@@ -112,7 +110,7 @@ def node_memory_mb(spec: PhaseSpec) -> int:
 
 def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
     redis = spec.redis
-    server, cli = redis.binaries
+    _, cli = redis.binaries
     conf, template = config_files(spec)
     first_master = node_host(spec, GROUP, 0)
     start = data_start_script(

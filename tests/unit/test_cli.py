@@ -63,7 +63,7 @@ def test_validate_unknown_stack_is_a_usage_error(tmp_path: Path, monkeypatch) ->
                 "pg_hba.conf",
                 "redis.conf",
                 "sentinel.conf",
-                "replica-entrypoint.sh",
+                "replica-start.sh",
                 ".env",
             },
             set(),

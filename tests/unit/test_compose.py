@@ -1,4 +1,4 @@
-"""docker-compose.yml describes the same containers the Docker stack registers."""
+"""docker-compose.yml describes the same nodes the Docker stack registers."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ import pytest
 import yaml
 from support.pulumi_stack import run_stack
 
-from scaling.containers import build_containers
-from scaling.render.compose import render_compose
+from scaling.docker.compose import render_compose
 from scaling.stackconfig import parse
+from scaling.topology import build_topology
+
+
+def compose_of(stack: str, build: str | None = None) -> dict:
+    spec = parse({"sikka:phase": stack}, stack=stack)
+    return yaml.safe_load(render_compose(build_topology(spec), build))
 
 
 @pytest.mark.parametrize("stack", ["launch", "growth"])
 def test_compose_matches_the_registered_containers(stack: str) -> None:
-    spec = parse({"sikka:phase": stack}, stack=stack)
-    compose = yaml.safe_load(render_compose(spec, build_containers(spec)))
+    compose = compose_of(stack)
     run = run_stack(stack)
     registered = {r.inputs["hostname"]: r for r in run.of_type("docker:index/container:Container")}
     assert set(compose["services"]) == set(registered)
@@ -23,25 +27,36 @@ def test_compose_matches_the_registered_containers(stack: str) -> None:
     assert built == {"ghcr.io/sikka-scaling/gateway:0.1.0"}
     for name, service in compose["services"].items():
         assert service["image"] in (built | pulled), name
+        resource = registered[name]
+        assert service["stop_signal"] == resource.inputs["stopSignal"], name
+        aliases = resource.inputs["networksAdvanced"][0]["aliases"]
+        assert (service["networks"]["private"] or {}).get("aliases", []) == aliases[1:], name
+    volumes = {v["name"] for v in compose["volumes"].values()}
+    assert volumes == {r.inputs["name"] for r in run.of_type("docker:index/volume:Volume")}
 
 
 def test_compose_builds_the_gateway_like_the_stack() -> None:
-    spec = parse({"sikka:phase": "launch"}, stack="launch")
-    compose = yaml.safe_load(render_compose(spec, build_containers(spec), "../../gateway"))
-    assert compose["services"]["gateway-1"]["build"] == {"context": "../../gateway"}
+    compose = compose_of("launch", "../../gateway")
+    assert compose["services"]["gateway-0"]["build"] == {"context": "../../gateway"}
     assert "build" not in compose["services"]["nginx"]
 
 
 def test_compose_references_secrets_never_values() -> None:
-    spec = parse({"sikka:phase": "growth"}, stack="growth")
-    text = render_compose(spec, build_containers(spec))
-    compose = yaml.safe_load(text)
-    primary = compose["services"]["postgres-primary"]["environment"]
+    compose = compose_of("growth")
+    primary = compose["services"]["postgres-0"]["environment"]
     assert primary["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     # Shell variables meant for the container are escaped from compose's interpolation.
     pgbouncer = compose["services"]["pgbouncer"]["entrypoint"][2]
     assert '"$$POSTGRES_PASSWORD"' in pgbouncer
-    assert compose["services"]["postgres-replica-1"]["networks"]["private"]["aliases"] == [
+    assert compose["services"]["postgres-1"]["networks"]["private"]["aliases"] == [
         "postgres-replicas"
     ]
-    assert compose["networks"]["private"]["ipam"]["config"] == [{"subnet": "172.28.0.0/16"}]
+    subnet = compose["networks"]["private"]["ipam"]["config"][0]["subnet"]
+    assert subnet.startswith("10.213.") and subnet.endswith(".0/24")
+
+
+def test_compose_starts_replicas_one_after_another() -> None:
+    services = compose_of("growth")["services"]
+    assert list(services["postgres-2"]["depends_on"]) == ["postgres-0", "postgres-1"]
+    assert services["postgres-0"]["stop_signal"] == "SIGINT"
+    assert services["redis-1"]["stop_grace_period"] == "120s"

@@ -37,9 +37,9 @@ def growth() -> StackRun:
 
 def test_launch_registers_one_of_each(launch: StackRun) -> None:
     assert sorted(containers(launch)) == [
-        "sikka-launch-gateway-1",
+        "sikka-launch-gateway-0",
         "sikka-launch-nginx",
-        "sikka-launch-postgres-primary",
+        "sikka-launch-postgres-0",
         "sikka-launch-redis-0",
     ]
     images = sorted(
@@ -69,20 +69,22 @@ def test_components_are_typed_and_parented(launch: StackRun) -> None:
         "sikka:gateway:WebSocketGateway",
         "sikka:nginx:Nginx",
     }
-    primary = containers(launch)["sikka-launch-postgres-primary"]
-    assert primary.name == "sikka-launch-postgres-postgres-primary"
+    primary = containers(launch)["sikka-launch-postgres-0"]
+    assert primary.name == "sikka-launch-postgres-postgres-0"
 
 
 def test_launch_postgres_sized_from_phase(launch: StackRun) -> None:
-    primary = containers(launch)["sikka-launch-postgres-primary"]
+    primary = containers(launch)["sikka-launch-postgres-0"]
     conf = uploaded(primary, "/etc/postgresql/postgresql.conf")
     assert "max_connections = 20\n" in conf
     assert "shared_buffers = 256MB\n" in conf  # 25 % of the launch's 1024 MB
-    assert primary.inputs["command"] == [
-        "postgres",
-        "-c",
-        "config_file=/etc/postgresql/postgresql.conf",
-    ]
+    assert primary.inputs["entrypoints"] == ["sh", "/etc/postgresql/primary-start.sh"]
+    start = uploaded(primary, "/etc/postgresql/primary-start.sh")
+    assert (
+        "exec docker-entrypoint.sh postgres -c config_file=/etc/postgresql/postgresql.conf" in start
+    )
+    # Fast shutdown, with time to write its checkpoint, before a replacement.
+    assert (primary.inputs["stopSignal"], primary.inputs["stopTimeout"]) == ("SIGINT", 120)
 
 
 def test_launch_redis_standalone_with_maxmemory(launch: StackRun) -> None:
@@ -96,7 +98,7 @@ def test_nginx_published_and_proxies_gateways(growth: StackRun) -> None:
     nginx = containers(growth)["sikka-growth-nginx"]
     assert nginx.inputs["ports"] == [{"internal": 80, "external": 8080}]
     conf = uploaded(nginx, "/etc/nginx/nginx.conf")
-    assert "server gateway-1:8080" in conf and "server gateway-2:8080" in conf
+    assert "server gateway-0:8080" in conf and "server gateway-1:8080" in conf
     assert "worker_connections 2048;" in conf
     assert "hash $sticky_key consistent;" in conf
 
@@ -107,18 +109,18 @@ def test_growth_topology(growth: StackRun) -> None:
         [
             f"sikka-growth-{n}"
             for n in (
-                "postgres-primary",
-                "postgres-replica-1",
-                "postgres-replica-2",
+                "postgres-0",
+                "postgres-1",
+                "postgres-2",
                 "pgbouncer",
                 "redis-0",
                 "redis-1",
                 "redis-2",
-                "sentinel-1",
-                "sentinel-2",
-                "sentinel-3",
+                "redis-sentinel-0",
+                "redis-sentinel-1",
+                "redis-sentinel-2",
+                "gateway-0",
                 "gateway-1",
-                "gateway-2",
                 "nginx",
             )
         ]
@@ -126,13 +128,14 @@ def test_growth_topology(growth: StackRun) -> None:
 
 
 def test_growth_replicas_stream_from_primary(growth: StackRun) -> None:
-    replica = containers(growth)["sikka-growth-postgres-replica-2"]
-    assert env(replica)["PRIMARY_HOST"] == "postgres-primary"
+    replica = containers(growth)["sikka-growth-postgres-2"]
+    assert env(replica)["PRIMARY_HOST"] == "postgres-0"
     assert env(replica)["REPLICATION_SLOT"] == "replica_2"
-    script = uploaded(replica, "/etc/postgresql/replica-entrypoint.sh")
-    assert "pg_basebackup" in script and "--write-recovery-conf" in script
+    script = uploaded(replica, "/etc/postgresql/replica-start.sh")
+    assert "pg_basebackup" in script and "passfile=/run/sikka/pgpass" in script
     hba = uploaded(replica, "/etc/postgresql/pg_hba.conf")
-    assert "host    replication  replicator    172.28.0.0/16    scram-sha-256" in hba
+    subnet = growth.of_type("docker:index/network:Network")[0].inputs["ipamConfigs"][0]["subnet"]
+    assert f"host    replication  replicator    {subnet:<16} scram-sha-256" in hba
     aliases = replica.inputs["networksAdvanced"][0]["aliases"]
     assert "postgres-replicas" in aliases
 
@@ -148,11 +151,16 @@ def test_growth_pgbouncer_pools(growth: StackRun) -> None:
 
 
 def test_growth_sentinels_watch_the_master(growth: StackRun) -> None:
-    sentinel = containers(growth)["sikka-growth-sentinel-2"]
+    sentinel = containers(growth)["sikka-growth-redis-sentinel-2"]
     conf = uploaded(sentinel, "/etc/redis/sentinel.conf")
-    assert "sentinel monitor sikka redis-0 6379 2" in conf
+    assert "sentinel monitor sikka __MASTER_HOST__ 6379 2" in conf
     replica = containers(growth)["sikka-growth-redis-1"]
-    assert replica.inputs["command"][-3:] == ["--replicaof", "redis-0", "6379"]
+    # Every data node asks the Sentinels who the master is; redis-0 only on first boot.
+    script = replica.inputs["entrypoints"][2]
+    assert "sentinel get-master-addr-by-name sikka" in script
+    assert "redis-sentinel-0:26379 redis-sentinel-1:26379 redis-sentinel-2:26379" in script
+    assert '[ -n "$master" ] || master=redis-0' in script
+    assert env(replica)["NODE_HOST"] == "redis-1"
     assert "min-replicas-to-write 1" in uploaded(replica, "/etc/redis/redis.conf")
 
 
@@ -207,7 +215,8 @@ def test_scale_on_docker_runs_a_redis_cluster() -> None:
     assert len(nodes) == 6
     init = names["sikka-scale-redis-cluster-init"]
     script = init.inputs["entrypoints"][2]
-    assert "--cluster create" in script and "--cluster-replicas 1" in script
+    assert "--cluster create redis-0:6379 redis-2:6379 redis-4:6379 --cluster-replicas 0" in script
+    assert "join_replica redis-1:6379 redis-0:6379" in script
     assert init.inputs["restart"] == "no"
     conf = uploaded(names["sikka-scale-redis-0"], "/etc/redis/redis.conf")
     assert f"maxmemory {65536 // 3}mb" in conf and "cluster-enabled yes" in conf
@@ -228,7 +237,7 @@ def test_connection_uris_are_exported_as_secrets(growth: StackRun) -> None:
     assert growth.exports["database_read_uri"] == f"postgresql://sikka:{pw}@pgbouncer:6432/sikka_ro"
     assert growth.exports["redis_uri"] == (
         "redis+sentinel://:generated-sikka-growth-secrets-redis-password"
-        "@sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/sikka/0"
+        "@redis-sentinel-0:26379,redis-sentinel-1:26379,redis-sentinel-2:26379/sikka/0"
     )
     assert growth.exports["url"] == "http://localhost:8080"
     assert growth.exports["thresholds"] == {

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from scaling.containers import build_containers
+from scaling.docker.compose import render_compose
+from scaling.kubernetes import build_manifests, to_yaml
 from scaling.model import PhaseSpec, PlatformKind
 from scaling.render.alerts import render_alert_rules
-from scaling.render.compose import render_compose
 from scaling.render.env import render_env_file
+from scaling.topology import build_topology
 
 
 def _add(files: dict[str, str], name: str, content: str) -> None:
@@ -23,15 +24,12 @@ def render_bundle(spec: PhaseSpec, gateway_build_path: str | None = None) -> dic
     """
     files: dict[str, str] = {".env": render_env_file(spec), "alerts.yml": render_alert_rules(spec)}
     if spec.platform == PlatformKind.DOCKER:
-        containers = build_containers(spec)
-        for tier in containers.values():
-            for container in tier:
-                for config in container.files:
-                    _add(files, config.render_name, config.content)
-        files["docker-compose.yml"] = render_compose(spec, containers, gateway_build_path)
+        topology = build_topology(spec)
+        for node in topology.nodes:
+            for config in node.files:
+                _add(files, config.render_name, config.content)
+        files["docker-compose.yml"] = render_compose(topology, gateway_build_path)
     else:
-        from scaling.kubernetes import build_manifests, to_yaml
-
         manifests = build_manifests(spec)
         for manifest in manifests:
             if manifest.kind == "ConfigMap":

@@ -1,0 +1,132 @@
+"""The stack's exported endpoints and connection URIs: a view of the Topology.
+
+Every host here is a node or service name of the Topology, addressed through
+:mod:`scaling.topology.network`: a test resolves each one against the objects the stack
+registers (Docker container names and aliases, Kubernetes Services and pods).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scaling.render.endpoints import Endpoint
+from scaling.render.pgbouncer import read_only_database
+from scaling.topology import Service, Topology
+from scaling.topology.network import node_host, on_kubernetes, service_host
+
+
+def _service(topology: Topology, purpose: str, tier: str) -> Service | None:
+    return next((s for s in topology.services if s.purpose == purpose and s.tier == tier), None)
+
+
+def _address(topology: Topology, service: Service) -> str:
+    return str(Endpoint(service_host(topology.spec, service.name), service.port))
+
+
+def postgres_endpoints(topology: Topology) -> dict[str, Any]:
+    primary = _service(topology, "read-write", "postgres")
+    assert primary is not None  # every phase has one
+    read_only = _service(topology, "read-only", "postgres")
+    pooler = _service(topology, "pooler", "postgres")
+    return {
+        "primary_endpoint": _address(topology, primary),
+        "replica_endpoints": [_address(topology, read_only)] if read_only else [],
+        # On Kubernetes StackGres runs PgBouncer in front of the primary Service's port.
+        "pooler_endpoint": _address(topology, pooler)
+        if pooler
+        else (_address(topology, primary) if topology.spec.pooler.enabled else None),
+    }
+
+
+def redis_endpoints(topology: Topology) -> dict[str, Any]:
+    spec = topology.spec
+
+    def hosts(role_nodes: list[Any]) -> list[str]:
+        return [
+            str(Endpoint(node_host(spec, n.group, n.ordinal), next(iter(n.ports.values()))))
+            for n in role_nodes
+        ]
+
+    mode = spec.redis.mode
+    if mode == "sentinel":
+        return {
+            "redis_mode": mode,
+            "sentinel_endpoints": hosts(topology.with_role("sentinel")),
+            "master_name": spec.redis.master_name,
+        }
+    if mode == "cluster":
+        return {
+            "redis_mode": mode,
+            "node_endpoints": hosts(topology.with_role("cluster-master", "cluster-replica")),
+        }
+    service = _service(topology, "redis", "redis")
+    assert service is not None
+    return {"redis_mode": mode, "redis_endpoint": _address(topology, service)}
+
+
+def gateway_endpoints(topology: Topology) -> dict[str, Any]:
+    spec = topology.spec
+    bounds = topology.bounds("gateway")
+    service = _service(topology, "gateway", "gateway")
+    assert service is not None
+    return {
+        "gateway_service": _address(topology, service),
+        "min_replicas": bounds.min_replicas,
+        "max_replicas": bounds.max_replicas,
+        "gateway_endpoints": [
+            str(Endpoint(node_host(spec, n.group, n.ordinal), n.ports["http"]))
+            for n in topology.tier("gateway")
+        ]
+        if not on_kubernetes(spec)
+        else [],
+    }
+
+
+def nginx_endpoints(topology: Topology) -> dict[str, Any]:
+    spec = topology.spec
+    service = _service(topology, "http", "nginx")
+    assert service is not None
+    if on_kubernetes(spec):
+        return {"url": f"http://{service_host(spec, service.name)}", "status_url": None}
+    proxy = topology.tier("nginx")[0]
+    return {
+        # Nginx publishes this port on the Docker host; the status port stays private.
+        "url": f"http://localhost:{spec.docker.http_port}",
+        "status_url": f"http://{proxy.name}:{proxy.ports['status']}/nginx_status",
+    }
+
+
+def connection_uris(topology: Topology) -> dict[str, tuple[str, str, str]]:
+    """Client connection URIs as (before password, secret name, after password): the caller
+    puts the secret in between, so the URI exists only as a secret."""
+    spec = topology.spec
+    pg = spec.postgres
+    eps = postgres_endpoints(topology)
+
+    def database(address: str, name: str) -> tuple[str, str, str]:
+        return f"postgresql://{pg.user}:", "postgres-password", f"@{address}/{name}"
+
+    def redis_uri(scheme: str, rest: str) -> tuple[str, str, str]:
+        return f"{scheme}://:", "redis-password", f"@{rest}/0"
+
+    uris = {
+        "database_uri": database(eps["pooler_endpoint"] or eps["primary_endpoint"], pg.database)
+    }
+    pooler = _service(topology, "pooler", "postgres")
+    if eps["replica_endpoints"]:
+        # A pooler node spans the replicas with its read-only database; otherwise the
+        # read-only Service is the entry point.
+        uris["database_read_uri"] = (
+            database(eps["pooler_endpoint"], read_only_database(spec))
+            if pooler
+            else database(eps["replica_endpoints"][0], pg.database)
+        )
+    redis = redis_endpoints(topology)
+    if redis["redis_mode"] == "sentinel":
+        sentinels = ",".join(redis["sentinel_endpoints"])
+        uris["redis_uri"] = redis_uri("redis+sentinel", f"{sentinels}/{redis['master_name']}")
+    elif redis["redis_mode"] == "cluster":
+        uris["redis_uri"] = redis_uri("redis", redis["node_endpoints"][0])
+    else:
+        uris["redis_uri"] = redis_uri("redis", redis["redis_endpoint"])
+    return uris

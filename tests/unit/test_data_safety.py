@@ -1,0 +1,201 @@
+"""`pulumi up` never loses data: each stack is evaluated under the mock engine before and
+after a routine change, and the two resource graphs are compared.
+
+Every resource that holds data (Docker volumes; the Namespace, StackGres clusters and
+claim-bearing StatefulSets) must survive the change with the same identity (the inputs whose
+change makes the provider replace it), and be protected and retained on delete in both runs.
+Changes that cannot be applied without losing data are refused, naming the key, before
+anything is registered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from support.pulumi_stack import Registered, StackRun, run_stack
+
+from scaling.issues import ConfigError
+
+VOLUME = "docker:index/volume:Volume"
+CONTAINER = "docker:index/container:Container"
+STATEFUL_K8S = {
+    "kubernetes:core/v1:Namespace",
+    "kubernetes:apps/v1:StatefulSet",
+    "kubernetes:stackgres.io/v1:SGCluster",
+    "kubernetes:stackgres.io/v1alpha1:SGShardedCluster",
+}
+SCALE_ON_DOCKER = {
+    "sikka:platform": "docker",
+    "sikka:autoscaling": {"enabled": False},
+    "sikka:postgres": {"mode": "replicated"},
+}
+
+
+def holds_data(resource: Registered) -> bool:
+    if resource.type == VOLUME:
+        return True
+    if resource.type == "kubernetes:apps/v1:StatefulSet":
+        return bool(resource.inputs["spec"].get("volumeClaimTemplates"))
+    return resource.type in STATEFUL_K8S
+
+
+def identity(resource: Registered) -> Any:
+    """What must not change, or the provider replaces the resource (and its data)."""
+    if resource.type == VOLUME:
+        return resource.inputs  # every input of a Docker volume forces a new volume
+    metadata = resource.inputs["metadata"]
+    key: dict[str, Any] = {"name": metadata["name"], "namespace": metadata.get("namespace")}
+    if resource.type == "kubernetes:apps/v1:StatefulSet":
+        spec = resource.inputs["spec"]
+        key |= {k: spec.get(k) for k in ("serviceName", "selector", "volumeClaimTemplates")}
+    return key
+
+
+def stateful(run: StackRun) -> dict[tuple[str, str], Registered]:
+    return {(r.type, r.name): r for r in run.resources if holds_data(r)}
+
+
+def assert_data_kept(before: StackRun, after: StackRun) -> None:
+    kept, now = stateful(before), stateful(after)
+    assert kept, "the stack registers no data-holding resource"
+    for key, resource in kept.items():
+        assert key in now, f"{key} would be deleted"
+        assert identity(now[key]) == identity(resource), f"{key} would be replaced"
+    for run in (before, after):
+        for key, resource in stateful(run).items():
+            assert resource.protect and resource.retain_on_delete, f"{key} is not protected"
+
+
+def evolve(stack: str, base: dict[str, Any], change: dict[str, Any], **kw: Any) -> None:
+    before = run_stack(stack, base)
+    after = run_stack(stack, {**base, **change}, previous_outputs=before.exports, **kw)
+    assert_data_kept(before, after)
+
+
+ROUTINE: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("launch", {}, {"sikka:postgres": {"maxConnections": 30}}),
+    ("launch", {}, {"sikka:redis": {"maxMemoryMb": 512}}),
+    ("launch", {}, {"sikka:gateway": {"replicas": 2, "maxReplicas": 2}}),
+    ("launch", {}, {"sikka:nginx": {"workerConnections": 2048}}),
+    ("launch", {}, {"sikka:docker": {"network": "renamed"}}),
+    ("growth", {}, {"sikka:postgres": {"readReplicas": 3}}),
+    ("growth", {}, {"sikka:postgres": {"maxConnections": 120}}),
+    ("growth", {}, {"sikka:redis": {"maxMemoryMb": 3072}}),
+    ("growth", {}, {"sikka:docker": {"network": "renamed", "subnet": "10.99.0.0/24"}}),
+    ("scale", SCALE_ON_DOCKER, {"sikka:redis": {"masters": 4}}),
+    ("scale", {}, {"sikka:redis": {"masters": 4}}),
+    ("scale", {}, {"sikka:redis": {"maxMemoryMb": 98304}}),
+    ("scale", {}, {"sikka:postgres": {"maxConnections": 300}}),
+    ("scale", {}, {"sikka:gateway": {"replicas": 6}}),
+    ("scale", {}, {"sikka:nginx": {"workerConnections": 8192}}),
+    ("scale", {}, {"sikka:postgres": {"shards": 5}}),
+    ("growth", {"sikka:platform": "kubernetes"}, {"sikka:postgres": {"readReplicas": 3}}),
+    ("launch", {"sikka:platform": "kubernetes"}, {"sikka:redis": {"maxMemoryMb": 512}}),
+]
+
+
+@pytest.mark.parametrize(("stack", "base", "change"), ROUTINE, ids=lambda v: str(v))
+def test_routine_change_keeps_every_volume(stack: str, base: dict, change: dict) -> None:
+    evolve(stack, base, change)
+
+
+@pytest.mark.parametrize(
+    ("stack", "base"),
+    [("launch", {}), ("growth", {}), ("scale", {}), ("growth", {"sikka:platform": "kubernetes"})],
+)
+def test_password_rotation_keeps_every_volume(stack: str, base: dict) -> None:
+    evolve(stack, base, {}, secret_values={"sikka:postgresPassword": "rotated"})
+
+
+def test_rotated_password_is_applied_to_the_database_at_start() -> None:
+    run = run_stack("growth", secret_values={"sikka:postgresPassword": "rotated"})
+    primary = next(r for r in run.of_type(CONTAINER) if r.inputs["hostname"] == "postgres-0")
+    start = next(u for u in primary.inputs["uploads"] if u["file"].endswith("primary-start.sh"))
+    assert (
+        'ALTER ROLE "sikka" WITH LOGIN PASSWORD $(sql_literal "$POSTGRES_PASSWORD")'
+        in (start["content"])
+    )
+    assert "POSTGRES_PASSWORD=rotated" in primary.inputs["envs"]
+
+
+@pytest.mark.parametrize("stack", ["launch", "growth"])
+def test_data_containers_stop_gracefully_one_at_a_time(stack: str) -> None:
+    run = run_stack(stack)
+    by_host = {r.inputs["hostname"]: r for r in run.of_type(CONTAINER)}
+    graceful = {"postgres": ("SIGINT", 120), "redis": ("SIGTERM", 120)}
+    for host, container in by_host.items():
+        assert container.delete_before_replace, host
+        tier = host.split("-")[0]
+        if tier in graceful and container.inputs.get("volumes"):
+            signal, grace = graceful[tier]
+            assert container.inputs["stopSignal"] == signal, host
+            assert (
+                container.inputs["stopTimeout"] == grace == container.inputs["destroyGraceSeconds"]
+            ), host
+    if stack == "growth":
+        redis_conf = next(
+            u["content"]
+            for u in by_host["redis-1"].inputs["uploads"]
+            if u["file"].endswith(".conf")
+        )
+        assert "shutdown-on-sigterm save" in redis_conf
+
+
+def test_volumes_are_named_from_the_stack_not_the_network() -> None:
+    run = run_stack("growth", {"sikka:docker": {"network": "elsewhere"}})
+    names = sorted(r.inputs["name"] for r in run.of_type(VOLUME))
+    assert names[0] == "sikka-growth-postgres-0-data"
+    assert all(n.startswith("sikka-growth-") for n in names)
+    assert run.of_type("docker:index/network:Network")[0].inputs["name"] == "elsewhere"
+
+
+def test_protect_data_can_be_turned_off_on_purpose() -> None:
+    run = run_stack("launch", {"sikka:protectData": False})
+    volumes = run.of_type(VOLUME)
+    assert volumes and not any(v.protect for v in volumes)
+    assert all(v.retain_on_delete for v in volumes)
+
+
+REFUSED: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
+    ("scale", {"sikka:redis": {"masters": 4}}, {"sikka:redis": {"masters": 3}}, "redis.masters"),
+    ("scale", {}, {"sikka:postgres": {"shards": 3}}, "postgres.shards"),
+    ("scale", {}, {"sikka:kubernetes": {"namespace": "sikka-moved"}}, "kubernetes.namespace"),
+    ("scale", {}, {"sikka:redis": {"storageGb": 128}}, "redis.storageGb"),
+    ("scale", {}, {"sikka:kubernetes": {"storageClass": "fast"}}, "kubernetes.storageClass"),
+    ("scale", {}, {"sikka:redis": {"replicasPerMaster": 2}}, "redis.replicasPerMaster"),
+    ("growth", {}, {"sikka:platform": "kubernetes"}, "platform"),
+    (
+        "scale",
+        SCALE_ON_DOCKER,
+        {
+            "sikka:redis": {
+                "mode": "sentinel",
+                "masters": 0,
+                "replicasPerMaster": 0,
+                "replicas": 2,
+                "sentinels": 3,
+                "quorum": 2,
+                "maxMemoryMb": 2048,
+            }
+        },
+        "redis.mode",
+    ),
+]
+
+
+@pytest.mark.parametrize(("stack", "base", "change", "key"), REFUSED, ids=lambda v: str(v))
+def test_data_losing_change_is_refused_with_its_key(
+    stack: str, base: dict, change: dict, key: str
+) -> None:
+    before = run_stack(stack, base)
+    with pytest.raises(ConfigError) as refused:
+        run_stack(stack, {**base, **change}, previous_outputs=before.exports)
+    assert [i.key for i in refused.value.issues] == [f"sikka:{key}"]
+    assert "README.md" in refused.value.issues[0].message
+    assert refused.value.registered == []  # type: ignore[attr-defined]
+
+
+def test_first_deployment_has_nothing_to_refuse() -> None:
+    run = run_stack("scale", {"sikka:redis": {"masters": 3}}, previous_outputs={})
+    assert run.exports["deployedShape"]["redisMasters"] == 3
