@@ -1,8 +1,9 @@
 """The WebSocket gateway: Deployment, Services, autoscaler and disruption budget.
 
-Two Services: ``gateway`` (ClusterIP, for in-cluster clients) and ``gateway-headless``, whose
-DNS name resolves to every ready gateway pod; Nginx re-resolves it (``server … resolve``) and
-hashes clients onto pods consistently.
+The environment, Services and replica bounds are the topology's (:mod:`scaling.topology.edge`):
+``gateway`` (ClusterIP, for in-cluster clients) and ``gateway-headless``, whose DNS name
+resolves to every ready gateway pod; Nginx re-resolves it (``server … resolve``) and hashes
+clients onto pods consistently.
 
 Draining: on termination the pod is first removed from the endpoints (``preStop`` sleep, so
 Nginx and kube-proxy stop sending new connections), then receives SIGTERM and closes its
@@ -14,13 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from scaling.model import PhaseSpec
-from scaling.render.endpoints import Endpoint
-from scaling.render.gateway_env import database_env as shared_database_env
+from scaling.topology import Node, Topology
+from scaling.topology.edge import GATEWAY_GROUP
 
-from . import postgres, redis
+from . import pods
 from .manifests import Manifest, labels, obj, selector_labels
 from .policy import autoscaler, disruption_budget
-from .secrets import POSTGRES_SECRET, secret_key_ref
+from .secrets import secret_env
 from .security import (
     GATEWAY_UID,
     container_security_context,
@@ -29,16 +30,22 @@ from .security import (
     resources,
     round_up,
 )
+from .services import tier_services
 
-NAME = "gateway"
-HEADLESS = "gateway-headless"
+NAME = GATEWAY_GROUP
 PRE_STOP_SECONDS = 5
-# Slack after the drain for the process to exit before SIGKILL.
-EXIT_SLACK_SECONDS = 10
+# Each pod's own name: a Deployment's pods are not the topology's gateway-<i>.
+GATEWAY_ID = "GATEWAY_ID"
+# Kubernetes expands $(VAR) from the variables above it: the URL never holds the password.
+DATABASE_URL = (
+    "postgresql://$(DATABASE_USER):$(DATABASE_PASSWORD)"
+    "@$(DATABASE_HOST):$(DATABASE_PORT)/$(DATABASE_NAME)"
+)
 
 
-def termination_grace_seconds(spec: PhaseSpec) -> int:
-    return PRE_STOP_SECONDS + spec.gateway.drain_seconds + EXIT_SLACK_SECONDS
+def termination_grace_seconds(node: Node) -> int:
+    """The preStop pause, then the topology's stop period (the drain plus exit slack)."""
+    return PRE_STOP_SECONDS + node.stop.grace_seconds
 
 
 def gateway_resources(spec: PhaseSpec) -> dict[str, Any]:
@@ -51,52 +58,41 @@ def gateway_resources(spec: PhaseSpec) -> dict[str, Any]:
     return resources(cpu, memory, 2 * cpu, 2 * memory)
 
 
-def database_env(spec: PhaseSpec) -> list[dict[str, Any]]:
-    target = Endpoint(postgres.primary_host(spec), postgres.SERVICE_PORT)
-    plain = shared_database_env(spec, target=target, read_pool=False)
-    env: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in plain.items()]
-    env += [
-        {
-            "name": "DATABASE_PASSWORD",
-            "valueFrom": secret_key_ref(POSTGRES_SECRET, postgres.APP_PASSWORD_KEY),
-        },
+def _shared_env(node: Node) -> dict[str, str]:
+    """The node's environment less its own id, which must be its name."""
+    if node.env.get(GATEWAY_ID) != node.name:
+        raise ValueError(f"{node.name}: {GATEWAY_ID} is not the node's name")
+    return {k: v for k, v in node.env.items() if k != GATEWAY_ID}
+
+
+def gateway_env(nodes: list[Node]) -> list[dict[str, Any]]:
+    """The topology's gateway environment, in its order: GATEWAY_ID becomes each pod's own
+    name, secrets become secretKeyRefs, and DATABASE_URL is composed from the variables."""
+    pods.uniform(nodes, "environment", _shared_env)
+    env: list[dict[str, Any]] = [
+        {"name": key, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+        if key == GATEWAY_ID
+        else {"name": key, "value": value}
+        for key, value in nodes[0].env.items()
     ]
-    read_host = postgres.read_host(spec)
-    if read_host:
-        env.append({"name": "DATABASE_READ_HOST", "value": read_host})
-    # Kubernetes expands $(VAR) from the variables above: the URL never holds the password.
-    env.append(
-        {
-            "name": "DATABASE_URL",
-            "value": "postgresql://$(DATABASE_USER):$(DATABASE_PASSWORD)"
-            "@$(DATABASE_HOST):$(DATABASE_PORT)/$(DATABASE_NAME)",
-        }
-    )
+    env += pods.uniform(nodes, "secrets", secret_env)
+    if "DATABASE_HOST" in nodes[0].env:
+        env.append({"name": "DATABASE_URL", "value": DATABASE_URL})
     return env
 
 
-def gateway_env(spec: PhaseSpec) -> list[dict[str, Any]]:
-    gw = spec.gateway
-    return [
-        {"name": "GATEWAY_PORT", "value": str(gw.port)},
-        {"name": "GATEWAY_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "WEBSOCKET_MAX_CONNECTIONS", "value": str(gw.connections_per_replica)},
-        {"name": "GATEWAY_DRAIN_SECONDS", "value": str(gw.drain_seconds)},
-        *redis.client_env(spec),
-        redis.password_env(),
-        *database_env(spec),
-    ]
-
-
-def deployment(spec: PhaseSpec) -> Manifest:
-    gw = spec.gateway
+def deployment(topology: Topology) -> Manifest:
+    spec = topology.spec
+    nodes = pods.group_nodes(topology, NAME)
+    node = nodes[0]
     container = {
         "name": "gateway",
-        "image": gw.image,
-        "env": gateway_env(spec),
-        "ports": [{"name": "http", "containerPort": gw.port, "protocol": "TCP"}],
+        "image": pods.uniform(nodes, "image", lambda n: n.image),
+        "env": gateway_env(nodes),
+        "ports": pods.uniform(nodes, "ports", pods.container_ports),
         # /healthz turns 503 while draining or while Redis is unreachable: take the pod out
         # of rotation, but do not restart it (that would drop every WebSocket it holds).
+        # (The kubelet asks over HTTP: no interpreter started per probe.)
         "readinessProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},
             "periodSeconds": 5,
@@ -113,14 +109,14 @@ def deployment(spec: PhaseSpec) -> Manifest:
         },
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}},
         "resources": gateway_resources(spec),
-        "securityContext": container_security_context(GATEWAY_UID),
+        "securityContext": container_security_context(pods.uid(node, GATEWAY_UID)),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     pod = pod_spec(
-        GATEWAY_UID,
+        pods.uid(node, GATEWAY_UID),
         [container],
         [empty_dir("tmp", size_mi=64)],
-        terminationGracePeriodSeconds=termination_grace_seconds(spec),
+        terminationGracePeriodSeconds=pods.uniform(nodes, "stop", termination_grace_seconds),
         topologySpreadConstraints=[
             {
                 "maxSkew": 1,
@@ -142,47 +138,25 @@ def deployment(spec: PhaseSpec) -> Manifest:
     if not spec.autoscaling.enabled:
         # With an HPA the replica count is the autoscaler's: setting it here would reset it
         # on every `pulumi up`.
-        body = {"replicas": gw.replicas, **body}
+        body = {"replicas": len(nodes), **body}
     return obj(
         "gateway",
         "apps/v1",
         "Deployment",
         NAME,
-        spec.kubernetes.namespace,
+        spec.namespace,
         labels(spec, NAME, "gateway"),
         spec=body,
     )
 
 
-def services(spec: PhaseSpec) -> list[Manifest]:
-    ns = spec.kubernetes.namespace
-    port = {"name": "http", "port": spec.gateway.port, "targetPort": "http", "protocol": "TCP"}
-    return [
-        obj(
-            "gateway",
-            "v1",
-            "Service",
-            NAME,
-            ns,
-            labels(spec, NAME, "gateway"),
-            spec={"type": "ClusterIP", "selector": selector_labels(NAME), "ports": [port]},
-        ),
-        obj(
-            "gateway",
-            "v1",
-            "Service",
-            HEADLESS,
-            ns,
-            labels(spec, HEADLESS, "gateway"),
-            spec={"clusterIP": "None", "selector": selector_labels(NAME), "ports": [port]},
-        ),
-    ]
-
-
-def gateway_manifests(spec: PhaseSpec) -> list[Manifest]:
-    gw = spec.gateway
-    manifests = [*services(spec), deployment(spec)]
+def gateway_manifests(topology: Topology) -> list[Manifest]:
+    spec = topology.spec
+    manifests = [*tier_services(topology, "gateway"), deployment(topology)]
     if spec.autoscaling.enabled:
-        manifests.append(autoscaler(spec, "gateway", NAME, gw.replicas, gw.max_replicas))
+        bounds = topology.bounds(NAME)
+        manifests.append(
+            autoscaler(spec, "gateway", NAME, bounds.min_replicas, bounds.max_replicas)
+        )
     manifests.append(disruption_budget(spec, "gateway", NAME))
     return manifests

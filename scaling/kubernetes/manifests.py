@@ -13,8 +13,6 @@ from scaling.model import PhaseSpec
 Tier = Literal["namespace", "operator", "postgres", "redis", "gateway", "nginx"]
 
 PART_OF = "sikka-scaling"
-# Pod DNS names (<pod>.<headless-service>.<namespace>.svc.<domain>) assume the default domain.
-CLUSTER_DOMAIN = "cluster.local"
 
 
 @dataclass(frozen=True)
@@ -27,6 +25,10 @@ class Manifest:
     name: str
     namespace: str | None
     body: dict[str, Any]
+    # Deleting the object deletes data (the namespace takes everything in it; StackGres
+    # clusters and StatefulSets own their volumes): the Pulumi layer protects these and
+    # retains them on delete.
+    holds_data: bool = False
 
     @property
     def key(self) -> str:
@@ -65,6 +67,8 @@ def obj(
     name: str,
     namespace: str | None,
     obj_labels: Mapping[str, str],
+    *,
+    holds_data: bool = False,
     **fields: Any,
 ) -> Manifest:
     metadata: dict[str, Any] = {"name": name}
@@ -73,15 +77,7 @@ def obj(
     metadata["labels"] = dict(obj_labels)
     body: dict[str, Any] = {"apiVersion": api_version, "kind": kind, "metadata": metadata}
     body.update(fields)
-    return Manifest(tier, api_version, kind, name, namespace, body)
-
-
-def service_fqdn(name: str, namespace: str) -> str:
-    return f"{name}.{namespace}.svc.{CLUSTER_DOMAIN}"
-
-
-def pod_fqdn(pod: str, headless_service: str, namespace: str) -> str:
-    return f"{pod}.{service_fqdn(headless_service, namespace)}"
+    return Manifest(tier, api_version, kind, name, namespace, body, holds_data)
 
 
 def to_yaml(manifests: Iterable[Manifest]) -> str:

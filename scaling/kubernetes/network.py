@@ -3,7 +3,7 @@
 * Nginx: anyone on its HTTP port; stub_status only from pods of the namespace.
 * gateways: only Nginx, on the gateway port.
 * Redis: gateways on the client ports (6379, 26379); Redis pods, Sentinels and the
-  cluster-create Job among themselves on every port (replication, cluster bus).
+  cluster-init Job among themselves on every port (replication, cluster bus).
 * Postgres: gateways, the Postgres pods themselves (replication, Patroni, Citus coordinator
   → workers) and the StackGres operator's namespace (it manages pods through Patroni's API).
 
@@ -16,8 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from scaling.model import PhaseSpec
+from scaling.topology import Tier as NodeTier
+from scaling.topology import Topology
 
-from . import nginx, postgres, redis
+from . import postgres
 from .manifests import Manifest, Tier, component_selector, labels, obj
 
 
@@ -32,7 +34,7 @@ def _policy(
         "networking.k8s.io/v1",
         "NetworkPolicy",
         name,
-        spec.kubernetes.namespace,
+        spec.namespace,
         labels(spec, name, tier),
         spec=body,
     )
@@ -46,44 +48,59 @@ def _ports(*ports: int) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": port} for port in ports]
 
 
+def node_ports(topology: Topology, tier: NodeTier, *names: str) -> list[int]:
+    """The tier's node ports of those names (each once, in the topology's order)."""
+    found: list[int] = []
+    for node in topology.tier(tier):
+        for name in names:
+            port = node.ports.get(name)
+            if port is not None and port not in found:
+                found.append(port)
+    return found
+
+
 def default_deny(spec: PhaseSpec) -> Manifest:
     return _policy(spec, "namespace", "default-deny-ingress", {}, [])
 
 
-def nginx_policy(spec: PhaseSpec) -> Manifest:
+def nginx_policy(topology: Topology) -> Manifest:
     return _policy(
-        spec,
+        topology.spec,
         "nginx",
         "nginx-ingress",
         component_selector("nginx"),
         [
-            {"ports": _ports(nginx.HTTP_PORT)},
-            {"from": [{"podSelector": {}}], "ports": _ports(spec.nginx.status_port)},
+            {"ports": _ports(*node_ports(topology, "nginx", "http"))},
+            {
+                "from": [{"podSelector": {}}],
+                "ports": _ports(*node_ports(topology, "nginx", "status")),
+            },
         ],
     )
 
 
-def gateway_policy(spec: PhaseSpec) -> Manifest:
+def gateway_policy(topology: Topology) -> Manifest:
     return _policy(
-        spec,
+        topology.spec,
         "gateway",
         "gateway-ingress",
         component_selector("gateway"),
-        [{"from": _from("nginx"), "ports": _ports(spec.gateway.port)}],
+        [{"from": _from("nginx"), "ports": _ports(*node_ports(topology, "gateway", "http"))}],
     )
 
 
-def redis_policy(spec: PhaseSpec) -> Manifest:
-    client_ports = [redis.REDIS_PORT]
-    if spec.redis.mode == "sentinel":
-        client_ports.append(redis.SENTINEL_PORT)
+def redis_policy(topology: Topology) -> Manifest:
+    # Gateways use the client ports (data nodes, Sentinels); the cluster bus is the nodes'.
     return _policy(
-        spec,
+        topology.spec,
         "redis",
         "redis-ingress",
         component_selector("redis"),
         [
-            {"from": _from("gateway"), "ports": _ports(*client_ports)},
+            {
+                "from": _from("gateway"),
+                "ports": _ports(*node_ports(topology, "redis", "redis", "sentinel")),
+            },
             {"from": _from("redis")},
         ],
     )
@@ -108,11 +125,12 @@ def postgres_policy(spec: PhaseSpec) -> Manifest:
     )
 
 
-def network_policies(spec: PhaseSpec) -> list[Manifest]:
+def network_policies(topology: Topology) -> list[Manifest]:
+    spec = topology.spec
     return [
         default_deny(spec),
         postgres_policy(spec),
-        redis_policy(spec),
-        gateway_policy(spec),
-        nginx_policy(spec),
+        redis_policy(topology),
+        gateway_policy(topology),
+        nginx_policy(topology),
     ]

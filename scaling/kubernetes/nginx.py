@@ -1,10 +1,11 @@
 """Nginx as the project's own Deployment, in front of the gateways.
 
-The nginx.conf comes from :func:`scaling.render.nginx.render_nginx_conf` (shared with Docker):
-the upstream is the gateways' headless Service, re-resolved through kube-dns
-(``server <fqdn>:<port> resolve`` in a ``zone``, nginx >= 1.27.3), clients are hashed
-consistently on their ``client_id``, WebSocket upgrades are passed through with long timeouts,
-and ``stub_status`` answers on an internal-only listener.
+The nginx.conf, its path, the command and the ports are the topology's nginx node
+(:mod:`scaling.topology.edge`, which renders the Kubernetes layout): the upstream is the
+gateways' headless Service, re-resolved through kube-dns (``server <fqdn>:<port> resolve``
+in a ``zone``, nginx >= 1.27.3), clients are hashed consistently on their ``client_id``,
+WebSocket upgrades are passed through with long timeouts, and ``stub_status`` answers on an
+internal-only listener.
 
 Nginx runs as its image's non-root user: it listens on unprivileged ports (the Service maps
 ``nginx.port`` → 8080) and keeps its pid and temp files in an emptyDir, so the root
@@ -17,11 +18,11 @@ import hashlib
 from typing import Any
 
 from scaling.model import PhaseSpec
-from scaling.render.nginx import NginxLayout, render_nginx_conf
-from scaling.rules import KUBERNETES_NGINX_HTTP_PORT
+from scaling.topology import Node, Topology
+from scaling.topology.edge import NGINX, NGINX_K8S_RUNTIME_DIR
 
-from . import gateway
-from .manifests import CLUSTER_DOMAIN, Manifest, labels, obj, selector_labels, service_fqdn
+from . import pods
+from .manifests import Manifest, labels, obj, selector_labels
 from .policy import autoscaler, disruption_budget
 from .security import (
     NGINX_UID,
@@ -31,32 +32,11 @@ from .security import (
     resources,
     round_up,
 )
+from .services import tier_services
 
-NAME = "nginx"
+NAME = NGINX
 CONFIG_NAME = "nginx-config"
-HTTP_PORT = KUBERNETES_NGINX_HTTP_PORT
-CONF_DIR = "/etc/nginx/sikka"
-RUNTIME_DIR = "/tmp/nginx"
-RESOLVER = f"kube-dns.kube-system.svc.{CLUSTER_DOMAIN}"
-# stub_status answers pod-network sources only; the NetworkPolicy narrows it to the namespace.
-STATUS_ALLOW = ("127.0.0.1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 PRE_STOP_SECONDS = 5
-
-
-def layout(spec: PhaseSpec) -> NginxLayout:
-    upstream = service_fqdn(gateway.HEADLESS, spec.kubernetes.namespace)
-    return NginxLayout(
-        listen=str(HTTP_PORT),
-        status_listen=str(spec.nginx.status_port),  # checked by scaling.rules
-        upstream_servers=(f"{upstream}:{spec.gateway.port} resolve",),
-        status_allow=STATUS_ALLOW,
-        resolver=RESOLVER,
-        runtime_dir=RUNTIME_DIR,
-    )
-
-
-def nginx_conf(spec: PhaseSpec) -> str:
-    return render_nginx_conf(spec, layout(spec))
 
 
 def nginx_resources(spec: PhaseSpec) -> dict[str, Any]:
@@ -68,19 +48,26 @@ def nginx_resources(spec: PhaseSpec) -> dict[str, Any]:
     return resources(cpu, memory, 1000 * nginx.worker_processes, 2 * memory)
 
 
-def deployment(spec: PhaseSpec, conf: str) -> Manifest:
-    nginx = spec.nginx
-    conf_path = f"{CONF_DIR}/nginx.conf"
-    termination = PRE_STOP_SECONDS + spec.gateway.drain_seconds + 10
+def conf_path(node: Node) -> str:
+    """Where the node's nginx.conf is mounted (the file its command names)."""
+    (conf,) = node.files
+    return conf.path
+
+
+def deployment(topology: Topology) -> Manifest:
+    spec = topology.spec
+    nodes = pods.group_nodes(topology, NAME)
+    node = nodes[0]
+    files = pods.uniform(nodes, "files", lambda n: n.files)
+    config_mounts, config_volumes = pods.config_volumes(files, CONFIG_NAME)
+    stop = pods.uniform(nodes, "stop policy", lambda n: n.stop)
     container = {
         "name": "nginx",
-        "image": nginx.image,
-        # Bypass the image's entrypoint scripts: they rewrite files under /etc/nginx.
-        "command": ["nginx", "-c", conf_path, "-g", "daemon off;"],
-        "ports": [
-            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-            {"name": "status", "containerPort": spec.nginx.status_port, "protocol": "TCP"},
-        ],
+        "image": pods.uniform(nodes, "image", lambda n: n.image),
+        # The topology's command, run in place of the image's entrypoint: its scripts rewrite
+        # files under /etc/nginx, which the read-only root filesystem refuses.
+        "command": pods.uniform(nodes, "command", lambda n: list(n.command)),
+        "ports": pods.uniform(nodes, "ports", pods.container_ports),
         "readinessProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},
             "periodSeconds": 5,
@@ -93,35 +80,33 @@ def deployment(spec: PhaseSpec, conf: str) -> Manifest:
             "timeoutSeconds": 5,
             "failureThreshold": 6,
         },
-        # Leave the endpoints first, then stop gracefully (SIGQUIT): open WebSockets get the
-        # gateways' drain window before the pod is killed.
+        # Leave the endpoints first, then stop gracefully: the topology's stop is SIGQUIT,
+        # which Kubernetes does not send, so preStop sends it (`nginx -s quit`) and waits
+        # out the gateways' drain window before the pod is killed.
         "lifecycle": {
             "preStop": {
                 "exec": {
                     "command": [
                         "sh",
                         "-c",
-                        f"sleep {PRE_STOP_SECONDS}; nginx -c {conf_path} -s quit; "
+                        f"sleep {PRE_STOP_SECONDS}; nginx -c {conf_path(node)} -s quit; "
                         f"sleep {spec.gateway.drain_seconds}",
                     ]
                 }
             }
         },
         "resources": nginx_resources(spec),
-        "securityContext": container_security_context(NGINX_UID),
+        "securityContext": container_security_context(pods.uid(node, NGINX_UID)),
         "volumeMounts": [
-            {"name": "config", "mountPath": CONF_DIR, "readOnly": True},
-            {"name": "runtime", "mountPath": RUNTIME_DIR},
+            *config_mounts,
+            {"name": "runtime", "mountPath": NGINX_K8S_RUNTIME_DIR},
         ],
     }
     pod = pod_spec(
-        NGINX_UID,
+        pods.uid(node, NGINX_UID),
         [container],
-        [
-            {"name": "config", "configMap": {"name": CONFIG_NAME}},
-            empty_dir("runtime", size_mi=256),
-        ],
-        terminationGracePeriodSeconds=termination,
+        [*config_volumes, empty_dir("runtime", size_mi=256)],
+        terminationGracePeriodSeconds=PRE_STOP_SECONDS + stop.grace_seconds,
         topologySpreadConstraints=[
             {
                 "maxSkew": 1,
@@ -131,7 +116,7 @@ def deployment(spec: PhaseSpec, conf: str) -> Manifest:
             }
         ],
     )
-    checksum = hashlib.sha256(conf.encode()).hexdigest()
+    checksum = hashlib.sha256("".join(f.content for f in files).encode()).hexdigest()
     body: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(NAME)},
         "strategy": {
@@ -148,59 +133,42 @@ def deployment(spec: PhaseSpec, conf: str) -> Manifest:
         },
     }
     if not spec.autoscaling.enabled:
-        body = {"replicas": nginx.replicas, **body}
+        body = {"replicas": len(nodes), **body}
     return obj(
         "nginx",
         "apps/v1",
         "Deployment",
         NAME,
-        spec.kubernetes.namespace,
+        spec.namespace,
         labels(spec, NAME, "nginx"),
         spec=body,
     )
 
 
-def service(spec: PhaseSpec) -> Manifest:
-    kind = spec.kubernetes.nginx_service_type
-    body: dict[str, Any] = {
-        "type": kind,
-        "selector": selector_labels(NAME),
-        "ports": [
-            {"name": "http", "port": spec.nginx.port, "targetPort": "http", "protocol": "TCP"}
-        ],
-    }
-    if kind != "ClusterIP":
-        # Keep the client address (X-Real-IP, logs) and skip the extra node hop.
-        body["externalTrafficPolicy"] = "Local"
-    return obj(
-        "nginx",
-        "v1",
-        "Service",
-        NAME,
-        spec.kubernetes.namespace,
-        labels(spec, NAME, "nginx"),
-        spec=body,
-    )
+def services(topology: Topology) -> list[Manifest]:
+    kind = topology.spec.kubernetes.nginx_service_type
+    # Keep the client address (X-Real-IP, logs) and skip the extra node hop.
+    extra = {"externalTrafficPolicy": "Local"} if kind != "ClusterIP" else {}
+    return tier_services(topology, "nginx", service_type=kind, **extra)
 
 
-def nginx_manifests(spec: PhaseSpec) -> list[Manifest]:
-    nginx = spec.nginx
-    ns = spec.kubernetes.namespace
-    conf = nginx_conf(spec)
+def nginx_manifests(topology: Topology) -> list[Manifest]:
+    spec = topology.spec
     manifests = [
         obj(
             "nginx",
             "v1",
             "ConfigMap",
             CONFIG_NAME,
-            ns,
+            spec.namespace,
             labels(spec, CONFIG_NAME, "nginx"),
-            data={"nginx.conf": conf},
+            data=pods.config_map_data(topology.tier("nginx")),
         ),
-        deployment(spec, conf),
-        service(spec),
+        deployment(topology),
+        *services(topology),
     ]
     if spec.autoscaling.enabled:
-        manifests.append(autoscaler(spec, "nginx", NAME, nginx.replicas, nginx.max_replicas))
+        bounds = topology.bounds(NAME)
+        manifests.append(autoscaler(spec, "nginx", NAME, bounds.min_replicas, bounds.max_replicas))
     manifests.append(disruption_budget(spec, "nginx", NAME))
     return manifests

@@ -18,7 +18,7 @@ def autoscaler(
         "autoscaling/v2",
         "HorizontalPodAutoscaler",
         name,
-        spec.kubernetes.namespace,
+        spec.namespace,
         labels(spec, name, tier),
         spec={
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
@@ -68,7 +68,7 @@ def disruption_budget(spec: PhaseSpec, tier: Tier, name: str) -> Manifest:
         "policy/v1",
         "PodDisruptionBudget",
         name,
-        spec.kubernetes.namespace,
+        spec.namespace,
         labels(spec, name, tier),
         spec={"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(name)}},
     )

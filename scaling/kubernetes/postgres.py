@@ -5,6 +5,12 @@ pod with StackGres's PgBouncer sidecar when the phase pools connections).
 scale: one ``SGShardedCluster`` of type ``citus`` (a coordinator group and ``shards`` worker
 groups, each ``instances_per_shard`` strong).
 
+How many instances, in which groups and with how large a volume is the topology's
+(:mod:`scaling.topology.postgres`): the ``postgres`` group is the SGCluster, the
+``postgres-coord`` group and each shard group the SGShardedCluster's coordinator and
+shards. The Services the operator creates carry the topology's Service names (the builder
+refuses a topology Service the operator would not create).
+
 Both reference an ``SGInstanceProfile`` (cpu/memory), an ``SGPostgresConfig`` sized from the
 phase and, with pooling, an ``SGPoolingConfig`` with the phase's PgBouncer numbers. The
 application user is created by an ``SGScript`` whose SQL lives in a Secret, so no password is
@@ -18,14 +24,23 @@ The operator itself is a prerequisite (``helm install stackgres-operator``). Wit
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from typing import Any
 
 from scaling.model import PhaseSpec
 from scaling.render.postgres import PG_PORT, REPLICATION_USER, memory_settings
+from scaling.topology import Node, Topology
+from scaling.topology.postgres import COORDINATOR_GROUP, GROUP, READ_WRITE
 
-from .manifests import Manifest, labels, obj, service_fqdn
-from .secrets import POSTGRES_SECRET, placeholder, secret_manifest
+from .manifests import Manifest, labels, obj
+from .pods import group_nodes, uniform
+from .secrets import (
+    POSTGRES_SECRET,
+    REPLICATION_PASSWORD_KEY,
+    placeholder,
+    secret_manifest,
+    secret_placeholders,
+)
 
 STACKGRES_API = "stackgres.io/v1"
 STACKGRES_SHARDED_API = "stackgres.io/v1alpha1"
@@ -33,7 +48,13 @@ OPERATOR_NAMESPACE = "stackgres"
 OPERATOR_CHART = "stackgres-operator"
 OPERATOR_REPOSITORY = "https://stackgres.io/downloads/stackgres-k8s/stackgres/helm/"
 
-CLUSTER_NAME = "postgres"
+# StackGres names the primary's Service after the cluster: the topology's read-write name.
+CLUSTER_NAME = READ_WRITE
+# The Services the operator creates for each kind, as suffixes of the cluster's name:
+# SGCluster "<name>" (primary) and "<name>-replicas"; SGShardedCluster "<name>" (coordinator
+# primary) and "<name>-reads" (any coordinator instance). (Its "-shards" Service, the shard
+# primaries, is Citus's own business and no client's.)
+OPERATOR_SERVICE_SUFFIXES = {"SGCluster": ("", "-replicas"), "SGShardedCluster": ("", "-reads")}
 PROFILE_NAME = "postgres-profile"
 POSTGRES_CONFIG_NAME = "postgres-config"
 POOLING_CONFIG_NAME = "postgres-pooling"
@@ -82,11 +103,9 @@ PGBOUNCER_BLOCKLIST = frozenset(
     }
 )
 
-# Keys of the credentials Secret.
+# Keys of the credentials Secret (the password keys are scaling.kubernetes.secrets').
 APP_USERNAME_KEY = "username"
-APP_PASSWORD_KEY = "password"
 REPLICATION_USERNAME_KEY = "replication-username"
-REPLICATION_PASSWORD_KEY = "replication-password"
 CREATE_USER_KEY = "create-app-user.sql"
 
 
@@ -108,16 +127,21 @@ def is_sharded(spec: PhaseSpec) -> bool:
     return spec.postgres.mode == "citus"
 
 
-def primary_host(spec: PhaseSpec) -> str:
-    """The read-write entry point: the primary's (or Citus coordinator primary's) service."""
-    return service_fqdn(CLUSTER_NAME, spec.kubernetes.namespace)
+def operator_services(kind: str, name: str) -> list[str]:
+    """The Services StackGres creates for a cluster object ([] for other kinds)."""
+    return [f"{name}{suffix}" for suffix in OPERATOR_SERVICE_SUFFIXES.get(kind, ())]
 
 
-def read_host(spec: PhaseSpec) -> str | None:
-    """The replicas' service, when the phase has read replicas (not with Citus)."""
-    if is_sharded(spec) or spec.postgres.read_replicas == 0:
-        return None
-    return service_fqdn(f"{CLUSTER_NAME}-replicas", spec.kubernetes.namespace)
+def check_services(topology: Topology, kind: str) -> None:
+    """Every Postgres Service of the topology must be one the operator creates: clients
+    are given those names and nothing else would define them."""
+    created = set(operator_services(kind, CLUSTER_NAME))
+    wanted = {s.name for s in topology.services if s.tier == "postgres"}
+    if not wanted <= created:
+        raise ValueError(
+            f"{kind} {CLUSTER_NAME} creates the Services {sorted(created)}, the topology "
+            f"also names {sorted(wanted - created)}"
+        )
 
 
 def pod_labels(spec: PhaseSpec) -> dict[str, str]:
@@ -125,9 +149,18 @@ def pod_labels(spec: PhaseSpec) -> dict[str, str]:
     return labels(spec, CLUSTER_NAME, "postgres")
 
 
-def cpu_for(spec: PhaseSpec) -> str:
+def instance_memory_mb(topology: Topology) -> int:
+    """One SGInstanceProfile serves every instance: they share the topology's memory."""
+    nodes = topology.tier("postgres")
+    memory = uniform(nodes, "memory", lambda n: n.memory_mb)
+    if memory is None:
+        raise ValueError("the topology gives the Postgres instances no memory")
+    return memory
+
+
+def cpu_for(memory_mb: int) -> str:
     # One core per 2 GiB of memory: a balanced OLTP shape (1 GiB → 1, 4 → 2, 8 → 4).
-    return str(max(1, spec.postgres.memory_mb // 2048))
+    return str(max(1, memory_mb // 2048))
 
 
 def postgresql_conf(spec: PhaseSpec) -> dict[str, str]:
@@ -175,9 +208,8 @@ def credentials_secret(spec: PhaseSpec) -> Manifest:
         POSTGRES_SECRET,
         {
             APP_USERNAME_KEY: spec.postgres.user,
-            APP_PASSWORD_KEY: placeholder("postgres-password"),
             REPLICATION_USERNAME_KEY: REPLICATION_USER,
-            REPLICATION_PASSWORD_KEY: placeholder("replication-password"),
+            **secret_placeholders(POSTGRES_SECRET),
             CREATE_USER_KEY: create_user_sql(spec),
         },
     )
@@ -196,24 +228,34 @@ def _credentials() -> dict[str, Any]:
     }
 
 
-def _sg(phase: PhaseSpec, kind: str, name: str, body: dict[str, Any]) -> Manifest:
+def _sg(
+    phase: PhaseSpec,
+    kind: str,
+    name: str,
+    body: dict[str, Any],
+    *,
+    api_version: str = STACKGRES_API,
+    holds_data: bool = False,
+) -> Manifest:
     return obj(
         "postgres",
-        STACKGRES_API,
+        api_version,
         kind,
         name,
-        phase.kubernetes.namespace,
+        phase.namespace,
         labels(phase, name, "postgres"),
+        holds_data=holds_data,
         spec=body,
     )
 
 
-def instance_profile(spec: PhaseSpec) -> Manifest:
+def instance_profile(topology: Topology) -> Manifest:
+    memory = instance_memory_mb(topology)
     return _sg(
-        spec,
+        topology.spec,
         "SGInstanceProfile",
         PROFILE_NAME,
-        {"cpu": cpu_for(spec), "memory": f"{spec.postgres.memory_mb}Mi"},
+        {"cpu": cpu_for(memory), "memory": f"{memory}Mi"},
     )
 
 
@@ -265,6 +307,14 @@ def app_script(spec: PhaseSpec) -> Manifest:
     return _sg(spec, "SGScript", SCRIPT_NAME, {"continueOnError": False, "scripts": scripts})
 
 
+def volume_size_gb(nodes: Sequence[Node]) -> int:
+    """The instances of one StackGres group share one volume size: the topology's."""
+    sizes = uniform(nodes, "volumes", lambda n: tuple(v.size_gb for v in n.volumes))
+    if len(sizes) != 1:
+        raise ValueError(f"{nodes[0].group}: StackGres gives an instance one volume")
+    return sizes[0]
+
+
 def _persistent_volume(spec: PhaseSpec, size_gb: int) -> dict[str, Any]:
     volume: dict[str, Any] = {"size": f"{size_gb}Gi"}
     if spec.kubernetes.storage_class:
@@ -272,9 +322,9 @@ def _persistent_volume(spec: PhaseSpec, size_gb: int) -> dict[str, Any]:
     return volume
 
 
-def _pods(spec: PhaseSpec, size_gb: int, *, pooling: bool) -> dict[str, Any]:
+def _pods(spec: PhaseSpec, nodes: Sequence[Node], *, pooling: bool) -> dict[str, Any]:
     return {
-        "persistentVolume": _persistent_volume(spec, size_gb),
+        "persistentVolume": _persistent_volume(spec, volume_size_gb(nodes)),
         "disableConnectionPooling": not pooling,
     }
 
@@ -290,15 +340,18 @@ def _configurations(spec: PhaseSpec, *, pooling: bool) -> dict[str, Any]:
     return configurations
 
 
-def sg_cluster(spec: PhaseSpec) -> Manifest:
-    pg = spec.postgres
+def sg_cluster(topology: Topology) -> Manifest:
+    """The ``postgres`` group: a primary and its streaming replicas, Patroni electing."""
+    spec = topology.spec
+    nodes = group_nodes(topology, GROUP)
     pooling = spec.pooler.enabled
+    check_services(topology, "SGCluster")
     return _sg(
         spec,
         "SGCluster",
         CLUSTER_NAME,
         {
-            "instances": 1 + pg.read_replicas,
+            "instances": len(nodes),
             "postgres": {"version": postgres_version(spec)},
             "sgInstanceProfile": PROFILE_NAME,
             "metadata": _metadata(spec),
@@ -306,62 +359,77 @@ def sg_cluster(spec: PhaseSpec) -> Manifest:
                 **_configurations(spec, pooling=pooling),
                 "credentials": _credentials(),
             },
-            "pods": _pods(spec, pg.storage_gb, pooling=pooling),
+            "pods": _pods(spec, nodes, pooling=pooling),
             "managedSql": {"scripts": [{"sgScript": SCRIPT_NAME}]},
         },
+        holds_data=True,
     )
 
 
-def shard_storage_gb(spec: PhaseSpec) -> int:
-    """Each worker group holds its share of the phase's data; the coordinator (metadata and
-    reference tables) gets a share's worth too."""
-    return max(1, math.ceil(spec.postgres.storage_gb / spec.postgres.shards))
+def shard_groups(topology: Topology) -> list[list[Node]]:
+    """The Citus worker groups, in the topology's order (one SGShardedCluster shard each)."""
+    groups: dict[str, list[Node]] = {}
+    for node in topology.with_role("shard"):
+        groups.setdefault(node.group, []).append(node)
+    if not groups:
+        raise ValueError("a Citus topology without shard groups")
+    return list(groups.values())
 
 
-def sg_sharded_cluster(spec: PhaseSpec) -> Manifest:
+def sg_sharded_cluster(topology: Topology) -> Manifest:
+    """The ``postgres-coord`` group as the coordinator and every shard group as one shard
+    cluster; StackGres sizes all shard clusters alike, so the topology's must agree."""
+    spec = topology.spec
     pg = spec.postgres
     pooling = spec.pooler.enabled
-    size = shard_storage_gb(spec)
-    return obj(
-        "postgres",
-        STACKGRES_SHARDED_API,
+    coordinator = group_nodes(topology, COORDINATOR_GROUP)
+    shards = shard_groups(topology)
+    shard_nodes = [node for group in shards for node in group]
+    check_services(topology, "SGShardedCluster")
+    sizes = {len(group) for group in shards}
+    if len(sizes) != 1:
+        raise ValueError(f"shard groups of {sorted(sizes)} instances: StackGres sizes all alike")
+    return _sg(
+        spec,
         "SGShardedCluster",
         CLUSTER_NAME,
-        spec.kubernetes.namespace,
-        labels(spec, CLUSTER_NAME, "postgres"),
-        spec={
+        {
             "type": "citus",
             "database": pg.database,
             "postgres": {"version": postgres_version(spec)},
             "metadata": _metadata(spec),
             "configurations": {"credentials": _credentials()},
             "coordinator": {
-                "instances": pg.coordinator_instances,
+                "instances": len(coordinator),
                 "sgInstanceProfile": PROFILE_NAME,
                 # Clients reach Citus through the coordinator only: it alone gets the phase's
                 # PgBouncer numbers; workers keep StackGres's default pooling.
                 "configurations": _configurations(spec, pooling=pooling),
                 "managedSql": {"scripts": [{"sgScript": SCRIPT_NAME}]},
-                "pods": _pods(spec, size, pooling=pooling),
+                "pods": _pods(spec, coordinator, pooling=pooling),
             },
             "shards": {
-                "clusters": pg.shards,
-                "instancesPerCluster": pg.instances_per_shard,
+                "clusters": len(shards),
+                "instancesPerCluster": sizes.pop(),
                 "sgInstanceProfile": PROFILE_NAME,
                 "configurations": {"sgPostgresConfig": POSTGRES_CONFIG_NAME},
-                "pods": _pods(spec, size, pooling=True),
+                "pods": _pods(spec, shard_nodes, pooling=True),
             },
         },
+        api_version=STACKGRES_SHARDED_API,
+        holds_data=True,
     )
 
 
-def postgres_manifests(spec: PhaseSpec) -> list[Manifest]:
+def postgres_manifests(topology: Topology) -> list[Manifest]:
     """Secret and configuration objects first: the cluster references them by name."""
-    manifests = [credentials_secret(spec), instance_profile(spec), postgres_config(spec)]
+    spec = topology.spec
+    manifests = [credentials_secret(spec), instance_profile(topology), postgres_config(spec)]
     if spec.pooler.enabled:
         manifests.append(pooling_config(spec))
     manifests.append(app_script(spec))
-    manifests.append(sg_sharded_cluster(spec) if is_sharded(spec) else sg_cluster(spec))
+    sharded = topology.with_role("coordinator", "shard")
+    manifests.append(sg_sharded_cluster(topology) if sharded else sg_cluster(topology))
     return manifests
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from scaling.model import PhaseSpec
 from scaling.render.env import SECRET_VARIABLES
+from scaling.topology import Node
 
 from .manifests import Manifest, Tier, labels, obj
 
@@ -23,6 +24,17 @@ SECRET_PLACEHOLDERS: Mapping[str, str] = SECRET_VARIABLES
 
 POSTGRES_SECRET = "postgres-credentials"
 REDIS_SECRET = "redis-credentials"
+APP_PASSWORD_KEY = "password"
+REPLICATION_PASSWORD_KEY = "replication-password"
+REDIS_PASSWORD_KEY = "password"
+
+# The topology names a secret ("redis-password"); on Kubernetes it is one key of one Secret.
+# Both the Secrets' placeholders and the containers' secretKeyRefs are read from here.
+SECRET_KEYS: Mapping[str, tuple[str, str]] = {
+    "postgres-password": (POSTGRES_SECRET, APP_PASSWORD_KEY),
+    "replication-password": (POSTGRES_SECRET, REPLICATION_PASSWORD_KEY),
+    "redis-password": (REDIS_SECRET, REDIS_PASSWORD_KEY),
+}
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 
@@ -40,7 +52,7 @@ def secret_manifest(
         "v1",
         "Secret",
         name,
-        spec.kubernetes.namespace,
+        spec.namespace,
         labels(spec, name, tier),
         type="Opaque",
         stringData=string_data,
@@ -49,6 +61,23 @@ def secret_manifest(
 
 def secret_key_ref(name: str, key: str) -> dict[str, Any]:
     return {"secretKeyRef": {"name": name, "key": key}}
+
+
+def secret_placeholders(secret_object: str) -> dict[str, str]:
+    """The stringData of one of the phase's Secrets: a placeholder per key it holds."""
+    return {
+        key: placeholder(secret)
+        for secret, (name, key) in SECRET_KEYS.items()
+        if name == secret_object
+    }
+
+
+def secret_env(node: Node) -> list[dict[str, Any]]:
+    """The node's secret environment (variable → secret name) as secretKeyRefs."""
+    return [
+        {"name": variable, "valueFrom": secret_key_ref(*SECRET_KEYS[secret])}
+        for variable, secret in node.secret_env.items()
+    ]
 
 
 def placeholders_in(body: Mapping[str, Any]) -> set[str]:

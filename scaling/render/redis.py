@@ -159,30 +159,3 @@ def render_sentinel_auth(spec: PhaseSpec, password: str) -> str:
     """Sentinel's own password and the master's (what sentinel_auth_sh prints)."""
     quoted = _quoted(password)
     return f"requirepass {quoted}\nsentinel auth-pass {spec.redis.master_name} {quoted}\n"
-
-
-def render_cluster_create_script(spec: PhaseSpec, hosts: list[str], port: int = REDIS_PORT) -> str:
-    """Shell that forms the cluster once every node answers; does nothing when any node
-    already belongs to a cluster, so running it again is safe."""
-    _, cli = spec.redis.binaries
-    nodes = " ".join(f"{host}:{port}" for host in hosts)
-    return f"""\
-set -eu
-export REDISCLI_AUTH="$REDIS_PASSWORD"
-for host in {" ".join(hosts)}; do
-  until [ "$(timeout 5 {cli} -h "$host" -p {port} ping 2>/dev/null)" = PONG ]; do
-    echo "waiting for $host"
-    sleep 2
-  done
-done
-for host in {" ".join(hosts)}; do
-  info=$({cli} -h "$host" -p {port} cluster info)
-  known=$(printf '%s\\n' "$info" | sed -n 's/^cluster_known_nodes:\\([0-9]*\\).*/\\1/p')
-  if printf '%s\\n' "$info" | grep -q '^cluster_state:ok' || [ "${{known:-1}}" -gt 1 ]; then
-    echo "cluster already formed ($host knows ${{known:-?}} nodes): nothing to do"
-    exit 0
-  fi
-done
-exec {cli} --cluster create {nodes} \\
-  --cluster-replicas {spec.redis.replicas_per_master} --cluster-yes
-"""

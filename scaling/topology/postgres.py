@@ -30,6 +30,12 @@ REPLICAS = "postgres-replicas"  # SGCluster: every replica
 CITUS_READS = "postgres-reads"  # SGShardedCluster: any coordinator instance
 COORDINATOR_GROUP = "postgres-coord"
 
+
+def shard_group(shard: int) -> str:
+    """StackGres names the SGCluster of Citus worker group ``shard`` this way."""
+    return f"postgres-shard{shard}"
+
+
 CONF_DIR = "/etc/postgresql"
 DATA_DIR = "/var/lib/postgresql/data"
 PASSFILE_DIR = "/run/sikka"
@@ -249,9 +255,7 @@ def _stackgres_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[E
     else:
         size = shard_storage_gb(spec)
         groups = [(COORDINATOR_GROUP, pg.coordinator_instances, "coordinator")]
-        groups += [
-            (f"postgres-shard{s}", pg.instances_per_shard, "shard") for s in range(pg.shards)
-        ]
+        groups += [(shard_group(s), pg.instances_per_shard, "shard") for s in range(pg.shards)]
         for group, count, role in groups:
             for i in range(count):
                 first = node_name(group, 0)

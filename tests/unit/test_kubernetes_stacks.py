@@ -3,12 +3,14 @@ as its own typed resource, with exactly the body `render` writes."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support.pulumi_stack import StackRun, run_stack
 
 from scaling.kubernetes import build_manifests
+from scaling.model import PhaseSpec
 from scaling.stackconfig import load_stack_file, parse
 
 KUBERNETES = {"sikka:platform": "kubernetes"}
@@ -36,9 +38,7 @@ def case(request: pytest.FixtureRequest) -> tuple[str, StackRun]:
     return stack, run_stack(stack, CASES[stack])
 
 
-def _spec(stack: str):
-    from pathlib import Path
-
+def _spec(stack: str) -> PhaseSpec:
     values = {"sikka:phase": stack, **CASES[stack]}
     if stack == "scale":
         return load_stack_file(Path(__file__).resolve().parents[2] / "Pulumi.scale.yaml")
@@ -90,7 +90,7 @@ def test_secrets_are_filled_only_in_secret_objects(case: tuple[str, StackRun]) -
 
 def test_every_object_lives_in_the_stack_namespace(case: tuple[str, StackRun]) -> None:
     stack, run = case
-    namespace = _spec(stack).kubernetes.namespace
+    namespace = _spec(stack).namespace
     for (_, kind, name), body in kubernetes_objects(run).items():
         if kind != "Namespace":
             assert body["metadata"]["namespace"] == namespace, (kind, name)
@@ -111,3 +111,14 @@ def test_scale_registers_citus_and_redis_cluster() -> None:
         for m in hpa["spec"]["metrics"]
     }
     assert targets == {"cpu": 70, "memory": 80}
+
+
+def test_objects_holding_data_are_protected_and_retained(case: tuple[str, StackRun]) -> None:
+    stack, run = case
+    manifests = {(m.api_version, m.kind, m.name): m for m in build_manifests(_spec(stack))}
+    for r in run.resources:
+        if not r.type.startswith("kubernetes:") or "helm" in r.type:
+            continue
+        body = r.inputs
+        manifest = manifests[(body["apiVersion"], body["kind"], body["metadata"]["name"])]
+        assert (r.protect, r.retain_on_delete) == (manifest.holds_data,) * 2, manifest.key

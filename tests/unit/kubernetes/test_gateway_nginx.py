@@ -9,6 +9,7 @@ from k8s_support import SPECS, env_of, find, of_kind
 
 from scaling.kubernetes import build_manifests
 from scaling.kubernetes.gateway import termination_grace_seconds
+from scaling.topology import build_topology
 
 
 def _container(manifests: list[Any], name: str) -> dict[str, Any]:
@@ -71,11 +72,25 @@ def test_gateway_environment() -> None:
     names = list(env)
     assert names.index("DATABASE_PASSWORD") < names.index("DATABASE_URL")
     assert "$(DATABASE_PASSWORD)" in env["DATABASE_URL"]["value"]
+    # Each pod is its own gateway: GATEWAY_ID is the pod's name, not the topology node's.
+    assert env["GATEWAY_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+@pytest.mark.parametrize("phase", sorted(SPECS))
+def test_gateway_environment_is_the_topology_gateway_environment(phase: str) -> None:
+    spec = SPECS[phase]()
+    node = build_topology(spec).group("gateway")[0]
+    env = env_of(_container(build_manifests(spec), "gateway"))
+    plain = {name: item["value"] for name, item in env.items() if "value" in item}
+    assert plain.pop("DATABASE_URL").startswith("postgresql://$(DATABASE_USER):")
+    assert plain == {k: v for k, v in node.env.items() if k != "GATEWAY_ID"}
+    secrets = {name for name, item in env.items() if "secretKeyRef" in item.get("valueFrom", {})}
+    assert secrets == set(node.secret_env)
 
 
 def test_growth_gateway_reads_from_replicas_and_finds_redis_through_sentinel() -> None:
     env = env_of(_container(build_manifests(SPECS["growth"]()), "gateway"))
-    assert env["DATABASE_READ_HOST"]["value"] == "postgres-replicas.sikka.svc.cluster.local"
+    assert env["DATABASE_READ_HOST"]["value"] == "postgres-replicas.sikka-growth.svc.cluster.local"
     assert env["REDIS_MODE"]["value"] == "sentinel"
     assert env["REDIS_MASTER_NAME"]["value"] == "sikka"
 
@@ -87,7 +102,8 @@ def test_gateway_probes_spreading_and_draining(spec: Any, manifests: list[Any]) 
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
-    assert pod["terminationGracePeriodSeconds"] == termination_grace_seconds(spec)
+    node = build_topology(spec).group("gateway")[0]
+    assert pod["terminationGracePeriodSeconds"] == termination_grace_seconds(node)
     assert pod["terminationGracePeriodSeconds"] > spec.gateway.drain_seconds
     spread = pod["topologySpreadConstraints"][0]
     assert spread["topologyKey"] == "kubernetes.io/hostname"

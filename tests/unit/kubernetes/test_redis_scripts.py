@@ -1,5 +1,5 @@
-"""The Redis start and cluster-create scripts, run for real by /bin/sh with a fake CLI and
-a fake getent on PATH: no server, no network."""
+"""The Redis start and cluster-init scripts as the Kubernetes objects carry them, run for
+real by /bin/sh with a fake CLI and a fake getent on PATH: no server, no network."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from k8s_support import SPECS
+from k8s_support import SPECS, find, on_kubernetes
 
 from scaling.kubernetes import build_manifests
-from scaling.kubernetes.redis import cluster_create_script, refresh_nodes_conf
 from scaling.render.redis import SECRETS_FILE_SH, render_redis_secrets
+from scaling.render.redis_start import refresh_nodes_conf
 
 pytestmark = pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
 
@@ -77,41 +77,82 @@ def test_nodes_conf_peers_get_their_current_ip(tmp_path: Path) -> None:
     )
 
 
-def _fake_cli(tmp_path: Path, cluster_info: str) -> Path:
+def _fake_cli(tmp_path: Path, *, formed: bool) -> Path:
+    """A valkey-cli whose nodes report one known node until `--cluster create` ran (or
+    from the start, with ``formed``), six after."""
     log = tmp_path / "calls.log"
+    state = tmp_path / "formed"
+    if formed:
+        state.touch()
     fake(
         tmp_path,
         "valkey-cli",
         f'echo "$*" >> {log}\n'
         'case "$*" in\n'
         '  *" ping") echo PONG ;;\n'
-        f'  *"cluster info") printf "{cluster_info}" ;;\n'
+        f'  *"--cluster create"*) touch {state} ;;\n'
+        f'  *"cluster info") if [ -e {state} ]; then n=6; else n=1; fi\n'
+        '    printf "cluster_state:ok\\r\\ncluster_known_nodes:%s\\r\\n" "$n" ;;\n'
+        '  *"cluster myid") echo abc ;;\n'
         "esac\n",
     )
     return log
 
 
-def test_cluster_create_runs_on_a_fresh_set_of_nodes(tmp_path: Path) -> None:
-    log = _fake_cli(tmp_path, "cluster_state:fail\\r\\ncluster_known_nodes:1\\r\\n")
-    result = run(cluster_create_script(SPECS["scale"]()), tmp_path, REDIS_PASSWORD="pw")
+def _job_script() -> str:
+    job = find(build_manifests(SPECS["scale"]()), "Job", "redis-cluster-init")
+    script: str = job.body["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    return script
+
+
+def test_cluster_init_creates_a_fresh_cluster_from_its_masters(tmp_path: Path) -> None:
+    log = _fake_cli(tmp_path, formed=False)
+    result = run(_job_script(), tmp_path, REDIS_PASSWORD="pw")
     assert result.returncode == 0, result.stderr
-    create = [line for line in log.read_text().splitlines() if "--cluster create" in line]
+    calls = log.read_text().splitlines()
+    create = [line for line in calls if "--cluster create" in line]
     assert len(create) == 1
-    assert create[0].count(":6379") == 6
-    assert create[0].endswith("--cluster-replicas 1 --cluster-yes")
+    assert create[0].count(":6379") == 3
+    assert create[0].endswith("--cluster-replicas 0 --cluster-yes")
+    assert not [line for line in calls if "rebalance" in line]
 
 
-@pytest.mark.parametrize(
-    "info",
-    [
-        "cluster_state:ok\\r\\ncluster_known_nodes:6\\r\\n",
-        # Formed but degraded (a master down): never re-create over it.
-        "cluster_state:fail\\r\\ncluster_known_nodes:6\\r\\n",
-    ],
-)
-def test_cluster_create_leaves_a_formed_cluster_alone(tmp_path: Path, info: str) -> None:
-    log = _fake_cli(tmp_path, info)
-    result = run(cluster_create_script(SPECS["scale"]()), tmp_path, REDIS_PASSWORD="pw")
+def test_cluster_init_leaves_a_formed_cluster_alone(tmp_path: Path) -> None:
+    log = _fake_cli(tmp_path, formed=True)
+    result = run(_job_script(), tmp_path, REDIS_PASSWORD="pw")
     assert result.returncode == 0, result.stderr
-    assert "already formed" in result.stdout
-    assert "--cluster create" not in log.read_text()
+    calls = log.read_text()
+    assert "--cluster create" not in calls
+    assert "add-node" not in calls
+    assert "cluster of 6 nodes in place" in result.stdout
+
+
+def test_cluster_init_joins_added_nodes_and_rebalances(tmp_path: Path) -> None:
+    """A fourth master (redis-6) and its replica (redis-7) added to a formed cluster of
+    six: both join, the replica under its own master, and the slots are rebalanced."""
+    spec = on_kubernetes("scale", **{"sikka:redis": {"masters": 4}})
+    job = find(build_manifests(spec), "Job", "redis-cluster-init")
+    script = job.body["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    log = tmp_path / "calls.log"
+    fake(
+        tmp_path,
+        "valkey-cli",
+        f'echo "$*" >> {log}\n'
+        'case "$1 $2" in -h\\ redis-[67].*) new=1 ;; *) new=0 ;; esac\n'
+        'case "$*" in\n'
+        '  *" ping") echo PONG ;;\n'
+        '  *"--cluster add-node"*) touch "' + str(tmp_path) + '/added-${3%%.*}" ;;\n'
+        '  *"cluster info") n=8\n'
+        '    if [ "$new" = 1 ] && [ ! -e "' + str(tmp_path) + '/added-${2%%.*}" ]; then n=1; fi\n'
+        '    printf "cluster_known_nodes:%s\\r\\n" "$n" ;;\n'
+        '  *"cluster myid") echo id-of-$2 ;;\n'
+        "esac\n",
+    )
+    result = run(script, tmp_path, REDIS_PASSWORD="pw")
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    assert not [c for c in calls if "--cluster create" in c]
+    added = [c for c in calls if "--cluster add-node" in c]
+    assert [c.split()[2].split(".")[0] for c in added] == ["redis-6", "redis-7"]
+    assert "--cluster-slave --cluster-master-id id-of-redis-6." in added[1]
+    assert any("--cluster rebalance" in c and "--cluster-use-empty-masters" in c for c in calls)

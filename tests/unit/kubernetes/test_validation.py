@@ -121,7 +121,7 @@ def test_every_object_is_namespaced_in_the_phase_namespace_except_namespaces() -
             assert manifest.namespace is None
             assert "namespace" not in manifest.body["metadata"]
         else:
-            assert manifest.namespace == spec.kubernetes.namespace == "sikka-scale"
+            assert manifest.namespace == spec.namespace == "sikka-scale"
             assert manifest.body["metadata"]["namespace"] == "sikka-scale"
 
 
