@@ -73,7 +73,7 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "sentinels": 3,
             "quorum": 2,
             "minReplicasToWrite": 1,
-            "storageGb": 8,
+            "storageGb": 6,
         },
         "gateway": {
             "maxConnections": 2000,
