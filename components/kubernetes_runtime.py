@@ -8,6 +8,7 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from scaling.kubernetes import Manifest, fill_placeholders, placeholders_in
 from scaling.kubernetes import operator_release as operator_chart
@@ -113,8 +114,10 @@ class KubernetesRuntime:
         body = self._with_secrets(manifest.body)
         name = _resource_name(prefix, manifest)
         typed = TYPED.get((manifest.api_version, manifest.kind))
+        if manifest.kind == "SGScript":
+            body = self._versioned_scripts(name, body, parent)
         if typed is None:
-            fields = {k: v for k, v in manifest.body.items() if k not in ("apiVersion", "kind")}
+            fields = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
             return k8s.apiextensions.CustomResource(
                 name, api_version=manifest.api_version, kind=manifest.kind, opts=opts, **fields
             )
@@ -124,6 +127,27 @@ class KubernetesRuntime:
             if key not in ("apiVersion", "kind")
         }
         return typed(name, opts=opts, **kwargs)
+
+    def _versioned_scripts(
+        self, name: str, body: dict[str, Any], parent: pulumi.Resource
+    ) -> dict[str, Any]:
+        """StackGres runs a script entry again only when its ``version`` changes, and the
+        entries that read a Secret (the application role and its password) must run again
+        when the password is rotated. Their version is a random number that pulumi-random
+        draws anew whenever the password (a secret keeper) changes: it follows the password
+        without revealing anything about it."""
+        version = random.RandomInteger(
+            f"{name}-version",
+            min=1,
+            max=2**31 - 1,
+            keepers={"postgres-password": self.secrets["postgres-password"]},
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        scripts = [
+            {**entry, "version": version.result} if "scriptFrom" in entry else entry
+            for entry in body["spec"]["scripts"]
+        ]
+        return {**body, "spec": {**body["spec"], "scripts": scripts}}
 
     def _with_secrets(self, body: dict[str, Any]) -> dict[str, Any]:
         """A Secret's `${VAR}` placeholders become the secret Outputs (still secret)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import runpy
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,10 @@ class Recorder(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = f"generated-{args.name}"
+        if args.typ == "random:index/randomInteger:RandomInteger":
+            # Drawn anew when its keepers change (as pulumi-random does), fixed otherwise.
+            keepers = json.dumps(args.inputs.get("keepers"), sort_keys=True)
+            state["result"] = 1 + zlib.crc32(keepers.encode()) % (2**31 - 1)
         return f"{args.name}-id", state
 
     def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:

@@ -199,3 +199,19 @@ def test_data_losing_change_is_refused_with_its_key(
 def test_first_deployment_has_nothing_to_refuse() -> None:
     run = run_stack("scale", {"sikka:redis": {"masters": 3}}, previous_outputs={})
     assert run.exports["deployedShape"]["redisMasters"] == 3
+
+
+def sgscript_versions(run: StackRun) -> dict[str, Any]:
+    (script,) = run.of_type("kubernetes:stackgres.io/v1:SGScript")
+    return {e["name"]: e.get("version") for e in script.inputs["spec"]["scripts"]}
+
+
+def test_rotated_password_reruns_the_app_user_script_on_kubernetes() -> None:
+    first = run_stack("scale")
+    rotated = run_stack("scale", secret_values={"sikka:postgresPassword": "rotated"})
+    before, after = sgscript_versions(first), sgscript_versions(rotated)
+    # The entry that reads the password from its Secret runs again; the others do not.
+    assert before["create-app-user"] != after["create-app-user"]
+    assert before["grant-app-user"] is after["grant-app-user"] is None
+    (version,) = rotated.of_type("random:index/randomInteger:RandomInteger")
+    assert "keepers.postgres-password" in version.secret_paths()
