@@ -16,14 +16,14 @@ are told against them.
 
 from .build import build_manifests, topology_manifests
 from .hosts import defined_hosts
-from .manifests import Manifest, Tier, to_yaml
+from .manifests import Manifest, ObjectTier, to_yaml
 from .postgres import operator_release
 from .secrets import SECRET_PLACEHOLDERS, fill_placeholders, placeholder, placeholders_in
 
 __all__ = [
     "SECRET_PLACEHOLDERS",
     "Manifest",
-    "Tier",
+    "ObjectTier",
     "build_manifests",
     "defined_hosts",
     "fill_placeholders",

@@ -65,7 +65,7 @@ def _shared_env(node: Node) -> dict[str, str]:
     return {k: v for k, v in node.env.items() if k != GATEWAY_ID}
 
 
-def gateway_env(nodes: list[Node]) -> list[dict[str, Any]]:
+def container_env(nodes: list[Node]) -> list[dict[str, Any]]:
     """The topology's gateway environment, in its order: GATEWAY_ID becomes each pod's own
     name, secrets become secretKeyRefs, and DATABASE_URL is composed from the variables."""
     pods.uniform(nodes, "environment", _shared_env)
@@ -88,7 +88,7 @@ def deployment(topology: Topology) -> Manifest:
     container = {
         "name": "gateway",
         "image": pods.uniform(nodes, "image", lambda n: n.image),
-        "env": gateway_env(nodes),
+        "env": container_env(nodes),
         "ports": pods.uniform(nodes, "ports", pods.container_ports),
         # /healthz turns 503 while draining or while Redis is unreachable: take the pod out
         # of rotation, but do not restart it (that would drop every WebSocket it holds).

@@ -9,8 +9,11 @@ from typing import Any, Literal
 import yaml
 
 from scaling.model import PhaseSpec
+from scaling.topology import Tier
 
-Tier = Literal["namespace", "operator", "postgres", "redis", "gateway", "nginx"]
+# Which part of the phase an object belongs to: a tier of the Topology, or the foundation
+# every tier stands on (the namespace, the operator).
+ObjectTier = Tier | Literal["namespace", "operator"]
 
 PART_OF = "sikka-scaling"
 
@@ -19,7 +22,7 @@ PART_OF = "sikka-scaling"
 class Manifest:
     """One Kubernetes object, exactly as it is applied (and written by `render`)."""
 
-    tier: Tier
+    tier: ObjectTier
     api_version: str
     kind: str
     name: str
@@ -61,7 +64,7 @@ def component_selector(component: str) -> dict[str, Any]:
 
 
 def obj(
-    tier: Tier,
+    tier: ObjectTier,
     api_version: str,
     kind: str,
     name: str,

@@ -20,11 +20,15 @@ from scaling.topology import Tier as NodeTier
 from scaling.topology import Topology
 
 from . import postgres
-from .manifests import Manifest, Tier, component_selector, labels, obj
+from .manifests import Manifest, ObjectTier, component_selector, labels, obj
 
 
 def _policy(
-    spec: PhaseSpec, tier: Tier, name: str, selector: dict[str, Any], ingress: list[dict[str, Any]]
+    spec: PhaseSpec,
+    tier: ObjectTier,
+    name: str,
+    selector: dict[str, Any],
+    ingress: list[dict[str, Any]],
 ) -> Manifest:
     body: dict[str, Any] = {"podSelector": selector, "policyTypes": ["Ingress"]}
     if ingress:

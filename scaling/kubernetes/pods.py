@@ -18,7 +18,7 @@ from scaling.model import PhaseSpec
 from scaling.topology import ConfigFile, HealthCheck, Node, Topology, Volume
 from scaling.topology.network import node_name, pod_fqdn
 
-from .manifests import Manifest, Tier, labels, obj, selector_labels
+from .manifests import Manifest, ObjectTier, labels, obj, selector_labels
 from .security import empty_dir
 
 T = TypeVar("T")
@@ -216,7 +216,7 @@ def spread_affinity(name: str) -> dict[str, Any]:
 
 def statefulset(
     spec: PhaseSpec,
-    tier: Tier,
+    tier: ObjectTier,
     name: str,
     service: str,
     replicas: int,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from scaling.model import PhaseSpec
 
-from .manifests import Manifest, Tier, labels, obj, selector_labels
+from .manifests import Manifest, ObjectTier, labels, obj, selector_labels
 
 
 def autoscaler(
-    spec: PhaseSpec, tier: Tier, name: str, min_replicas: int, max_replicas: int
+    spec: PhaseSpec, tier: ObjectTier, name: str, min_replicas: int, max_replicas: int
 ) -> Manifest:
     """autoscaling/v2 HPA on CPU and memory at the phase's targets. Scale-down is slow and
     one pod at a time: every pod removed closes long-lived WebSockets."""
@@ -60,7 +60,7 @@ def autoscaler(
     )
 
 
-def disruption_budget(spec: PhaseSpec, tier: Tier, name: str) -> Manifest:
+def disruption_budget(spec: PhaseSpec, tier: ObjectTier, name: str) -> Manifest:
     # One pod at a time. (minAvailable would block node drains outright while a phase runs a
     # single replica; maxUnavailable 1 lets them proceed, one pod after another.)
     return obj(

@@ -17,7 +17,7 @@ from scaling.model import PhaseSpec
 from scaling.render.env import SECRET_VARIABLES
 from scaling.topology import Node
 
-from .manifests import Manifest, Tier, labels, obj
+from .manifests import Manifest, ObjectTier, labels, obj
 
 # Secret name ("postgres-password") → variable ("POSTGRES_PASSWORD"), as everywhere else.
 SECRET_PLACEHOLDERS: Mapping[str, str] = SECRET_VARIABLES
@@ -45,7 +45,7 @@ def placeholder(secret: str) -> str:
 
 
 def secret_manifest(
-    spec: PhaseSpec, tier: Tier, name: str, string_data: dict[str, str]
+    spec: PhaseSpec, tier: ObjectTier, name: str, string_data: dict[str, str]
 ) -> Manifest:
     return obj(
         tier,
