@@ -163,7 +163,7 @@ def local_status(stack: StackArg, as_json: JsonOpt = False, state_dir: StateDirO
         for row in report["processes"]:
             state = "running" if row["alive"] else "stopped"
             port = f":{row['port']}" if row["port"] else ""
-            typer.echo(f"{row['name']:<20} {row['role']:<12} pid {row['pid']:<8} {port:<7} {state}")
+            typer.echo(f"{row['name']:<20} {row['role']:<16} pid {row['pid']:<8} {port:<7} {state}")
     if not report.get("all_alive"):
         raise typer.Exit(code=1)
 

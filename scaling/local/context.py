@@ -1,4 +1,5 @@
-"""What every tier starter shares: the spec, the run's state, secrets, ports and folders."""
+"""What every tier starter shares: the spec and its topology, the run's state, secrets, ports,
+folders, and where each started node listens."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from scaling.local import procs
 from scaling.local.ports import PortAllocator
 from scaling.local.state import ProcessEntry, RunState
 from scaling.model import PhaseSpec
+from scaling.render.endpoints import Endpoint
+from scaling.topology import Topology
 
 POSTGRES_ACCOUNT = "postgres"
 
@@ -26,6 +29,10 @@ class Context:
     state: RunState
     secrets: dict[str, str]
     ports: PortAllocator
+    # What runs: every process is one node of it (scaling.local.topology.local_topology).
+    topology: Topology
+    # Node name -> where it listens here, filled in as the nodes start.
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda message: None
     notes: list[str] = field(default_factory=list)
     # The part being started, for the error report when something fails half-way.
@@ -55,6 +62,19 @@ class Context:
         self.state.processes.append(entry)
         self.state.save()
         return entry
+
+    def endpoints_of(self, target: str) -> list[Endpoint]:
+        """Where a node listens, or the started nodes behind a service of the topology."""
+        if target in self.endpoints:
+            return [self.endpoints[target]]
+        targets = self.topology.service(target).targets
+        return [self.endpoints[name] for name in targets if name in self.endpoints]
+
+    def endpoint(self, target: str) -> Endpoint:
+        found = self.endpoints_of(target)
+        if not found:
+            raise KeyError(f"nothing started behind {target!r}")
+        return found[0]
 
     # ------------------------------------------------------------------ PostgreSQL
 

@@ -1,4 +1,5 @@
-"""Gateway tier: the reference WebSocket gateway (`python -m gateway`), N instances."""
+"""Gateway tier: the topology's gateway nodes as the reference WebSocket gateway
+(`python -m gateway`), each told where Redis and the database listen here."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ from dataclasses import dataclass
 
 from scaling.local import health
 from scaling.local.context import Context, python_executable
-from scaling.local.postgres import PostgresEndpoints
 from scaling.local.redis import RedisEndpoints
 from scaling.local.state import ProcessEntry
+from scaling.local.topology import database_target, nodes, pools_reads
 from scaling.render.endpoints import Endpoint
-from scaling.render.gateway_env import database_env, gateway_env
+from scaling.render.gateway_env import database_env, gateway_env, redis_client_env
+from scaling.topology import Node
 
-# Local gateways are capped whatever the spec's replicas: each is a Python process and a
-# laptop (or a 2-core CI runner) gains nothing from a dozen of them.
+# Local gateways are capped whatever the topology's count: each is a Python process and a
+# laptop (or a 2-core CI runner) gains nothing from a dozen of them. The first ones of the
+# topology run (gateway-0, gateway-1, ...) and a note says so.
 MAX_LOCAL_GATEWAYS = 3
 # A gateway drains its clients for up to this long on SIGTERM; locally there is no rolling
 # deploy to protect, so `down` should not wait the production drain (30 s by default).
@@ -36,55 +39,66 @@ class GatewayInstance:
         }
 
 
-def local_gateway_count(ctx: Context) -> int:
-    wanted = ctx.spec.gateway.replicas
-    count = min(wanted, MAX_LOCAL_GATEWAYS)
-    if count < wanted:
+def local_gateways(ctx: Context) -> list[Node]:
+    wanted = nodes(ctx.topology, "gateway", "gateway")
+    started = wanted[:MAX_LOCAL_GATEWAYS]
+    if len(started) < len(wanted):
         ctx.notes.append(
-            f"gateway: the spec asks for {wanted} replicas; the local runner starts "
-            f"{count} (capped at {MAX_LOCAL_GATEWAYS})."
+            f"gateway: the topology has {len(wanted)} gateways; the local runner starts "
+            f"{len(started)} (capped at {MAX_LOCAL_GATEWAYS})."
         )
-    return count
+    return started
 
 
-def start_gateways(
-    ctx: Context, redis: RedisEndpoints, postgres: PostgresEndpoints, project_dir: str
-) -> list[GatewayInstance]:
+def _environment(ctx: Context, node: Node, port: int, redis: RedisEndpoints) -> dict[str, str]:
+    """The shared gateway environment, fed with the local endpoints of what it connects to."""
     spec = ctx.spec
-    drain = min(spec.gateway.drain_seconds, MAX_LOCAL_DRAIN_SECONDS)
-    instances: list[tuple[ProcessEntry, GatewayInstance]] = []
-    for index in range(1, local_gateway_count(ctx) + 1):
-        name = f"gateway-{index}"
-        port = ctx.ports.take()
-        entry = ctx.start(
-            ProcessEntry(
-                name=name,
-                role="gateway",
-                tier="gateway",
-                argv=[python_executable(), "-m", "gateway"],
-                log=ctx.log_path(name),
-                port=port,
-                env={
-                    "GATEWAY_HOST": "127.0.0.1",
-                    **gateway_env(spec, gateway_id=name, port=port, drain_seconds=drain),
-                    "PYTHONPATH": project_dir,
-                    "PYTHONUNBUFFERED": "1",
-                    **redis.gateway_env(spec),
-                    **database_env(
-                        spec,
-                        target=postgres.pooler or postgres.primary,
-                        read_pool=bool(postgres.pooler and postgres.replicas),
-                    ),
-                },
-                secret_env={
-                    "REDIS_PASSWORD": "redis-password",
-                    "DATABASE_PASSWORD": "postgres-password",
-                },
-                cwd=project_dir,
-                stop_timeout=drain + 5.0,
-            )
+    database = database_target(ctx.topology, node)
+    return {
+        "GATEWAY_HOST": "127.0.0.1",
+        **gateway_env(spec, gateway_id=node.name, port=port, drain_seconds=drain_seconds(ctx)),
+        **redis_client_env(spec, nodes=redis.nodes, sentinels=redis.sentinels),
+        **database_env(
+            spec,
+            target=ctx.endpoint(database),
+            read_pool=pools_reads(ctx.topology, database),
+        ),
+    }
+
+
+def drain_seconds(ctx: Context) -> int:
+    return min(ctx.spec.gateway.drain_seconds, MAX_LOCAL_DRAIN_SECONDS)
+
+
+def _start_gateway(
+    ctx: Context, node: Node, redis: RedisEndpoints, project_dir: str
+) -> tuple[ProcessEntry, GatewayInstance]:
+    port = ctx.ports.take()
+    entry = ctx.start(
+        ProcessEntry(
+            name=node.name,
+            role=node.role,
+            tier=node.tier,
+            argv=[python_executable(), "-m", "gateway"],
+            log=ctx.log_path(node.name),
+            port=port,
+            env={
+                **_environment(ctx, node, port, redis),
+                "PYTHONPATH": project_dir,
+                "PYTHONUNBUFFERED": "1",
+            },
+            # The same secret references as the topology's gateway node.
+            secret_env=dict(node.secret_env),
+            cwd=project_dir,
+            stop_timeout=drain_seconds(ctx) + 5.0,
         )
-        instances.append((entry, GatewayInstance(name, Endpoint("127.0.0.1", port))))
+    )
+    ctx.endpoints[node.name] = Endpoint("127.0.0.1", port)
+    return entry, GatewayInstance(node.name, ctx.endpoints[node.name])
+
+
+def start_gateways(ctx: Context, redis: RedisEndpoints, project_dir: str) -> list[GatewayInstance]:
+    instances = [_start_gateway(ctx, node, redis, project_dir) for node in local_gateways(ctx)]
     for entry, instance in instances:
         ctx.part, ctx.part_log = entry.name, entry.log
         url = instance.summary()["health_url"]

@@ -1,4 +1,5 @@
-"""Nginx tier: the rendered nginx.conf in front of the local gateways."""
+"""Nginx tier: the topology's proxy node, the rendered nginx.conf in front of the gateways
+its "proxies-to" edge reaches (those started here)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from dataclasses import dataclass
 
 from scaling.local import health
 from scaling.local.context import Context
-from scaling.local.gateway import GatewayInstance
 from scaling.local.state import ProcessEntry
+from scaling.local.topology import nodes
+from scaling.render.endpoints import Endpoint
 from scaling.render.nginx import NginxLayout, render_nginx_conf
+from scaling.topology import Node
 
 START_TIMEOUT = 15.0
 
@@ -27,45 +30,60 @@ class NginxEndpoints:
         }
 
 
-def start_nginx(ctx: Context, gateways: list[GatewayInstance]) -> NginxEndpoints:
-    spec = ctx.spec
-    if spec.nginx.replicas > 1:
+def upstreams(ctx: Context, proxy: Node) -> list[Endpoint]:
+    return [
+        endpoint
+        for edge in ctx.topology.edges_from(proxy.name, "proxies-to")
+        for endpoint in ctx.endpoints_of(edge.target)
+    ]
+
+
+def _proxy(ctx: Context) -> Node:
+    """The topology's proxy: one Nginx (a second would only share the loopback port)."""
+    proxies = nodes(ctx.topology, "nginx", "proxy")
+    if ctx.spec.nginx.replicas > len(proxies):
         ctx.notes.append(
-            f"nginx: the spec asks for {spec.nginx.replicas} replicas; locally one Nginx "
-            "serves (a second would only share the same loopback port)."
+            f"nginx: the spec asks for {ctx.spec.nginx.replicas} replicas; locally "
+            f"{proxies[0].name} serves alone (a second would only share the same loopback port)."
         )
-    ctx.begin("nginx", ctx.log_path("nginx"))
+    return proxies[0]
+
+
+def start_nginx(ctx: Context) -> NginxEndpoints:
+    proxy = _proxy(ctx)
+    ctx.begin(proxy.name, ctx.log_path(proxy.name))
     port, status_port = ctx.ports.take(), ctx.ports.take()
-    folder = ctx.state_dir / "nginx"
+    folder = ctx.state_dir / proxy.name
     run = folder / "run"
     run.mkdir(parents=True, exist_ok=True)
     layout = NginxLayout(
         listen=f"127.0.0.1:{port}",
         status_listen=f"127.0.0.1:{status_port}",
         upstream_servers=tuple(
-            f"{g.endpoint.host}:{g.endpoint.port} max_fails=2 fail_timeout=5s" for g in gateways
+            f"{u.host}:{u.port} max_fails=2 fail_timeout=5s" for u in upstreams(ctx, proxy)
         ),
         status_allow=("127.0.0.1",),
         runtime_dir=str(run),
     )
     conf = folder / "nginx.conf"
-    conf.write_text(render_nginx_conf(spec, layout))
+    conf.write_text(render_nginx_conf(ctx.spec, layout))
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     entry = ctx.start(
         ProcessEntry(
-            name="nginx",
-            role="proxy",
-            tier="nginx",
+            name=proxy.name,
+            role=proxy.role,
+            tier=proxy.tier,
             argv=[binary, "-p", str(folder), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
-            log=ctx.log_path("nginx"),
+            log=ctx.log_path(proxy.name),
             port=port,
             cwd=str(folder),
         )
     )
+    ctx.endpoints[proxy.name] = Endpoint("127.0.0.1", port)
     result = NginxEndpoints(port, status_port)
     for url in (f"http://127.0.0.1:{port}/healthz", result.summary()["status_url"]):
         health.wait_until(
-            f"nginx answers {url}",
+            f"{proxy.name} answers {url}",
             lambda u=url: health.http_ok(u),  # type: ignore[misc]
             START_TIMEOUT,
             process=entry,

@@ -1,8 +1,11 @@
-"""PostgreSQL tier: a primary, streaming replicas (pg_basebackup + slots), and PgBouncer.
+"""PostgreSQL tier: the topology's primary, its streaming replicas (pg_basebackup + slots)
+and PgBouncer.
 
-Replica i listens on its own loopback address 127.0.0.(i+1), all on one shared port, so the
-rendered PgBouncer read-only pool (a comma-separated host list with one port, PgBouncer >=
-1.17) spreads over them exactly as the Docker network alias does.
+Names, roles, who replicates from whom (replica_of), each replica's slot (from its ordinal)
+and what PgBouncer pools (its "pools" edges) come from the topology. Replica i listens on
+its own loopback address 127.0.0.(i+1), all on one shared port, so the rendered PgBouncer
+read-only pool (a comma-separated host list with one port, PgBouncer >= 1.17) spreads over
+them exactly as the Docker network alias does.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from scaling.local import health, procs
 from scaling.local.context import Context
 from scaling.local.credentials import write_private
 from scaling.local.state import ProcessEntry
+from scaling.local.topology import nodes, replicas_of
 from scaling.render.endpoints import Endpoint
 from scaling.render.pgbouncer import (
     PoolerLayout,
@@ -32,6 +36,7 @@ from scaling.render.postgres import (
     render_replication_role_sql,
     replication_slot,
 )
+from scaling.topology import Node
 
 LOOPBACK_NETWORK = "127.0.0.0/8"
 START_TIMEOUT = 60.0
@@ -45,8 +50,8 @@ class PostgresEndpoints:
     pooler: Endpoint | None = None
 
 
-def replica_host(index: int) -> str:
-    return f"127.0.0.{index + 1}"
+def replica_host(ordinal: int) -> str:
+    return f"127.0.0.{ordinal + 1}"
 
 
 def connect(
@@ -93,14 +98,14 @@ def _write_configs(ctx: Context, instance_dir: Path, layout: PostgresLayout) -> 
 
 
 def _server_entry(
-    ctx: Context, name: str, role: str, data: Path, conf: Path, endpoint: Endpoint
+    ctx: Context, node: Node, data: Path, conf: Path, endpoint: Endpoint
 ) -> ProcessEntry:
     return ProcessEntry(
-        name=name,
-        role=role,
-        tier="postgres",
+        name=node.name,
+        role=node.role,
+        tier=node.tier,
         argv=[procs.pg_bin("postgres"), "-D", str(data), "-c", f"config_file={conf}"],
-        log=ctx.log_path(name),
+        log=ctx.log_path(node.name),
         host=endpoint.host,
         port=endpoint.port,
         user=ctx.pg_user,
@@ -111,11 +116,11 @@ def _server_entry(
     )
 
 
-def start_primary(ctx: Context) -> Endpoint:
+def start_primary(ctx: Context, node: Node) -> Endpoint:
     spec = ctx.spec
     endpoint = Endpoint("127.0.0.1", ctx.ports.take())
-    ctx.begin("postgres-primary", ctx.log_path("postgres-primary"))
-    instance = ctx.pg_dir(ctx.pg_root / "primary", 0o755)
+    ctx.begin(node.name, ctx.log_path(node.name))
+    instance = ctx.pg_dir(ctx.pg_root / node.name, 0o755)
     data = instance / "data"
     pwfile = instance / "initdb.pw"
     uid, gid = ctx.pg_ids()
@@ -141,9 +146,10 @@ def start_primary(ctx: Context) -> Endpoint:
     finally:
         pwfile.unlink(missing_ok=True)
     conf = _write_configs(ctx, instance, _layout(instance, endpoint.host, endpoint.port))
-    entry = ctx.start(_server_entry(ctx, "postgres-primary", "primary", data, conf, endpoint))
+    entry = ctx.start(_server_entry(ctx, node, data, conf, endpoint))
+    ctx.endpoints[node.name] = endpoint
     health.wait_until(
-        "postgres-primary accepts connections",
+        f"{node.name} accepts connections",
         lambda: _answers(ctx, endpoint, "postgres"),
         START_TIMEOUT,
         process=entry,
@@ -155,7 +161,7 @@ def start_primary(ctx: Context) -> Endpoint:
                 psycopg.sql.Identifier(spec.postgres.user),
             )
         )
-    if spec.postgres.read_replicas:
+    if replicas_of(ctx.topology, node.name):
         # The rendered role SQL takes the password as a psql variable; feeding it on stdin
         # keeps it off every command line.
         password = ctx.secrets["replication-password"]
@@ -181,19 +187,22 @@ def start_primary(ctx: Context) -> Endpoint:
     return endpoint
 
 
-def start_replica(ctx: Context, index: int, primary: Endpoint, port: int) -> Endpoint:
-    name = f"postgres-replica-{index}"
-    endpoint = Endpoint(replica_host(index), port)
-    ctx.begin(name, ctx.log_path(name))
-    instance = ctx.pg_dir(ctx.pg_root / f"replica-{index}", 0o755)
+def start_replica(ctx: Context, node: Node, port: int) -> Endpoint:
+    """A streaming replica of the node's replica_of, on the slot of its ordinal."""
+    if node.replica_of is None:
+        raise ValueError(f"{node.name} replicates nothing in the topology")
+    source = ctx.endpoint(node.replica_of)
+    endpoint = Endpoint(replica_host(node.ordinal), port)
+    ctx.begin(node.name, ctx.log_path(node.name))
+    instance = ctx.pg_dir(ctx.pg_root / node.name, 0o755)
     data = instance / "data"
     procs.run_tool(
         [
             procs.pg_bin("pg_basebackup"),
             "-h",
-            primary.host,
+            source.host,
             "-p",
-            str(primary.port),
+            str(source.port),
             "-U",
             REPLICATION_USER,
             "-D",
@@ -202,7 +211,7 @@ def start_replica(ctx: Context, index: int, primary: Endpoint, port: int) -> End
             "--wal-method=stream",
             "--checkpoint=fast",
             "--create-slot",
-            f"--slot={replication_slot(index)}",
+            f"--slot={replication_slot(node.ordinal)}",
             "--no-sync",
         ],
         user=ctx.pg_user,
@@ -211,9 +220,10 @@ def start_replica(ctx: Context, index: int, primary: Endpoint, port: int) -> End
     )
     (data).chmod(0o700)
     conf = _write_configs(ctx, instance, _layout(instance, endpoint.host, endpoint.port))
-    entry = ctx.start(_server_entry(ctx, name, "replica", data, conf, endpoint))
+    entry = ctx.start(_server_entry(ctx, node, data, conf, endpoint))
+    ctx.endpoints[node.name] = endpoint
     health.wait_until(
-        f"{name} accepts read-only connections",
+        f"{node.name} accepts read-only connections",
         lambda: _answers(ctx, endpoint, ctx.spec.postgres.database),
         START_TIMEOUT,
         process=entry,
@@ -229,11 +239,27 @@ def streaming_replicas(ctx: Context, primary: Endpoint) -> int:
     return int(row[0]) if row else 0
 
 
-def start_pgbouncer(ctx: Context, primary: Endpoint, replicas: list[Endpoint]) -> Endpoint:
+def pooled(ctx: Context, pooler: Node) -> tuple[Endpoint, list[Endpoint]]:
+    """What the pooler's "pools" edges reach: the read-write node, the read-only ones."""
+    primary: Endpoint | None = None
+    replicas: list[Endpoint] = []
+    for edge in ctx.topology.edges_from(pooler.name, "pools"):
+        service = ctx.topology.service(edge.target)
+        if service.purpose == "read-write":
+            primary = ctx.endpoint(service.name)
+        elif service.purpose == "read-only":
+            replicas = ctx.endpoints_of(service.name)
+    if primary is None:
+        raise KeyError(f"{pooler.name} pools no read-write service in the topology")
+    return primary, replicas
+
+
+def start_pgbouncer(ctx: Context, node: Node) -> Endpoint:
     spec = ctx.spec
+    primary, replicas = pooled(ctx, node)
     endpoint = Endpoint("127.0.0.1", ctx.ports.take())
-    ctx.begin("pgbouncer", ctx.log_path("pgbouncer"))
-    folder = ctx.pg_dir(ctx.pg_root / "pgbouncer", 0o700)
+    ctx.begin(node.name, ctx.log_path(node.name))
+    folder = ctx.pg_dir(ctx.pg_root / node.name, 0o700)
     userlist = folder / "userlist.txt"
     uid, gid = ctx.pg_ids()
     write_private(
@@ -255,17 +281,18 @@ def start_pgbouncer(ctx: Context, primary: Endpoint, replicas: list[Endpoint]) -
     ctx.chown_pg(ini)
     entry = ctx.start(
         ProcessEntry(
-            name="pgbouncer",
-            role="pooler",
-            tier="postgres",
+            name=node.name,
+            role=node.role,
+            tier=node.tier,
             argv=["pgbouncer", str(ini)],
-            log=ctx.log_path("pgbouncer"),
+            log=ctx.log_path(node.name),
             host=endpoint.host,
             port=endpoint.port,
             user=ctx.pg_user,
             cwd=str(folder),
         )
     )
+    ctx.endpoints[node.name] = endpoint
     databases = [spec.postgres.database]
     if replicas:
         databases.append(read_only_database(spec))
@@ -280,25 +307,37 @@ def start_pgbouncer(ctx: Context, primary: Endpoint, replicas: list[Endpoint]) -
 
 
 def start_postgres(ctx: Context) -> PostgresEndpoints:
-    spec = ctx.spec
-    if spec.postgres.mode == "citus":
+    (primary,) = nodes(ctx.topology, "postgres", "primary")
+    replicas = nodes(ctx.topology, "postgres", "replica")
+    if ctx.spec.postgres.mode == "citus":
         ctx.notes.append(
             "postgres: Citus is not packaged for Debian here, so the scale phase runs locally "
-            f"as a primary + {spec.postgres.read_replicas} streaming replicas behind PgBouncer "
-            "(the Kubernetes stack runs Citus through StackGres)."
+            f"as {primary.name} + {len(replicas)} streaming replicas behind PgBouncer (the "
+            "Kubernetes stack runs Citus through StackGres)."
         )
-    primary = start_primary(ctx)
-    replicas: list[Endpoint] = []
-    if spec.postgres.read_replicas:
-        hosts = tuple(replica_host(i) for i in range(1, spec.postgres.read_replicas + 1))
-        port = ctx.ports.take(hosts)
-        for index in range(1, spec.postgres.read_replicas + 1):
-            replicas.append(start_replica(ctx, index, primary, port))
-        ctx.begin("postgres streaming replication", ctx.log_path("postgres-primary"), "waiting for")
-        health.wait_until(
-            f"{len(replicas)} replicas streaming from the primary",
-            lambda: streaming_replicas(ctx, primary) == len(replicas),
-            STREAMING_TIMEOUT,
-        )
-    pooler = start_pgbouncer(ctx, primary, replicas) if spec.pooler.enabled else None
-    return PostgresEndpoints(primary, replicas, pooler)
+    start_primary(ctx, primary)
+    if replicas:
+        port = ctx.ports.take(tuple(replica_host(n.ordinal) for n in replicas))
+        for node in replicas:
+            start_replica(ctx, node, port)
+        _wait_streaming(ctx, primary)
+    poolers = nodes(ctx.topology, "postgres", "pooler")
+    for pooler in poolers:
+        start_pgbouncer(ctx, pooler)
+    return PostgresEndpoints(
+        primary=ctx.endpoints[primary.name],
+        replicas=[ctx.endpoints[n.name] for n in replicas],
+        pooler=ctx.endpoints[poolers[0].name] if poolers else None,
+    )
+
+
+def _wait_streaming(ctx: Context, source: Node) -> None:
+    """Every replica the topology gives ``source`` streams from it."""
+    wanted = len(replicas_of(ctx.topology, source.name))
+    endpoint = ctx.endpoints[source.name]
+    ctx.begin("postgres streaming replication", ctx.log_path(source.name), "waiting for")
+    health.wait_until(
+        f"{wanted} replicas streaming from {source.name}",
+        lambda: streaming_replicas(ctx, endpoint) == wanted,
+        STREAMING_TIMEOUT,
+    )

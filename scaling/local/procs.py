@@ -57,31 +57,56 @@ def run_tool(
     input_text: str | None = None,
     timeout: float = 60.0,
     cwd: str | None = None,
+    log: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a short-lived tool (initdb, psql, redis-cli...) and fail with its output."""
+    """Run a short-lived tool (initdb, psql, redis-cli...) and fail with its output, which
+    is also appended to ``log`` when given."""
     full_env = base_env()
     acct = account(user)
     if acct is not None:
         full_env["HOME"] = acct.pw_dir
     full_env.update(env or {})
     uid, gid, groups = _ids(user)
-    result = subprocess.run(
-        argv,
-        input=input_text,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        cwd=cwd,
-        check=False,
-        user=uid,
-        group=gid,
-        extra_groups=groups,
-    )
+    try:
+        result = subprocess.run(
+            argv,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+            cwd=cwd,
+            check=False,
+            user=uid,
+            group=gid,
+            extra_groups=groups,
+        )
+    except subprocess.TimeoutExpired as expired:
+        output = _text(expired.stdout) + _text(expired.stderr)
+        _append(log, output)
+        raise RuntimeError(
+            f"{Path(argv[0]).name} did not finish within {timeout:.0f}s: {output.strip()[-2000:]}"
+        ) from None
+    output = result.stdout + result.stderr
+    _append(log, output)
     if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip()
-        raise RuntimeError(f"{Path(argv[0]).name} exited {result.returncode}: {output[-2000:]}")
+        raise RuntimeError(
+            f"{Path(argv[0]).name} exited {result.returncode}: {output.strip()[-2000:]}"
+        )
     return result
+
+
+def _text(data: str | bytes | None) -> str:
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return data or ""
+
+
+def _append(log: str | None, output: str) -> None:
+    if log is not None:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as out:
+            out.write(output)
 
 
 def spawn(entry: ProcessEntry, secrets: Mapping[str, str]) -> None:

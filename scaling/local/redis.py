@@ -1,9 +1,18 @@
-"""Redis tier: standalone, master + replicas + Sentinels, or a 3+3 Redis Cluster."""
+"""Redis tier: the topology's Redis nodes (standalone, master + replicas + Sentinels, or a
+Redis Cluster) as processes on 127.0.0.1.
+
+Names, roles, who replicates whom and which master the Sentinels monitor all come from the
+topology; a Redis Cluster is formed (or grown) by the topology's own cluster script, run
+against the local endpoints.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -12,9 +21,9 @@ from scaling.local import health, procs
 from scaling.local.context import Context
 from scaling.local.credentials import write_private
 from scaling.local.state import ProcessEntry
+from scaling.local.topology import REDIS_DATA_ROLES, monitored, nodes, replicas_of
 from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
-from scaling.render.gateway_env import redis_client_env
 from scaling.render.redis import (
     RedisLayout,
     SentinelLayout,
@@ -25,9 +34,13 @@ from scaling.render.redis import (
     render_sentinel_conf,
     sentinel_node_args,
 )
+from scaling.render.redis_start import cluster_script
+from scaling.topology import Node
 
 START_TIMEOUT = 20.0
 CONVERGE_TIMEOUT = 30.0
+# The cluster script waits for every node, creates or grows the cluster and rebalances.
+CLUSTER_SCRIPT_TIMEOUT = 180.0
 
 
 @dataclass
@@ -49,21 +62,22 @@ class RedisEndpoints:
             return {"mode": "cluster", "nodes": [str(n) for n in self.nodes]}
         return {"mode": "standalone", "url": f"redis://{self.nodes[0]}/0"}
 
-    def gateway_env(self, spec: PhaseSpec) -> dict[str, str]:
-        return redis_client_env(spec, nodes=self.nodes, sentinels=self.sentinels)
 
-
-def binaries(ctx: Context) -> tuple[str, str]:
+def binaries(spec: PhaseSpec) -> tuple[str, str]:
     """The spec's engine (valkey-* for the default image) when installed, else redis-*."""
-    server, cli = ctx.spec.redis.binaries
+    server, cli = spec.redis.binaries
     if shutil.which(server) and shutil.which(cli):
         return server, cli
-    if server != "redis-server":
+    return "redis-server", "redis-cli"
+
+
+def _note_engine(ctx: Context) -> None:
+    server, _ = ctx.spec.redis.binaries
+    if binaries(ctx.spec)[0] != server:
         ctx.notes.append(
             f"redis: {server} is not installed here; running redis-server instead "
             "(same configuration, protocol-compatible)."
         )
-    return "redis-server", "redis-cli"
 
 
 def client(ctx: Context, endpoint: Endpoint, **kwargs: Any) -> redis.Redis:
@@ -86,15 +100,26 @@ def _query(ctx: Context, endpoint: Endpoint, *args: Any) -> Any:
         conn.close()
 
 
-def _start_node(
-    ctx: Context, server: str, index: int, port: int, role: str, master: Endpoint | None
-) -> tuple[ProcessEntry, Endpoint]:
-    name = f"redis-{index}"
-    endpoint = Endpoint("127.0.0.1", port)
-    folder = ctx.state_dir / "redis" / name
-    data = folder / "data"
-    data.mkdir(parents=True, exist_ok=True)
+def data_nodes(ctx: Context) -> list[Node]:
+    return nodes(ctx.topology, "redis", *REDIS_DATA_ROLES)
+
+
+def _private_folder(ctx: Context, node: Node) -> Path:
+    folder = ctx.state_dir / "redis" / node.name
+    folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
+    return folder
+
+
+def start_data_node(ctx: Context, node: Node) -> ProcessEntry:
+    """Start one data node; a replica under Sentinel starts replicating its replica_of (a
+    cluster replica is joined to its master by the cluster script instead)."""
+    ctx.begin(node.name, ctx.log_path(node.name))
+    port = ctx.ports.take(cluster_bus="cluster-bus" in node.ports)
+    endpoint = Endpoint("127.0.0.1", port)
+    folder = _private_folder(ctx, node)
+    data = folder / "data"
+    data.mkdir(exist_ok=True)
     secrets_file = folder / "secrets.conf"
     write_private(secrets_file, render_redis_secrets(ctx.secrets["redis-password"]))
     conf = folder / "redis.conf"
@@ -102,24 +127,28 @@ def _start_node(
         bind="127.0.0.1", port=port, data_dir=str(data), secrets_file=str(secrets_file)
     )
     conf.write_text(render_redis_conf(ctx.spec, layout))
+    master = ctx.endpoint(node.replica_of) if node.role == "replica" and node.replica_of else None
     args = redis_node_args(ctx.spec, announce=endpoint, master=master)
     entry = ctx.start(
         ProcessEntry(
-            name=name,
-            role=role,
-            tier="redis",
-            argv=[server, str(conf), *args],
-            log=ctx.log_path(name),
+            name=node.name,
+            role=node.role,
+            tier=node.tier,
+            argv=[binaries(ctx.spec)[0], str(conf), *args],
+            log=ctx.log_path(node.name),
             host=endpoint.host,
             port=port,
             cwd=str(folder),
         )
     )
-    return entry, endpoint
+    ctx.endpoints[node.name] = endpoint
+    return entry
 
 
-def _wait_ping(ctx: Context, entry: ProcessEntry, endpoint: Endpoint) -> None:
+def wait_ping(ctx: Context, entry: ProcessEntry) -> None:
     password = ctx.secrets["redis-password"]
+    endpoint = ctx.endpoints[entry.name]
+    ctx.part, ctx.part_log = entry.name, entry.log
     health.wait_until(
         f"{entry.name} answers PING",
         lambda: health.redis_ping(endpoint.host, endpoint.port, password),
@@ -128,16 +157,13 @@ def _wait_ping(ctx: Context, entry: ProcessEntry, endpoint: Endpoint) -> None:
     )
 
 
-def _start_sentinel(
-    ctx: Context, server: str, index: int, master: Endpoint
-) -> tuple[ProcessEntry, Endpoint]:
-    name = f"sentinel-{index}"
+def _start_sentinel(ctx: Context, sentinel: Node) -> ProcessEntry:
+    ctx.begin(sentinel.name, ctx.log_path(sentinel.name))
     endpoint = Endpoint("127.0.0.1", ctx.ports.take())
-    folder = ctx.state_dir / "redis" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
+    folder = _private_folder(ctx, sentinel)
     password = ctx.secrets["redis-password"]
     layout = SentinelLayout(bind="127.0.0.1", port=endpoint.port, data_dir=str(folder))
+    master = ctx.endpoint(monitored(ctx.topology, sentinel))
     # Sentinel rewrites its own file, so it gets a private writable copy: the rendered
     # template + auth-pass (to reach the data nodes) + requirepass (the gateway
     # authenticates to Sentinels with the data nodes' password).
@@ -147,22 +173,23 @@ def _start_sentinel(
     )
     entry = ctx.start(
         ProcessEntry(
-            name=name,
-            role="sentinel",
-            tier="redis",
+            name=sentinel.name,
+            role=sentinel.role,
+            tier=sentinel.tier,
             argv=[
-                server,
+                binaries(ctx.spec)[0],
                 str(folder / "sentinel.conf"),
                 "--sentinel",
                 *sentinel_node_args(endpoint),
             ],
-            log=ctx.log_path(name),
+            log=ctx.log_path(sentinel.name),
             host=endpoint.host,
             port=endpoint.port,
             cwd=str(folder),
         )
     )
-    return entry, endpoint
+    ctx.endpoints[sentinel.name] = endpoint
+    return entry
 
 
 def sentinel_view(ctx: Context, sentinel: Endpoint) -> dict[str, str]:
@@ -173,96 +200,113 @@ def sentinel_view(ctx: Context, sentinel: Endpoint) -> dict[str, str]:
 
 
 def start_redis(ctx: Context) -> RedisEndpoints:
-    spec = ctx.spec
-    server, cli = binaries(ctx)
-    mode = spec.redis.mode
-    result = RedisEndpoints(mode=mode)
-    if mode == "standalone":
-        ctx.begin("redis-0")
-        entry, endpoint = _start_node(ctx, server, 0, ctx.ports.take(), "standalone", None)
-        _wait_ping(ctx, entry, endpoint)
-        result.nodes.append(endpoint)
-        return result
-
-    if mode == "sentinel":
-        ctx.begin("redis-0")
-        entry, master = _start_node(ctx, server, 0, ctx.ports.take(), "master", None)
-        _wait_ping(ctx, entry, master)
-        result.nodes.append(master)
-        for index in range(1, spec.redis.replicas + 1):
-            entry, endpoint = _start_node(ctx, server, index, ctx.ports.take(), "replica", master)
-            _wait_ping(ctx, entry, endpoint)
-            result.nodes.append(endpoint)
-        ctx.begin("redis replication", ctx.log_path("redis-0"), "waiting for")
-        health.wait_until(
-            f"{spec.redis.replicas} redis replicas in sync",
-            lambda: _replicas_online(ctx, master) == spec.redis.replicas,
-            CONVERGE_TIMEOUT,
-        )
-        result.master_name = spec.redis.master_name
-        for index in range(1, spec.redis.sentinels + 1):
-            entry, endpoint = _start_sentinel(ctx, server, index, master)
-            _wait_ping(ctx, entry, endpoint)
-            result.sentinels.append(endpoint)
-        ctx.begin("sentinel convergence", ctx.log_path("sentinel-1"), "waiting for")
-        health.wait_until(
-            "every sentinel sees the master, its replicas and the other sentinels",
-            lambda: all(
-                _sentinel_converged(ctx, s, len(result.sentinels)) for s in result.sentinels
-            ),
-            CONVERGE_TIMEOUT,
-            interval=0.5,
-        )
-        return result
-
-    # Redis Cluster: every node is a master until `--cluster create` pairs them.
-    nodes = []
-    for index in range(spec.redis.cluster_nodes):
-        ctx.begin(f"redis-{index}")
-        port = ctx.ports.take(cluster_bus=True)
-        entry, endpoint = _start_node(ctx, server, index, port, "cluster-node", None)
-        nodes.append((entry, endpoint))
-    for entry, endpoint in nodes:
-        _wait_ping(ctx, entry, endpoint)
-        result.nodes.append(endpoint)
-    ctx.begin("the redis cluster", ctx.log_path("redis-0"), "creating")
-    procs.run_tool(
-        [
-            cli,
-            "--cluster",
-            "create",
-            *(str(n) for n in result.nodes),
-            "--cluster-replicas",
-            str(spec.redis.replicas_per_master),
-            "--cluster-yes",
-        ],
-        env={"REDISCLI_AUTH": ctx.secrets["redis-password"]},
-        timeout=60,
-    )
-    health.wait_until(
-        "every cluster node reports cluster_state:ok",
-        lambda: all(_cluster_ok(ctx, n, len(result.nodes)) for n in result.nodes),
-        CONVERGE_TIMEOUT,
-        interval=0.5,
-    )
-    # With min-replicas-to-write, a master refuses writes until its replica is in sync:
-    # the cluster is only usable once every master has its replicas online.
-    health.wait_until(
-        f"every cluster master has {spec.redis.replicas_per_master} replica(s) online",
-        lambda: all(
-            _replicas_online(ctx, n) >= spec.redis.replicas_per_master
-            for n in result.nodes
-            if _role(ctx, n) == "master"
-        ),
-        CONVERGE_TIMEOUT,
-        interval=0.3,
-    )
+    """Every Redis node of the topology, replication in place and verified."""
+    _note_engine(ctx)
+    data = data_nodes(ctx)
+    for entry in [start_data_node(ctx, node) for node in data]:
+        wait_ping(ctx, entry)
+    result = RedisEndpoints(mode=ctx.spec.redis.mode, nodes=[ctx.endpoints[n.name] for n in data])
+    _wait_replicas_online(ctx, [n for n in data if n.role == "master"])
+    sentinels = nodes(ctx.topology, "redis", "sentinel")
+    if sentinels:
+        _start_sentinels(ctx, sentinels)
+        result.sentinels = [ctx.endpoints[s.name] for s in sentinels]
+        result.master_name = ctx.spec.redis.master_name
+    if nodes(ctx.topology, "redis", "cluster-init"):
+        run_cluster_script(ctx)
+        wait_cluster_ready(ctx)
     return result
 
 
-def _role(ctx: Context, node: Endpoint) -> str:
-    with client(ctx, node) as conn:
-        return str(conn.info("replication").get("role", ""))
+def _wait_replicas_online(ctx: Context, masters: list[Node]) -> None:
+    """Each master has every replica the topology gives it online."""
+    for master in masters:
+        wanted = len(replicas_of(ctx.topology, master.name))
+        if not wanted:
+            continue
+        ctx.begin(f"{master.name} replication", ctx.log_path(master.name), "waiting for")
+        endpoint = ctx.endpoints[master.name]
+        health.wait_until(
+            f"{wanted} replica(s) of {master.name} in sync",
+            partial(_has_replicas_online, ctx, endpoint, wanted),
+            CONVERGE_TIMEOUT,
+            interval=0.3,
+        )
+
+
+def _start_sentinels(ctx: Context, sentinels: list[Node]) -> None:
+    for entry in [_start_sentinel(ctx, sentinel) for sentinel in sentinels]:
+        wait_ping(ctx, entry)
+    ctx.begin("sentinel convergence", ctx.log_path(sentinels[0].name), "waiting for")
+    health.wait_until(
+        "every sentinel sees its master, the master's replicas and the other sentinels",
+        lambda: all(_sentinel_converged(ctx, s, len(sentinels)) for s in sentinels),
+        CONVERGE_TIMEOUT,
+        interval=0.5,
+    )
+
+
+def engine_path(ctx: Context) -> str:
+    """PATH for the topology's shell scripts, which call the spec's engine by name
+    (valkey-cli): where only redis-* is installed, a link in the state dir answers to it."""
+    path = procs.base_env()["PATH"]
+    _, wanted = ctx.spec.redis.binaries
+    _, installed = binaries(ctx.spec)
+    if wanted == installed:
+        return path
+    folder = ctx.state_dir / "bin"
+    folder.mkdir(exist_ok=True)
+    link = folder / wanted
+    if not link.is_symlink():
+        link.symlink_to(shutil.which(installed) or installed)
+    return f"{folder}{os.pathsep}{path}"
+
+
+def cluster_layout(ctx: Context) -> tuple[list[Endpoint], dict[str, str]]:
+    """The topology's cluster layout on the local endpoints: the masters in order, and
+    each replica ("host:port") → its master's."""
+    data = data_nodes(ctx)
+    masters = [ctx.endpoints[n.name] for n in data if n.role == "cluster-master"]
+    replicas = {
+        str(ctx.endpoints[n.name]): str(ctx.endpoints[n.replica_of])
+        for n in data
+        if n.role == "cluster-replica" and n.replica_of
+    }
+    return masters, replicas
+
+
+def run_cluster_script(ctx: Context) -> str:
+    """Run the topology's cluster script (form, or join new nodes and rebalance) against
+    the local nodes, as its one-shot node does on Docker and Kubernetes; returns its output."""
+    init = nodes(ctx.topology, "redis", "cluster-init")[0]
+    masters, replicas = cluster_layout(ctx)
+    ctx.begin(init.name, ctx.log_path(init.name), "running")
+    result = procs.run_tool(
+        ["sh", "-c", cluster_script(ctx.spec, masters, replicas)],
+        env={"REDIS_PASSWORD": ctx.secrets["redis-password"], "PATH": engine_path(ctx)},
+        timeout=CLUSTER_SCRIPT_TIMEOUT,
+        log=ctx.log_path(init.name),
+    )
+    return result.stdout
+
+
+def wait_cluster_ready(ctx: Context) -> None:
+    """Every node reports cluster_state:ok and knows every other; every master has its
+    replicas online (with min-replicas-to-write it refuses writes until then)."""
+    data = data_nodes(ctx)
+    endpoints = [ctx.endpoints[n.name] for n in data]
+    ctx.begin("the redis cluster", ctx.log_path(data[0].name), "waiting for")
+    health.wait_until(
+        "every cluster node reports cluster_state:ok",
+        lambda: all(_cluster_ok(ctx, e, len(endpoints)) for e in endpoints),
+        CONVERGE_TIMEOUT,
+        interval=0.5,
+    )
+    _wait_replicas_online(ctx, [n for n in data if n.role == "cluster-master"])
+
+
+def _has_replicas_online(ctx: Context, master: Endpoint, wanted: int) -> bool:
+    return _replicas_online(ctx, master) >= wanted
 
 
 def _replicas_online(ctx: Context, master: Endpoint) -> int:
@@ -275,10 +319,11 @@ def _replicas_online(ctx: Context, master: Endpoint) -> int:
     )
 
 
-def _sentinel_converged(ctx: Context, sentinel: Endpoint, sentinels: int) -> bool:
-    view = sentinel_view(ctx, sentinel)
+def _sentinel_converged(ctx: Context, sentinel: Node, sentinels: int) -> bool:
+    view = sentinel_view(ctx, ctx.endpoints[sentinel.name])
+    replicas = len(replicas_of(ctx.topology, monitored(ctx.topology, sentinel)))
     return (
-        int(view.get("num-slaves", 0)) == ctx.spec.redis.replicas
+        int(view.get("num-slaves", 0)) == replicas
         and int(view.get("num-other-sentinels", 0)) == sentinels - 1
         and "s_down" not in view.get("flags", "")
     )

@@ -1,4 +1,8 @@
-"""`local up / down / status`: orchestration of the tier starters and the state file."""
+"""`local up / down / status`: orchestration of the tier starters and the state file.
+
+`up` builds the phase's topology once (scaling.local.topology) and every tier starter
+realises its nodes from it: process names are node names, roles node roles.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from scaling.local.ports import PortAllocator
 from scaling.local.postgres import start_postgres
 from scaling.local.redis import start_redis
 from scaling.local.state import STATE_FILE, ProcessEntry, RunState, state_dir_for
+from scaling.local.topology import local_topology
 from scaling.model import PhaseSpec
 from scaling.render.pgbouncer import read_only_database
 from scaling.stackconfig import (
@@ -32,14 +37,18 @@ from scaling.stackconfig import (
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SECRETS_FILE = "secrets.json"
 
-# `down` stops the tiers in the reverse order of `up`: clients before servers.
+# `down` stops the tiers in the reverse order of `up`: clients before servers; within a
+# tier (topology roles) watchers and poolers first, then replicas, then what they replicate.
 _STOP_ORDER = {"nginx": 0, "gateway": 1, "redis": 2, "postgres": 3}
 _ROLE_ORDER = {
+    "proxy": 0,
+    "gateway": 0,
     "sentinel": 0,
     "pooler": 0,
     "replica": 1,
-    "cluster-node": 1,
+    "cluster-replica": 1,
     "master": 2,
+    "cluster-master": 2,
     "standalone": 2,
     "primary": 2,
 }
@@ -215,14 +224,15 @@ def up(
         state=state,
         secrets=secrets,
         ports=PortAllocator(),
+        topology=local_topology(spec),
         progress=progress or (lambda message: None),
     )
     try:
         postgres = start_postgres(ctx)
         redis = start_redis(ctx)
         ctx.begin("gateways")
-        gateways = start_gateways(ctx, redis, postgres, str(PROJECT_DIR))
-        nginx = start_nginx(ctx, gateways)
+        gateways = start_gateways(ctx, redis, str(PROJECT_DIR))
+        nginx = start_nginx(ctx)
     except BaseException as error:
         tail = procs.log_tail(ctx.part_log) if ctx.part_log else ""
         _teardown(state, keep=False)

@@ -132,11 +132,13 @@ def cluster_script(spec: PhaseSpec, masters: Sequence[Endpoint], replicas: dict[
     seed = str(masters[0])
     all_nodes = [str(m) for m in masters] + list(replicas)
     replica_lines = "".join(f"join_replica {node} {master}\n" for node, master in replicas.items())
+    floor = spec.redis.min_replicas_to_write
     return f"""\
 set -eu
 export REDISCLI_AUTH="$REDIS_PASSWORD"
 cli() {{ node=$1; shift; timeout 30 {cli} -h "${{node%:*}}" -p "${{node##*:}}" "$@"; }}
 known() {{ cli "$1" cluster info | sed -n 's/^cluster_known_nodes:\\([0-9]*\\).*/\\1/p'; }}
+online() {{ cli "$1" info replication | grep -c 'state=online' || true; }}
 for node in {" ".join(all_nodes)}; do
   until [ "$(cli "$node" ping 2>/dev/null)" = PONG ]; do echo "waiting for $node"; sleep 2; done
 done
@@ -147,20 +149,31 @@ done
 if [ "$formed" = 0 ]; then
   {cli} --cluster create {" ".join(str(m) for m in masters)} --cluster-replicas 0 --cluster-yes
 fi
-added=0
+added=""
 for node in {" ".join(str(m) for m in masters[1:])}; do
   if [ "$(known "$node")" -le 1 ]; then
+    # add-node copies the cluster's functions with FUNCTION RESTORE, a write that
+    # min-replicas-to-write refuses on a master without replicas. An empty node takes no
+    # writes: the floor is lifted until its replica is online (restored below).
+    cli "$node" config set min-replicas-to-write 0 > /dev/null
     {cli} --cluster add-node "$node" {seed}
-    added=1
+    added="$added $node"
   fi
 done
 join_replica() {{
   if [ "$(known "$1")" -le 1 ]; then
     until id=$(cli "$2" cluster myid) && [ -n "$id" ]; do sleep 1; done
+    # A master that joined a moment ago may not know every node yet, and add-node refuses
+    # a cluster whose nodes disagree: wait until the master's view is complete.
+    until {cli} --cluster check "$2" > /dev/null 2>&1; do sleep 1; done
     {cli} --cluster add-node "$1" "$2" --cluster-slave --cluster-master-id "$id"
   fi
 }}
-{replica_lines}if [ "$added" = 1 ]; then
+{replica_lines}for node in $added; do
+  until [ "$(online "$node")" -ge {spec.redis.replicas_per_master} ]; do sleep 1; done
+  cli "$node" config set min-replicas-to-write {floor} > /dev/null
+done
+if [ -n "$added" ]; then
   until {cli} --cluster check {seed} > /dev/null; do sleep 2; done
   {cli} --cluster rebalance {seed} --cluster-use-empty-masters
 fi

@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,8 +30,22 @@ from local_helpers import (
 )
 
 from scaling.local import runner
+from scaling.local.gateway import MAX_LOCAL_GATEWAYS
+from scaling.local.topology import local_topology
+from scaling.render.postgres import replication_slot
 
 REPLICATION_TIMEOUT = 20.0
+
+
+def check_processes_are_topology_nodes(phase: Phase) -> None:
+    """Every process is a node of the phase's topology, under its name and role, and every
+    long-running node runs (the first MAX_LOCAL_GATEWAYS gateways only: the local cap)."""
+    topology = local_topology(phase.spec)
+    wanted = [n for n in topology.nodes if not n.one_shot]
+    kept = {n.name for n in wanted if n.role == "gateway" and n.ordinal < MAX_LOCAL_GATEWAYS}
+    wanted = [n for n in wanted if n.role != "gateway" or n.name in kept]
+    started = {p.name: p.role for p in phase.run.state.processes}
+    assert started == {n.name: n.role for n in wanted}
 
 
 def check_all_processes_alive(phase: Phase) -> None:
@@ -83,6 +98,17 @@ def check_row_reaches_replicas(phase: Phase) -> None:
             REPLICATION_TIMEOUT,
         )
         assert pg_value(phase, pg["pooler_read_only"], "SELECT pg_is_in_recovery()") is True
+
+
+def check_replication_slots_follow_topology(phase: Phase) -> None:
+    """The primary serves one active slot per topology replica, named from its ordinal."""
+    topology = local_topology(phase.spec)
+    (primary,) = [n for n in topology.nodes if n.role == "primary"]
+    expected = {replication_slot(n.ordinal) for n in topology.nodes if n.replica_of == primary.name}
+    url = phase.summary["postgres"]["primary"]
+    with pg_connect(phase, url) as conn:
+        rows = conn.execute("SELECT slot_name FROM pg_replication_slots WHERE active").fetchall()
+    assert {row[0] for row in rows} == expected
 
 
 def _pool_servers(phase: Phase) -> int:
@@ -174,6 +200,34 @@ def check_redis_memory_policy(phase: Phase) -> None:
             client.close()
 
 
+def redis_replication(phase: Phase, name: str) -> dict[str, Any]:
+    entry = phase.run.entry(name)
+    client = phase.redis_client(entry.host, int(entry.port or 0))
+    try:
+        return dict(client.info("replication"))
+    finally:
+        client.close()
+
+
+def check_redis_replicas_follow_topology(phase: Phase) -> None:
+    """Each Redis replica of the topology replicates its replica_of (INFO replication)."""
+    topology = local_topology(phase.spec)
+    pairs = [(n.name, n.replica_of) for n in topology.tier("redis") if n.replica_of]
+    assert pairs, "no Redis replica in this topology"
+
+    def follows(replica: str, master: str) -> bool:
+        info = redis_replication(phase, replica)
+        return (
+            info["role"] == "slave"
+            and int(info["master_port"]) == phase.run.entry(master).port
+            and info["master_link_status"] == "up"
+        )
+
+    for replica, master in pairs:
+        wait_for(f"{replica} replicates {master}", partial(follows, replica, master), 15)
+    print(f"\n[{phase.spec.phase}] Redis replicas follow the topology: {pairs}")
+
+
 def check_fanout_across_gateways(phase: Phase) -> None:
     gateways = len(phase.summary["gateways"])
     base = phase.nginx_ws
@@ -224,7 +278,7 @@ def check_sticky_and_status(phase: Phase) -> None:
 def check_replica_restart_catches_up(phase: Phase) -> None:
     pg = phase.summary["postgres"]
     run = phase.run
-    assert run.stop_process("postgres-replica-1") == "stopped"
+    assert run.stop_process("postgres-1") == "stopped"
     markers = [new_marker() for _ in range(20)]
     with pg_connect(phase, pg["primary"], autocommit=True) as conn:
         conn.execute(
@@ -233,7 +287,7 @@ def check_replica_restart_catches_up(phase: Phase) -> None:
         for marker in markers:
             conn.execute("INSERT INTO trips (id) VALUES (%s)", (marker,))
     started = time.monotonic()
-    run.start_process("postgres-replica-1")
+    run.start_process("postgres-1")
     replica = pg["replicas"][0]
     wait_for(
         "restarted replica has every row written while it was down",
@@ -257,7 +311,7 @@ def check_primary_outage_through_pooler(phase: Phase) -> None:
         return pg_value(phase, url, "SELECT 1")
 
     assert query() == 1
-    assert run.stop_process("postgres-primary") == "stopped"
+    assert run.stop_process("postgres-0") == "stopped"
     try:
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -272,7 +326,7 @@ def check_primary_outage_through_pooler(phase: Phase) -> None:
         error_after = time.monotonic() - started
         assert raised is not None, "a query succeeded while the primary was stopped"
     finally:
-        run.start_process("postgres-primary")
+        run.start_process("postgres-0")
     recovered = wait_for("PgBouncer serves queries again", lambda: query() == 1, 40, 0.25)
     message = str(raised).strip().splitlines()[0] if str(raised).strip() else ""
     print(

@@ -28,7 +28,13 @@ def test_topology(phase: Phase) -> None:
     assert summary["redis"]["mode"] == "sentinel" and len(summary["redis"]["sentinels"]) == 3
     roles = [p["role"] for p in summary["processes"]]
     assert roles.count("sentinel") == 3 and roles.count("replica") == 4  # 2 pg + 2 redis
+    checks.check_processes_are_topology_nodes(phase)
     checks.check_all_processes_alive(phase)
+
+
+def test_replication_follows_the_topology(phase: Phase) -> None:
+    checks.check_replication_slots_follow_topology(phase)
+    checks.check_redis_replicas_follow_topology(phase)
 
 
 def test_secret_files_are_private(phase: Phase) -> None:
@@ -37,7 +43,7 @@ def test_secret_files_are_private(phase: Phase) -> None:
         Path(phase.summary["secrets_file"]),
         Path(str(phase.run.entry("pgbouncer").cwd)) / "userlist.txt",
         state / "redis" / "redis-0" / "secrets.conf",
-        state / "redis" / "sentinel-1" / "sentinel.conf",
+        state / "redis" / "redis-sentinel-0" / "sentinel.conf",
     ]
     for path in private:
         assert path.stat().st_mode & 0o777 == 0o600, path

@@ -26,6 +26,7 @@ def test_summary_describes_the_launch_topology(phase: Phase) -> None:
     assert summary["redis"]["mode"] == "standalone"
     assert {"role", "pid", "port"} <= set(summary["processes"][0])
     assert "@" in summary["postgres"]["primary"] and phase.password not in str(summary)
+    checks.check_processes_are_topology_nodes(phase)
     checks.check_all_processes_alive(phase)
 
 
@@ -93,8 +94,8 @@ def test_failed_up_tears_down_and_names_the_part(
     state_dir = tmp_path_factory.mktemp("local-broken") / "state"
     with pytest.raises(runner.LocalUpError) as caught:
         runner.up(spec, stack="launch", state_dir=state_dir)
-    assert caught.value.part == "gateway-1"
+    assert caught.value.part == "gateway-0"
     assert "exited" in caught.value.reason
-    assert [e.name for e in started] == ["postgres-primary", "redis-0", "gateway-1"]
+    assert [e.name for e in started] == ["postgres-0", "redis-0", "gateway-0"]
     assert not any(procs.alive(e) for e in started)
     assert not state_dir.exists()

@@ -31,7 +31,14 @@ def test_topology(phase: Phase) -> None:
     assert summary["postgres"]["mode"] == "replicated" and summary["postgres"]["pooler"]
     assert any("Citus" in note for note in summary["notes"])
     assert any("capped" in note for note in summary["notes"])
+    checks.check_processes_are_topology_nodes(phase)
     checks.check_all_processes_alive(phase)
+
+
+def test_replication_follows_the_topology(phase: Phase) -> None:
+    """The shared cluster script paired each replica with its topology master."""
+    checks.check_replication_slots_follow_topology(phase)
+    checks.check_redis_replicas_follow_topology(phase)
 
 
 def test_row_written_on_primary_reaches_every_replica(phase: Phase) -> None:
