@@ -146,6 +146,7 @@ def test_cluster_init_joins_added_nodes_and_rebalances(tmp_path: Path) -> None:
         '    if [ "$new" = 1 ] && [ ! -e "' + str(tmp_path) + '/added-${2%%.*}" ]; then n=1; fi\n'
         '    printf "cluster_known_nodes:%s\\r\\n" "$n" ;;\n'
         '  *"cluster myid") echo id-of-$2 ;;\n'
+        '  *"info replication") echo "slave0:ip=r,port=6379,state=online" ;;\n'
         "esac\n",
     )
     result = run(script, tmp_path, REDIS_PASSWORD="pw")
@@ -155,4 +156,7 @@ def test_cluster_init_joins_added_nodes_and_rebalances(tmp_path: Path) -> None:
     added = [c for c in calls if "--cluster add-node" in c]
     assert [c.split()[2].split(".")[0] for c in added] == ["redis-6", "redis-7"]
     assert "--cluster-slave --cluster-master-id id-of-redis-6." in added[1]
+    # The empty new master accepts the join's writes, then gets its write floor back.
+    floors = [c.split()[-1] for c in calls if "config set min-replicas-to-write" in c]
+    assert floors == ["0", "1"]
     assert any("--cluster rebalance" in c and "--cluster-use-empty-masters" in c for c in calls)
