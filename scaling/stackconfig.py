@@ -95,7 +95,7 @@ def _describe(error: Any) -> str:
         return "unknown key"
     if kind == "missing":
         return "is required"
-    message = str(error["msg"])
+    message = str(error["msg"]).removeprefix("Value error, ")
     message = message[0].lower() + message[1:]
     return f"{message} (got {error['input']!r})"
 

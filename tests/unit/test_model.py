@@ -201,7 +201,7 @@ def test_error_names_the_stack_file() -> None:
         (
             "launch",
             {"sikka:phase": "launch", "sikka:nginx": {"image": "nginx:latest"}},
-            "sikka:nginx.image: value error, must not use the moving 'latest' tag (got 'nginx:latest')",
+            "sikka:nginx.image: must not use the moving 'latest' tag (got 'nginx:latest')",
         ),
         (
             "launch",

@@ -1,0 +1,132 @@
+"""The one Topology: nodes, roles, replication wiring and names, built once per phase."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from scaling.docker import container_name, start_after, volume_name
+from scaling.issues import ConfigError
+from scaling.model import PhaseSpec
+from scaling.stackconfig import parse
+from scaling.topology import Topology, build_topology
+from scaling.topology.network import node_host, service_host
+
+SCALE_ON_DOCKER = {
+    "sikka:platform": "docker",
+    "sikka:autoscaling": {"enabled": False},
+    "sikka:postgres": {"mode": "replicated"},
+}
+
+
+def spec_of(stack: str, phase: str | None = None, **overrides: Any) -> PhaseSpec:
+    return parse({"sikka:phase": phase or stack, **overrides}, stack=stack)
+
+
+def roles(topology: Topology) -> dict[str, tuple[str, str | None]]:
+    return {n.name: (n.role, n.replica_of) for n in topology.nodes}
+
+
+def test_growth_nodes_roles_and_replication() -> None:
+    topology = build_topology(spec_of("growth"))
+    assert roles(topology) == {
+        "postgres-0": ("primary", None),
+        "postgres-1": ("replica", "postgres-0"),
+        "postgres-2": ("replica", "postgres-0"),
+        "pgbouncer": ("pooler", None),
+        "redis-0": ("master", None),
+        "redis-1": ("replica", "redis-0"),
+        "redis-2": ("replica", "redis-0"),
+        "redis-sentinel-0": ("sentinel", None),
+        "redis-sentinel-1": ("sentinel", None),
+        "redis-sentinel-2": ("sentinel", None),
+        "gateway-0": ("gateway", None),
+        "gateway-1": ("gateway", None),
+        "nginx": ("proxy", None),
+    }
+    monitors = {(e.source, e.target) for e in topology.edges if e.kind == "monitors"}
+    assert monitors == {(f"redis-sentinel-{i}", "redis-0") for i in range(3)}
+    pools = {e.target for e in topology.edges_from("pgbouncer", "pools")}
+    assert pools == {"postgres", "postgres-replicas"}
+    assert topology.service("postgres-replicas").targets == ("postgres-1", "postgres-2")
+
+
+def test_cluster_layout_only_appends_when_masters_grow() -> None:
+    three = roles(build_topology(spec_of("scale", **SCALE_ON_DOCKER)))
+    four = roles(
+        build_topology(spec_of("scale", **SCALE_ON_DOCKER, **{"sikka:redis": {"masters": 4}}))
+    )
+    data = {k: v for k, v in three.items() if k.startswith("redis-") and k[-1].isdigit()}
+    assert data == {
+        "redis-0": ("cluster-master", None),
+        "redis-1": ("cluster-replica", "redis-0"),
+        "redis-2": ("cluster-master", None),
+        "redis-3": ("cluster-replica", "redis-2"),
+        "redis-4": ("cluster-master", None),
+        "redis-5": ("cluster-replica", "redis-4"),
+    }
+    # No existing node changes role: the new shard is appended.
+    assert {k: four[k] for k in data} == data
+    assert four["redis-6"] == ("cluster-master", None)
+    assert four["redis-7"] == ("cluster-replica", "redis-6")
+
+
+def test_citus_on_kubernetes_names_the_operator_services() -> None:
+    topology = build_topology(spec_of("scale"))
+    assert {s.name: s.purpose for s in topology.services if s.tier == "postgres"} == {
+        "postgres": "read-write",
+        "postgres-reads": "read-only",
+    }
+    groups = sorted({n.group for n in topology.tier("postgres")})
+    assert groups == ["postgres-coord", *(f"postgres-shard{i}" for i in range(4))]
+
+
+def test_hosts_are_made_in_one_place_per_platform() -> None:
+    docker = spec_of("growth")
+    k8s = spec_of("growth", **{"sikka:platform": "kubernetes"})
+    assert node_host(docker, "redis-sentinel", 1) == "redis-sentinel-1"
+    assert node_host(k8s, "redis-sentinel", 1) == (
+        "redis-sentinel-1.redis-sentinel-headless.sikka-growth.svc.cluster.local"
+    )
+    assert service_host(k8s, "postgres") == "postgres.sikka-growth.svc.cluster.local"
+    gateway = build_topology(k8s).node("gateway-0")
+    sentinels = gateway.env["REDIS_SENTINELS"].split(",")
+    assert sentinels[1] == f"{node_host(k8s, 'redis-sentinel', 1)}:26379"
+
+
+def test_two_stacks_of_one_phase_share_nothing_by_default() -> None:
+    one, two = spec_of("growth"), spec_of("growth-eu", phase="growth")
+    first, second = build_topology(one), build_topology(two)
+    assert one.namespace == "sikka-growth" and two.namespace == "sikka-growth-eu"
+    assert one.docker_network != two.docker_network
+    assert one.docker_subnet != two.docker_subnet
+    assert not one.docker_subnet.overlaps(two.docker_subnet)
+    containers = {container_name(first, n) for n in first.nodes}
+    assert containers.isdisjoint(container_name(second, n) for n in second.nodes)
+    volumes = {volume_name(first, v) for n in first.nodes for v in n.volumes}
+    assert volumes.isdisjoint(volume_name(second, v) for n in second.nodes for v in n.volumes)
+
+
+def test_subnet_is_a_typed_network() -> None:
+    spec = spec_of("launch", **{"sikka:docker": {"subnet": "10.99.0.0/24"}})
+    assert spec.docker_subnet.prefixlen == 24
+    for bad in ("banana", "10.0.0.0/33", "10.0.0.1/24"):
+        with pytest.raises(ConfigError, match=r"sikka:docker\.subnet: must be a network such as"):
+            spec_of("launch", **{"sikka:docker": {"subnet": bad}})
+
+
+@pytest.mark.parametrize("stack", ["launch", "growth"])
+def test_data_nodes_start_one_after_another(stack: str) -> None:
+    topology = build_topology(spec_of(stack))
+    for node in topology.nodes:
+        after = start_after(topology, node)
+        assert node.name not in after
+        if node.stateful and node.ordinal:
+            assert f"{node.group}-{node.ordinal - 1}" in after
+    if stack == "growth":
+        assert start_after(topology, topology.node("pgbouncer")) == (
+            "postgres-0",
+            "postgres-1",
+            "postgres-2",
+        )
