@@ -7,6 +7,8 @@ re-resolves the gateways' headless Service (Kubernetes, ``server … resolve``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
@@ -14,7 +16,7 @@ from scaling.render.gateway_env import database_env, gateway_env, redis_client_e
 from scaling.render.nginx import NginxLayout, render_nginx_conf
 from scaling.rules import KUBERNETES_NGINX_HTTP_PORT
 
-from . import postgres, redis
+from . import redis
 from .model import ConfigFile, Edge, HealthCheck, Node, Scaling, Service, Stop
 from .network import CLUSTER_DOMAIN, headless_service, node_host, node_name, on_kubernetes
 from .network import service_host as host_of
@@ -40,20 +42,23 @@ def redis_env(spec: PhaseSpec) -> dict[str, str]:
     return redis_client_env(spec, nodes=nodes, sentinels=redis.sentinel_endpoints(spec))
 
 
-def database_target(spec: PhaseSpec) -> Service:
-    """What the application connects to: the pooler where one runs as a node (Docker), else
-    the read-write Service (StackGres puts PgBouncer in front of it on Kubernetes)."""
-    return postgres_service(spec, "pooler") or postgres_service(spec, "read-write")  # type: ignore[return-value]
-
-
-def postgres_service(spec: PhaseSpec, purpose: str) -> Service | None:
-    _, services, _ = postgres.postgres_tier(spec)
+def _purpose(services: Sequence[Service], purpose: str) -> Service | None:
     return next((s for s in services if s.purpose == purpose), None)
 
 
-def database_variables(spec: PhaseSpec) -> dict[str, str]:
-    target = database_target(spec)
-    read_only = postgres_service(spec, "read-only")
+def database_target(services: Sequence[Service]) -> Service:
+    """What the application connects to, among the Postgres tier's services: the pooler
+    where one runs as a node (Docker), else the read-write Service (StackGres puts PgBouncer
+    in front of it on Kubernetes)."""
+    target = _purpose(services, "pooler") or _purpose(services, "read-write")
+    if target is None:
+        raise ValueError("the Postgres tier has no read-write service")
+    return target
+
+
+def database_variables(spec: PhaseSpec, services: Sequence[Service]) -> dict[str, str]:
+    target = database_target(services)
+    read_only = _purpose(services, "read-only")
     pooled_reads = target.purpose == "pooler" and read_only is not None
     env = database_env(
         spec, target=Endpoint(host_of(spec, target.name), target.port), read_pool=pooled_reads
@@ -63,14 +68,16 @@ def database_variables(spec: PhaseSpec) -> dict[str, str]:
     return env
 
 
-def gateway_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge], Scaling]:
+def gateway_nodes(
+    spec: PhaseSpec, postgres_services: Sequence[Service]
+) -> tuple[list[Node], list[Service], list[Edge], Scaling]:
     gw = spec.gateway
     health = (
         'python -c "import urllib.request; '
         f"urllib.request.urlopen('http://127.0.0.1:{gw.port}/healthz', timeout=3)\""
     )
-    target = database_target(spec)
-    env = {**redis_env(spec), **database_variables(spec)}
+    target = database_target(postgres_services)
+    env = {**redis_env(spec), **database_variables(spec, postgres_services)}
     nodes = []
     edges = []
     for index in range(gw.replicas):
