@@ -3,7 +3,9 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-APT_PACKAGES := postgresql pgbouncer redis-server redis-sentinel redis-tools nginx prometheus
+# libnginx-mod-stream: Debian builds the stream module (Nginx's accept gate) as a dynamic module.
+APT_PACKAGES := postgresql pgbouncer redis-server redis-sentinel redis-tools nginx libnginx-mod-stream \
+	prometheus
 STACKS := launch growth scale
 STACK ?= growth
 

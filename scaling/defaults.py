@@ -39,7 +39,9 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "maxReplicas": 1,
             "connectionsPerReplica": 500,
         },
-        "nginx": {"workerConnections": 1024, "workerProcesses": 1},
+        # perClientConnections: a sixteenth of one instance's connections
+        # (workerConnections x workerProcesses / 16), here and in every phase.
+        "nginx": {"workerConnections": 1024, "workerProcesses": 1, "perClientConnections": 64},
         "thresholds": {"cpuPercent": 60, "memoryPercent": 70, "connectionsPercent": 80},
         "autoscaling": {"enabled": False},
     },
@@ -81,7 +83,7 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "maxReplicas": 2,
             "connectionsPerReplica": 1000,
         },
-        "nginx": {"workerConnections": 2048, "workerProcesses": 2},
+        "nginx": {"workerConnections": 2048, "workerProcesses": 2, "perClientConnections": 256},
         "thresholds": {"cpuPercent": 70, "memoryPercent": 75, "connectionsPercent": 85},
         "autoscaling": {"enabled": False},
     },
@@ -125,7 +127,13 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "maxReplicas": 12,
             "connectionsPerReplica": 2500,
         },
-        "nginx": {"workerConnections": 4096, "workerProcesses": 4, "replicas": 2, "maxReplicas": 6},
+        "nginx": {
+            "workerConnections": 4096,
+            "workerProcesses": 4,
+            "replicas": 2,
+            "maxReplicas": 6,
+            "perClientConnections": 1024,
+        },
         # At scale the HPA holds CPU at 70 % and memory at 80 %; alerts fire above that.
         "thresholds": {"cpuPercent": 70, "memoryPercent": 80, "connectionsPercent": 85},
         "autoscaling": {"enabled": True, "cpuTargetPercent": 70, "memoryTargetPercent": 80},

@@ -203,11 +203,29 @@ class NginxSpec(Section):
     # WebSockets live for minutes or hours: an idle trip screen must not be cut at nginx's
     # 60 s default.
     websocket_read_timeout_seconds: Annotated[int, Field(ge=60, le=86_400)] = 3600
+    # Connections one client address may hold at once on one Nginx instance: WebSockets,
+    # requests and half-open requests alike, counted as they are accepted (the accept gate,
+    # scaling/render/nginx.py). At least 2: a reconnecting client's old and new connection.
+    per_client_connections: Annotated[int, Field(ge=2, le=65_536)]
+    # How long Nginx waits on a client that is not a WebSocket (yet): for the request line
+    # and headers, a body, a write it cannot complete, the next keep-alive request.
+    client_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+
+    @property
+    def worker_slots(self) -> int:
+        """nginx's worker_connections: each proxied connection (client side, upstream side)
+        plus the accept gate's loopback pair in front of the client side."""
+        return 2 * self.worker_connections
 
     @property
     def worker_rlimit_nofile(self) -> int:
-        # Every proxied connection holds two descriptors (client side and upstream side).
-        return 2 * self.worker_connections
+        # One descriptor per slot, and as many again for headroom (listeners, logs).
+        return 2 * self.worker_slots
+
+    @property
+    def instance_capacity(self) -> int:
+        """Client + upstream connections one Nginx instance holds (all its workers)."""
+        return self.worker_connections * self.worker_processes
 
     @property
     def connection_capacity(self) -> int:

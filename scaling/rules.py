@@ -175,6 +175,23 @@ def nginx_capacity(s: Sections) -> Iterator[ConfigIssue]:
         )
     if nginx.status_port == nginx.port:
         yield _issue("nginx.statusPort", f"must differ from nginx.port ({nginx.port})")
+    for key, port in (("port", nginx.port), ("statusPort", nginx.status_port)):
+        if port == NGINX_LOOPBACK_PORT:
+            yield _issue(
+                f"nginx.{key}",
+                f"{port} is where Nginx's accept gate hands connections to its HTTP server "
+                "(loopback only); choose another port",
+            )
+    # One address at its limit holds 2 connections per WebSocket (client and upstream side):
+    # it must leave at least half of the instance to everybody else, health checks included.
+    share = 2 * nginx.per_client_connections
+    if 2 * share > nginx.instance_capacity:
+        yield _issue(
+            "nginx.perClientConnections",
+            f"{nginx.per_client_connections} connections per client address would let one "
+            f"address hold {share} of one Nginx instance's {nginx.instance_capacity} "
+            f"(workerConnections x workerProcesses); at most {nginx.instance_capacity // 4}",
+        )
     gw: GatewaySpec | None = s.get("gateway")
     if gw is not None and nginx.connection_capacity < 2 * gw.max_connections:
         yield _issue(
@@ -188,6 +205,9 @@ def nginx_capacity(s: Sections) -> Iterator[ConfigIssue]:
 
 # On Kubernetes nginx runs as non-root and serves HTTP on this container port.
 KUBERNETES_NGINX_HTTP_PORT = 8080
+# Inside the Nginx container (Docker, Kubernetes): the accept gate (stream) passes each
+# connection to the HTTP server on 127.0.0.1 at this port.
+NGINX_LOOPBACK_PORT = 8089
 
 
 def kubernetes_postgres_version(s: Sections) -> Iterator[ConfigIssue]:

@@ -4,7 +4,9 @@ its "proxies-to" edge reaches (those started here)."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from scaling.local import health
 from scaling.local.context import Context
@@ -38,6 +40,29 @@ def upstreams(ctx: Context, proxy: Node) -> list[Endpoint]:
     ]
 
 
+def stream_modules(binary: str) -> tuple[str, ...]:
+    """What the accept gate needs loaded: nothing where the stream module is built in (the
+    nginx image), Debian's dynamic module (package libnginx-mod-stream) where it is not."""
+    version = subprocess.run(
+        [binary, "-V"], capture_output=True, text=True, timeout=10, check=False
+    ).stderr.split()
+    if "--with-stream" in version:
+        return ()
+    if "--with-stream=dynamic" in version:
+        folder = next(
+            (a.split("=", 1)[1] for a in version if a.startswith("--modules-path=")),
+            "/usr/lib/nginx/modules",
+        )
+        module = Path(folder) / "ngx_stream_module.so"
+        if module.is_file():
+            return (str(module),)
+        raise RuntimeError(
+            f"{binary} loads its stream module from {module}, which is missing: install "
+            "libnginx-mod-stream (Nginx's accept gate needs it)"
+        )
+    raise RuntimeError(f"{binary} was built without the stream module (Nginx's accept gate)")
+
+
 def _proxy(ctx: Context) -> Node:
     """The topology's proxy: one Nginx (a second would only share the loopback port)."""
     proxies = nodes(ctx.topology, "nginx", "proxy")
@@ -52,22 +77,24 @@ def _proxy(ctx: Context) -> Node:
 def start_nginx(ctx: Context) -> NginxEndpoints:
     proxy = _proxy(ctx)
     ctx.begin(proxy.name, ctx.log_path(proxy.name))
-    port, status_port = ctx.ports.take(), ctx.ports.take()
+    port, status_port, loopback_port = ctx.ports.take(), ctx.ports.take(), ctx.ports.take()
     folder = ctx.state_dir / proxy.name
     run = folder / "run"
     run.mkdir(parents=True, exist_ok=True)
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
     layout = NginxLayout(
         listen=f"127.0.0.1:{port}",
         status_listen=f"127.0.0.1:{status_port}",
         upstream_servers=tuple(
             f"{u.host}:{u.port} max_fails=2 fail_timeout=5s" for u in upstreams(ctx, proxy)
         ),
+        loopback_listen=f"127.0.0.1:{loopback_port}",
         status_allow=("127.0.0.1",),
         runtime_dir=str(run),
+        modules=stream_modules(binary),
     )
     conf = folder / "nginx.conf"
     conf.write_text(render_nginx_conf(ctx.spec, layout))
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
     entry = ctx.start(
         ProcessEntry(
             name=proxy.name,

@@ -14,7 +14,7 @@ from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
 from scaling.render.gateway_env import database_env, gateway_env, redis_client_env
 from scaling.render.nginx import NginxLayout, render_nginx_conf
-from scaling.rules import KUBERNETES_NGINX_HTTP_PORT
+from scaling.rules import KUBERNETES_NGINX_HTTP_PORT, NGINX_LOOPBACK_PORT
 
 from . import redis
 from .model import ConfigFile, Edge, HealthCheck, Node, Scaling, Service, Stop
@@ -118,6 +118,7 @@ def nginx_layout(spec: PhaseSpec, gateways: list[Node]) -> NginxLayout:
             listen=str(KUBERNETES_NGINX_HTTP_PORT),
             status_listen=str(spec.nginx.status_port),
             upstream_servers=(f"{upstream}:{spec.gateway.port} resolve",),
+            loopback_listen=f"127.0.0.1:{NGINX_LOOPBACK_PORT}",
             status_allow=NGINX_K8S_STATUS_ALLOW,
             resolver=NGINX_K8S_RESOLVER,
             runtime_dir=NGINX_K8S_RUNTIME_DIR,
@@ -130,6 +131,7 @@ def nginx_layout(spec: PhaseSpec, gateways: list[Node]) -> NginxLayout:
             "max_fails=2 fail_timeout=5s"
             for g in gateways
         ),
+        loopback_listen=f"127.0.0.1:{NGINX_LOOPBACK_PORT}",
         status_allow=("127.0.0.1", str(spec.docker_subnet)),
     )
 

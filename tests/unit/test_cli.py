@@ -121,7 +121,7 @@ def test_render_scale_writes_the_registered_manifests(tmp_path: Path) -> None:
     documents = list(yaml.safe_load_all((tmp_path / "manifests.yaml").read_text()))
     expected = build_manifests(load_stack_file(ROOT / "Pulumi.scale.yaml"))
     assert documents == [m.body for m in expected]
-    assert "worker_connections 4096;" in (tmp_path / "nginx.conf").read_text()
+    assert "worker_connections 8192;" in (tmp_path / "nginx.conf").read_text()  # 4096 x 2 (gate)
 
 
 def test_preview_lists_resources_and_secret_exports(capsys: pytest.CaptureFixture[str]) -> None:

@@ -99,7 +99,7 @@ def test_nginx_published_and_proxies_gateways(growth: StackRun) -> None:
     assert nginx.inputs["ports"] == [{"internal": 80, "external": 8080}]
     conf = uploaded(nginx, "/etc/nginx/nginx.conf")
     assert "server gateway-0:8080" in conf and "server gateway-1:8080" in conf
-    assert "worker_connections 2048;" in conf
+    assert "worker_connections 4096;" in conf  # 2048 x 2 (the accept gate)
     assert "hash $sticky_key consistent;" in conf
 
 

@@ -131,7 +131,8 @@ def test_gateway_services() -> None:
 def test_nginx_config_at_scale() -> None:
     manifests = build_manifests(SPECS["scale"]())
     conf = find(manifests, "ConfigMap", "nginx-config").body["data"]["nginx.conf"]
-    assert "worker_connections 4096;" in conf
+    # nginx.workerConnections 4096, doubled for the accept gate's loopback pair.
+    assert "worker_connections 8192;" in conf
     assert "worker_processes 4;" in conf
     assert "server gateway-headless.sikka-scale.svc.cluster.local:8080 resolve;" in conf
     assert "resolver kube-dns.kube-system.svc.cluster.local" in conf
