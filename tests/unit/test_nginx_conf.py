@@ -245,3 +245,14 @@ def test_stream_module_is_found_or_named(tmp_path: Path) -> None:
     without = _fake_nginx(tmp_path, "configure arguments: --with-http_realip_module")
     with pytest.raises(RuntimeError, match="built without the stream module"):
         stream_modules(without)
+
+
+@pytest.mark.parametrize("phase", list(ON_THEIR_PLATFORM))
+def test_kubernetes_memory_holds_a_full_instance_of_websockets(phase: str) -> None:
+    """Measured: ~29 KiB of worker memory per WebSocket through the accept gate."""
+    from scaling.kubernetes.nginx import nginx_resources
+
+    spec = spec_of(phase, **{"sikka:platform": "kubernetes"})
+    requested = int(nginx_resources(spec)["requests"]["memory"].removesuffix("Mi"))
+    websockets = spec.nginx.instance_capacity // 2
+    assert requested >= websockets * 29 / 1024
