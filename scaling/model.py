@@ -45,7 +45,8 @@ MAX_MEMORY_MB = 4 * 1024 * 1024
 MAX_STORAGE_GB = 64 * 1024
 # - descriptors: Linux's default fs.nr_open; no process holds more sockets than this;
 MAX_DESCRIPTORS = 1_048_576
-# - replicas of one primary or master: beyond 15 a primary spends itself streaming WAL;
+# - replicas of one primary or master: 15 (a phase uses 2; more belongs in cascading
+#   replication or in shards);
 MAX_REPLICAS = 15
 # - Citus tracks at most 2048 worker nodes (citus.max_worker_nodes_tracked);
 MAX_SHARDS = 2048
@@ -100,7 +101,11 @@ def _pinned(image: str) -> str:
     return image
 
 
-Image = Annotated[str, AfterValidator(_pinned)]
+Image = Annotated[
+    str,
+    AfterValidator(_pinned),
+    Field(description="an image reference pinned by tag or digest (not `latest`)"),
+]
 
 # Roles and databases that PostgreSQL, PgBouncer, StackGres or this project already use or
 # reserve: the application's own must be none of them.
@@ -157,10 +162,14 @@ def _sql_name(kind: str, reserved: frozenset[str], length: int, examples: str) -
 # 60, not 63: PgBouncer's read-only pool is named "<database>_ro" and must fit PostgreSQL's
 # 63-byte names too.
 DatabaseName = Annotated[
-    str, _sql_name("database", RESERVED_DATABASES, 60, "postgres, template0, template1, pg_*")
+    str,
+    _sql_name("database", RESERVED_DATABASES, 60, "postgres, template0, template1, pg_*"),
+    Field(description="`[a-z_][a-z0-9_]*`, at most 60 characters, not a reserved name"),
 ]
 RoleName = Annotated[
-    str, _sql_name("role", RESERVED_ROLES, 63, "postgres, replicator, authenticator, pg_*")
+    str,
+    _sql_name("role", RESERVED_ROLES, 63, "postgres, replicator, authenticator, pg_*"),
+    Field(description="`[a-z_][a-z0-9_]*`, at most 63 characters, not a reserved name"),
 ]
 
 
@@ -174,7 +183,11 @@ def _network(value: object) -> object:
 
 
 # An IPv4 or IPv6 network in CIDR notation, host bits zero ("10.0.0.0/24").
-Network = Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]
+Network = Annotated[
+    IPv4Network | IPv6Network,
+    BeforeValidator(_network),
+    Field(description="an IPv4 or IPv6 network, host bits zero"),
+]
 
 
 class Section(BaseModel):
@@ -298,7 +311,8 @@ class GatewaySpec(Section):
     build_context: (
         Annotated[str, Field(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$", max_length=255)] | None
     ) = "gateway"
-    max_connections: Annotated[int, Field(ge=1, le=MAX_PODS * MAX_DESCRIPTORS)]
+    # No more WebSockets than the planned users could open (capacity: at most 100 million).
+    max_connections: Annotated[int, Field(ge=1, le=100_000_000)]
     replicas: Pods
     max_replicas: Pods
     connections_per_replica: Descriptors
