@@ -100,7 +100,7 @@ def _describe(error: Any) -> str:
     if kind in ("model_type", "dict_type", "model_attributes_type"):
         return f"must be a mapping (got {echo(error['input'])})"
     message = str(error["msg"]).removeprefix("Value error, ")
-    message = message[0].lower() + message[1:]
+    message = message[:1].lower() + message[1:]
     return f"{message} (got {echo(error['input'])})"
 
 

@@ -765,7 +765,8 @@ def test_what_pulumi_reads_as_text_stays_text(tmp_path: Path) -> None:
     path.write_bytes(
         "\ufeffconfig:\n  sikka:phase: growth\n  aws:expires: 2024-01-01\n  aws:flag: yes\n"
         "  aws:octal: 0o17\n  aws:hex: 0x1F\n  other:anchored: &a {x: 1}\n"
-        "  sikka:redisPassword:\n    secure: v1:abc\n".encode()
+        "  sikka:redisPassword:\n    secure: v1:abc\n  kubernetes:context: kind\n"
+        "  docker:host: unix:///var/run/docker.sock\n  kafka:brokers: b1\n".encode()
     )
     document = read_stack_document(path)
     assert document.issues == []
@@ -774,3 +775,18 @@ def test_what_pulumi_reads_as_text_stays_text(tmp_path: Path) -> None:
     assert (document.config["aws:octal"], document.config["aws:hex"]) == (15, 31)
     assert document.secret_keys == {"sikka:redisPassword"}
     assert main(["validate", str(path)]) == 0
+
+
+def test_an_unexpected_error_is_one_line_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import scaling.cli
+
+    def explode(path: Path) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(scaling.cli, "load_stack_file", explode)
+    monkeypatch.delenv("SIKKA_DEBUG", raising=False)
+    status, line = _one_line_error(["validate", "launch"], capsys)
+    assert status == 70
+    assert line == "sikka-scaling: unexpected error: RuntimeError: boom\\nsecond line"
