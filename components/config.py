@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,10 @@ from pulumi.runtime import config as runtime_config
 from scaling.issues import ConfigError
 from scaling.model import PhaseSpec
 from scaling.stackconfig import NAMESPACE, parse, read_stack_file, stack_file_name
+
+# The stack file an offline evaluation reads (components.offline_preview.run_stack with a
+# file); None: the project's Pulumi.<stack>.yaml, the file `pulumi` itself reads.
+STACK_FILE: ContextVar[Path | None] = ContextVar("sikka_stack_file", default=None)
 
 
 class StackConfigError(ConfigError, pulumi.RunError):
@@ -36,11 +41,12 @@ def spec_from_pulumi(project_dir: Path | None = None) -> PhaseSpec:
     """
     stack = pulumi.get_stack()
     values, secret_keys = engine_config()
-    if not any(key.startswith(f"{NAMESPACE}:") for key in values):
-        path = (project_dir or Path(__file__).resolve().parent.parent) / stack_file_name(stack)
-        if path.exists():
-            values, secret_keys = read_stack_file(path)
     try:
+        if not any(key.startswith(f"{NAMESPACE}:") for key in values):
+            project = project_dir or Path(__file__).resolve().parent.parent
+            path = STACK_FILE.get() or project / stack_file_name(stack)
+            if path.exists():
+                values, secret_keys = read_stack_file(path)
         return parse(values, stack=stack, secret_keys=secret_keys)
     except ConfigError as error:
         raise StackConfigError(error.source, error.issues) from None

@@ -19,7 +19,8 @@ from typing import Any
 import pulumi
 from pulumi.runtime import mocks, rpc
 
-from scaling.stackconfig import read_stack_file
+from components.config import STACK_FILE
+from scaling.stackconfig import parse, read_stack_document
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_SIG = rpc._special_sig_key
@@ -133,10 +134,18 @@ class StackRun:
         return matches[0]
 
 
-def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> tuple[dict, set]:
-    """The config `pulumi preview` would pass: the stack file's values as JSON text."""
-    values, secret_keys = read_stack_file(ROOT / f"Pulumi.{stack}.yaml")
-    values = {**values, **(overrides or {})}
+def stack_config(
+    stack: str, overrides: Mapping[str, Any] | None = None, stack_file: Path | None = None
+) -> tuple[dict, set]:
+    """The config `pulumi preview` would pass: the stack file's values as JSON text.
+
+    ``stack_file``: the file to read (default: the project's Pulumi.<stack>.yaml); raises
+    ConfigError for any problem reading it, before the program runs."""
+    document = read_stack_document(stack_file or ROOT / f"Pulumi.{stack}.yaml")
+    values = {**document.config, **(overrides or {})}
+    if document.issues:  # reported with everything else wrong in the file, as `validate` does
+        parse(values, stack=stack, secret_keys=document.secret_keys, found=document.issues)
+    secret_keys = document.secret_keys
     encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
     return encoded, secret_keys
 
@@ -158,11 +167,14 @@ def run_stack(
     overrides: Mapping[str, Any] | None = None,
     secret_values: Mapping[str, str] | None = None,
     previous_outputs: Mapping[str, Any] | None = None,
+    stack_file: Path | None = None,
 ) -> StackRun:
     """Runs __main__.py for ``stack``; raises what the program raises (ConfigError, ...).
 
     ``previous_outputs``: the outputs of the stack's last update (what a StackReference to
-    itself reads), e.g. the ``exports`` of an earlier run; none means a first deployment."""
+    itself reads), e.g. the ``exports`` of an earlier run; none means a first deployment.
+    ``stack_file``: the stack file to evaluate (default: the project's Pulumi.<stack>.yaml);
+    the program reads that file and no other."""
     recorder = Recorder(previous_outputs=dict(previous_outputs or {}))
     _ensure_event_loop()
     pulumi.runtime.set_mocks(
@@ -172,7 +184,7 @@ def run_stack(
         preview=True,
         monitor=RecordingMonitor(recorder),
     )
-    config, secret_keys = stack_config(stack, overrides)
+    config, secret_keys = stack_config(stack, overrides, stack_file)
     config.update(secret_values or {})
     pulumi.runtime.set_all_config(config, [*secret_keys, *(secret_values or {})])
     outputs: dict[str, Any] = {}
@@ -204,9 +216,12 @@ def run_stack(
         outputs.update(namespace)
         return pulumi.Output.from_input(resolve_exports())
 
+    token = STACK_FILE.set(stack_file)
     try:
         evaluate()
     except Exception as error:
         error.registered = recorder.resources  # type: ignore[attr-defined]
         raise
+    finally:
+        STACK_FILE.reset(token)
     return StackRun(recorder.resources, outputs, exports, secret_exports)

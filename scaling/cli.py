@@ -11,10 +11,10 @@ import typer
 
 from scaling import stackfiles
 from scaling.bundle import render_bundle
-from scaling.issues import ConfigError
+from scaling.issues import ConfigError, one_line
 from scaling.local.cli import local_app
 from scaling.model import PhaseSpec
-from scaling.stackconfig import load_stack_file, stack_from_path
+from scaling.stackconfig import load_stack_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -27,7 +27,7 @@ def stack_path(stack: str) -> Path:
     try:
         return stackfiles.stack_path(stack)
     except stackfiles.StackFileNotFound as error:
-        raise typer.BadParameter(str(error)) from None
+        raise typer.BadParameter(str(error), param_hint="STACK") from None
 
 
 def load(stack: str) -> PhaseSpec:
@@ -57,15 +57,26 @@ def render(
 ) -> None:
     """Write the phase's deployment configs (no Pulumi needed)."""
     spec = load(stack)
-    out.mkdir(parents=True, exist_ok=True)
-    build = (
-        os.path.relpath(PROJECT_DIR / spec.gateway.build_context, out.resolve())
-        if spec.gateway.build_context
-        else None
-    )
-    for name, content in render_bundle(spec, build).items():
-        (out / name).write_text(content)
-        typer.echo(f"wrote {out / name}")
+    if out.exists() and not out.is_dir():
+        _fail(f"render: --out {out}: is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        build = (
+            os.path.relpath(PROJECT_DIR / spec.gateway.build_context, out.resolve())
+            if spec.gateway.build_context
+            else None
+        )
+        for name, content in render_bundle(spec, build).items():
+            (out / name).write_text(content)
+            typer.echo(f"wrote {out / name}")
+    except OSError as error:
+        where = error.filename or out
+        _fail(f"render: --out {out}: cannot write {where}: {error.strerror or error}")
+
+
+def _fail(message: str) -> None:
+    typer.echo(one_line(message, 400), err=True)
+    raise typer.Exit(code=1)
 
 
 @app.command()
@@ -77,10 +88,15 @@ def preview(
     and list every resource it would register."""
     import json
 
-    load(stack)  # the same validation messages as `validate`
+    spec = load(stack)  # the same validation messages as `validate`
     from components.offline_preview import run_stack
 
-    run = run_stack(stack_from_path(stack_path(stack)))
+    try:
+        # The program reads the very file `validate` and `render` read, not the project's.
+        run = run_stack(spec.stack, stack_file=stack_path(stack))
+    except ConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=1) from None
     rows = [
         {"type": r.type, "name": r.name, "secret_inputs": sorted(r.secret_paths())}
         for r in run.resources
@@ -103,16 +119,31 @@ def preview(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code so tests can call ``main([...])``."""
+    """Entry point; returns the exit code so tests can call ``main([...])``.
+
+    Every misuse ends in one line on stderr and a non-zero status, never a traceback
+    (``SIKKA_DEBUG=1`` shows the traceback of an unexpected error)."""
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, prog_name="sikka-scaling", standalone_mode=False)
     except typer.Exit as done:
         return done.exit_code
-    except typer.TyperException as error:  # usage errors: show them the way click does
-        show = getattr(error, "show", None)
-        if show is not None:
-            show()
+    except typer.Abort:
+        typer.echo("sikka-scaling: aborted", err=True)
+        return 1
+    except typer.TyperException as error:  # usage errors, on one line
+        ctx = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help(), err=True)
+            return 2
+        where = ctx.command_path if ctx is not None else "sikka-scaling"
+        typer.echo(f"{where}: {one_line(error.format_message(), 400)}", err=True)
         return int(getattr(error, "exit_code", 2))
+    except Exception as error:
+        if os.environ.get("SIKKA_DEBUG"):
+            raise
+        message = one_line(f"{type(error).__name__}: {error}", 400)
+        typer.echo(f"sikka-scaling: unexpected error: {message}", err=True)
+        return 70  # EX_SOFTWARE
     return result if isinstance(result, int) else 0
 
 

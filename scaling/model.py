@@ -37,21 +37,140 @@ Count = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]
 Percent = Annotated[int, Field(ge=1, le=100)]
 
-# An image reference must carry a tag or digest, and not the moving "latest" tag: a phase
-# is reproducible only if `pulumi up` pulls the same bits twice.
-_PINNED_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$")
+# Upper bounds come from what exists, so that an extra zero (or 10**30) is refused here
+# instead of being wrapped by Redis or refused by PostgreSQL at start:
+# - memory: 4 TiB, more than any one database container is given;
+MAX_MEMORY_MB = 4 * 1024 * 1024
+# - disk: 64 TiB, the largest single block volume (AWS io2 Block Express, GCP Persistent Disk);
+MAX_STORAGE_GB = 64 * 1024
+# - descriptors: Linux's default fs.nr_open; no process holds more sockets than this;
+MAX_DESCRIPTORS = 1_048_576
+# - replicas of one primary or master: 15 (a phase uses 2; more belongs in cascading
+#   replication or in shards);
+MAX_REPLICAS = 15
+# - Citus tracks at most 2048 worker nodes (citus.max_worker_nodes_tracked);
+MAX_SHARDS = 2048
+# - Redis Cluster is designed for up to 1000 nodes;
+MAX_CLUSTER_NODES = 1000
+# - pods of one Deployment: far beyond what a phase autoscales to, well within a cluster.
+MAX_PODS = 1000
+MemoryMb = Annotated[int, Field(ge=1, le=MAX_MEMORY_MB)]
+StorageGb = Annotated[int, Field(ge=1, le=MAX_STORAGE_GB)]
+Descriptors = Annotated[int, Field(ge=1, le=MAX_DESCRIPTORS)]
+Replicas = Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
+Pods = Annotated[int, Field(ge=1, le=MAX_PODS)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+# A planned number of users or trips: a hundred million is past any city's riders.
+Planned = Annotated[int, Field(ge=1, le=100_000_000)]
+
+# Image references by the OCI distribution grammar (distribution/reference, regexp.go):
+# [domain[:port]/]path-component[/path-component...][:tag][@algorithm:hex].
+_ALNUM = r"[a-z0-9]+"
+_PATH_COMPONENT = rf"{_ALNUM}(?:(?:[._]|__|-+){_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+IMAGE_REFERENCE = re.compile(
+    rf"(?P<name>(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?",
+    re.ASCII,
+)
+_DIGEST_HEX = {"sha256": 64, "sha512": 128}
 
 
 def _pinned(image: str) -> str:
-    last = image.rsplit("/", 1)[-1]
-    if not _PINNED_IMAGE.match(image) or (":" not in last and "@" not in image):
+    """An OCI image reference with a tag or digest, and not the moving "latest" tag: a phase
+    is reproducible only if `pulumi up` pulls the same bits twice."""
+    match = IMAGE_REFERENCE.fullmatch(image) if len(image) <= 512 else None
+    if match is None:
+        raise ValueError(
+            "must be an image reference such as 'nginx:1.29.3' or "
+            "'ghcr.io/owner/name:1.0@sha256:<64 hex digits>'"
+        )
+    if len(match["name"]) > 255:
+        raise ValueError("the image name is longer than 255 characters")
+    if match["tag"] is None and match["digest"] is None:
         raise ValueError("must be a pinned image reference such as 'nginx:1.27.3'")
-    if last.endswith(":latest"):
+    if match["tag"] == "latest":
         raise ValueError("must not use the moving 'latest' tag")
+    if match["digest"]:
+        algorithm, _, hex_digits = match["digest"].partition(":")
+        expected = _DIGEST_HEX.get(algorithm)
+        if expected is not None and len(hex_digits) != expected:
+            raise ValueError(f"a {algorithm} digest has {expected} hex digits")
     return image
 
 
-Image = Annotated[str, AfterValidator(_pinned)]
+Image = Annotated[
+    str,
+    AfterValidator(_pinned),
+    Field(description="an image reference pinned by tag or digest (not `latest`)"),
+]
+
+# Roles and databases that PostgreSQL, PgBouncer, StackGres or this project already use or
+# reserve: the application's own must be none of them.
+RESERVED_ROLES = frozenset(
+    {
+        "postgres",  # the superuser (Docker image, StackGres)
+        "replicator",  # streaming replication (scaling.render.postgres, StackGres)
+        "authenticator",  # StackGres' Patroni and PgBouncer auth_user
+        "pgbouncer",
+        "public",  # PostgreSQL's pseudo-role for everyone
+        "none",
+        "current_user",
+        "current_role",
+        "session_user",
+        "all",  # pg_hba.conf keywords
+        "sameuser",
+        "samerole",
+        "samegroup",
+        "replication",
+    }
+)
+RESERVED_DATABASES = frozenset(
+    {
+        "postgres",
+        "template0",
+        "template1",
+        "pgbouncer",  # PgBouncer's admin console
+        "all",  # pg_hba.conf keywords
+        "sameuser",
+        "samerole",
+        "samegroup",
+        "replication",
+    }
+)
+
+
+def _sql_name(kind: str, reserved: frozenset[str], length: int, examples: str) -> AfterValidator:
+    def check(name: str) -> str:
+        if not re.fullmatch(rf"[a-z_][a-z0-9_]{{0,{length - 1}}}", name):
+            raise ValueError(
+                f"must be a {kind} name of lowercase letters, digits and '_', not starting "
+                f"with a digit, at most {length} characters"
+            )
+        if name in reserved or name.startswith("pg_"):
+            raise ValueError(
+                f"is a {kind} name PostgreSQL, PgBouncer or StackGres already uses or "
+                f"reserves ({examples}, ...); choose another"
+            )
+        return name
+
+    return AfterValidator(check)
+
+
+# 60, not 63: PgBouncer's read-only pool is named "<database>_ro" and must fit PostgreSQL's
+# 63-byte names too.
+DatabaseName = Annotated[
+    str,
+    _sql_name("database", RESERVED_DATABASES, 60, "postgres, template0, template1, pg_*"),
+    Field(description="`[a-z_][a-z0-9_]*`, at most 60 characters, not a reserved name"),
+]
+RoleName = Annotated[
+    str,
+    _sql_name("role", RESERVED_ROLES, 63, "postgres, replicator, authenticator, pg_*"),
+    Field(description="`[a-z_][a-z0-9_]*`, at most 63 characters, not a reserved name"),
+]
 
 
 def _network(value: object) -> object:
@@ -64,7 +183,11 @@ def _network(value: object) -> object:
 
 
 # An IPv4 or IPv6 network in CIDR notation, host bits zero ("10.0.0.0/24").
-Network = Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]
+Network = Annotated[
+    IPv4Network | IPv6Network,
+    BeforeValidator(_network),
+    Field(description="an IPv4 or IPv6 network, host bits zero"),
+]
 
 
 class Section(BaseModel):
@@ -80,8 +203,8 @@ class Section(BaseModel):
 class Span(Section):
     """A planned range such as 1,000-2,000 users; ``max`` None means open-ended (10k+)."""
 
-    min: Positive
-    max: Positive | None = None
+    min: Planned
+    max: Planned | None = None
 
 
 class Capacity(Section):
@@ -94,15 +217,15 @@ class PostgresSpec(Section):
     image: Image
     max_connections: Annotated[int, Field(ge=10, le=10_000)]
     superuser_reserved_connections: Annotated[int, Field(ge=1, le=20)] = 3
-    read_replicas: Count
-    memory_mb: Annotated[int, Field(ge=256)]
-    storage_gb: Positive
-    database: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "sikka"
-    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "sikka"
+    read_replicas: Replicas
+    memory_mb: Annotated[int, Field(ge=256, le=MAX_MEMORY_MB)]
+    storage_gb: StorageGb
+    database: DatabaseName = "sikka"
+    user: RoleName = "sikka"
     # Citus (scale): a coordinator group and N worker shard groups, each with replicas.
-    shards: Positive = 4
-    coordinator_instances: Positive = 2
-    instances_per_shard: Positive = 2
+    shards: Annotated[int, Field(ge=1, le=MAX_SHARDS)] = 4
+    coordinator_instances: Annotated[int, Field(ge=1, le=1 + MAX_REPLICAS)] = 2
+    instances_per_shard: Annotated[int, Field(ge=1, le=1 + MAX_REPLICAS)] = 2
 
     @property
     def version(self) -> str | None:
@@ -122,10 +245,11 @@ class PoolerSpec(Section):
     enabled: bool
     image: Image = "edoburu/pgbouncer:v1.25.1-p0"
     pool_mode: Literal["transaction", "session", "statement"] = "transaction"
-    max_client_conn: Positive = 1000
-    default_pool_size: Positive = 20
-    read_pool_size: Positive = 20
-    reserve_pool_size: Count = 5
+    max_client_conn: Descriptors = 1000
+    # Server connections: bounded by postgres.maxConnections (10,000) and the rules.
+    default_pool_size: Annotated[int, Field(ge=1, le=10_000)] = 20
+    read_pool_size: Annotated[int, Field(ge=1, le=10_000)] = 20
+    reserve_pool_size: Annotated[int, Field(ge=0, le=10_000)] = 5
 
 
 EvictionPolicy = Literal[
@@ -145,21 +269,22 @@ class RedisSpec(Section):
     # Valkey is the BSD-licensed fork of Redis 7.2; Redis 7.4+ is RSALv2/SSPL (Redis 8 adds
     # AGPLv3). The image stays configurable for teams licensed for Redis.
     image: Image = "valkey/valkey:8.1.4"
-    max_memory_mb: Positive
+    max_memory_mb: MemoryMb
     eviction_policy: EvictionPolicy = "allkeys-lru"
-    max_clients: Positive = 10_000
-    replicas: Count = 0
-    sentinels: Count = 0
-    quorum: Count = 0
-    master_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "sikka"
-    min_replicas_to_write: Count = 0
-    min_replicas_max_lag_seconds: Positive = 10
-    masters: Count = 0
-    replicas_per_master: Count = 0
-    cluster_node_timeout_ms: Annotated[int, Field(ge=500)] = 5000
+    # Redis keeps 32 descriptors for itself beside its clients.
+    max_clients: Annotated[int, Field(ge=1, le=MAX_DESCRIPTORS - 32)] = 10_000
+    replicas: Replicas = 0
+    sentinels: Replicas = 0
+    quorum: Replicas = 0
+    master_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)] = "sikka"
+    min_replicas_to_write: Replicas = 0
+    min_replicas_max_lag_seconds: Annotated[int, Field(ge=1, le=3600)] = 10
+    masters: Annotated[int, Field(ge=0, le=MAX_CLUSTER_NODES)] = 0
+    replicas_per_master: Replicas = 0
+    cluster_node_timeout_ms: Annotated[int, Field(ge=500, le=3_600_000)] = 5000
     # Disk per data node (AOF + RDB). Kept apart from max_memory_mb so that a memory change
     # never touches a volume (on Kubernetes, volumeClaimTemplates are immutable).
-    storage_gb: Positive = 1
+    storage_gb: StorageGb = 1
 
     @property
     def binaries(self) -> tuple[str, str]:
@@ -183,11 +308,14 @@ class GatewaySpec(Section):
     image: Image = "ghcr.io/sikka-scaling/gateway:0.1.0"
     # On Docker the image is built from this folder of the project (the reference gateway)
     # and tagged `image`; null pulls `image` instead. Kubernetes always pulls `image`.
-    build_context: str | None = "gateway"
-    max_connections: Positive
-    replicas: Positive
-    max_replicas: Positive
-    connections_per_replica: Positive
+    build_context: (
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$", max_length=255)] | None
+    ) = "gateway"
+    # No more WebSockets than the planned users could open (capacity: at most 100 million).
+    max_connections: Annotated[int, Field(ge=1, le=100_000_000)]
+    replicas: Pods
+    max_replicas: Pods
+    connections_per_replica: Descriptors
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
     drain_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
 
@@ -196,10 +324,10 @@ class NginxSpec(Section):
     image: Image = "nginx:1.29.3"
     worker_connections: Annotated[int, Field(ge=512, le=1_048_576)]
     worker_processes: Annotated[int, Field(ge=1, le=128)]
-    replicas: Positive = 1
-    max_replicas: Positive = 1
-    port: Annotated[int, Field(ge=1, le=65535)] = 80
-    status_port: Annotated[int, Field(ge=1, le=65535)] = 8081
+    replicas: Annotated[int, Field(ge=1, le=100)] = 1
+    max_replicas: Annotated[int, Field(ge=1, le=100)] = 1
+    port: Port = 80
+    status_port: Port = 8081
     # WebSockets live for minutes or hours: an idle trip screen must not be cut at nginx's
     # 60 s default.
     websocket_read_timeout_seconds: Annotated[int, Field(ge=60, le=86_400)] = 3600
@@ -250,17 +378,24 @@ class KubernetesSpec(Section):
     # None: derived from the stack name (sikka-<stack>), so two stacks never share one.
     namespace: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")] | None = None
     install_operator: bool = False
-    operator_version: str = "1.18.6"
-    storage_class: str | None = None
+    operator_version: Annotated[str, Field(pattern=r"^[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}$")] = (
+        "1.18.6"
+    )
+    # A StorageClass name: a DNS subdomain.
+    storage_class: (
+        Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)] | None
+    ) = None
     nginx_service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = "LoadBalancer"
 
 
 class DockerSpec(Section):
     # None: derived from the stack name. Containers and volumes are named from the stack,
     # never from the network, so renaming the network leaves every volume where it was.
-    network: Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")] | None = None
+    network: (
+        Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$", max_length=128)] | None
+    ) = None
     # Host port Nginx publishes; everything else stays on the private network.
-    http_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    http_port: Port = 8080
     # None: a /24 inside 10.213.0.0/16 chosen from the stack name.
     subnet: Network | None = None
 
@@ -271,7 +406,7 @@ class PhaseSpec(Section):
     phase: Phase
     platform: PlatformKind
     # The Pulumi stack this spec was read for: physical names derive from it.
-    stack: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    stack: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
     capacity: Capacity
     postgres: PostgresSpec
     pooler: PoolerSpec

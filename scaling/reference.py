@@ -3,9 +3,11 @@ generated from the model so the documentation cannot drift from the code."""
 
 from __future__ import annotations
 
-from typing import Any
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from scaling.model import Phase, PhaseSpec
 from scaling.stackconfig import SECRET_KEYS, SECTIONS, parse
@@ -21,6 +23,73 @@ def _leaves(model: BaseModel, prefix: str) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _fields(model: type[BaseModel], prefix: str) -> dict[str, FieldInfo]:
+    out: dict[str, FieldInfo] = {}
+    for name, field in model.model_fields.items():
+        key = f"{prefix}.{field.alias or name}"
+        inner = [t for t in (field.annotation, *get_args(field.annotation)) if t is not None]
+        nested = [t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)]
+        if nested:
+            out.update(_fields(nested[0], key))
+        else:
+            out[key] = field
+    return out
+
+
+def _number(value: int) -> str:
+    return f"{value:,}"
+
+
+def allowed(field: FieldInfo) -> str:
+    """What a key accepts, from the model: ranges, choices, patterns, lengths."""
+    annotation: Any = field.annotation
+    metadata = list(field.metadata)
+    description = field.description
+    optional = False
+    if get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation):
+        optional = True
+        rest = [t for t in get_args(annotation) if t is not type(None)]
+        annotation = rest[0] if len(rest) == 1 else annotation
+    if get_origin(annotation) is Annotated:
+        annotation, *extra = get_args(annotation)
+        for item in extra:
+            if isinstance(item, FieldInfo):
+                metadata += item.metadata
+                description = description or item.description
+            else:
+                metadata.append(item)
+    constraints = {
+        name: getattr(item, name)
+        for item in metadata
+        for name in ("ge", "le", "max_length", "pattern")
+        if getattr(item, name, None) is not None
+    }
+    if description:
+        text = description
+    elif annotation is bool:
+        text = "true, false"
+    elif get_origin(annotation) is Literal:
+        text = ", ".join(f"`{value}`" for value in get_args(annotation))
+    elif annotation is int:
+        low, high = constraints.get("ge"), constraints.get("le")
+        text = (
+            f"{_number(low)}\N{EN DASH}{_number(high)}"
+            if low is not None and high is not None
+            else f"≥ {_number(low)}"
+            if low is not None
+            else "a whole number"
+        )
+    elif constraints.get("pattern"):
+        text = f"`{constraints['pattern']}`"
+    else:
+        text = "text"
+    if constraints.get("max_length") and annotation is str:
+        text += f", at most {constraints['max_length']} characters"
+    if optional:
+        text += "; or unset"
+    return text.replace("|", "\\|")
 
 
 # Defaults that derive from the stack's name, so that two stacks never share them.
@@ -51,14 +120,26 @@ def _show(value: Any) -> str:
     return f"`{value}`"
 
 
+ALLOWED = {
+    "sikka:phase": "`launch`, `growth`, `scale`",
+    "sikka:platform": "`docker`, `kubernetes`",
+    "sikka:protectData": "true, false",
+}
+
+
 def reference_table() -> str:
     columns = {phase: _defaults(phase) for phase in Phase}
-    rows = ["| key | launch | growth | scale |", "|---|---|---|---|"]
+    fields = {
+        k: v for name, model in SECTIONS.items() for k, v in _fields(model, f"sikka:{name}").items()
+    }
+    rows = ["| key | launch | growth | scale | allowed |", "|---|---|---|---|---|"]
     for key in columns[Phase.LAUNCH]:
         cells = " | ".join(DERIVED.get(key) or _show(columns[p][key]) for p in Phase)
-        rows.append(f"| `{key}` | {cells} |")
+        rows.append(f"| `{key}` | {cells} | {ALLOWED.get(key) or allowed(fields[key])} |")
     for key in SECRET_KEYS:
-        rows.append(f"| `sikka:{key}` (secret) | generated | generated | generated |")
+        rows.append(
+            f"| `sikka:{key}` (secret) | generated | generated | generated | a Pulumi secret |"
+        )
     return "\n".join(rows) + "\n"
 
 

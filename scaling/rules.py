@@ -13,6 +13,8 @@ from pydantic.alias_generators import to_snake
 
 from scaling.issues import ConfigIssue
 from scaling.model import (
+    MAX_CLUSTER_NODES,
+    Capacity,
     GatewaySpec,
     NginxSpec,
     PlatformKind,
@@ -27,6 +29,29 @@ Rule = Callable[[Sections], Iterator[ConfigIssue]]
 
 def _issue(key: str, message: str) -> ConfigIssue:
     return ConfigIssue(f"sikka:{key}", message)
+
+
+def capacity_spans(s: Sections) -> Iterator[ConfigIssue]:
+    capacity: Capacity | None = s.get("capacity")
+    if capacity is None:
+        return
+    for key, span in (("concurrentUsers", capacity.concurrent_users), ("trips", capacity.trips)):
+        if span.max is not None and span.max < span.min:
+            yield _issue(
+                f"capacity.{key}.max",
+                f"{span.max} is below min {span.min} (a phase's default max stays unless set)",
+            )
+
+
+def postgres_connections(s: Sections) -> Iterator[ConfigIssue]:
+    pg: PostgresSpec | None = s.get("postgres")
+    if pg is not None and pg.superuser_reserved_connections >= pg.max_connections:
+        # PostgreSQL refuses to start otherwise.
+        yield _issue(
+            "postgres.superuserReservedConnections",
+            f"{pg.superuser_reserved_connections} must be below maxConnections "
+            f"{pg.max_connections}",
+        )
 
 
 def postgres_topology(s: Sections) -> Iterator[ConfigIssue]:
@@ -127,6 +152,13 @@ def redis_topology(s: Sections) -> Iterator[ConfigIssue]:
                 "redis.replicasPerMaster",
                 f"every cluster master needs at least 1 replica to fail over to "
                 f"(got {r.replicas_per_master})",
+            )
+        if r.cluster_nodes > MAX_CLUSTER_NODES:
+            yield _issue(
+                "redis.masters",
+                f"{r.masters} masters x (1 + {r.replicas_per_master} replicas) = "
+                f"{r.cluster_nodes} nodes; Redis Cluster is designed for at most "
+                f"{MAX_CLUSTER_NODES}",
             )
         if r.min_replicas_to_write > r.replicas_per_master:
             yield _issue(
@@ -247,6 +279,8 @@ def autoscaling_platform(s: Sections) -> Iterator[ConfigIssue]:
 
 
 RULES: tuple[Rule, ...] = (
+    capacity_spans,
+    postgres_connections,
     postgres_topology,
     pooler_within_postgres,
     redis_topology,

@@ -6,18 +6,19 @@ The same function serves `pulumi up` (values from the engine) and `sikka-scaling
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from scaling import rules
 from scaling.defaults import PHASE_DEFAULTS
-from scaling.issues import ConfigError, ConfigIssue
+from scaling.issues import ConfigError, ConfigIssue, echo
 from scaling.model import (
     AutoscalingSpec,
     Capacity,
@@ -33,6 +34,7 @@ from scaling.model import (
     RedisSpec,
     Thresholds,
 )
+from scaling.stackyaml import StackDocument, read_document
 
 NAMESPACE = "sikka"
 PROJECT = "sikka-scaling"  # Pulumi.yaml name: the namespace of un-prefixed keys
@@ -74,7 +76,7 @@ def decode(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's stack
             return value
     return value
 
@@ -95,18 +97,56 @@ def _describe(error: Any) -> str:
         return "unknown key"
     if kind == "missing":
         return "is required"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"must be a mapping (got {echo(error['input'])})"
     message = str(error["msg"]).removeprefix("Value error, ")
-    message = message[0].lower() + message[1:]
-    return f"{message} (got {error['input']!r})"
+    message = message[:1].lower() + message[1:]
+    return f"{message} (got {echo(error['input'])})"
 
 
-def _validation_issues(prefix: str, error: ValidationError) -> list[ConfigIssue]:
+def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """The keys (stack-file spelling) a section accepts at ``loc``, for did-you-mean hints."""
+    current: Any = model
+    for part in loc:
+        fields = {f.alias or n: f for n, f in current.model_fields.items()}
+        annotation = fields[part].annotation if part in fields else None
+        models = [
+            t
+            for t in (annotation, *get_args(annotation))
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if not models:
+            return []
+        current = models[0]
+    return [f.alias or n for n, f in current.model_fields.items()]
+
+
+def _validation_issues(
+    prefix: str, model: type[BaseModel], error: ValidationError
+) -> list[ConfigIssue]:
     issues = []
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"])
         key = f"{NAMESPACE}:{prefix}" + (f".{path}" if path else "")
-        issues.append(ConfigIssue(key, _describe(item)))
+        message = _describe(item)
+        if item["type"] == "extra_forbidden":
+            *parent, name = item["loc"]
+            hint = difflib.get_close_matches(str(name), _fields_at(model, parent), n=1)
+            message += f"; did you mean '{hint[0]}'?" if hint else ""
+        issues.append(ConfigIssue(key, message))
     return issues
+
+
+def _without(value: Mapping[str, Any], locs: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """``value`` with the keys at ``locs`` (nested, as pydantic reports them) removed."""
+    pruned = dict(value)
+    for loc in locs:
+        head, *rest = loc
+        if not rest:
+            pruned.pop(head, None)
+        elif isinstance(pruned.get(head), Mapping):
+            pruned[head] = _without(pruned[head], [tuple(rest)])
+    return pruned
 
 
 def _unknown_key(key: str) -> ConfigIssue:
@@ -115,18 +155,66 @@ def _unknown_key(key: str) -> ConfigIssue:
     return ConfigIssue(f"{NAMESPACE}:{key}", f"unknown key{suffix}")
 
 
+# Namespaces of the providers and tools this project configures: never typos of ours.
+OTHER_NAMESPACES = frozenset({"pulumi", "kubernetes", "docker", "random", "command"})
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions and swaps of
+    neighbours each count 1 ("sika" and "skika" are both 1 from "sikka")."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            cost = 0 if ca == cb else 1
+            best = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                best = min(best, previous2[j - 2] + 1)
+            current.append(best)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def _misspelt_namespace(namespace: str) -> bool:
+    lowered = namespace.lower()
+    if lowered in OTHER_NAMESPACES:
+        return False
+    return lowered == NAMESPACE or _edit_distance(lowered, NAMESPACE) <= 2
+
+
+# Pulumi stack names: letters, digits, '-', '_', '.'; at most 100 characters.
+STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
 def parse(
-    values: Mapping[str, Any], *, stack: str, secret_keys: set[str] | frozenset[str] = frozenset()
+    values: Mapping[str, Any],
+    *,
+    stack: str,
+    secret_keys: set[str] | frozenset[str] = frozenset(),
+    found: Sequence[ConfigIssue] = (),
 ) -> PhaseSpec:
     """Validate a stack's config (keys with namespace, e.g. ``"sikka:phase"``).
 
+    ``found``: problems already found reading the stack file, reported with the rest.
     Raises :class:`ConfigError` listing every problem, each with its dotted key.
     """
     source = stack_file_name(stack)
-    issues: list[ConfigIssue] = []
+    issues: list[ConfigIssue] = list(found)
+    if not STACK_NAME.fullmatch(stack):
+        issues.append(
+            ConfigIssue(
+                "stack",
+                f"{echo(stack)} is not a stack name: letters, digits, '-', '_' and '.', "
+                "at most 100 characters",
+            )
+        )
     raw: dict[str, Any] = {}
     for full_key, value in values.items():
-        namespace, _, key = full_key.partition(":")
+        namespace, colon, key = full_key.partition(":")
+        if not colon:
+            # Pulumi reads a key without a namespace as the project's ("sikka-scaling:").
+            namespace, key = PROJECT, full_key
         if namespace == PROJECT:
             # `pulumi config set phase …` without a namespace lands here and would be ignored.
             issues.append(
@@ -137,6 +225,13 @@ def parse(
             )
             continue
         if namespace != NAMESPACE:
+            if _misspelt_namespace(namespace):
+                issues.append(
+                    ConfigIssue(
+                        full_key,
+                        f"unknown namespace '{namespace}'; did you mean '{NAMESPACE}:{key}'?",
+                    )
+                )
             continue  # other packages' config (kubernetes:context, ...) is not ours
         if key not in KNOWN_KEYS:
             issues.append(_unknown_key(key))
@@ -164,7 +259,7 @@ def parse(
             issues.append(
                 ConfigIssue(
                     f"{NAMESPACE}:phase",
-                    f"must be one of launch, growth, scale (got {raw['phase']!r})",
+                    f"must be one of launch, growth, scale (got {echo(raw['phase'])})",
                 )
             )
     if phase is not None and expected is not None and phase != expected:
@@ -187,55 +282,55 @@ def parse(
         issues.append(
             ConfigIssue(
                 f"{NAMESPACE}:platform",
-                f"must be 'docker' or 'kubernetes' (got {merged['platform']!r})",
+                f"must be 'docker' or 'kubernetes' (got {echo(merged['platform'])})",
             )
         )
     for name, model in SECTIONS.items():
         value = merged.get(name, {})
         if not isinstance(value, Mapping):
-            issues.append(ConfigIssue(f"{NAMESPACE}:{name}", f"must be a mapping (got {value!r})"))
+            issues.append(
+                ConfigIssue(f"{NAMESPACE}:{name}", f"must be a mapping (got {echo(value)})")
+            )
             continue
         try:
             sections[name] = model.model_validate(value)
         except ValidationError as error:
-            issues.extend(_validation_issues(name, error))
-            # Unknown keys alone still leave a usable section: drop them so that the
-            # cross-field rules also run and every problem is reported in one go.
-            unknown = {e["loc"][0] for e in error.errors() if e["type"] == "extra_forbidden"}
+            issues.extend(_validation_issues(name, model, error))
+            # Unknown keys alone (at any depth) still leave a usable section: drop them so
+            # that the cross-field rules also run and every problem is reported in one go.
+            unknown = [e["loc"] for e in error.errors() if e["type"] == "extra_forbidden"]
             if len(unknown) == len(error.errors()):
-                known = {k: v for k, v in value.items() if k not in unknown}
-                sections[name] = model.model_validate(known)
+                with contextlib.suppress(ValidationError):  # already reported
+                    sections[name] = model.model_validate(_without(value, unknown))
     protect = merged.get("protectData", True)
     if isinstance(protect, bool):
         sections["protect_data"] = protect
     else:
         issues.append(
-            ConfigIssue(f"{NAMESPACE}:protectData", f"must be true or false (got {protect!r})")
+            ConfigIssue(f"{NAMESPACE}:protectData", f"must be true or false (got {echo(protect)})")
         )
     issues.extend(rules.check(sections))
     if issues:
         raise ConfigError(source, issues)
-    return PhaseSpec(phase=defaults_phase, stack=stack, **sections)
+    try:
+        return PhaseSpec(phase=defaults_phase, stack=stack, **sections)
+    except ValidationError as error:  # every field was checked above; kept as a backstop
+        raise ConfigError(source, _validation_issues("", PhaseSpec, error)) from None
+
+
+def read_stack_document(path: Path) -> StackDocument:
+    """A stack file's config, its `secure:` keys, and the problems found reading it (see
+    :mod:`scaling.stackyaml`); raises ConfigError when nothing can be read."""
+    return read_document(path)
 
 
 def read_stack_file(path: Path) -> tuple[dict[str, Any], set[str]]:
-    """The config mapping of a stack file, and which keys hold `secure:` values."""
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(
-            path.name, [ConfigIssue("config", f"is not valid YAML: {error}")]
-        ) from None
-    config = document.get("config") or {}
-    if not isinstance(config, Mapping):
-        raise ConfigError(path.name, [ConfigIssue("config", "must be a mapping")])
-    values: dict[str, Any] = {}
-    secret_keys: set[str] = set()
-    for key, value in config.items():
-        if isinstance(value, Mapping) and set(value) == {"secure"}:
-            secret_keys.add(key)
-        values[key] = value
-    return values, secret_keys
+    """The config mapping of a stack file, and which keys hold `secure:` values; raises
+    ConfigError on any problem reading it."""
+    document = read_document(path)
+    if document.issues:
+        raise ConfigError(path.name, document.issues)
+    return document.config, document.secret_keys
 
 
 def stack_from_path(path: Path) -> str:
@@ -246,5 +341,10 @@ def stack_from_path(path: Path) -> str:
 
 
 def load_stack_file(path: Path) -> PhaseSpec:
-    values, secret_keys = read_stack_file(path)
-    return parse(values, stack=stack_from_path(path), secret_keys=secret_keys)
+    document = read_document(path)
+    return parse(
+        document.config,
+        stack=stack_from_path(path),
+        secret_keys=document.secret_keys,
+        found=document.issues,
+    )

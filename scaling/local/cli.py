@@ -32,14 +32,13 @@ StateDirOpt = Annotated[
 
 
 def _stack_file(stack: str) -> tuple[Path, str]:
-    from scaling.stackconfig import stack_from_path
-    from scaling.stackfiles import StackFileNotFound, stack_path
+    from scaling.stackfiles import StackFileNotFound, stack_name, stack_path
 
     try:
         path = stack_path(stack)
+        return path, stack_name(str(path))
     except StackFileNotFound as error:
-        raise typer.BadParameter(str(error)) from None
-    return path, stack_from_path(path)
+        raise typer.BadParameter(str(error), param_hint="STACK") from None
 
 
 @local_app.command("up")
@@ -170,6 +169,9 @@ def local_status(stack: StackArg, as_json: JsonOpt = False, state_dir: StateDirO
 
 def _name_only(stack: str) -> str:
     """`down`/`status` need no stack file: the state is keyed by the stack name."""
-    from scaling.stackfiles import stack_name
+    from scaling.stackfiles import StackFileNotFound, stack_name
 
-    return stack_name(stack)
+    try:
+        return stack_name(stack)
+    except StackFileNotFound as error:
+        raise typer.BadParameter(str(error), param_hint="STACK") from None

@@ -30,7 +30,7 @@ from scaling.stackconfig import (
     decode,
     deep_merge,
     parse,
-    read_stack_file,
+    read_stack_document,
     stack_from_path,
 )
 
@@ -74,7 +74,8 @@ class AlreadyRunning(RuntimeError):
 def load_spec(stack_file: Path, overrides: Mapping[str, Any] | None = None) -> PhaseSpec:
     """A stack file's PhaseSpec with ``overrides`` (camelCase sections, e.g.
     ``{"pooler": {"defaultPoolSize": 5}}``) laid over it and validated like any stack."""
-    values, secret_keys = read_stack_file(stack_file)
+    document = read_stack_document(stack_file)
+    values = document.config
     for section, value in (overrides or {}).items():
         key = f"{NAMESPACE}:{section}"
         current = decode(values.get(key))
@@ -84,12 +85,17 @@ def load_spec(stack_file: Path, overrides: Mapping[str, Any] | None = None) -> P
             values[key] = dict(value)
         else:
             values[key] = value
-    return parse(values, stack=stack_from_path(stack_file), secret_keys=secret_keys)
+    return parse(
+        values,
+        stack=stack_from_path(stack_file),
+        secret_keys=document.secret_keys,
+        found=document.issues,
+    )
 
 
 def parse_set_options(items: list[str]) -> dict[str, Any]:
     """``["pooler.defaultPoolSize=5"]`` -> ``{"pooler": {"defaultPoolSize": 5}}``."""
-    import yaml
+    from scaling.stackyaml import load_value
 
     result: dict[str, Any] = {}
     for item in items:
@@ -100,7 +106,12 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
         target = result
         for part in parts[:-1]:
             target = target.setdefault(part, {})
-        target[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(target, dict):
+                raise ValueError(f"--set {item!r}: {part} was set to a value above")
+        try:
+            target[parts[-1]] = load_value(raw)  # read as a stack file's value would be
+        except ValueError as error:
+            raise ValueError(f"--set {item!r}: {error}") from None
     return result
 
 
