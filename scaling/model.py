@@ -89,6 +89,23 @@ class Capacity(Section):
     trips: Span
 
 
+# PostgreSQL roles besides the application's (``postgres.user``): the superuser (the official
+# image's and StackGres's), the streaming-replication role, and PgBouncer's console user
+# (StackGres's name for it too). The application role may be none of them.
+SUPERUSER = "postgres"
+REPLICATION_USER = "replicator"
+POOLER_ADMIN_USER = "pgbouncer_admin"
+RESERVED_ROLES = (SUPERUSER, REPLICATION_USER, POOLER_ADMIN_USER, "pgbouncer_stats")
+
+
+def _application_role(name: str) -> str:
+    if name in RESERVED_ROLES or name.startswith("pg_"):
+        raise ValueError(
+            f"the application role must not be {', '.join(RESERVED_ROLES)} or start with 'pg_'"
+        )
+    return name
+
+
 class PostgresSpec(Section):
     mode: Literal["single", "replicated", "citus"]
     image: Image
@@ -98,7 +115,9 @@ class PostgresSpec(Section):
     memory_mb: Annotated[int, Field(ge=256)]
     storage_gb: Positive
     database: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "sikka"
-    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "sikka"
+    user: Annotated[
+        str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$"), AfterValidator(_application_role)
+    ] = "sikka"
     # Citus (scale): a coordinator group and N worker shard groups, each with replicas.
     shards: Positive = 4
     coordinator_instances: Positive = 2

@@ -109,14 +109,25 @@ def test_password_rotation_keeps_every_volume(stack: str, base: dict) -> None:
 
 
 def test_rotated_password_is_applied_to_the_database_at_start() -> None:
-    run = run_stack("growth", secret_values={"sikka:postgresPassword": "rotated"})
+    run = run_stack(
+        "growth",
+        secret_values={
+            "sikka:postgresPassword": "rotated",
+            "sikka:postgresSuperuserPassword": "rotated-su",
+        },
+    )
     primary = next(r for r in run.of_type(CONTAINER) if r.inputs["hostname"] == "postgres-0")
     start = next(u for u in primary.inputs["uploads"] if u["file"].endswith("primary-start.sh"))
     assert (
-        'ALTER ROLE "sikka" WITH LOGIN PASSWORD $(sql_literal "$POSTGRES_PASSWORD")'
-        in (start["content"])
+        'ALTER ROLE "sikka" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
+        'NOBYPASSRLS INHERIT PASSWORD $(sql_literal "$DATABASE_PASSWORD")'
+    ) in start["content"]
+    assert (
+        'ALTER ROLE "postgres" WITH SUPERUSER LOGIN PASSWORD $(sql_literal "$POSTGRES_PASSWORD")'
+        in start["content"]
     )
-    assert "POSTGRES_PASSWORD=rotated" in primary.inputs["envs"]
+    assert "DATABASE_PASSWORD=rotated" in primary.inputs["envs"]
+    assert "POSTGRES_PASSWORD=rotated-su" in primary.inputs["envs"]
 
 
 @pytest.mark.parametrize("stack", ["launch", "growth"])
