@@ -226,3 +226,17 @@ def test_rotated_password_reruns_the_app_user_script_on_kubernetes() -> None:
     assert before["grant-app-user"] is after["grant-app-user"] is None
     (version,) = rotated.of_type("random:index/randomInteger:RandomInteger")
     assert "keepers.postgres-password" in version.secret_paths()
+
+
+def test_changed_app_user_sql_reruns_the_script_on_kubernetes() -> None:
+    """A new version of the role's SQL (here: another role name; likewise new attributes)
+    runs again on a running cluster, without the password changing; the same SQL does not."""
+    first, again = run_stack("scale"), run_stack("scale")
+    changed = run_stack("scale", {"sikka:postgres": {"user": "trips"}})
+    assert sgscript_versions(first) == sgscript_versions(again)
+    assert (
+        sgscript_versions(first)["create-app-user"] != sgscript_versions(changed)["create-app-user"]
+    )
+    (version,) = changed.of_type("random:index/randomInteger:RandomInteger")
+    assert "keepers.postgres-password" in version.secret_paths()
+    assert len(version.inputs["keepers"]["sql-sha256"]) == 64
