@@ -263,7 +263,8 @@ def init_roles_script(
 #!/bin/sh
 # Runs once, when the primary's volume is initialised: the roles with least privilege, and
 # the application role owning its database. Later starts apply the same SQL (primary-start.sh).
-set -eu
+# (The image sources a script that is not executable: no `set -u` leaks into its entrypoint.)
+set -e
 {_sql_functions(user, database, replication, keep_slots)}
 startup_sql | {psql} --dbname postgres
 database_sql | {psql} --dbname "$POSTGRES_DB"

@@ -203,6 +203,13 @@ def test_superuser_is_postgres_and_the_app_role_is_not(stack: str) -> None:
     subnet = run.of_type("docker:index/network:Network")[0].inputs["ipamConfigs"][0]["subnet"]
     assert ["host", "sikka", "sikka", subnet, "scram-sha-256"] in rules
     assert not [r for r in rules if r[1] == "all" and r[2] != "postgres"]
+    # Replication only for replicator, only where the phase has replicas.
+    replication = [r for r in rules if r[1] == "replication"]
+    assert replication == (
+        [["host", "replication", "replicator", subnet, "scram-sha-256"]]
+        if stack == "growth"
+        else []
+    )
 
 
 @pytest.mark.parametrize("stack", ["launch", "growth"])
