@@ -90,10 +90,13 @@ def startup_sql(
     reads the same text).
 
     An older deployment initialised the volume with the application role as the image's
-    superuser, i.e. as the bootstrap superuser, which PostgreSQL (16+) will not demote. So
-    the bootstrap superuser is renamed ``postgres`` (through a superuser that exists for that
-    statement only, as a session cannot rename itself) and the application role is created
-    anew with least privilege; :func:`database_sql` hands it its database's objects.
+    superuser, i.e. as the bootstrap superuser: the owner of every system catalog, which
+    PostgreSQL 16+ also refuses to demote. So the bootstrap superuser is renamed ``postgres``
+    (through a superuser that exists for that statement only, as a session cannot rename
+    itself) and the application role is created anew with least privilege;
+    :func:`database_sql` hands it its database's objects. (Were a role ``postgres`` already
+    there besides the bootstrap superuser, the rename fails, the start reports the error and
+    the old role stays a superuser: rename or drop that role by hand.)
     """
     statements = [
         "DO $$ BEGIN IF (SELECT rolname FROM pg_catalog.pg_authid WHERE oid = 10) <> "
