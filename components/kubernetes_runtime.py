@@ -3,6 +3,7 @@ so that `pulumi preview` shows a diff per object."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -133,14 +134,18 @@ class KubernetesRuntime:
     ) -> dict[str, Any]:
         """StackGres runs a script entry again only when its ``version`` changes, and the
         entries that read a Secret (the application role and its password) must run again
-        when the password is rotated. Their version is a random number that pulumi-random
-        draws anew whenever the password (a secret keeper) changes: it follows the password
-        without revealing anything about it."""
+        when the password is rotated, or when their SQL changes (e.g. the role's attributes).
+        Their version is a random number that pulumi-random draws anew whenever the password
+        (a secret keeper) or the digest of the SQL they read (placeholders, not values)
+        changes: it follows both without revealing anything about the password."""
         version = random.RandomInteger(
             f"{name}-version",
             min=1,
             max=2**31 - 1,
-            keepers={"postgres-password": self.secrets["postgres-password"]},
+            keepers={
+                "postgres-password": self.secrets["postgres-password"],
+                "sql-sha256": self._script_digest(body),
+            },
             opts=pulumi.ResourceOptions(parent=parent),
         )
         scripts = [
@@ -148,6 +153,22 @@ class KubernetesRuntime:
             for entry in body["spec"]["scripts"]
         ]
         return {**body, "spec": {**body["spec"], "scripts": scripts}}
+
+    def _script_digest(self, body: dict[str, Any]) -> str:
+        """SHA-256 of the SQL the script's ``scriptFrom`` entries read from the builder's
+        Secrets, as the builder wrote it (``${VARIABLE}`` placeholders, no value)."""
+        templates = {
+            (m.name, key): text
+            for m in self.manifests
+            if m.kind == "Secret"
+            for key, text in (m.body.get("stringData") or {}).items()
+        }
+        digest = hashlib.sha256()
+        for entry in body["spec"]["scripts"]:
+            ref = entry.get("scriptFrom", {}).get("secretKeyRef")
+            if ref is not None:
+                digest.update(templates[(ref["name"], ref["key"])].encode())
+        return digest.hexdigest()
 
     def _with_secrets(self, body: dict[str, Any]) -> dict[str, Any]:
         """A Secret's `${VAR}` placeholders become the secret Outputs (still secret)."""

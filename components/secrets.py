@@ -11,7 +11,9 @@ from scaling.stackconfig import NAMESPACE
 # Secret name → config key that may override the generated value.
 CONFIG_KEYS = {
     "postgres-password": "postgresPassword",
+    "postgres-superuser-password": "postgresSuperuserPassword",
     "replication-password": "replicationPassword",
+    "pgbouncer-admin-password": "pgbouncerAdminPassword",
     "redis-password": "redisPassword",
 }
 

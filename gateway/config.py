@@ -99,8 +99,8 @@ def default_gateway_id() -> str:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``env`` (defaults to ``os.environ``).
 
-    ``DATABASE_URL`` may be injected by the platform; it is deliberately ignored
-    because the gateway keeps no durable state.
+    The gateway keeps no durable state and never uses the database: the platform gives
+    it no database setting, and ``DATABASE_URL``, if set, is deliberately ignored.
     """
     env = os.environ if env is None else env
 

@@ -115,6 +115,8 @@ RESERVED_ROLES = frozenset(
         "replicator",  # streaming replication (scaling.render.postgres, StackGres)
         "authenticator",  # StackGres' Patroni and PgBouncer auth_user
         "pgbouncer",
+        "pgbouncer_admin",  # PgBouncer's console (ours and StackGres's)
+        "pgbouncer_stats",  # StackGres's PgBouncer stats user
         "public",  # PostgreSQL's pseudo-role for everyone
         "none",
         "current_user",
@@ -168,7 +170,7 @@ DatabaseName = Annotated[
 ]
 RoleName = Annotated[
     str,
-    _sql_name("role", RESERVED_ROLES, 63, "postgres, replicator, authenticator, pg_*"),
+    _sql_name("role", RESERVED_ROLES, 63, "postgres, replicator, pgbouncer_admin, pg_*"),
     Field(description="`[a-z_][a-z0-9_]*`, at most 63 characters, not a reserved name"),
 ]
 
@@ -210,6 +212,14 @@ class Span(Section):
 class Capacity(Section):
     concurrent_users: Span
     trips: Span
+
+
+# PostgreSQL roles besides the application's (``postgres.user``): the superuser (the official
+# image's and StackGres's), the streaming-replication role, and PgBouncer's console user
+# (StackGres's name for it too). The application role may be none of them.
+SUPERUSER = "postgres"
+REPLICATION_USER = "replicator"
+POOLER_ADMIN_USER = "pgbouncer_admin"
 
 
 class PostgresSpec(Section):

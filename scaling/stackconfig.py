@@ -53,8 +53,16 @@ SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 # Keys that may only hold Pulumi secrets (`pulumi config set --secret`); when absent the
-# program generates the password with pulumi-random.
-SECRET_KEYS = ("postgresPassword", "replicationPassword", "redisPassword")
+# program generates the password with pulumi-random. postgresPassword is the application
+# role's; the superuser's and PgBouncer's console user's are used on Docker (StackGres makes
+# its own).
+SECRET_KEYS = (
+    "postgresPassword",
+    "postgresSuperuserPassword",
+    "replicationPassword",
+    "pgbouncerAdminPassword",
+    "redisPassword",
+)
 
 KNOWN_KEYS = ("phase", "platform", "protectData", *SECTIONS, *SECRET_KEYS)
 

@@ -36,11 +36,6 @@ NAME = GATEWAY_GROUP
 PRE_STOP_SECONDS = 5
 # Each pod's own name: a Deployment's pods are not the topology's gateway-<i>.
 GATEWAY_ID = "GATEWAY_ID"
-# Kubernetes expands $(VAR) from the variables above it: the URL never holds the password.
-DATABASE_URL = (
-    "postgresql://$(DATABASE_USER):$(DATABASE_PASSWORD)"
-    "@$(DATABASE_HOST):$(DATABASE_PORT)/$(DATABASE_NAME)"
-)
 
 
 def termination_grace_seconds(node: Node) -> int:
@@ -67,7 +62,7 @@ def _shared_env(node: Node) -> dict[str, str]:
 
 def container_env(nodes: list[Node]) -> list[dict[str, Any]]:
     """The topology's gateway environment, in its order: GATEWAY_ID becomes each pod's own
-    name, secrets become secretKeyRefs, and DATABASE_URL is composed from the variables."""
+    name and secrets (the Redis password, nothing of the database's) become secretKeyRefs."""
     pods.uniform(nodes, "environment", _shared_env)
     env: list[dict[str, Any]] = [
         {"name": key, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
@@ -76,8 +71,6 @@ def container_env(nodes: list[Node]) -> list[dict[str, Any]]:
         for key, value in nodes[0].env.items()
     ]
     env += pods.uniform(nodes, "secrets", secret_env)
-    if "DATABASE_HOST" in nodes[0].env:
-        env.append({"name": "DATABASE_URL", "value": DATABASE_URL})
     return env
 
 

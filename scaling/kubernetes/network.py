@@ -4,8 +4,11 @@
 * gateways: only Nginx, on the gateway port.
 * Redis: gateways on the client ports (6379, 26379); Redis pods, Sentinels and the
   cluster-init Job among themselves on every port (replication, cluster bus).
-* Postgres: gateways, the Postgres pods themselves (replication, Patroni, Citus coordinator
-  → workers) and the StackGres operator's namespace (it manages pods through Patroni's API).
+* Postgres: the Postgres pods themselves (replication, Patroni, Citus coordinator → workers)
+  and the StackGres operator's namespace (it manages pods through Patroni's API), nothing
+  else of ours: gateways never use the database. The application services that will are
+  not part of this program yet; each gets its own rule when it is (the stack exports
+  ``database_uri`` for them).
 
 Only ingress is restricted: pods keep egress to DNS and the Kubernetes API (Patroni keeps
 its leader lock there).
@@ -124,7 +127,7 @@ def postgres_policy(spec: PhaseSpec) -> Manifest:
         [
             # No port list: which container port serves the Service's 5432 (Envoy, PgBouncer
             # or Postgres) is StackGres's choice and differs between its versions.
-            {"from": [*_from("gateway", "postgres"), operator]},
+            {"from": [*_from("postgres"), operator]},
         ],
     )
 

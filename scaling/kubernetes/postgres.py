@@ -16,6 +16,14 @@ phase and, with pooling, an ``SGPoolingConfig`` with the phase's PgBouncer numbe
 application user is created by an ``SGScript`` whose SQL lives in a Secret, so no password is
 ever written into a custom resource.
 
+Roles: the application role gets the same least privilege as on Docker and locally (LOGIN
+only, owner of its database and that database's ``public`` schema, member of no role). The
+superuser (``postgres``), the replication role's pg_hba and Patroni's ``authenticator`` are
+StackGres's: it generates their passwords into the cluster's own Secret. So is PgBouncer's
+console: ``admin_users``/``stats_users`` are in StackGres's SGPoolingConfig blocklist, and
+StackGres sets them to its own ``pgbouncer_admin``/``pgbouncer_stats`` users (generated
+passwords in that Secret too); the application role is no PgBouncer admin there either.
+
 The operator itself is a prerequisite (``helm install stackgres-operator``). With
 ``kubernetes.installOperator`` the builder adds the operator's Namespace and
 :func:`operator_release` describes the chart for the Pulumi layer to register as a
@@ -29,6 +37,7 @@ from typing import Any
 
 from scaling.model import PhaseSpec
 from scaling.render.postgres import PG_PORT, REPLICATION_USER, memory_settings
+from scaling.render.postgres_start import APP_ROLE_ATTRIBUTES, revoke_memberships_sql
 from scaling.topology import Node, Topology
 from scaling.topology.postgres import COORDINATOR_GROUP, GROUP, READ_WRITE
 
@@ -189,15 +198,18 @@ def pgbouncer_ini(spec: PhaseSpec) -> dict[str, str]:
 
 
 def create_user_sql(spec: PhaseSpec) -> str:
-    """Creates (or re-keys) the application role; the password is a placeholder filled by
+    """Creates (or re-keys) the application role with least privilege (what an older
+    deployment gave it is taken away); the password is a placeholder filled by
     :func:`scaling.kubernetes.secrets.fill_placeholders`, which quotes it for SQL."""
     user = spec.postgres.user
     return (
         "DO $$\nBEGIN\n"
         f"  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '{user}') THEN\n"
-        f"    CREATE ROLE {user} LOGIN;\n"
+        f"    CREATE ROLE {user};\n"
         "  END IF;\nEND\n$$;\n"
-        f"ALTER ROLE {user} WITH LOGIN PASSWORD '{placeholder('postgres-password')}';\n"
+        f"ALTER ROLE {user} WITH {APP_ROLE_ATTRIBUTES} "
+        f"PASSWORD '{placeholder('postgres-password')}';\n"
+        f"{revoke_memberships_sql(user)}\n"
     )
 
 
@@ -294,13 +306,15 @@ def app_script(spec: PhaseSpec) -> Manifest:
                 "script": f"CREATE DATABASE {pg.database} OWNER {pg.user};\n",
             }
         )
+    # The application role owns its database and its public schema (on a sharded cluster
+    # StackGres created the database as the superuser's).
     scripts.append(
         {
             "name": "grant-app-user",
             "database": pg.database,
             "script": (
-                f"GRANT ALL PRIVILEGES ON DATABASE {pg.database} TO {pg.user};\n"
-                f"GRANT ALL ON SCHEMA public TO {pg.user};\n"
+                f"ALTER DATABASE {pg.database} OWNER TO {pg.user};\n"
+                f"ALTER SCHEMA public OWNER TO {pg.user};\n"
             ),
         }
     )

@@ -115,6 +115,12 @@ def _describe(summary: dict[str, Any]) -> str:
         lines.append(f"  redis        cluster {', '.join(redis['nodes'])}")
     else:
         lines.append(f"  redis        {redis['url']}")
+    database = summary.get("database", {})
+    if database.get("superuser"):
+        roles = f"application {database['user']}, superuser {database['superuser']}"
+        if database.get("pooler_admin"):
+            roles += f", pgbouncer console {database['pooler_admin']}"
+        lines.append(f"  roles        {roles}")
     lines.append(f"  passwords    {summary['secrets_file']} (mode 0600)")
     lines.append(f"  logs         {summary['logs']}")
     lines += [f"  note: {note}" for note in summary.get("notes", [])]

@@ -1,5 +1,6 @@
 """Gateway tier: the topology's gateway nodes as the reference WebSocket gateway
-(`python -m gateway`), each told where Redis and the database listen here."""
+(`python -m gateway`), each told where Redis listens here (and given the Redis password
+only: gateways never use the database)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from scaling.local import health
 from scaling.local.context import Context, python_executable
 from scaling.local.redis import RedisEndpoints
 from scaling.local.state import ProcessEntry
-from scaling.local.topology import database_target, nodes, pools_reads
+from scaling.local.topology import nodes
 from scaling.render.endpoints import Endpoint
-from scaling.render.gateway_env import database_env, gateway_env, redis_client_env
+from scaling.render.gateway_env import gateway_env, redis_client_env
 from scaling.topology import Node
 
 # Local gateways are capped whatever the topology's count: each is a Python process and a
@@ -53,16 +54,10 @@ def local_gateways(ctx: Context) -> list[Node]:
 def _environment(ctx: Context, node: Node, port: int, redis: RedisEndpoints) -> dict[str, str]:
     """The shared gateway environment, fed with the local endpoints of what it connects to."""
     spec = ctx.spec
-    database = database_target(ctx.topology, node)
     return {
         "GATEWAY_HOST": "127.0.0.1",
         **gateway_env(spec, gateway_id=node.name, port=port, drain_seconds=drain_seconds(ctx)),
         **redis_client_env(spec, nodes=redis.nodes, sentinels=redis.sentinels),
-        **database_env(
-            spec,
-            target=ctx.endpoint(database),
-            read_pool=pools_reads(ctx.topology, database),
-        ),
     }
 
 

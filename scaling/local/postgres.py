@@ -1,6 +1,12 @@
 """PostgreSQL tier: the topology's primary, its streaming replicas (pg_basebackup + slots)
 and PgBouncer.
 
+Roles as on Docker: the cluster is initialised with the superuser ``postgres`` (its own
+generated password; pg_hba admits it over the socket and loopback only), which then applies
+the same start-up SQL as the Docker primary: the application role with least privilege,
+owning its database, and the replication role. PgBouncer's console belongs to
+``pgbouncer_admin`` (its own password), loopback only; the application role is no admin.
+
 Names, roles, who replicates from whom (replica_of), each replica's slot (from its ordinal)
 and what PgBouncer pools (its "pools" edges) come from the topology. Replica i listens on
 its own loopback address 127.0.0.(i+1), all on one shared port, so the rendered PgBouncer
@@ -21,10 +27,12 @@ from scaling.local.context import Context
 from scaling.local.credentials import write_private
 from scaling.local.state import ProcessEntry
 from scaling.local.topology import nodes, replicas_of
+from scaling.model import POOLER_ADMIN_USER, SUPERUSER
 from scaling.render.endpoints import Endpoint
 from scaling.render.pgbouncer import (
     PoolerLayout,
     read_only_database,
+    render_pgbouncer_hba,
     render_pgbouncer_ini,
     render_userlist_line,
 )
@@ -33,9 +41,9 @@ from scaling.render.postgres import (
     PostgresLayout,
     render_pg_hba_conf,
     render_postgresql_conf,
-    render_replication_role_sql,
     replication_slot,
 )
+from scaling.render.postgres_start import database_sql, startup_sql
 from scaling.topology import Node
 
 LOOPBACK_NETWORK = "127.0.0.0/8"
@@ -55,22 +63,28 @@ def replica_host(ordinal: int) -> str:
 
 
 def connect(
-    ctx: Context, endpoint: Endpoint, dbname: str | None = None, **kwargs: object
+    ctx: Context,
+    endpoint: Endpoint,
+    dbname: str | None = None,
+    *,
+    superuser: bool = False,
+    **kwargs: object,
 ) -> psycopg.Connection[Any]:
+    """As the application role, or as the superuser (which pg_hba admits from loopback)."""
     pg = ctx.spec.postgres
     return psycopg.connect(
         host=endpoint.host,
         port=endpoint.port,
-        user=pg.user,
-        password=ctx.secrets["postgres-password"],
+        user=SUPERUSER if superuser else pg.user,
+        password=ctx.secrets["postgres-superuser-password" if superuser else "postgres-password"],
         dbname=dbname or pg.database,
         connect_timeout=3,
         **kwargs,  # type: ignore[arg-type]
     )
 
 
-def _answers(ctx: Context, endpoint: Endpoint, dbname: str) -> bool:
-    with connect(ctx, endpoint, dbname) as conn:
+def _answers(ctx: Context, endpoint: Endpoint, dbname: str, *, superuser: bool = False) -> bool:
+    with connect(ctx, endpoint, dbname, superuser=superuser) as conn:
         return conn.execute("SELECT 1").fetchone() == (1,)
 
 
@@ -117,14 +131,13 @@ def _server_entry(
 
 
 def start_primary(ctx: Context, node: Node) -> Endpoint:
-    spec = ctx.spec
     endpoint = Endpoint("127.0.0.1", ctx.ports.take())
     ctx.begin(node.name, ctx.log_path(node.name))
     instance = ctx.pg_dir(ctx.pg_root / node.name, 0o755)
     data = instance / "data"
     pwfile = instance / "initdb.pw"
     uid, gid = ctx.pg_ids()
-    write_private(pwfile, ctx.secrets["postgres-password"] + "\n", uid=uid, gid=gid)
+    write_private(pwfile, ctx.secrets["postgres-superuser-password"] + "\n", uid=uid, gid=gid)
     try:
         procs.run_tool(
             [
@@ -132,7 +145,7 @@ def start_primary(ctx: Context, node: Node) -> Endpoint:
                 "-D",
                 str(data),
                 "-U",
-                spec.postgres.user,
+                SUPERUSER,
                 f"--pwfile={pwfile}",
                 "--auth=scram-sha-256",
                 "-E",
@@ -150,41 +163,52 @@ def start_primary(ctx: Context, node: Node) -> Endpoint:
     ctx.endpoints[node.name] = endpoint
     health.wait_until(
         f"{node.name} accepts connections",
-        lambda: _answers(ctx, endpoint, "postgres"),
+        lambda: _answers(ctx, endpoint, "postgres", superuser=True),
         START_TIMEOUT,
         process=entry,
     )
-    with connect(ctx, endpoint, "postgres", autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                psycopg.sql.Identifier(spec.postgres.database),
-                psycopg.sql.Identifier(spec.postgres.user),
-            )
-        )
-    if replicas_of(ctx.topology, node.name):
-        # The rendered role SQL takes the password as a psql variable; feeding it on stdin
-        # keeps it off every command line.
-        password = ctx.secrets["replication-password"]
+    _apply_roles(ctx, node, endpoint)
+    return endpoint
+
+
+def _apply_roles(ctx: Context, node: Node, endpoint: Endpoint) -> None:
+    """The Docker primary's start-up SQL, as the superuser over loopback: the roles, then the
+    application's database owned by its role. Passwords go to psql on stdin and in its
+    environment, never on a command line."""
+    pg = ctx.spec.postgres
+    replicas = replicas_of(ctx.topology, node.name)
+    roles = startup_sql(
+        pg.user,
+        superuser_password=ctx.secrets["postgres-superuser-password"],
+        password=ctx.secrets["postgres-password"],
+        replication_password=ctx.secrets["replication-password"] if replicas else None,
+        keep_slots=[replication_slot(n.ordinal) for n in replicas],
+    )
+    create = f'CREATE DATABASE "{pg.database}" OWNER "{pg.user}";\n'
+    for dbname, sql in (
+        ("postgres", roles + create),
+        (pg.database, database_sql(pg.user, pg.database)),
+    ):
         procs.run_tool(
             [
                 procs.pg_bin("psql"),
                 "-v",
                 "ON_ERROR_STOP=1",
+                "--no-psqlrc",
                 "-h",
                 endpoint.host,
                 "-p",
                 str(endpoint.port),
                 "-U",
-                spec.postgres.user,
+                SUPERUSER,
                 "-d",
-                spec.postgres.database,
+                dbname,
                 "-q",
             ],
             user=ctx.pg_user,
-            env={"PGPASSWORD": ctx.secrets["postgres-password"]},
-            input_text=f"\\set replication_password '{password}'\n" + render_replication_role_sql(),
+            env={"PGPASSWORD": ctx.secrets["postgres-superuser-password"]},
+            input_text=sql,
         )
-    return endpoint
 
 
 def start_replica(ctx: Context, node: Node, port: int) -> Endpoint:
@@ -232,7 +256,8 @@ def start_replica(ctx: Context, node: Node, port: int) -> Endpoint:
 
 
 def streaming_replicas(ctx: Context, primary: Endpoint) -> int:
-    with connect(ctx, primary) as conn:
+    # pg_stat_replication shows its state columns to privileged roles only.
+    with connect(ctx, primary, "postgres", superuser=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
         ).fetchone()
@@ -264,7 +289,8 @@ def start_pgbouncer(ctx: Context, node: Node) -> Endpoint:
     uid, gid = ctx.pg_ids()
     write_private(
         userlist,
-        render_userlist_line(spec.postgres.user, ctx.secrets["postgres-password"]),
+        render_userlist_line(spec.postgres.user, ctx.secrets["postgres-password"])
+        + render_userlist_line(POOLER_ADMIN_USER, ctx.secrets["pgbouncer-admin-password"]),
         uid=uid,
         gid=gid,
     )
@@ -274,11 +300,17 @@ def start_pgbouncer(ctx: Context, node: Node) -> Endpoint:
         replica_hosts=tuple(r.host for r in replicas),
         replica_port=replicas[0].port if replicas else primary.port,
         auth_file=str(userlist),
+        hba_file=str(folder / "pgbouncer_hba.conf"),
+        client_networks=(LOOPBACK_NETWORK,),
         unix_socket_dir="",
     )
     ini = folder / "pgbouncer.ini"
-    ini.write_text(render_pgbouncer_ini(spec, layout))
-    ctx.chown_pg(ini)
+    for path, text in (
+        (ini, render_pgbouncer_ini(spec, layout)),
+        (Path(layout.hba_file), render_pgbouncer_hba(spec, layout)),
+    ):
+        path.write_text(text)
+        ctx.chown_pg(path)
     entry = ctx.start(
         ProcessEntry(
             name=node.name,

@@ -23,7 +23,7 @@ from scaling.local.postgres import start_postgres
 from scaling.local.redis import start_redis
 from scaling.local.state import STATE_FILE, ProcessEntry, RunState, state_dir_for
 from scaling.local.topology import local_topology
-from scaling.model import PhaseSpec
+from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
 from scaling.render.pgbouncer import read_only_database
 from scaling.stackconfig import (
     NAMESPACE,
@@ -275,7 +275,12 @@ def up(
             if postgres.pooler and postgres.replicas
             else None,
         },
-        "database": {"name": pg.database, "user": pg.user},
+        "database": {
+            "name": pg.database,
+            "user": pg.user,
+            "superuser": SUPERUSER,
+            "pooler_admin": POOLER_ADMIN_USER if postgres.pooler else None,
+        },
         "redis": redis.summary(),
         "processes": _process_list(state),
         "logs": str(ctx.log_dir),

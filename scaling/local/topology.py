@@ -51,29 +51,3 @@ def monitored(topology: Topology, sentinel: Node) -> str:
     if not edges:
         raise KeyError(f"{sentinel.name} monitors nothing in the topology")
     return edges[0].target
-
-
-def tier_of(topology: Topology, target: str) -> Tier | None:
-    """The tier of a node or service name; None for a group name (e.g. "redis")."""
-    for node in topology.nodes:
-        if node.name == target:
-            return node.tier
-    if topology.has_service(target):
-        return topology.service(target).tier
-    return None
-
-
-def database_target(topology: Topology, gateway: Node) -> str:
-    """The node or service a gateway connects to for the database (its postgres edge)."""
-    for edge in topology.edges_from(gateway.name, "connects-to"):
-        if tier_of(topology, edge.target) == "postgres":
-            return edge.target
-    raise KeyError(f"{gateway.name} connects to no database in the topology")
-
-
-def pools_reads(topology: Topology, target: str) -> bool:
-    """Whether ``target`` pools a read-only service (the gateway then gets a read pool)."""
-    return any(
-        topology.has_service(e.target) and topology.service(e.target).purpose == "read-only"
-        for e in topology.edges_from(target, "pools")
-    )

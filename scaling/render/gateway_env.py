@@ -1,4 +1,5 @@
-"""The environment a gateway instance gets: where Redis and the database are, its limits.
+"""The environment a gateway instance gets: where Redis is, and its limits. (Gateways never
+use the database: they get neither its address nor its credentials.)
 
 One function per concern, fed with endpoints, so Docker (container names), the local runner
 (loopback ports) and Kubernetes (Service names) describe gateways the same way.
@@ -10,7 +11,6 @@ from collections.abc import Sequence
 
 from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
-from scaling.render.pgbouncer import read_only_database
 
 
 def redis_client_env(
@@ -30,19 +30,6 @@ def redis_client_env(
     if redis.mode == "cluster":
         return {"REDIS_MODE": "cluster", "REDIS_CLUSTER_NODES": ",".join(str(n) for n in nodes)}
     return {"REDIS_MODE": "standalone", "REDIS_URL": f"redis://{nodes[0]}/0"}
-
-
-def database_env(spec: PhaseSpec, *, target: Endpoint, read_pool: bool) -> dict[str, str]:
-    """DATABASE_* (the password comes separately, as the DATABASE_PASSWORD secret)."""
-    env = {
-        "DATABASE_HOST": target.host,
-        "DATABASE_PORT": str(target.port),
-        "DATABASE_NAME": spec.postgres.database,
-        "DATABASE_USER": spec.postgres.user,
-    }
-    if read_pool:
-        env["DATABASE_READ_NAME"] = read_only_database(spec)
-    return env
 
 
 def gateway_env(

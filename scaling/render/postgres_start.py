@@ -1,11 +1,20 @@
 """Start scripts of the PostgreSQL containers (official `postgres` image), and the SQL the
 primary applies before it accepts clients.
 
-At every start, before the server listens, the primary runs :func:`startup_sql` in
-single-user mode: the passwords in the environment are applied to the database (a rotated
-secret takes effect at the next start), the replication role exists whatever the first
-start looked like, and slots of replicas the phase no longer has are dropped so that they
-stop holding WAL. Replicas bootstrap once with ``pg_basebackup``, then always start with a
+Roles (least privilege): the superuser is ``postgres`` (the image's ``POSTGRES_USER``, with
+its own secret, admitted by pg_hba over the socket and loopback only); the application role
+(``postgres.user``) logs in and owns its database and that database's ``public`` schema,
+nothing more (no SUPERUSER, CREATEROLE, CREATEDB, REPLICATION, BYPASSRLS, no membership in
+any role); ``replicator`` only replicates.
+
+At every start, before the server listens, the primary runs :func:`startup_sql` (on the
+``postgres`` database) and :func:`database_sql` (on the application's) in single-user mode:
+the roles get exactly these attributes whatever an older deployment left (an application
+role that was the image's superuser is demoted, see :func:`startup_sql`), the passwords in
+the environment are applied (a rotated secret takes effect at the next start), and slots of
+replicas the phase no longer has are dropped so that they stop holding WAL. At the first
+start the image's init script (:func:`init_roles_script`) applies the same SQL through psql.
+Replicas bootstrap once with ``pg_basebackup``, then always start with a
 ``primary_conninfo`` that reads the replication password from a passfile on a tmpfs, so a
 rotated replication password reaches them too. No password ever appears in a file of the
 image, a rendered file or a process argument.
@@ -15,12 +24,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from scaling.model import SUPERUSER
 from scaling.render.postgres import REPLICATION_USER, SLOT_PREFIX
 
 # Prints its argument as a SQL string literal (single quotes doubled).
 SQL_LITERAL_SH = """sql_literal() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/''/g")"; }"""
 # Prints $REPLICATION_PASSWORD escaped for a .pgpass field (backslash and colon escaped).
 PGPASS_ESCAPE_SH = """pgpass_field() { printf '%s' "$1" | sed 's/[\\\\:]/\\\\&/g'; }"""
+
+# The container's environment variables holding each password: the image's own
+# POSTGRES_PASSWORD is the superuser's (POSTGRES_USER=postgres).
+SUPERUSER_PASSWORD_ENV = "POSTGRES_PASSWORD"
+APP_PASSWORD_ENV = "DATABASE_PASSWORD"
+REPLICATION_PASSWORD_ENV = "REPLICATION_PASSWORD"
+
+# Exactly what the application role may do: log in. Everything else is said explicitly, so
+# that ALTER ROLE takes away what an older deployment gave.
+APP_ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"
+REPLICATION_ROLE_ATTRIBUTES = "LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"
+# A superuser that exists only for the instant it takes to rename the bootstrap superuser.
+_RENAMER = "sikka_rename_bootstrap_superuser"
 
 
 def _ident(name: str) -> str:
@@ -31,20 +54,76 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _ensure_role(name: str) -> str:
+    return (
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = "
+        f"{_literal(name)}) THEN CREATE ROLE {_ident(name)}; END IF; END $$;"
+    )
+
+
+def revoke_memberships_sql(name: str) -> str:
+    """Revokes every role the given role is a member of (whoever granted it): a role that
+    holds nothing can inherit nothing, e.g. pg_execute_server_program or a superuser."""
+    return (
+        "DO $$ DECLARE m record; BEGIN FOR m IN SELECT g.rolname AS granted, "
+        "gr.rolname AS grantor FROM pg_catalog.pg_auth_members a "
+        "JOIN pg_catalog.pg_roles g ON g.oid = a.roleid "
+        "LEFT JOIN pg_catalog.pg_roles gr ON gr.oid = a.grantor "
+        f"WHERE a.member = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = {_literal(name)})"
+        " LOOP IF m.grantor IS NULL THEN "
+        f"EXECUTE format('REVOKE %I FROM %I', m.granted, {_literal(name)}); ELSE "
+        f"EXECUTE format('REVOKE %I FROM %I GRANTED BY %I', m.granted, {_literal(name)}, "
+        "m.grantor); END IF; END LOOP; END $$;"
+    )
+
+
 def startup_sql(
-    user: str, password: str, replication_password: str | None, keep_slots: Sequence[str]
+    user: str,
+    *,
+    superuser_password: str,
+    password: str,
+    replication_password: str | None,
+    keep_slots: Sequence[str],
 ) -> str:
-    """The statements the primary runs at start (single-user mode, ``-j``: a statement ends
-    with a semicolon and an empty line)."""
-    statements = [f"ALTER ROLE {_ident(user)} WITH LOGIN PASSWORD {_literal(password)};"]
+    """The cluster-wide statements the primary runs at start, on the ``postgres`` database
+    (single-user mode, ``-j``: a statement ends with a semicolon and an empty line; psql
+    reads the same text).
+
+    An older deployment initialised the volume with the application role as the image's
+    superuser, i.e. as the bootstrap superuser: the owner of every system catalog, which
+    PostgreSQL 16+ also refuses to demote. So the bootstrap superuser is renamed ``postgres``
+    (through a superuser that exists for that statement only, as a session cannot rename
+    itself) and the application role is created anew with least privilege;
+    :func:`database_sql` hands it its database's objects. (Were a role ``postgres`` already
+    there besides the bootstrap superuser, the rename fails, the start reports the error and
+    the old role stays a superuser: rename or drop that role by hand.)
+    """
+    statements = [
+        "DO $$ BEGIN IF (SELECT rolname FROM pg_catalog.pg_authid WHERE oid = 10) <> "
+        f"{_literal(SUPERUSER)} THEN CREATE ROLE {_RENAMER} SUPERUSER; "
+        f"SET SESSION AUTHORIZATION {_RENAMER}; EXECUTE format('ALTER ROLE %I RENAME TO %I', "
+        f"(SELECT rolname FROM pg_catalog.pg_authid WHERE oid = 10), {_literal(SUPERUSER)}); "
+        f"SET SESSION AUTHORIZATION {_ident(SUPERUSER)}; DROP ROLE {_RENAMER}; END IF; END $$;",
+        f"ALTER ROLE {_ident(SUPERUSER)} WITH SUPERUSER LOGIN "
+        f"PASSWORD {_literal(superuser_password)};",
+        _ensure_role(user),
+        f"ALTER ROLE {_ident(user)} WITH {APP_ROLE_ATTRIBUTES} PASSWORD {_literal(password)};",
+        revoke_memberships_sql(user),
+    ]
     if replication_password is not None:
         statements += [
-            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = "
-            f"{_literal(REPLICATION_USER)}) THEN CREATE ROLE {REPLICATION_USER} "
-            "WITH REPLICATION LOGIN; END IF; END $$;",
-            f"ALTER ROLE {REPLICATION_USER} WITH REPLICATION LOGIN "
+            _ensure_role(REPLICATION_USER),
+            f"ALTER ROLE {_ident(REPLICATION_USER)} WITH {REPLICATION_ROLE_ATTRIBUTES} "
             f"PASSWORD {_literal(replication_password)};",
+            revoke_memberships_sql(REPLICATION_USER),
         ]
+    else:
+        # A phase without replicas leaves no replication login behind.
+        statements.append(
+            "DO $$ BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = "
+            f"{_literal(REPLICATION_USER)}) THEN ALTER ROLE {_ident(REPLICATION_USER)} "
+            "WITH NOLOGIN; END IF; END $$;"
+        )
     kept = ", ".join(_literal(slot) for slot in keep_slots) or "''"
     statements.append(
         "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots"
@@ -54,57 +133,167 @@ def startup_sql(
     return "".join(f"{statement}\n\n" for statement in statements)
 
 
-def startup_sql_sh(user: str, *, replication: bool, keep_slots: Sequence[str]) -> str:
-    """Shell printing ``startup_sql(user, $POSTGRES_PASSWORD, $REPLICATION_PASSWORD, …)``
-    (needs :data:`SQL_LITERAL_SH`); a test holds the two byte for byte equal."""
-    # The SQL is Python-rendered with marker passwords, then the markers become shell
-    # substitutions: the statements themselves are written once.
-    pw, rpw = "\x00PW\x00", "\x00RPW\x00"
-    text = startup_sql(user, pw, rpw if replication else None, keep_slots)
+# Objects of the application's database that the superuser owns while the database itself is
+# still the superuser's (a fresh volume, or one an older deployment made with the
+# application role as superuser), outside the system schemas and extensions, with the
+# statement that hands each one to the application role. Sequences owned by a column follow
+# their table; other object kinds (operators, collations, large objects, ...) stay as they are.
+_USER_SCHEMA = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+)
+_NOT_EXTENSION_MEMBER = (
+    "NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = {catalog}::regclass "
+    "AND d.objid = {oid} AND d.deptype = 'e')"
+)
+_OWNED_OBJECTS = (
+    "SELECT format('ALTER SCHEMA %I OWNER TO %I', n.nspname, $1) FROM pg_catalog.pg_namespace n"
+    f" WHERE n.nspowner = $2 AND {_USER_SCHEMA} AND "
+    + _NOT_EXTENSION_MEMBER.format(catalog="'pg_catalog.pg_namespace'", oid="n.oid")
+    + " UNION ALL SELECT format('ALTER %s %s OWNER TO %I', CASE c.relkind WHEN 'v' THEN 'VIEW'"
+    " WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'S' THEN 'SEQUENCE'"
+    " ELSE 'TABLE' END, c.oid::regclass, $1) FROM pg_catalog.pg_class c JOIN"
+    " pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relowner = $2 AND"
+    f" c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {_USER_SCHEMA} AND "
+    + _NOT_EXTENSION_MEMBER.format(catalog="'pg_catalog.pg_class'", oid="c.oid")
+    + " AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid ="
+    " 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.refclassid ="
+    " 'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i'))"
+    " UNION ALL SELECT format('ALTER ROUTINE %s OWNER TO %I', p.oid::regprocedure, $1) FROM"
+    " pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE"
+    f" p.proowner = $2 AND {_USER_SCHEMA} AND "
+    + _NOT_EXTENSION_MEMBER.format(catalog="'pg_catalog.pg_proc'", oid="p.oid")
+    + " UNION ALL SELECT format('ALTER %s %s OWNER TO %I', CASE t.typtype WHEN 'd' THEN"
+    " 'DOMAIN' ELSE 'TYPE' END, t.oid::regtype, $1) FROM pg_catalog.pg_type t JOIN"
+    " pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE t.typowner = $2 AND"
+    " (t.typtype IN ('d', 'e', 'r') OR (t.typtype = 'c' AND (SELECT c.relkind FROM"
+    " pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c')) AND "
+    f"{_USER_SCHEMA} AND "
+    + _NOT_EXTENSION_MEMBER.format(catalog="'pg_catalog.pg_type'", oid="t.oid")
+)
+
+
+def database_sql(user: str, database: str) -> str:
+    """The statements the primary runs at start on the application's database (no secret
+    in them): the application role owns the database and its ``public`` schema, and takes
+    over what the superuser owned there while the database was the superuser's."""
+    superuser_oid = f"(SELECT oid FROM pg_catalog.pg_roles WHERE rolname = {_literal(SUPERUSER)})"
+    statements = [
+        "DO $$ DECLARE statement text; BEGIN IF (SELECT datdba FROM pg_catalog.pg_database "
+        f"WHERE datname = current_database()) = {superuser_oid} THEN FOR statement IN EXECUTE "
+        f"{_literal(_OWNED_OBJECTS)} USING {_literal(user)}::text, {superuser_oid} "
+        "LOOP EXECUTE statement; END LOOP; END IF; END $$;",
+        f"ALTER DATABASE {_ident(database)} OWNER TO {_ident(user)};",
+        "DO $$ BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'public') "
+        f"THEN ALTER SCHEMA public OWNER TO {_ident(user)}; END IF; END $$;",
+    ]
+    return "".join(f"{statement}\n\n" for statement in statements)
+
+
+# Markers standing for the passwords in the Python-rendered SQL, and the shell substitution
+# each one becomes (statements are written once, in Python).
+_MARKERS = {
+    "\x00SU\x00": SUPERUSER_PASSWORD_ENV,
+    "\x00PW\x00": APP_PASSWORD_ENV,
+    "\x00RPW\x00": REPLICATION_PASSWORD_ENV,
+}
+
+
+def _heredoc(text: str) -> str:
     text = text.replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`")
-    text = text.replace(_literal(pw), '$(sql_literal "$POSTGRES_PASSWORD")')
-    text = text.replace(_literal(rpw), '$(sql_literal "$REPLICATION_PASSWORD")')
+    for marker, variable in _MARKERS.items():
+        text = text.replace(_literal(marker), f'$(sql_literal "${variable}")')
     return f"cat <<SQL\n{text}SQL"
 
 
-def primary_start_script(
-    conf: str, user: str, *, replication: bool, keep_slots: Sequence[str]
-) -> str:
-    """Runs as root in the official image: applies :func:`startup_sql` to an initialised
-    data directory, then hands over to the image's entrypoint (first start: initdb)."""
+def startup_sql_sh(user: str, *, replication: bool, keep_slots: Sequence[str]) -> str:
+    """Shell printing :func:`startup_sql` with the passwords of ``$POSTGRES_PASSWORD``
+    (superuser), ``$DATABASE_PASSWORD`` and ``$REPLICATION_PASSWORD`` (needs
+    :data:`SQL_LITERAL_SH`); a test holds the two byte for byte equal."""
+    su, pw, rpw = _MARKERS
+    return _heredoc(
+        startup_sql(
+            user,
+            superuser_password=su,
+            password=pw,
+            replication_password=rpw if replication else None,
+            keep_slots=keep_slots,
+        )
+    )
+
+
+def database_sql_sh(user: str, database: str) -> str:
+    """Shell printing :func:`database_sql` (byte for byte, a test holds it)."""
+    return _heredoc(database_sql(user, database))
+
+
+def _sql_functions(user: str, database: str, replication: bool, keep_slots: Sequence[str]) -> str:
     return f"""\
-set -eu
 {SQL_LITERAL_SH}
 startup_sql() {{
 {startup_sql_sh(user, replication=replication, keep_slots=keep_slots)}
 }}
+database_sql() {{
+{database_sql_sh(user, database)}
+}}"""
+
+
+def primary_start_script(
+    conf: str, user: str, database: str, *, replication: bool, keep_slots: Sequence[str]
+) -> str:
+    """Runs as root in the official image: applies :func:`startup_sql` and
+    :func:`database_sql` to an initialised data directory, then hands over to the image's
+    entrypoint (first start: initdb, then :func:`init_roles_script`)."""
+    single = f'gosu postgres postgres --single -j -D "$PGDATA" -c config_file={conf}'
+    return f"""\
+set -eu
+{_sql_functions(user, database, replication, keep_slots)}
 if [ -s "$PGDATA/PG_VERSION" ]; then
-  startup_sql | gosu postgres postgres --single -j -D "$PGDATA" -c config_file={conf} \\
-    postgres > /dev/null
+  startup_sql | {single} postgres > /dev/null
+  database_sql | {single} {_ident(database)} > /dev/null
 fi
 exec docker-entrypoint.sh postgres -c config_file={conf}
 """
 
 
+def init_roles_script(
+    user: str, database: str, *, replication: bool, keep_slots: Sequence[str]
+) -> str:
+    """The image runs this once, when it initialises the volume (docker-entrypoint-initdb.d,
+    as the superuser ``$POSTGRES_USER`` against its temporary socket-only server, after
+    creating ``$POSTGRES_DB``): the same SQL as every later start, through psql."""
+    psql = 'psql -v ON_ERROR_STOP=1 -q --no-psqlrc --username "$POSTGRES_USER"'
+    return f"""\
+#!/bin/sh
+# Runs once, when the primary's volume is initialised: the roles with least privilege, and
+# the application role owning its database. Later starts apply the same SQL (primary-start.sh).
+# (The image sources a script that is not executable: no `set -u` leaks into its entrypoint.)
+set -e
+{_sql_functions(user, database, replication, keep_slots)}
+startup_sql | {psql} --dbname postgres
+database_sql | {psql} --dbname "$POSTGRES_DB"
+"""
+
+
 def replica_start_script(conf: str, passfile: str) -> str:
     """Runs as the postgres user: bootstraps an empty volume from the primary, makes sure
-    its slot exists, and starts as a hot standby streaming through that slot."""
+    its slot exists, and starts as a hot standby streaming through that slot. Every
+    connection to the primary is a replication connection (the only kind pg_hba gives
+    the replication role); the slot is read and created with replication commands."""
     return f"""\
 set -eu
 umask 077
 {PGPASS_ESCAPE_SH}
 printf '%s:%s:*:{REPLICATION_USER}:%s\\n' "$PRIMARY_HOST" "$PRIMARY_PORT" \\
   "$(pgpass_field "$REPLICATION_PASSWORD")" > {passfile}
-printf '%s:%s:postgres:{REPLICATION_USER}:%s\\n' "$PRIMARY_HOST" "$PRIMARY_PORT" \\
-  "$(pgpass_field "$REPLICATION_PASSWORD")" >> {passfile}
 export PGPASSFILE={passfile}
 until pg_isready -q -h "$PRIMARY_HOST" -p "$PRIMARY_PORT"; do sleep 1; done
-query() {{
-  psql -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U {REPLICATION_USER} -d postgres -tAc "$1"
+replication() {{
+  psql "host=$PRIMARY_HOST port=$PRIMARY_PORT user={REPLICATION_USER} replication=true" \\
+    -tAc "$1"
 }}
-slots="SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$REPLICATION_SLOT'"
-if [ "$(query "$slots")" = 0 ]; then
-  query "SELECT pg_create_physical_replication_slot('$REPLICATION_SLOT')" > /dev/null
+if [ "$(replication "READ_REPLICATION_SLOT $REPLICATION_SLOT" | cut -d'|' -f1)" != physical ]
+then
+  replication "CREATE_REPLICATION_SLOT $REPLICATION_SLOT PHYSICAL RESERVE_WAL" > /dev/null
 fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pg_basebackup -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U {REPLICATION_USER} -D "$PGDATA" \\

@@ -34,7 +34,7 @@ from .redis import redis_tier
 def build_topology(spec: PhaseSpec) -> Topology:
     pg_nodes, pg_services, pg_edges = postgres_tier(spec)
     redis_nodes, redis_services, redis_edges = redis_tier(spec)
-    gateways, gw_services, gw_edges, gw_scaling = gateway_nodes(spec, pg_services)
+    gateways, gw_services, gw_edges, gw_scaling = gateway_nodes(spec)
     proxies, nginx_services, nginx_edges, nginx_scaling = nginx_nodes(spec, gateways)
     nodes = (*pg_nodes, *redis_nodes, *gateways, *proxies)
     names = [n.name for n in nodes]

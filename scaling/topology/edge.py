@@ -1,18 +1,18 @@
 """The edge of the phase: WebSocket gateways and the Nginx in front of them.
 
-Gateways find Redis and the database through the names the other tiers' nodes and services
-define here (never spelled again elsewhere); Nginx proxies to the gateway nodes (Docker) or
-re-resolves the gateways' headless Service (Kubernetes, ``server … resolve``).
+Gateways find Redis through the names the Redis tier's nodes and services define (never
+spelled again elsewhere); they keep no durable state and never use the database, so they get
+neither its address nor any of its credentials: the Redis password is their only secret.
+Nginx proxies to the gateway nodes (Docker) or re-resolves the gateways' headless Service
+(Kubernetes, ``server … resolve``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
-from scaling.render.gateway_env import database_env, gateway_env, redis_client_env
+from scaling.render.gateway_env import gateway_env, redis_client_env
 from scaling.render.nginx import NginxLayout, render_nginx_conf
 from scaling.rules import KUBERNETES_NGINX_HTTP_PORT, NGINX_LOOPBACK_PORT
 
@@ -42,42 +42,13 @@ def redis_env(spec: PhaseSpec) -> dict[str, str]:
     return redis_client_env(spec, nodes=nodes, sentinels=redis.sentinel_endpoints(spec))
 
 
-def _purpose(services: Sequence[Service], purpose: str) -> Service | None:
-    return next((s for s in services if s.purpose == purpose), None)
-
-
-def database_target(services: Sequence[Service]) -> Service:
-    """What the application connects to, among the Postgres tier's services: the pooler
-    where one runs as a node (Docker), else the read-write Service (StackGres puts PgBouncer
-    in front of it on Kubernetes)."""
-    target = _purpose(services, "pooler") or _purpose(services, "read-write")
-    if target is None:
-        raise ValueError("the Postgres tier has no read-write service")
-    return target
-
-
-def database_variables(spec: PhaseSpec, services: Sequence[Service]) -> dict[str, str]:
-    target = database_target(services)
-    read_only = _purpose(services, "read-only")
-    pooled_reads = target.purpose == "pooler" and read_only is not None
-    env = database_env(
-        spec, target=Endpoint(host_of(spec, target.name), target.port), read_pool=pooled_reads
-    )
-    if read_only is not None and not pooled_reads:
-        env["DATABASE_READ_HOST"] = host_of(spec, read_only.name)
-    return env
-
-
-def gateway_nodes(
-    spec: PhaseSpec, postgres_services: Sequence[Service]
-) -> tuple[list[Node], list[Service], list[Edge], Scaling]:
+def gateway_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge], Scaling]:
     gw = spec.gateway
     health = (
         'python -c "import urllib.request; '
         f"urllib.request.urlopen('http://127.0.0.1:{gw.port}/healthz', timeout=3)\""
     )
-    target = database_target(postgres_services)
-    env = {**redis_env(spec), **database_variables(spec, postgres_services)}
+    env = redis_env(spec)
     nodes = []
     edges = []
     for index in range(gw.replicas):
@@ -92,16 +63,12 @@ def gateway_nodes(
                 image=gw.image,
                 ports={"http": gw.port},
                 env={**gateway_env(spec, gateway_id=name, port=gw.port), **env},
-                secret_env={
-                    SECRET_VARIABLES["redis-password"]: "redis-password",
-                    "DATABASE_PASSWORD": "postgres-password",
-                },
+                secret_env={SECRET_VARIABLES["redis-password"]: "redis-password"},
                 health=HealthCheck(health),
                 # SIGTERM drains: /healthz turns 503, clients are closed with 1001.
                 stop=Stop("SIGTERM", gw.drain_seconds + 10),
             )
         )
-        edges.append(Edge(name, target.name, "connects-to"))
         edges.append(Edge(name, redis.GROUP, "connects-to"))
     members = tuple(n.name for n in nodes)
     services = [Service(GATEWAY_GROUP, "gateway", gw.port, members, "gateway")]

@@ -4,19 +4,28 @@ an SGShardedCluster), whose Services the operator creates under these names."""
 
 from __future__ import annotations
 
-from scaling.model import PhaseSpec
+from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
-from scaling.render.pgbouncer import POOLER_PORT, PoolerLayout, render_pgbouncer_ini, userlist_sh
+from scaling.render.pgbouncer import (
+    POOLER_PORT,
+    PoolerLayout,
+    render_pgbouncer_hba,
+    render_pgbouncer_ini,
+    userlist_sh,
+)
 from scaling.render.postgres import (
     PG_PORT,
     PostgresLayout,
     render_pg_hba_conf,
     render_postgresql_conf,
-    render_replication_role_sql,
     replication_slot,
 )
-from scaling.render.postgres_start import primary_start_script, replica_start_script
+from scaling.render.postgres_start import (
+    init_roles_script,
+    primary_start_script,
+    replica_start_script,
+)
 
 from .model import ConfigFile, Edge, HealthCheck, Node, Service, Stop, Volume
 from .network import node_host, node_name, on_kubernetes
@@ -41,16 +50,6 @@ DATA_DIR = "/var/lib/postgresql/data"
 PASSFILE_DIR = "/run/sikka"
 # Fast shutdown (SIGINT) ends sessions and writes a checkpoint; given time, nothing replays.
 STOP = Stop("SIGINT", 120)
-
-REPLICATION_ROLE_INIT = f"""\
-#!/bin/sh
-# Runs once, when the primary's volume is initialised: creates the replication role. Later
-# starts (re)apply its password from the environment (primary-start.sh).
-set -eu
-psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \\
-  --set replication_password="$REPLICATION_PASSWORD" <<'SQL'
-{render_replication_role_sql()}SQL
-"""
 
 
 def _secret(name: str) -> dict[str, str]:
@@ -85,24 +84,24 @@ def _container_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[E
         f"{CONF_DIR}/postgresql.conf", render_postgresql_conf(spec, layout), "postgresql.conf"
     )
     hba = ConfigFile(f"{CONF_DIR}/pg_hba.conf", render_pg_hba_conf(spec, layout), "pg_hba.conf")
+    replication, slots = bool(replicas), kept_slots(spec)
     start = ConfigFile(
         f"{CONF_DIR}/primary-start.sh",
         primary_start_script(
-            conf.path, pg.user, replication=bool(replicas), keep_slots=kept_slots(spec)
+            conf.path, pg.user, pg.database, replication=replication, keep_slots=slots
         ),
         "primary-start.sh",
     )
-    files = [conf, hba, start]
-    secrets = _secret("postgres-password")
+    # The image runs it once, on an empty volume; primary-start.sh applies the same SQL later.
+    init = ConfigFile(
+        "/docker-entrypoint-initdb.d/10-roles.sh",
+        init_roles_script(pg.user, pg.database, replication=replication, keep_slots=slots),
+        "10-roles.sh",
+    )
+    files = [conf, hba, start, init]
+    secrets = _secret("postgres-superuser-password") | _secret("postgres-password")
     if replicas:
         secrets |= _secret("replication-password")
-        files.append(
-            ConfigFile(
-                "/docker-entrypoint-initdb.d/10-replication-role.sh",
-                REPLICATION_ROLE_INIT,
-                "10-replication-role.sh",
-            )
-        )
     primary = Node(
         name=PRIMARY,
         tier="postgres",
@@ -112,7 +111,9 @@ def _container_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[E
         image=pg.image,
         ports={"postgres": PG_PORT},
         entrypoint=("sh", start.path),
-        env={"POSTGRES_USER": pg.user, "POSTGRES_DB": pg.database, "PGDATA": DATA_DIR},
+        # The official image makes POSTGRES_USER its superuser, with POSTGRES_PASSWORD: that
+        # is `postgres`; the application role is created by the scripts above.
+        env={"POSTGRES_USER": SUPERUSER, "POSTGRES_DB": pg.database, "PGDATA": DATA_DIR},
         secret_env=secrets,
         files=tuple(files),
         volumes=(_volume(PRIMARY, spec),),
@@ -179,10 +180,17 @@ def pooler_node(spec: PhaseSpec, *, read_pool: bool) -> Node:
         replica_hosts=(REPLICAS,) if read_pool else (),
         replica_port=PG_PORT,
         auth_file="/run/pgbouncer/userlist.txt",
+        hba_file="/etc/pgbouncer/pgbouncer_hba.conf",
+        client_networks=(str(spec.docker_subnet),),
     )
-    # The auth file is written from the secret at start-up, into a tmpfs, never an image.
+    # The auth file is written from the secrets at start-up, into a tmpfs, never an image:
+    # the application role's line and the console user's, each from its own secret.
+    app = SECRET_VARIABLES["postgres-password"]
+    admin = SECRET_VARIABLES["pgbouncer-admin-password"]
     start = (
-        f"set -eu\numask 077\n{userlist_sh(spec.postgres.user)} > /run/pgbouncer/userlist.txt\n"
+        "set -eu\numask 077\n"
+        f"{{\n{userlist_sh(spec.postgres.user, app)}\n{userlist_sh(POOLER_ADMIN_USER, admin)}\n"
+        "} > /run/pgbouncer/userlist.txt\n"
         "exec pgbouncer /etc/pgbouncer/pgbouncer.ini\n"
     )
     return Node(
@@ -194,11 +202,12 @@ def pooler_node(spec: PhaseSpec, *, read_pool: bool) -> Node:
         image=spec.pooler.image,
         ports={"pgbouncer": POOLER_PORT},
         entrypoint=("sh", "-c", start),
-        secret_env=_secret("postgres-password"),
+        secret_env=_secret("postgres-password") | _secret("pgbouncer-admin-password"),
         files=(
             ConfigFile(
                 "/etc/pgbouncer/pgbouncer.ini", render_pgbouncer_ini(spec, layout), "pgbouncer.ini"
             ),
+            ConfigFile(layout.hba_file, render_pgbouncer_hba(spec, layout), "pgbouncer_hba.conf"),
         ),
         tmpfs=("/run/pgbouncer",),
         health=HealthCheck(f"nc -z 127.0.0.1 {POOLER_PORT}"),

@@ -22,6 +22,7 @@ from local_helpers import (
     open_client,
     pg_connect,
     pg_value,
+    pooler_console,
     run_async,
     run_pids,
     still_alive,
@@ -113,17 +114,7 @@ def check_replication_slots_follow_topology(phase: Phase) -> None:
 
 def _pool_servers(phase: Phase) -> int:
     """Server connections PgBouncer holds for the primary's pool right now."""
-    pooler = urlsplit(phase.summary["postgres"]["pooler"])
-    with psycopg.connect(
-        host=pooler.hostname,
-        port=pooler.port,
-        user=phase.spec.postgres.user,
-        password=phase.password,
-        dbname="pgbouncer",
-        autocommit=True,
-        connect_timeout=5,
-        cursor_factory=psycopg.ClientCursor,
-    ) as conn:
+    with pooler_console(phase) as conn:
         cur = conn.cursor()
         cur.execute("SHOW POOLS")
         names = [c.name for c in cur.description or []]

@@ -21,7 +21,7 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 
 from scaling.local import LocalRun
-from scaling.model import PhaseSpec
+from scaling.model import POOLER_ADMIN_USER, PhaseSpec
 
 T = TypeVar("T")
 STEP = 5.0  # bound for any single WebSocket await
@@ -45,6 +45,14 @@ class Phase:
     @property
     def redis_password(self) -> str:
         return self.run.secrets["redis-password"]
+
+    @property
+    def superuser_password(self) -> str:
+        return self.run.secrets["postgres-superuser-password"]
+
+    @property
+    def pooler_admin_password(self) -> str:
+        return self.run.secrets["pgbouncer-admin-password"]
 
     def redis_client(self, host: str, port: int, timeout: float = 3) -> redis.Redis:
         """A client for one Redis node of this run (text replies)."""
@@ -96,6 +104,24 @@ def pg_connect(phase: Phase, url: str, **kwargs: Any) -> psycopg.Connection[Any]
         password=phase.password,
         connect_timeout=5,
         **kwargs,
+    )
+
+
+def pooler_console(
+    phase: Phase, user: str = POOLER_ADMIN_USER, password: str | None = None
+) -> psycopg.Connection[Any]:
+    """PgBouncer's console (the virtual database ``pgbouncer``), by default as its admin;
+    simple queries only (SHOW, SHUTDOWN, ... are not prepared statements)."""
+    pooler = urlsplit(phase.summary["postgres"]["pooler"])
+    return psycopg.connect(
+        host=pooler.hostname,
+        port=pooler.port,
+        user=user,
+        password=phase.pooler_admin_password if password is None else password,
+        dbname="pgbouncer",
+        autocommit=True,
+        connect_timeout=5,
+        cursor_factory=psycopg.ClientCursor,
     )
 
 

@@ -1,10 +1,12 @@
 """The Postgres containers' start logic, run with the real PostgreSQL on 127.0.0.1.
 
-The primary's start-up SQL (what primary-start.sh feeds `postgres --single` before the image
-entrypoint) re-applies rotated passwords and drops the slot of a replica the phase no longer
-has; the replica's start script (replica-start.sh, run here by /bin/sh exactly as rendered)
-bootstraps from the primary through its slot and streams with the password from its
-environment, also after a rotation.
+The image's init script (10-roles.sh, run here by /bin/sh exactly as rendered, with real psql)
+creates the roles with least privilege; the primary's start-up SQL (what primary-start.sh
+feeds `postgres --single` before the image entrypoint) re-applies rotated passwords, drops
+the slot of a replica the phase no longer has, and demotes an application role that an older
+deployment made the superuser; the replica's start script (replica-start.sh) bootstraps from
+the primary through its slot, over replication connections only, and streams with the
+password from its environment, also after a rotation.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ import pytest
 from scaling.local.ports import PortAllocator
 from scaling.local.procs import pg_bin
 from scaling.render.postgres import PostgresLayout, render_pg_hba_conf, render_postgresql_conf
-from scaling.render.postgres_start import replica_start_script, startup_sql
+from scaling.render.postgres_start import (
+    database_sql,
+    init_roles_script,
+    replica_start_script,
+    startup_sql,
+)
 from scaling.stackconfig import parse
 
 pytestmark = [
@@ -35,6 +42,9 @@ pytestmark = [
 
 SPEC = parse({"sikka:phase": "growth"}, stack="growth")
 USER = SPEC.postgres.user
+DB = SPEC.postgres.database
+SUPERUSER = "postgres"
+SLOTS = ["replica_1", "replica_2"]
 
 
 def as_postgres() -> list[str]:
@@ -80,16 +90,41 @@ class Instance:
     def stop(self) -> None:
         run([pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
 
-    def connect(self, password: str, user: str = USER, **kw: object) -> psycopg.Connection:
+    def connect(
+        self, password: str, user: str = USER, dbname: str = DB, **kw: object
+    ) -> psycopg.Connection:
         return psycopg.connect(
             host="127.0.0.1",
             port=self.port,
             user=user,
             password=password,
-            dbname="postgres",
+            dbname=dbname,
             connect_timeout=3,
             autocommit=True,
             **kw,  # type: ignore[arg-type]
+        )
+
+    def superuser(self, password: str) -> psycopg.Connection:
+        return self.connect(password, SUPERUSER, "postgres")
+
+    def initdb(self, root: Path, user: str, password: str) -> None:
+        (root / "pw").write_text(password + "\n")
+        chown_to_postgres(root)
+        run(
+            [
+                pg_bin("initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                user,
+                f"--pwfile={root / 'pw'}",
+                "--auth=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            capture_output=True,
         )
 
 
@@ -121,8 +156,10 @@ def chown_to_postgres(path: Path) -> None:
             os.chown(item, account.pw_uid, account.pw_gid)
 
 
-def single_user(instance: Instance, sql: str) -> None:
-    run(
+def single_user(instance: Instance, sql: str, dbname: str = "postgres") -> None:
+    """As primary-start.sh does; single-user mode carries on past a failed statement, so any
+    ERROR it reports fails the test."""
+    result = run(
         [
             pg_bin("postgres"),
             "--single",
@@ -131,11 +168,99 @@ def single_user(instance: Instance, sql: str) -> None:
             str(instance.data),
             "-c",
             f"config_file={instance.conf}",
-            "postgres",
+            dbname,
         ],
         input=sql,
         capture_output=True,
     )
+    assert "ERROR" not in result.stderr, result.stderr
+
+
+def primary_start(
+    instance: Instance, su: str, app: str, repl: str, slots: list[str] = SLOTS
+) -> None:
+    """primary-start.sh's two single-user passes."""
+    sql = startup_sql(
+        USER, superuser_password=su, password=app, replication_password=repl, keep_slots=slots
+    )
+    single_user(instance, sql)
+    single_user(instance, database_sql(USER, DB), DB)
+
+
+def first_start(root: Path, instance: Instance, su: str, app: str, repl: str) -> None:
+    """What the official image does on an empty volume, with the rendered init script: initdb
+    with POSTGRES_USER=postgres, a socket-only server, CREATE DATABASE $POSTGRES_DB, then
+    docker-entrypoint-initdb.d/10-roles.sh through psql."""
+    instance.initdb(root, SUPERUSER, su)
+    instance.start()
+    try:
+        script = instance.dir / "10-roles.sh"
+        script.write_text(init_roles_script(USER, DB, replication=True, keep_slots=SLOTS))
+        env = {
+            "PATH": f"{Path(pg_bin('psql')).parent}:/usr/bin:/bin",
+            "PGHOST": str(instance.dir / "run"),
+            "PGPORT": str(instance.port),
+            "PGPASSWORD": su,  # the image exports it for its init scripts
+            "POSTGRES_USER": SUPERUSER,
+            "POSTGRES_DB": DB,
+            "POSTGRES_PASSWORD": su,
+            "DATABASE_PASSWORD": app,
+            "REPLICATION_PASSWORD": repl,
+        }
+        with instance.superuser(su) as conn:
+            conn.execute(f"CREATE DATABASE {DB}")
+        subprocess.run(["sh", str(script)], env=env, check=True, timeout=60, text=True)
+    finally:
+        instance.stop()
+
+
+def role(conn: psycopg.Connection, name: str) -> dict[str, object]:
+    row = conn.execute(
+        "SELECT oid, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls, "
+        "rolcanlogin, (SELECT count(*) FROM pg_auth_members WHERE member = r.oid) "
+        "FROM pg_roles r WHERE rolname = %s",
+        (name,),
+    ).fetchone()
+    assert row is not None, name
+    keys = ("oid", "super", "createrole", "createdb", "replication", "bypassrls", "login")
+    return {**dict(zip(keys, row[:7], strict=True)), "memberships": row[7]}
+
+
+LEAST = {
+    "super": False,
+    "createrole": False,
+    "createdb": False,
+    "replication": False,
+    "bypassrls": False,
+    "login": True,
+    "memberships": 0,
+}
+
+
+def assert_least_privilege(instance: Instance, su: str, app: str) -> None:
+    """The application role: LOGIN and nothing more, owner of its database and its public
+    schema, refused what a superuser could do, and admitted to its database only."""
+    with instance.superuser(su) as conn:
+        assert {k: v for k, v in role(conn, USER).items() if k != "oid"} == LEAST
+        assert role(conn, SUPERUSER)["oid"] == 10 and role(conn, SUPERUSER)["super"] is True
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (DB,)
+        ).fetchone()
+        assert owner == (USER,)
+    with instance.connect(app) as conn:
+        public = conn.execute(
+            "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'"
+        ).fetchone()
+        assert public == (USER,)
+        conn.execute("CREATE TABLE IF NOT EXISTS t (line text)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("COPY t FROM PROGRAM 'id'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE ROLE x")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT pg_read_file('/etc/passwd')")
+    with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry"):
+        instance.connect(app, dbname="postgres")
 
 
 def start_replica(replica: Instance, primary: Instance, password: str) -> subprocess.Popen[str]:
@@ -165,8 +290,8 @@ def start_replica(replica: Instance, primary: Instance, password: str) -> subpro
         )
 
 
-def streaming(primary: Instance, password: str) -> bool:
-    with primary.connect(password) as conn:
+def streaming(primary: Instance, su_password: str) -> bool:
+    with primary.superuser(su_password) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_replication r JOIN pg_replication_slots s "
             "ON s.active_pid = r.pid WHERE r.application_name = 'postgres-1' "
@@ -179,59 +304,45 @@ def test_rotation_and_slot_cleanup_with_real_postgres(root: Path) -> None:
     ports = PortAllocator()
     primary = Instance(root, "primary", ports.take())
     replica = Instance(root, "replica", ports.take())
-    (root / "pw").write_text("first\n")
-    chown_to_postgres(root)
-    run(
-        [
-            pg_bin("initdb"),
-            "-D",
-            str(primary.data),
-            "-U",
-            USER,
-            f"--pwfile={root / 'pw'}",
-            "--auth=scram-sha-256",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-        ],
-        capture_output=True,
-    )
-    # First start: what the image's init script does, plus two replicas' slots.
-    single_user(primary, startup_sql(USER, "first", "repl-1", ["replica_1", "replica_2"]))
+    first_start(root, primary, "su-1", "first", "repl-1")
+    primary_start(primary, "su-1", "first", "repl-1")
     primary.start()
-    with primary.connect("first") as conn:
-        for slot in ("replica_1", "replica_2"):
-            conn.execute("SELECT pg_create_physical_replication_slot(%s)", (slot,))
-    primary.stop()
+    try:
+        assert_least_privilege(primary, "su-1", "first")
+        with primary.superuser("su-1") as conn:
+            for slot in SLOTS:
+                conn.execute("SELECT pg_create_physical_replication_slot(%s)", (slot,))
+    finally:
+        primary.stop()
 
-    # The phase now has one replica, and both passwords were rotated.
-    single_user(primary, startup_sql(USER, "it's rotated", "repl-2", ["replica_1"]))
+    # The phase now has one replica, and every password was rotated.
+    primary_start(primary, "it's su", "it's rotated", "repl-2", ["replica_1"])
     primary.start()
     replica_process = None
     try:
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             primary.connect("first")
-        with primary.connect("it's rotated") as conn:
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            primary.superuser("su-1")
+        with primary.superuser("it's su") as conn:
             slots = [r[0] for r in conn.execute("SELECT slot_name FROM pg_replication_slots")]
             assert slots == ["replica_1"]
+        with primary.connect("it's rotated") as conn:
             conn.execute("CREATE TABLE trips (id int)")
             conn.execute("INSERT INTO trips VALUES (1), (2)")
         replica_process = start_replica(replica, primary, "repl-2")
-        wait_until(
-            "the replica streams through replica_1", lambda: streaming(primary, "it's rotated")
-        )
+        wait_until("the replica streams through replica_1", lambda: streaming(primary, "it's su"))
 
         # Rotate the replication password again: the replica picks it up at its next start.
         replica_process.send_signal(signal.SIGINT)
         replica_process.wait(timeout=60)
         primary.stop()
-        single_user(primary, startup_sql(USER, "it's rotated", "repl-3", ["replica_1"]))
+        primary_start(primary, "it's su", "it's rotated", "repl-3", ["replica_1"])
         primary.start()
         with primary.connect("it's rotated") as conn:
             conn.execute("INSERT INTO trips VALUES (3)")
         replica_process = start_replica(replica, primary, "repl-3")
-        wait_until("the replica streams again", lambda: streaming(primary, "it's rotated"))
+        wait_until("the replica streams again", lambda: streaming(primary, "it's su"))
 
         def replica_rows() -> int:
             with replica.connect("it's rotated") as conn:
@@ -239,8 +350,91 @@ def test_rotation_and_slot_cleanup_with_real_postgres(root: Path) -> None:
             return int(row[0]) if row else 0
 
         wait_until("the replica has every row", lambda: replica_rows() == 3)
+        # The replication role replicates and does nothing else: no database session.
+        with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry"):
+            primary.connect("repl-3", "replicator", "postgres")
     finally:
         if replica_process is not None and replica_process.poll() is None:
             replica_process.send_signal(signal.SIGINT)
             replica_process.wait(timeout=60)
+        primary.stop()
+
+
+def test_an_older_deployments_superuser_app_role_is_demoted(root: Path) -> None:
+    """Before this change the image ran with POSTGRES_USER=sikka: the application role was
+    the bootstrap superuser and owned everything in its database. The next start renames
+    that superuser postgres, creates sikka anew with least privilege and hands it its
+    database's objects (data untouched), so the application keeps working and can no
+    longer run programs on the server."""
+    ports = PortAllocator()
+    old = Instance(root, "old", ports.take())
+    old.initdb(root, USER, "old-app-pw")  # what POSTGRES_USER=sikka made
+    single_user(old, f"CREATE DATABASE {DB};\n\n")  # and POSTGRES_DB=sikka
+    old.start()
+    try:
+        with old.connect("old-app-pw") as conn:
+            conn.execute("CREATE TABLE trips (id serial PRIMARY KEY, rider text)")
+            conn.execute("INSERT INTO trips (rider) VALUES ('a'), ('b')")
+            conn.execute("CREATE VIEW riders AS SELECT DISTINCT rider FROM trips")
+            conn.execute(
+                "CREATE FUNCTION trip_count() RETURNS bigint LANGUAGE sql "
+                "AS 'SELECT count(*) FROM trips'"
+            )
+            conn.execute("CREATE TYPE state AS ENUM ('open', 'closed')")
+            assert role(conn, USER)["super"] is True and role(conn, USER)["oid"] == 10
+    finally:
+        old.stop()
+
+    primary_start(old, "new-su", "new-app", "repl")
+    old.start()
+    try:
+        assert_least_privilege(old, "new-su", "new-app")
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            old.connect("old-app-pw")
+        with old.superuser("new-su") as conn:
+            assert role(conn, "replicator")["replication"] is True
+            owners = conn.execute(
+                "SELECT count(*) FROM pg_class WHERE relowner = 10 AND relnamespace = "
+                "'public'::regnamespace"
+            ).fetchone()
+        with old.connect("new-app") as conn:
+            # Its objects are its own again: data intact, DDL allowed.
+            assert conn.execute("SELECT trip_count()").fetchone() == (2,)
+            conn.execute("INSERT INTO trips (rider) VALUES ('c')")
+            assert conn.execute("SELECT count(*) FROM riders").fetchone() == (3,)
+            conn.execute("ALTER TABLE trips ADD COLUMN fare int")
+            conn.execute("ALTER TYPE state ADD VALUE 'cancelled'")
+            owned = conn.execute(
+                "SELECT count(*) FROM pg_class WHERE relowner <> current_user::regrole "
+                "AND relnamespace = 'public'::regnamespace"
+            ).fetchone()
+            assert owned == (0,)
+        assert owners == (0,)
+    finally:
+        old.stop()
+
+    # A later start finds nothing left to change (and reports no error).
+    primary_start(old, "new-su", "new-app", "repl")
+
+
+def test_a_superuser_app_role_is_demoted_and_loses_its_memberships(root: Path) -> None:
+    """An application role that was given more (SUPERUSER, CREATEROLE, a program-running
+    role, the superuser's own role) is back to least privilege at the next start."""
+    ports = PortAllocator()
+    primary = Instance(root, "primary", ports.take())
+    first_start(root, primary, "su", "app", "repl")
+    primary.start()
+    try:
+        with primary.superuser("su") as conn:
+            conn.execute(f"ALTER ROLE {USER} SUPERUSER CREATEROLE CREATEDB BYPASSRLS")
+            conn.execute(f"GRANT pg_execute_server_program, pg_read_server_files TO {USER}")
+            conn.execute(f"GRANT postgres TO {USER}")
+            assert role(conn, USER)["memberships"] == 3
+    finally:
+        primary.stop()
+    primary_start(primary, "su", "app", "repl")
+    primary.start()
+    try:
+        assert_least_privilege(primary, "su", "app")
+    finally:
         primary.stop()

@@ -44,10 +44,16 @@ def test_compose_builds_the_gateway_like_the_stack() -> None:
 def test_compose_references_secrets_never_values() -> None:
     compose = compose_of("growth")
     primary = compose["services"]["postgres-0"]["environment"]
+    # The image's superuser is postgres, with its own secret; the application role's
+    # password is another variable.
+    assert primary["POSTGRES_USER"] == "postgres"
     assert primary["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert primary["DATABASE_PASSWORD"].startswith("${DATABASE_PASSWORD:?")
     # Shell variables meant for the container are escaped from compose's interpolation.
-    pgbouncer = compose["services"]["pgbouncer"]["entrypoint"][2]
-    assert '"$$POSTGRES_PASSWORD"' in pgbouncer
+    pgbouncer = compose["services"]["pgbouncer"]
+    assert '"$$DATABASE_PASSWORD"' in pgbouncer["entrypoint"][2]
+    assert '"$$PGBOUNCER_ADMIN_PASSWORD"' in pgbouncer["entrypoint"][2]
+    assert set(pgbouncer["environment"]) == {"DATABASE_PASSWORD", "PGBOUNCER_ADMIN_PASSWORD"}
     assert compose["services"]["postgres-1"]["networks"]["private"]["aliases"] == [
         "postgres-replicas"
     ]

@@ -109,14 +109,25 @@ def test_password_rotation_keeps_every_volume(stack: str, base: dict) -> None:
 
 
 def test_rotated_password_is_applied_to_the_database_at_start() -> None:
-    run = run_stack("growth", secret_values={"sikka:postgresPassword": "rotated"})
+    run = run_stack(
+        "growth",
+        secret_values={
+            "sikka:postgresPassword": "rotated",
+            "sikka:postgresSuperuserPassword": "rotated-su",
+        },
+    )
     primary = next(r for r in run.of_type(CONTAINER) if r.inputs["hostname"] == "postgres-0")
     start = next(u for u in primary.inputs["uploads"] if u["file"].endswith("primary-start.sh"))
     assert (
-        'ALTER ROLE "sikka" WITH LOGIN PASSWORD $(sql_literal "$POSTGRES_PASSWORD")'
-        in (start["content"])
+        'ALTER ROLE "sikka" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
+        'NOBYPASSRLS INHERIT PASSWORD $(sql_literal "$DATABASE_PASSWORD")'
+    ) in start["content"]
+    assert (
+        'ALTER ROLE "postgres" WITH SUPERUSER LOGIN PASSWORD $(sql_literal "$POSTGRES_PASSWORD")'
+        in start["content"]
     )
-    assert "POSTGRES_PASSWORD=rotated" in primary.inputs["envs"]
+    assert "DATABASE_PASSWORD=rotated" in primary.inputs["envs"]
+    assert "POSTGRES_PASSWORD=rotated-su" in primary.inputs["envs"]
 
 
 @pytest.mark.parametrize("stack", ["launch", "growth"])
@@ -215,3 +226,17 @@ def test_rotated_password_reruns_the_app_user_script_on_kubernetes() -> None:
     assert before["grant-app-user"] is after["grant-app-user"] is None
     (version,) = rotated.of_type("random:index/randomInteger:RandomInteger")
     assert "keepers.postgres-password" in version.secret_paths()
+
+
+def test_changed_app_user_sql_reruns_the_script_on_kubernetes() -> None:
+    """A new version of the role's SQL (here: another role name; likewise new attributes)
+    runs again on a running cluster, without the password changing; the same SQL does not."""
+    first, again = run_stack("scale"), run_stack("scale")
+    changed = run_stack("scale", {"sikka:postgres": {"user": "trips"}})
+    assert sgscript_versions(first) == sgscript_versions(again)
+    assert (
+        sgscript_versions(first)["create-app-user"] != sgscript_versions(changed)["create-app-user"]
+    )
+    (version,) = changed.of_type("random:index/randomInteger:RandomInteger")
+    assert "keepers.postgres-password" in version.secret_paths()
+    assert len(version.inputs["keepers"]["sql-sha256"]) == 64

@@ -144,10 +144,98 @@ def test_growth_pgbouncer_pools(growth: StackRun) -> None:
     pgbouncer = containers(growth)["sikka-growth-pgbouncer"]
     ini = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer.ini")
     assert "pool_mode = transaction" in ini
-    assert "auth_type = scram-sha-256" in ini
+    assert "auth_type = hba" in ini
     assert "max_client_conn = 1000" in ini
     assert "sikka_ro = host=postgres-replicas port=5432" in ini
     assert "max_db_connections = 97" in ini
+
+
+def test_growth_pgbouncer_console_is_the_admin_roles_alone(growth: StackRun) -> None:
+    """The application role is no PgBouncer admin; the console user answers from loopback
+    only, the application role reaches its two databases from the private network."""
+    pgbouncer = containers(growth)["sikka-growth-pgbouncer"]
+    ini = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer.ini")
+    assert "admin_users = pgbouncer_admin\n" in ini
+    assert "stats_users = pgbouncer_admin\n" in ini
+    assert "auth_hba_file = /etc/pgbouncer/pgbouncer_hba.conf" in ini
+    hba = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer_hba.conf")
+    rules = [line.split() for line in hba.splitlines() if not line.startswith("#")]
+    subnet = growth.of_type("docker:index/network:Network")[0].inputs["ipamConfigs"][0]["subnet"]
+    assert rules == [
+        ["host", "pgbouncer", "pgbouncer_admin", "127.0.0.1/32", "scram-sha-256"],
+        ["host", "pgbouncer", "pgbouncer_admin", "::1/128", "scram-sha-256"],
+        ["host", "sikka,sikka_ro", "sikka", subnet, "scram-sha-256"],
+    ]
+    # Each user's auth-file line comes from its own secret.
+    assert set(env(pgbouncer)) == {"DATABASE_PASSWORD", "PGBOUNCER_ADMIN_PASSWORD"}
+    assert env(pgbouncer)["PGBOUNCER_ADMIN_PASSWORD"] != env(pgbouncer)["DATABASE_PASSWORD"]
+    script = pgbouncer.inputs["entrypoints"][2]
+    assert '"pgbouncer_admin" "$escaped"' in script and '"sikka" "$escaped"' in script
+
+
+@pytest.mark.parametrize("stack", ["launch", "growth"])
+def test_superuser_is_postgres_and_the_app_role_is_not(stack: str) -> None:
+    """The image makes POSTGRES_USER its superuser: that is postgres, with its own secret;
+    the application role is created and demoted by the start-up SQL."""
+    run = run_stack(stack)
+    primary = containers(run)[f"sikka-{stack}-postgres-0"]
+    values = env(primary)
+    assert values["POSTGRES_USER"] == "postgres"
+    assert values["POSTGRES_DB"] == "sikka"
+    assert (
+        values["POSTGRES_PASSWORD"]
+        == f"generated-sikka-{stack}-secrets-postgres-superuser-password"
+    )
+    assert values["DATABASE_PASSWORD"] == f"generated-sikka-{stack}-secrets-postgres-password"
+    init = uploaded(primary, "/docker-entrypoint-initdb.d/10-roles.sh")
+    start = uploaded(primary, "/etc/postgresql/primary-start.sh")
+    for script in (init, start):
+        assert "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS" in script
+        assert 'ALTER DATABASE "sikka" OWNER TO "sikka";' in script
+    hba = uploaded(primary, "/etc/postgresql/pg_hba.conf")
+    rules = [line.split() for line in hba.splitlines() if not line.startswith("#")]
+    # The superuser never from the network: socket and loopback only.
+    assert [r for r in rules if "postgres" in r] == [
+        ["local", "all", "postgres", "scram-sha-256"],
+        ["host", "all", "postgres", "127.0.0.1/32", "scram-sha-256"],
+        ["host", "all", "postgres", "::1/128", "scram-sha-256"],
+    ]
+    subnet = run.of_type("docker:index/network:Network")[0].inputs["ipamConfigs"][0]["subnet"]
+    assert ["host", "sikka", "sikka", subnet, "scram-sha-256"] in rules
+    assert not [r for r in rules if r[1] == "all" and r[2] != "postgres"]
+    # Replication only for replicator, only where the phase has replicas.
+    replication = [r for r in rules if r[1] == "replication"]
+    assert replication == (
+        [["host", "replication", "replicator", subnet, "scram-sha-256"]]
+        if stack == "growth"
+        else []
+    )
+
+
+@pytest.mark.parametrize("stack", ["launch", "growth"])
+def test_each_container_gets_only_the_secrets_it_uses(stack: str) -> None:
+    run = run_stack(stack)
+    secrets = {
+        name.removeprefix(f"sikka-{stack}-"): {k for k in env(c) if k.endswith("_PASSWORD")}
+        for name, c in containers(run).items()
+    }
+    for name, held in secrets.items():
+        if name.startswith("gateway-"):
+            assert held == {"REDIS_PASSWORD"}, name  # gateways never use the database
+        elif name == "nginx":
+            assert held == set()
+        elif name == "postgres-0":
+            assert held == {"POSTGRES_PASSWORD", "DATABASE_PASSWORD"} | (
+                {"REPLICATION_PASSWORD"} if stack == "growth" else set()
+            )
+        elif name.startswith("postgres-"):
+            assert held == {"REPLICATION_PASSWORD"}, name
+        elif name == "pgbouncer":
+            assert held == {"DATABASE_PASSWORD", "PGBOUNCER_ADMIN_PASSWORD"}
+        else:
+            assert held == {"REDIS_PASSWORD"}, name
+    gateway = containers(run)[f"sikka-{stack}-gateway-0"]
+    assert not [k for k in env(gateway) if k.startswith("DATABASE")]
 
 
 def test_growth_sentinels_watch_the_master(growth: StackRun) -> None:
@@ -166,7 +254,8 @@ def test_growth_sentinels_watch_the_master(growth: StackRun) -> None:
 
 def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
     passwords = growth.of_type("random:index/randomPassword:RandomPassword")
-    assert len(passwords) == 3
+    # application role, superuser, replication, PgBouncer console, Redis
+    assert len(passwords) == 5
     for container in growth.of_type(CONTAINER):
         values = env(container)
         secret_vars = {
@@ -174,6 +263,7 @@ def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
             "REPLICATION_PASSWORD",
             "REDIS_PASSWORD",
             "DATABASE_PASSWORD",
+            "PGBOUNCER_ADMIN_PASSWORD",
         }
         if secret_vars & set(values):
             assert "envs" in container.secret_paths(), container.name
@@ -183,7 +273,8 @@ def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
 
 def test_supplied_secret_replaces_generated_one() -> None:
     run = run_stack("launch", secret_values={"sikka:redisPassword": "from-config"})
-    assert len(run.of_type("random:index/randomPassword:RandomPassword")) == 1
+    # The application role's and the superuser's are still generated.
+    assert len(run.of_type("random:index/randomPassword:RandomPassword")) == 2
     redis = containers(run)["sikka-launch-redis-0"]
     assert env(redis)["REDIS_PASSWORD"] == "from-config"
     assert "envs" in redis.secret_paths()

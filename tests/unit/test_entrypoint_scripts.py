@@ -10,7 +10,13 @@ import subprocess
 import pytest
 
 from scaling.render.pgbouncer import render_userlist_line, userlist_sh
-from scaling.render.postgres_start import SQL_LITERAL_SH, startup_sql, startup_sql_sh
+from scaling.render.postgres_start import (
+    SQL_LITERAL_SH,
+    database_sql,
+    database_sql_sh,
+    startup_sql,
+    startup_sql_sh,
+)
 from scaling.render.redis import ESCAPE_PASSWORD_SH, render_sentinel_auth, sentinel_auth_sh
 from scaling.stackconfig import parse
 from scaling.topology import build_topology
@@ -29,8 +35,27 @@ def sh(script: str, **env: str) -> str:
 
 @pytest.mark.parametrize("password", PASSWORDS)
 def test_pgbouncer_userlist(password: str) -> None:
-    assert sh(userlist_sh("sikka"), POSTGRES_PASSWORD=password) == render_userlist_line(
-        "sikka", password
+    assert sh(
+        userlist_sh("sikka", "DATABASE_PASSWORD"), DATABASE_PASSWORD=password
+    ) == render_userlist_line("sikka", password)
+    assert sh(
+        userlist_sh("pgbouncer_admin", "PGBOUNCER_ADMIN_PASSWORD"),
+        PGBOUNCER_ADMIN_PASSWORD=password,
+    ) == render_userlist_line("pgbouncer_admin", password)
+
+
+def test_pgbouncer_start_writes_both_users_from_their_own_secrets() -> None:
+    """The pooler's entrypoint, cut before it execs pgbouncer: one auth-file line per user,
+    each from its own variable (the console user's is not the application role's)."""
+    spec = parse({"sikka:phase": "growth"}, stack="growth")
+    pooler = build_topology(spec).node("pgbouncer")
+    script = pooler.entrypoint[2]  # type: ignore[index]
+    script = script.replace("/run/pgbouncer/userlist.txt", "/dev/stdout").replace(
+        "exec pgbouncer", "exit 0 #"
+    )
+    printed = sh(script, DATABASE_PASSWORD='a"pp', PGBOUNCER_ADMIN_PASSWORD="adm'in")
+    assert printed == render_userlist_line("sikka", 'a"pp') + render_userlist_line(
+        "pgbouncer_admin", "adm'in"
     )
 
 
@@ -48,8 +73,50 @@ def test_primary_startup_sql(password: str, replication: bool) -> None:
     script = (
         f"{SQL_LITERAL_SH}\n{startup_sql_sh('sikka', replication=replication, keep_slots=slots)}"
     )
-    printed = sh(script, POSTGRES_PASSWORD=password, REPLICATION_PASSWORD=password + "r")
-    assert printed == startup_sql("sikka", password, password + "r" if replication else None, slots)
+    printed = sh(
+        script,
+        POSTGRES_PASSWORD=password + "s",
+        DATABASE_PASSWORD=password,
+        REPLICATION_PASSWORD=password + "r",
+    )
+    assert printed == startup_sql(
+        "sikka",
+        superuser_password=password + "s",
+        password=password,
+        replication_password=password + "r" if replication else None,
+        keep_slots=slots,
+    )
+
+
+def test_primary_database_sql() -> None:
+    script = f"{SQL_LITERAL_SH}\n{database_sql_sh('sikka', 'trips_db')}"
+    assert sh(script) == database_sql("sikka", "trips_db")
+
+
+def test_init_script_and_start_script_apply_the_same_sql() -> None:
+    """What the image runs once on an empty volume (through psql) is what primary-start.sh
+    runs at every later start (in single-user mode)."""
+    spec = parse({"sikka:phase": "growth"}, stack="growth")
+    primary = build_topology(spec).node("postgres-0")
+    files = {f.render_name: f.content for f in primary.files}
+    env = {
+        "POSTGRES_PASSWORD": "su'per",
+        "DATABASE_PASSWORD": "a$pp",
+        "REPLICATION_PASSWORD": "re`pl",
+    }
+    prints = []
+    for name in ("10-roles.sh", "primary-start.sh"):
+        # Keep the SQL functions, print what they produce instead of running servers.
+        functions = files[name].split("\nstartup_sql |")[0].split("\nif [ -s")[0]
+        prints.append(sh(f"{functions}\nstartup_sql\ndatabase_sql", **env))
+    assert prints[0] == prints[1]
+    assert prints[0] == startup_sql(
+        "sikka",
+        superuser_password="su'per",
+        password="a$pp",
+        replication_password="re`pl",
+        keep_slots=["replica_1", "replica_2"],
+    ) + database_sql("sikka", "sikka")
 
 
 SCALE_ON_DOCKER = {

@@ -12,12 +12,10 @@ from scaling.local.ports import PortAllocator
 from scaling.local.redis import cluster_layout
 from scaling.local.state import RunState
 from scaling.local.topology import (
-    database_target,
     local_spec,
     local_topology,
     monitored,
     nodes,
-    pools_reads,
     replicas_of,
 )
 from scaling.model import PhaseSpec, PlatformKind
@@ -84,15 +82,13 @@ def test_sentinels_monitor_the_topology_master() -> None:
     assert {monitored(topology, s) for s in sentinels} == {"redis-0"}
 
 
-@pytest.mark.parametrize(
-    ("stack", "target", "read_pool"), [("launch", "postgres", False), ("growth", "pgbouncer", True)]
-)
-def test_gateways_connect_where_the_topology_says(stack: str, target: str, read_pool: bool) -> None:
+@pytest.mark.parametrize("stack", ["launch", "growth", "scale"])
+def test_gateways_connect_to_redis_only(stack: str) -> None:
+    """Gateways never use the database: no edge to it, no credential of it."""
     topology = local_topology(spec_of(stack))
-    gateway = nodes(topology, "gateway")[0]
-    assert gateway.name == "gateway-0"
-    assert database_target(topology, gateway) == target
-    assert pools_reads(topology, target) is read_pool
+    for gateway in nodes(topology, "gateway"):
+        assert [e.target for e in topology.edges_from(gateway.name, "connects-to")] == ["redis"]
+        assert dict(gateway.secret_env) == {"REDIS_PASSWORD": "redis-password"}
 
 
 @pytest.mark.parametrize("stack", ["launch", "growth", "scale"])

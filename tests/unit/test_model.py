@@ -218,6 +218,27 @@ def test_error_names_the_stack_file() -> None:
             {"sikka:phase": "launch", "sikka:postgres": "big"},
             "sikka:postgres: must be a mapping (got 'big')",
         ),
+        (
+            "growth",
+            {"sikka:phase": "growth", "sikka:postgres": {"user": "postgres"}},
+            "sikka:postgres.user: is a role name PostgreSQL, PgBouncer or StackGres already "
+            "uses or reserves (postgres, replicator, pgbouncer_admin, pg_*, ...); choose "
+            "another (got 'postgres')",
+        ),
+        (
+            "growth",
+            {"sikka:phase": "growth", "sikka:postgres": {"user": "pgbouncer_stats"}},
+            "sikka:postgres.user: is a role name PostgreSQL, PgBouncer or StackGres already "
+            "uses or reserves (postgres, replicator, pgbouncer_admin, pg_*, ...); choose "
+            "another (got 'pgbouncer_stats')",
+        ),
+        (
+            "growth",
+            {"sikka:phase": "growth", "sikka:postgres": {"user": "pg_app"}},
+            "sikka:postgres.user: is a role name PostgreSQL, PgBouncer or StackGres already "
+            "uses or reserves (postgres, replicator, pgbouncer_admin, pg_*, ...); choose "
+            "another (got 'pg_app')",
+        ),
     ],
 )
 def test_bad_input_message(stack: str, values: dict[str, object], expected: str) -> None:
@@ -231,6 +252,14 @@ def test_secret_keys_are_accepted_when_secret() -> None:
         secret_keys={"sikka:redisPassword"},
     )
     assert s.phase == Phase.LAUNCH
+
+
+@pytest.mark.parametrize("key", ["postgresSuperuserPassword", "pgbouncerAdminPassword"])
+def test_role_password_keys_are_secret_keys(key: str) -> None:
+    values = {"sikka:phase": "growth", f"sikka:{key}": "ciphertext"}
+    assert parse(values, stack="growth", secret_keys={f"sikka:{key}"}).phase == Phase.GROWTH
+    with pytest.raises(ConfigError, match=f"sikka:{key}: must be a secret"):
+        parse(values, stack="growth")
 
 
 def test_other_namespaces_are_ignored() -> None:

@@ -130,3 +130,46 @@ def test_data_nodes_start_one_after_another(stack: str) -> None:
             "postgres-1",
             "postgres-2",
         )
+
+
+@pytest.mark.parametrize(
+    ("stack", "overrides"),
+    [
+        ("launch", {}),
+        ("growth", {}),
+        ("scale", {}),
+        ("scale", SCALE_ON_DOCKER),
+        ("growth", {"sikka:platform": "kubernetes"}),
+    ],
+)
+def test_gateways_hold_no_database_secret_or_edge(stack: str, overrides: dict[str, Any]) -> None:
+    """Gateways never use the database: the Redis password is their only secret, no
+    variable names the database, and no edge leads them to a Postgres node or service."""
+    topology = build_topology(spec_of(stack, **overrides))
+    postgres = {n.name for n in topology.tier("postgres")}
+    postgres |= {s.name for s in topology.services if s.tier == "postgres"}
+    gateways = topology.tier("gateway")
+    assert gateways
+    for gateway in gateways:
+        assert dict(gateway.secret_env) == {"REDIS_PASSWORD": "redis-password"}
+        assert not [k for k in gateway.env if k.startswith(("DATABASE", "PG", "POSTGRES"))]
+        assert not [e for e in topology.edges_from(gateway.name) if e.target in postgres]
+
+
+@pytest.mark.parametrize("stack", ["launch", "growth"])
+def test_postgres_secrets_go_to_postgres_and_pgbouncer_only(stack: str) -> None:
+    """Each secret reaches only the nodes that use it."""
+    topology = build_topology(spec_of(stack))
+    holders: dict[str, set[str]] = {}
+    for node in topology.nodes:
+        for secret in node.secret_env.values():
+            holders.setdefault(secret, set()).add(node.name)
+    assert holders["postgres-superuser-password"] == {"postgres-0"}
+    expected_app = {"postgres-0", "pgbouncer"} if stack == "growth" else {"postgres-0"}
+    assert holders["postgres-password"] == expected_app
+    if stack == "growth":
+        assert holders["pgbouncer-admin-password"] == {"pgbouncer"}
+        assert holders["replication-password"] == {"postgres-0", "postgres-1", "postgres-2"}
+    else:
+        assert "pgbouncer-admin-password" not in holders
+        assert "replication-password" not in holders

@@ -62,16 +62,6 @@ def test_gateway_environment() -> None:
     assert env["REDIS_MODE"]["value"] == "cluster"
     assert "REDIS_CLUSTER_NODES" in env
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis-credentials"
-    assert env["DATABASE_HOST"]["value"] == "postgres.sikka-scale.svc.cluster.local"
-    assert env["DATABASE_PORT"]["value"] == "5432"
-    assert env["DATABASE_NAME"]["value"] == env["DATABASE_USER"]["value"] == "sikka"
-    assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "postgres-credentials",
-        "key": "password",
-    }
-    names = list(env)
-    assert names.index("DATABASE_PASSWORD") < names.index("DATABASE_URL")
-    assert "$(DATABASE_PASSWORD)" in env["DATABASE_URL"]["value"]
     # Each pod is its own gateway: GATEWAY_ID is the pod's name, not the topology node's.
     assert env["GATEWAY_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
@@ -82,15 +72,24 @@ def test_gateway_environment_is_the_topology_gateway_environment(phase: str) -> 
     node = build_topology(spec).group("gateway")[0]
     env = env_of(_container(build_manifests(spec), "gateway"))
     plain = {name: item["value"] for name, item in env.items() if "value" in item}
-    assert plain.pop("DATABASE_URL").startswith("postgresql://$(DATABASE_USER):")
     assert plain == {k: v for k, v in node.env.items() if k != "GATEWAY_ID"}
     secrets = {name for name, item in env.items() if "secretKeyRef" in item.get("valueFrom", {})}
     assert secrets == set(node.secret_env)
 
 
-def test_growth_gateway_reads_from_replicas_and_finds_redis_through_sentinel() -> None:
+@pytest.mark.parametrize("phase", sorted(SPECS))
+def test_gateways_get_no_database_address_or_secret(phase: str) -> None:
+    """Gateways never use the database: the Deployment carries the Redis password as its
+    only secret, and nothing of Postgres (no DATABASE_* variable, no postgres-credentials)."""
+    env = env_of(_container(build_manifests(SPECS[phase]()), "gateway"))
+    assert not [name for name in env if name.startswith("DATABASE")]
+    refs = [item["valueFrom"].get("secretKeyRef") for item in env.values() if "valueFrom" in item]
+    refs = [ref for ref in refs if ref is not None]
+    assert refs == [{"name": "redis-credentials", "key": "password"}]
+
+
+def test_growth_gateway_finds_redis_through_sentinel() -> None:
     env = env_of(_container(build_manifests(SPECS["growth"]()), "gateway"))
-    assert env["DATABASE_READ_HOST"]["value"] == "postgres-replicas.sikka-growth.svc.cluster.local"
     assert env["REDIS_MODE"]["value"] == "sentinel"
     assert env["REDIS_MASTER_NAME"]["value"] == "sikka"
 

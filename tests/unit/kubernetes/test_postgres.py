@@ -122,8 +122,41 @@ def test_credentials_are_secret_references_and_the_app_user_comes_from_a_secret(
         script = find(manifests, "SGScript", "postgres-app-user").body["spec"]["scripts"]
         ref = script[0]["scriptFrom"]["secretKeyRef"]
         assert ref["name"] == POSTGRES_SECRET
-        assert "PASSWORD '${POSTGRES_PASSWORD}'" in secret[ref["key"]]
+        assert "PASSWORD '${DATABASE_PASSWORD}'" in secret[ref["key"]]
         assert all("PASSWORD" not in s.get("script", "") for s in script)
+
+
+def test_the_app_role_has_least_privilege_and_owns_its_database() -> None:
+    """The SGScript's role: LOGIN and nothing more (an older cluster's extra rights are taken
+    away), member of no role, owner of its database and its public schema."""
+    for phase in SPECS:
+        manifests = build_manifests(SPECS[phase]())
+        secret = find(manifests, "Secret", POSTGRES_SECRET).body["stringData"]
+        sql = secret["create-app-user.sql"]
+        assert "CREATE ROLE sikka;" in sql
+        assert (
+            "ALTER ROLE sikka WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+            "NOBYPASSRLS INHERIT PASSWORD" in sql
+        )
+        assert "REVOKE %I FROM %I" in sql
+        scripts = find(manifests, "SGScript", "postgres-app-user").body["spec"]["scripts"]
+        grant = next(s for s in scripts if s["name"] == "grant-app-user")
+        assert grant["database"] == "sikka"
+        assert grant["script"] == (
+            "ALTER DATABASE sikka OWNER TO sikka;\nALTER SCHEMA public OWNER TO sikka;\n"
+        )
+        assert "GRANT" not in grant["script"]
+
+
+def test_stackgres_keeps_the_pooler_console_to_itself() -> None:
+    """admin_users/stats_users are StackGres's (its pgbouncer_admin/pgbouncer_stats): the
+    pooling config never names the application role, or any user."""
+    for phase in SPECS:
+        manifests = build_manifests(SPECS[phase]())
+        for config in (m for m in manifests if m.kind == "SGPoolingConfig"):
+            ini = config.body["spec"]["pgBouncer"]["pgbouncer.ini"]["pgbouncer"]
+            assert not {"admin_users", "stats_users", "auth_user"} & set(ini)
+            assert "sikka" not in ini.values()
 
 
 def test_the_database_is_created_by_the_script_only_where_stackgres_does_not() -> None:

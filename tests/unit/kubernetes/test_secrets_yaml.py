@@ -19,6 +19,8 @@ from scaling.kubernetes import (
     placeholders_in,
     to_yaml,
 )
+from scaling.model import PhaseSpec
+from scaling.render.env import SECRET_VARIABLES, required_secrets
 from scaling.stackconfig import SECRET_KEYS
 
 PLACEHOLDER = re.compile(r"\$\{[A-Z_]+\}")
@@ -38,6 +40,8 @@ def _walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 def test_placeholders_cover_the_stack_secrets() -> None:
     assert sorted(SECRET_PLACEHOLDERS.values()) == [
+        "DATABASE_PASSWORD",
+        "PGBOUNCER_ADMIN_PASSWORD",
         "POSTGRES_PASSWORD",
         "REDIS_PASSWORD",
         "REPLICATION_PASSWORD",
@@ -45,7 +49,7 @@ def test_placeholders_cover_the_stack_secrets() -> None:
     assert len(SECRET_PLACEHOLDERS) == len(SECRET_KEYS)
 
 
-def test_secret_values_are_placeholders_only(manifests: list[Manifest]) -> None:
+def test_secret_values_are_placeholders_only(spec: PhaseSpec, manifests: list[Manifest]) -> None:
     secrets = [m for m in manifests if m.kind == "Secret"]
     assert {m.name for m in secrets} == {"postgres-credentials", "redis-credentials"}
     referenced: set[str] = set()
@@ -55,7 +59,9 @@ def test_secret_values_are_placeholders_only(manifests: list[Manifest]) -> None:
             if SECRET_KEY.search(key):
                 assert PLACEHOLDER.search(value), f"{secret.name}.{key}"
         referenced |= placeholders_in(secret.body)
-    assert referenced == set(SECRET_PLACEHOLDERS.values())
+    # StackGres generates the superuser's and its pooler console's passwords itself.
+    assert referenced == {SECRET_VARIABLES[name] for name in required_secrets(spec)}
+    assert not referenced & {"POSTGRES_PASSWORD", "PGBOUNCER_ADMIN_PASSWORD"}
 
 
 def test_no_object_outside_secrets_holds_a_password(manifests: list[Manifest]) -> None:
@@ -82,19 +88,19 @@ def test_password_env_comes_from_secret_refs_only(manifests: list[Manifest]) -> 
 
 def test_fill_placeholders_substitutes_and_quotes_for_sql() -> None:
     secret = find(build_manifests(SPECS["growth"]()), "Secret", "postgres-credentials")
-    values = {"POSTGRES_PASSWORD": "pa'ss", "REPLICATION_PASSWORD": "r3pl", "REDIS_PASSWORD": "x"}
+    values = {"DATABASE_PASSWORD": "pa'ss", "REPLICATION_PASSWORD": "r3pl", "REDIS_PASSWORD": "x"}
     filled = fill_placeholders(secret.body, values)
     assert filled["stringData"]["password"] == "pa'ss"
     assert filled["stringData"]["replication-password"] == "r3pl"
     assert "PASSWORD 'pa''ss';" in filled["stringData"]["create-app-user.sql"]
     # The builder's object is untouched.
-    assert secret.body["stringData"]["password"] == "${POSTGRES_PASSWORD}"
+    assert secret.body["stringData"]["password"] == "${DATABASE_PASSWORD}"
 
 
 def test_fill_placeholders_refuses_a_missing_value() -> None:
     secret = find(build_manifests(SPECS["scale"]()), "Secret", "redis-credentials")
     with pytest.raises(KeyError, match="REDIS_PASSWORD"):
-        fill_placeholders(secret.body, {"POSTGRES_PASSWORD": "p"})
+        fill_placeholders(secret.body, {"DATABASE_PASSWORD": "p"})
 
 
 def test_to_yaml_round_trips(manifests: list[Manifest]) -> None:

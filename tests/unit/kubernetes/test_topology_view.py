@@ -19,21 +19,18 @@ from scaling.topology.postgres import CITUS_READS, COORDINATOR_GROUP, GROUP, REA
 
 # Gateway variables naming hosts, and how to read the hosts out of each.
 HOST_VARIABLES = ("REDIS_SENTINELS", "REDIS_CLUSTER_NODES", "REDIS_URL")
-DATABASE_HOSTS = ("DATABASE_HOST", "DATABASE_READ_HOST")
 
 
 def _hosts_of(variable: str, value: str) -> set[str]:
     if variable == "REDIS_URL":
         return {urlsplit(value).hostname or ""}
-    if variable in DATABASE_HOSTS:
-        return {value}
     return {item.rsplit(":", 1)[0] for item in value.split(",")}
 
 
 def gateway_hosts(topology: Topology) -> set[str]:
     hosts: set[str] = set()
     for node in topology.group("gateway"):
-        for variable in (*HOST_VARIABLES, *DATABASE_HOSTS):
+        for variable in HOST_VARIABLES:
             if variable in node.env:
                 hosts |= _hosts_of(variable, node.env[variable])
     return hosts
@@ -53,8 +50,9 @@ def test_every_host_a_gateway_is_given_is_defined(phase: str) -> None:
     spec = SPECS[phase]()
     topology = build_topology(spec)
     hosts = gateway_hosts(topology)
-    assert any("DATABASE_HOST" in n.env for n in topology.group("gateway"))
-    assert len(hosts) >= 2
+    # Gateways are given Redis only (they never use the database).
+    assert not any(k.startswith("DATABASE") for n in topology.group("gateway") for k in n.env)
+    assert hosts
     assert hosts <= defined_hosts(build_manifests(spec)), hosts - defined_hosts(
         build_manifests(spec)
     )
