@@ -126,7 +126,7 @@ def start_primary(ctx: Context, node: Node) -> Endpoint:
     uid, gid = ctx.pg_ids()
     write_private(pwfile, ctx.secrets["postgres-password"] + "\n", uid=uid, gid=gid)
     try:
-        procs.run_tool(
+        ctx.run_tool(
             [
                 procs.pg_bin("initdb"),
                 "-D",
@@ -165,7 +165,7 @@ def start_primary(ctx: Context, node: Node) -> Endpoint:
         # The rendered role SQL takes the password as a psql variable; feeding it on stdin
         # keeps it off every command line.
         password = ctx.secrets["replication-password"]
-        procs.run_tool(
+        ctx.run_tool(
             [
                 procs.pg_bin("psql"),
                 "-v",
@@ -196,7 +196,7 @@ def start_replica(ctx: Context, node: Node, port: int) -> Endpoint:
     ctx.begin(node.name, ctx.log_path(node.name))
     instance = ctx.pg_dir(ctx.pg_root / node.name, 0o755)
     data = instance / "data"
-    procs.run_tool(
+    ctx.run_tool(
         [
             procs.pg_bin("pg_basebackup"),
             "-h",
