@@ -46,6 +46,11 @@ class KeeperError(RuntimeError):
     pass
 
 
+def reap() -> None:
+    """Forget the keepers this interpreter started that have exited (reaping them)."""
+    _STARTED[:] = [proc for proc in _STARTED if proc.poll() is None]
+
+
 def started_at(pid: int) -> float | None:
     try:
         return psutil.Process(pid).create_time()
@@ -182,6 +187,7 @@ class Keeper:
 
     @classmethod
     def start(cls, state_dir: Path, log: Path) -> Keeper:
+        reap()
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as err:
             proc = subprocess.Popen(

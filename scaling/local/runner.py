@@ -24,6 +24,7 @@ from typing import Any
 
 import psutil
 
+from scaling.local import keeper as keepers
 from scaling.local import procs
 from scaling.local.context import Context
 from scaling.local.credentials import load_secrets, new_secrets, save_secrets
@@ -302,6 +303,7 @@ def _teardown(
     if keeper is not None:
         # Its children are gone, so it is about to leave by itself: SIGTERM only hastens it.
         procs.terminate([keeper], grace=5.0)
+        keepers.reap()  # when this process started it
     survivors = [row for row in report if row["result"] == "still running"]
     if not keep and not survivors:
         for folder in state.extra_dirs:
