@@ -7,6 +7,7 @@ from it. Heavy imports
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from pathlib import Path
@@ -77,20 +78,22 @@ def local_up(
         # The cleanup is done: a late signal must not turn this report into a traceback.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        if as_json:
-            typer.echo(
-                json.dumps(
-                    {
-                        "error": "interrupted",
-                        "signal": interrupted.signal_name,
-                        "part": interrupted.part,
-                        "stopped": interrupted.stopped,
-                        "state_removed": interrupted.removed,
-                    },
-                    indent=2,
+        # After a SIGHUP the terminal may be gone: the report is best effort.
+        with contextlib.suppress(OSError):
+            if as_json:
+                typer.echo(
+                    json.dumps(
+                        {
+                            "error": "interrupted",
+                            "signal": interrupted.signal_name,
+                            "part": interrupted.part,
+                            "stopped": interrupted.stopped,
+                            "state_removed": interrupted.removed,
+                        },
+                        indent=2,
+                    )
                 )
-            )
-        typer.echo(interrupted.describe(name), err=True)
+            typer.echo(interrupted.describe(name), err=True)
         raise typer.Exit(code=128 + interrupted.signum) from None
     except runner.AlreadyRunning as error:
         typer.echo(str(error), err=True)

@@ -12,6 +12,7 @@ then names the `up` that died (`owner_pid`) and the session its processes were f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -432,6 +433,7 @@ def up(
             keeper.detach()
         except BaseException as error:
             guard.disarm()
+            say = _best_effort(say)
             part = ctx.part if ctx else "setup"
             tail = procs.log_tail(ctx.part_log) if ctx and ctx.part_log else ""
             interrupted = isinstance(error, KeyboardInterrupt)
@@ -457,6 +459,17 @@ def up(
             part_log = ctx.part_log if ctx else None
             raise LocalUpError(part, str(error) or type(error).__name__, tail, part_log) from error
     return LocalRun(state, secrets)
+
+
+def _best_effort(progress: Progress) -> Progress:
+    """``progress`` that never fails: after a SIGHUP the terminal is gone, and writing to it
+    (EIO) must not cut a cleanup short."""
+
+    def emit(message: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            progress(message)
+
+    return emit
 
 
 def _abort(
