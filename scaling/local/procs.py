@@ -345,18 +345,19 @@ def describe(proc: psutil.Process) -> str:
 def terminate(
     processes: Iterable[psutil.Process], grace: float = STRAY_GRACE, hurry: Hurry = never
 ) -> dict[int, str]:
-    """SIGTERM ``processes`` (and what each forked), SIGKILL what is left after ``grace``;
-    pid -> "stopped" | "killed" | "still running" | "not running"."""
+    """SIGTERM ``processes``, SIGKILL them after ``grace`` and then whatever they forked that
+    is still there; pid -> "stopped" | "killed" | "still running"."""
     targets = [p for p in processes if _live(p)]
     outcome = {p.pid: "stopped" for p in targets}
+    # Seen before the signal: a server stops its own children, the rest are killed after it.
     family = _with_descendants(targets)
-    for proc in family:
+    for proc in targets:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(signal.SIGTERM)
-    left = _wait_procs(family, grace, hurry)
+    for proc in _wait_procs(targets, grace, hurry):
+        outcome[proc.pid] = "killed"
+    left = [p for p in family if _live(p)]
     for proc in left:
-        if proc.pid in outcome:
-            outcome[proc.pid] = "killed"
         with contextlib.suppress(psutil.Error):
             proc.send_signal(signal.SIGKILL)
     for proc in _wait_procs(left, 5.0, never):

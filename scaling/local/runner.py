@@ -29,12 +29,12 @@ from scaling.local import keeper as keepers
 from scaling.local import procs
 from scaling.local.context import Context
 from scaling.local.credentials import load_secrets, new_secrets, save_secrets
-from scaling.local.gateway import start_gateways
+from scaling.local.gateway import GatewayInstance, start_gateways
 from scaling.local.keeper import Keeper
-from scaling.local.nginx import start_nginx
+from scaling.local.nginx import NginxEndpoints, start_nginx
 from scaling.local.ports import PortAllocator
-from scaling.local.postgres import start_postgres
-from scaling.local.redis import start_redis
+from scaling.local.postgres import PostgresEndpoints, start_postgres
+from scaling.local.redis import RedisEndpoints, start_redis
 from scaling.local.state import STATE_FILE, ProcessEntry, RunState, state_dir_for
 from scaling.local.topology import local_topology
 from scaling.model import PhaseSpec
@@ -487,10 +487,10 @@ def _summary(
     spec: PhaseSpec,
     stack: str,
     ctx: Context,
-    postgres: Any,
-    redis: Any,
-    gateways: list[Any],
-    nginx: Any,
+    postgres: PostgresEndpoints,
+    redis: RedisEndpoints,
+    gateways: list[GatewayInstance],
+    nginx: NginxEndpoints,
 ) -> dict[str, Any]:
     pg = spec.postgres
     state = ctx.state
