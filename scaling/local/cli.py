@@ -7,7 +7,9 @@ from it. Heavy imports
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,7 +57,11 @@ def local_up(
         ),
     ] = None,
 ) -> None:
-    """Start the stack's topology locally and wait until every part is healthy."""
+    """Start the stack's topology locally and wait until every part is healthy.
+
+    Interrupted (Ctrl-C, SIGTERM, SIGHUP), it stops everything it started, removes its state
+    and exits 128 + the signal's number with one line saying what it stopped; interrupting
+    it again only cuts the grace periods short."""
     from scaling.issues import ConfigError
     from scaling.local import runner
 
@@ -67,6 +73,27 @@ def local_up(
         raise typer.Exit(code=1) from None
     try:
         run = runner.up(spec, stack=name, state_dir=state_dir, progress=runner.print_progress)
+    except runner.Interrupted as interrupted:
+        # The cleanup is done: a late signal must not turn this report into a traceback.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        # After a SIGHUP the terminal may be gone: the report is best effort.
+        with contextlib.suppress(OSError):
+            if as_json:
+                typer.echo(
+                    json.dumps(
+                        {
+                            "error": "interrupted",
+                            "signal": interrupted.signal_name,
+                            "part": interrupted.part,
+                            "stopped": interrupted.stopped,
+                            "state_removed": interrupted.removed,
+                        },
+                        indent=2,
+                    )
+                )
+            typer.echo(interrupted.describe(name), err=True)
+        raise typer.Exit(code=128 + interrupted.signum) from None
     except runner.AlreadyRunning as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(code=1) from None
@@ -143,33 +170,51 @@ def local_down(
     name = _name_only(stack)
     try:
         report = runner.down(name, state_dir=state_dir, keep=keep)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, runner.UpInProgress) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(code=1) from None
+    left = [row for row in report if row["result"] == "still running"]
     if as_json:
         typer.echo(json.dumps({"stack": name, "stopped": report}, indent=2))
-        return
-    for row in report:
-        typer.echo(f"{row['name']:<20} pid {row['pid']}: {row['result']}")
+    else:
+        for row in report:
+            label = f"{row['name']} (not recorded)" if row.get("unrecorded") else row["name"]
+            typer.echo(f"{label:<20} pid {row['pid']}: {row['result']}")
+    if left:
+        typer.echo(
+            f"{len(left)} process(es) could not be stopped; the state is kept: run "
+            f"`sikka-scaling local down {name}` again",
+            err=True,
+        )
+        raise typer.Exit(code=1)
 
 
 @local_app.command("status")
 def local_status(stack: StackArg, as_json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
-    """What runs for the stack; exit 1 unless every recorded process is alive."""
+    """What runs for the stack; exit 1 unless every recorded process is alive and nothing
+    else is (a run whose `local up` was killed before it finished is reported as such)."""
     from scaling.local import runner
 
     name = _name_only(stack)
     report = runner.status(name, state_dir=state_dir)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
-    elif not report["processes"]:
+    elif "complete" not in report:
         typer.echo(f"{name}: not running (no state in {report['state_dir']})")
+    elif not report["processes"] and not report["unrecorded"]:
+        typer.echo(f"{name}: nothing running (state in {report['state_dir']})")
     else:
         for row in report["processes"]:
             state = "running" if row["alive"] else "stopped"
             port = f":{row['port']}" if row["port"] else ""
             typer.echo(f"{row['name']:<20} {row['role']:<16} pid {row['pid']:<8} {port:<7} {state}")
-    if not report.get("all_alive"):
+        for stray in report.get("unrecorded", []):
+            typer.echo(f"{'(not recorded)':<37} pid {stray['pid']:<8} {stray['command']}")
+    if not as_json and report.get("starting"):
+        typer.echo(f"{name}: still being started by `local up` (pid {report['owner_pid']})")
+    if not as_json and report.get("interrupted"):
+        typer.echo(report["interrupted"], err=True)
+    if not report.get("all_alive") or report.get("interrupted") or report.get("starting"):
         raise typer.Exit(code=1)
 
 

@@ -7,13 +7,16 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from scaling.local import procs
+from scaling.local.keeper import Keeper
 from scaling.local.ports import PortAllocator
 from scaling.local.state import ProcessEntry, RunState
 from scaling.model import PhaseSpec
@@ -38,6 +41,9 @@ class Context:
     # The part being started, for the error report when something fails half-way.
     part: str = "setup"
     part_log: str | None = None
+    # Forks every process of the run in the run's session (scaling.local.keeper); without
+    # one (tests that drive a single tier) processes are started directly.
+    keeper: Keeper | None = None
     _pg_root: Path | None = None
 
     @property
@@ -56,12 +62,17 @@ class Context:
         self.progress(f"{action} {part}")
 
     def start(self, entry: ProcessEntry) -> ProcessEntry:
-        """Spawn and record at once, so a crash of `up` itself still leaves `down` a list."""
+        """Spawn and record at once, so a crash of `up` itself still leaves `down` a list
+        (and what a kill -9 catches between the two is still in the run's session)."""
         self.part, self.part_log = entry.name, entry.log
-        procs.spawn(entry, self.secrets)
+        procs.spawn(entry, self.secrets, keeper=self.keeper)
         self.state.processes.append(entry)
         self.state.save()
         return entry
+
+    def run_tool(self, argv: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
+        """:func:`procs.run_tool` in the run's session."""
+        return procs.run_tool(argv, keeper=self.keeper, **options)
 
     def endpoints_of(self, target: str) -> list[Endpoint]:
         """Where a node listens, or the started nodes behind a service of the topology."""

@@ -139,7 +139,7 @@ def start_primary(ctx: Context, node: Node) -> Endpoint:
     uid, gid = ctx.pg_ids()
     write_private(pwfile, ctx.secrets["postgres-superuser-password"] + "\n", uid=uid, gid=gid)
     try:
-        procs.run_tool(
+        ctx.run_tool(
             [
                 procs.pg_bin("initdb"),
                 "-D",
@@ -189,7 +189,7 @@ def _apply_roles(ctx: Context, node: Node, endpoint: Endpoint) -> None:
         ("postgres", roles + create),
         (pg.database, database_sql(pg.user, pg.database)),
     ):
-        procs.run_tool(
+        ctx.run_tool(
             [
                 procs.pg_bin("psql"),
                 "-v",
@@ -220,7 +220,7 @@ def start_replica(ctx: Context, node: Node, port: int) -> Endpoint:
     ctx.begin(node.name, ctx.log_path(node.name))
     instance = ctx.pg_dir(ctx.pg_root / node.name, 0o755)
     data = instance / "data"
-    procs.run_tool(
+    ctx.run_tool(
         [
             procs.pg_bin("pg_basebackup"),
             "-h",

@@ -1,4 +1,10 @@
-"""Process supervision: start detached, recognise by (pid, start time), stop politely."""
+"""Process supervision: start detached, recognise by (pid, start time), stop politely.
+
+Every process is started as the leader of a process group of its own (a session of its own
+when started directly, a group inside the run's session when started by the run's keeper,
+scaling/local/keeper.py), so what it forks (nginx workers, a tool's helpers) can be found and
+stopped with it.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,13 @@ import pwd
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import psutil
 
-from scaling.local.state import ProcessEntry
+from scaling.local.keeper import Keeper, KeeperError
+from scaling.local.state import ProcessEntry, RunState
 
 # Popen objects of the children this interpreter started: polling them reaps a child that
 # died (a zombie would otherwise look alive), and keeping them referenced avoids
@@ -21,6 +28,17 @@ from scaling.local.state import ProcessEntry
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
+
+# Tells a stop to cut its grace periods short (a second interrupt during a cleanup).
+Hurry = Callable[[], bool]
+# The grace a process still gets once a stop is hurried, before it is killed.
+HURRIED_GRACE = 2.0
+# Processes that were not recorded (the run's session swept by `down`): SIGTERM, then this.
+STRAY_GRACE = 10.0
+
+
+def never() -> bool:
+    return False
 
 
 def running_as_root() -> bool:
@@ -58,35 +76,38 @@ def run_tool(
     timeout: float = 60.0,
     cwd: str | None = None,
     log: str | None = None,
+    keeper: Keeper | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a short-lived tool (initdb, psql, redis-cli...) and fail with its output, which
-    is also appended to ``log`` when given."""
+    is also appended to ``log`` when given. With ``keeper`` the tool runs in the run's
+    session (so a kill -9 of the CLI cannot hide it), else as a child of this process."""
     full_env = base_env()
     acct = account(user)
     if acct is not None:
         full_env["HOME"] = acct.pw_dir
     full_env.update(env or {})
     uid, gid, groups = _ids(user)
-    try:
-        result = subprocess.run(
-            argv,
-            input=input_text,
-            capture_output=True,
-            text=True,
-            env=full_env,
-            timeout=timeout,
-            cwd=cwd,
-            check=False,
-            user=uid,
-            group=gid,
-            extra_groups=groups,
-        )
-    except subprocess.TimeoutExpired as expired:
-        output = _text(expired.stdout) + _text(expired.stderr)
-        _append(log, output)
-        raise RuntimeError(
-            f"{Path(argv[0]).name} did not finish within {timeout:.0f}s: {output.strip()[-2000:]}"
-        ) from None
+    if keeper is not None:
+        result = _run_in_session(keeper, argv, full_env, user, input_text, timeout, cwd, log)
+    else:
+        try:
+            result = subprocess.run(
+                argv,
+                input=input_text,
+                capture_output=True,
+                text=True,
+                env=full_env,
+                timeout=timeout,
+                cwd=cwd,
+                check=False,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
+            )
+        except subprocess.TimeoutExpired as expired:
+            output = _text(expired.stdout) + _text(expired.stderr)
+            _append(log, output)
+            raise _timed_out(argv, timeout, output) from None
     output = result.stdout + result.stderr
     _append(log, output)
     if result.returncode != 0:
@@ -94,6 +115,37 @@ def run_tool(
             f"{Path(argv[0]).name} exited {result.returncode}: {output.strip()[-2000:]}"
         )
     return result
+
+
+def _run_in_session(
+    keeper: Keeper,
+    argv: list[str],
+    env: dict[str, str],
+    user: str | None,
+    input_text: str | None,
+    timeout: float,
+    cwd: str | None,
+    log: str | None,
+) -> subprocess.CompletedProcess[str]:
+    try:
+        reply = keeper.run(
+            argv, env=env, cwd=cwd, ids=_ids(user), input_text=input_text, timeout=timeout
+        )
+    except KeeperError as error:
+        if "FileNotFoundError" in str(error):
+            raise FileNotFoundError(str(error)) from None
+        raise
+    if reply["timed_out"]:
+        output = reply["stdout"] + reply["stderr"]
+        _append(log, output)
+        raise _timed_out(argv, timeout, output)
+    return subprocess.CompletedProcess(argv, reply["returncode"], reply["stdout"], reply["stderr"])
+
+
+def _timed_out(argv: list[str], timeout: float, output: str) -> RuntimeError:
+    return RuntimeError(
+        f"{Path(argv[0]).name} did not finish within {timeout:.0f}s: {output.strip()[-2000:]}"
+    )
 
 
 def _text(data: str | bytes | None) -> str:
@@ -109,8 +161,9 @@ def _append(log: str | None, output: str) -> None:
             out.write(output)
 
 
-def spawn(entry: ProcessEntry, secrets: Mapping[str, str]) -> None:
-    """Start ``entry`` in a new session (it outlives the CLI), output appended to its log."""
+def spawn(entry: ProcessEntry, secrets: Mapping[str, str], *, keeper: Keeper | None = None) -> None:
+    """Start ``entry`` detached (it outlives the CLI), output appended to its log: forked by
+    ``keeper`` in the run's session, else in a new session of its own."""
     env = base_env()
     acct = account(entry.user)
     if acct is not None:
@@ -119,6 +172,14 @@ def spawn(entry: ProcessEntry, secrets: Mapping[str, str]) -> None:
     for variable, secret in entry.secret_env.items():
         env[variable] = secrets[secret]
     Path(entry.log).parent.mkdir(parents=True, exist_ok=True)
+    # Sentinel rewrites its config (auth-pass, requirepass) and Redis its AOF: files the
+    # servers create must stay private like the ones we write.
+    umask = 0o077
+    if keeper is not None:
+        entry.pid, entry.create_time = keeper.spawn(
+            entry.argv, env=env, log=entry.log, cwd=entry.cwd, ids=_ids(entry.user), umask=umask
+        )
+        return
     uid, gid, groups = _ids(entry.user)
     with open(entry.log, "ab") as log:
         proc = subprocess.Popen(
@@ -133,9 +194,7 @@ def spawn(entry: ProcessEntry, secrets: Mapping[str, str]) -> None:
             user=uid,
             group=gid,
             extra_groups=groups,
-            # Sentinel rewrites its config (auth-pass, requirepass) and Redis its AOF: files
-            # the servers create must stay private like the ones we write.
-            umask=0o077,
+            umask=umask,
         )
     _CHILDREN[proc.pid] = proc
     entry.pid = proc.pid
@@ -143,6 +202,19 @@ def spawn(entry: ProcessEntry, secrets: Mapping[str, str]) -> None:
         entry.create_time = psutil.Process(proc.pid).create_time()
     except psutil.NoSuchProcess:
         entry.create_time = None
+
+
+def is_running(pid: int | None, create_time: float | None) -> bool:
+    """Whether ``pid`` is alive and still the process that started at ``create_time``."""
+    if pid is None:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.05:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def process_of(entry: ProcessEntry) -> psutil.Process | None:
@@ -168,11 +240,14 @@ def alive(entry: ProcessEntry) -> bool:
     return process_of(entry) is not None
 
 
-def _wait_gone(entry: ProcessEntry, timeout: float) -> bool:
+def _wait_gone(entry: ProcessEntry, timeout: float, hurry: Hurry = never) -> bool:
+    """Wait until ``entry`` is gone; a hurried wait ends at most HURRIED_GRACE from then."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive(entry):
             return True
+        if hurry():
+            deadline = min(deadline, time.monotonic() + HURRIED_GRACE)
         time.sleep(0.05)
     return not alive(entry)
 
@@ -184,46 +259,167 @@ def kill_now(entry: ProcessEntry, sig: int = signal.SIGKILL) -> None:
         os.kill(proc.pid, sig)
 
 
-def session_members(entry: ProcessEntry) -> list[psutil.Process]:
-    """Processes left in the session ``entry`` led (it was started as a session leader, so
-    the session id is its pid): e.g. nginx workers whose master was killed with -9. Only
-    processes started after the leader count, so a recycled session id is not mistaken."""
-    if entry.pid is None:
-        return []
+def _live(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _members(key: Callable[[int], int], leader: int, since: float | None) -> list[psutil.Process]:
+    """Live processes other than ``leader`` whose ``key`` (getpgid, getsid) is ``leader``,
+    started no earlier than it (so a recycled id is not mistaken)."""
     members = []
     for proc in psutil.process_iter(["pid", "create_time"]):
         try:
-            if proc.pid == entry.pid or os.getsid(proc.pid) != entry.pid:
+            if proc.pid == leader or key(proc.pid) != leader:
                 continue
         except (ProcessLookupError, PermissionError):
             continue
         created = proc.info["create_time"]
-        if entry.create_time is None or (created is not None and created >= entry.create_time):
+        if since is not None and (created is None or created < since - 0.05):
+            continue
+        if _live(proc):
             members.append(proc)
     return members
 
 
-def _stop_leftovers(entry: ProcessEntry) -> int:
-    """SIGTERM, then SIGKILL, what remains of the session; returns how many there were."""
-    leftovers = session_members(entry)
-    found = len(leftovers)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not leftovers:
-            break
-        for proc in leftovers:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.send_signal(sig)
-        _, leftovers = psutil.wait_procs(leftovers, timeout=3)
+def group_members(entry: ProcessEntry) -> list[psutil.Process]:
+    """Processes left in the process group ``entry`` leads (its group id is its pid): e.g.
+    nginx workers whose master was killed with -9."""
+    if entry.pid is None:
+        return []
+    return _members(os.getpgid, entry.pid, entry.create_time)
+
+
+def session_processes(state: RunState) -> list[psutil.Process]:
+    """Every live process of the run's session, its keeper included: everything `up`
+    started through the keeper and what those forked without leaving the session."""
+    sid, started = state.session_id, state.session_started
+    if sid is None:
+        return []
+    try:
+        leader = psutil.Process(sid)
+        if started is not None and abs(leader.create_time() - started) > 0.05:
+            # The id was given to another process: it is never reused while a process of
+            # the session is left, so none is.
+            return []
+        leaders = [leader] if _live(leader) else []
+    except psutil.NoSuchProcess:
+        leaders = []
+    return leaders + _members(os.getsid, sid, started)
+
+
+def strays(state: RunState) -> list[psutil.Process]:
+    """Processes of the run's session that are no recorded process, nor in the group of a
+    live one, nor the keeper: the run started them but never recorded them (a kill -9 of
+    the CLI between a spawn and its record, a tool it was running), or they outlived the
+    recorded process that forked them."""
+    recorded = {p.pid for p in state.processes if p.pid is not None and alive(p)}
+    found = []
+    for proc in session_processes(state):
+        try:
+            if proc.pid == state.session_id or os.getpgid(proc.pid) in recorded:
+                continue
+        except (ProcessLookupError, PermissionError):
+            continue
+        found.append(proc)
     return found
 
 
-def stop(entry: ProcessEntry) -> str:
-    """Stop one process and whatever is left of its session; returns what happened
-    ("stopped", "killed", "not running", "left-overs stopped")."""
+def keeper_process(state: RunState) -> psutil.Process | None:
+    if state.session_id is None or not is_running(state.session_id, state.session_started):
+        return None
+    return psutil.Process(state.session_id)
+
+
+def describe(proc: psutil.Process) -> str:
+    """``name`` or ``name: command line`` of a process, for reports."""
+    try:
+        words = " ".join(proc.cmdline()).split()
+        return " ".join(words)[:80] or proc.name()
+    except psutil.Error:
+        return f"pid {proc.pid}"
+
+
+def terminate(
+    processes: Iterable[psutil.Process], grace: float = STRAY_GRACE, hurry: Hurry = never
+) -> dict[int, str]:
+    """SIGTERM ``processes``, SIGKILL them after ``grace`` and then whatever they forked that
+    is still there; pid -> "stopped" | "killed" | "still running"."""
+    targets = [p for p in processes if _live(p)]
+    outcome = {p.pid: "stopped" for p in targets}
+    # Seen before the signal: a server stops its own children, the rest are killed after it.
+    family = _with_descendants(targets)
+    for proc in targets:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGTERM)
+    for proc in _wait_procs(targets, grace, hurry):
+        outcome[proc.pid] = "killed"
+    left = [p for p in family if _live(p)]
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGKILL)
+    for proc in _wait_procs(left, 5.0, never):
+        if proc.pid in outcome:
+            outcome[proc.pid] = "still running"
+    return outcome
+
+
+def _with_descendants(processes: Iterable[psutil.Process]) -> list[psutil.Process]:
+    """The processes and all their descendants (PostgreSQL's backends leave the postmaster's
+    session and group, not its tree)."""
+    found: dict[int, psutil.Process] = {}
+    for proc in processes:
+        found[proc.pid] = proc
+        with contextlib.suppress(psutil.Error):
+            for child in proc.children(recursive=True):
+                found.setdefault(child.pid, child)
+    return list(found.values())
+
+
+def _wait_procs(
+    processes: list[psutil.Process], timeout: float, hurry: Hurry
+) -> list[psutil.Process]:
+    """Wait until every process is gone (or a zombie); returns those still alive."""
+    deadline = time.monotonic() + timeout
+    left = [p for p in processes if _live(p)]
+    while left and time.monotonic() < deadline:
+        if hurry():
+            deadline = min(deadline, time.monotonic() + HURRIED_GRACE)
+        time.sleep(0.05)
+        left = [p for p in left if _live(p)]
+    return left
+
+
+def _stop_leftovers(entry: ProcessEntry, family: Iterable[psutil.Process] = ()) -> int:
+    """SIGTERM, then SIGKILL, what remains of the process group and of ``family`` (the
+    descendants seen before the stop); returns how many there were."""
+    leftovers = {p.pid: p for p in group_members(entry)}
+    for proc in family:
+        if proc.pid != entry.pid and _live(proc):
+            leftovers.setdefault(proc.pid, proc)
+    found = list(leftovers.values())
+    remaining = found
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not remaining:
+            break
+        for proc in remaining:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(sig)
+        _, remaining = psutil.wait_procs(remaining, timeout=3)
+    return len(found)
+
+
+def stop(entry: ProcessEntry, hurry: Hurry = never) -> str:
+    """Stop one process and whatever is left of its group and of what it forked; returns
+    what happened ("stopped", "killed", "still running", "not running", "left-overs
+    stopped"). Once ``hurry()`` is true, grace periods end HURRIED_GRACE later."""
     proc = process_of(entry)
     if proc is None:
         return "left-overs stopped" if _stop_leftovers(entry) else "not running"
-    if entry.stop == "pg_ctl" and entry.data_dir:
+    family = _with_descendants([proc])
+    if entry.stop == "pg_ctl" and entry.data_dir and not hurry():
         with contextlib.suppress(Exception):
             run_tool(
                 [
@@ -241,20 +437,23 @@ def stop(entry: ProcessEntry) -> str:
                 timeout=entry.stop_timeout + 5,
             )
     else:
+        # SIGINT is PostgreSQL's fast shutdown (what pg_ctl -m fast sends), without waiting
+        # for pg_ctl's own timeout; SIGTERM is every other server's clean stop.
+        polite = signal.SIGINT if entry.stop == "pg_ctl" else signal.SIGTERM
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-    if _wait_gone(entry, entry.stop_timeout):
-        _stop_leftovers(entry)
+            os.kill(proc.pid, polite)
+    if _wait_gone(entry, entry.stop_timeout, hurry):
+        _stop_leftovers(entry, family)
         return "stopped"
-    # Still there: kill its whole session (it leads one), so no worker is left behind.
+    # Still there: kill its whole group (it leads one), so no worker is left behind.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if os.getpgid(proc.pid) == proc.pid:
             os.killpg(proc.pid, signal.SIGKILL)
         else:
             os.kill(proc.pid, signal.SIGKILL)
-    _wait_gone(entry, 5)
-    _stop_leftovers(entry)
-    return "killed"
+    gone = _wait_gone(entry, 5)
+    _stop_leftovers(entry, family)
+    return "killed" if gone else "still running"
 
 
 PG_BIN_DIRS = (

@@ -281,7 +281,7 @@ def run_cluster_script(ctx: Context) -> str:
     init = nodes(ctx.topology, "redis", "cluster-init")[0]
     masters, replicas = cluster_layout(ctx)
     ctx.begin(init.name, ctx.log_path(init.name), "running")
-    result = procs.run_tool(
+    result = ctx.run_tool(
         ["sh", "-c", cluster_script(ctx.spec, masters, replicas)],
         env={"REDIS_PASSWORD": ctx.secrets["redis-password"], "PATH": engine_path(ctx)},
         timeout=CLUSTER_SCRIPT_TIMEOUT,

@@ -55,6 +55,16 @@ class RunState:
     extra_dirs: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     complete: bool = False
+    # The process running `up` (pid, start time). While it lives, an incomplete run is still
+    # starting; once it is gone, an incomplete run was cut short without its cleanup (kill -9,
+    # a crash): what it left running is orphaned until `down`.
+    owner_pid: int | None = None
+    owner_started: float | None = None
+    # The run's session: every process `up` starts is forked in it by the run's keeper, whose
+    # pid is the session id. Recorded before the keeper forks anything, so a process started
+    # but not yet recorded in `processes` is still found by its session.
+    session_id: int | None = None
+    session_started: float | None = None
 
     @property
     def path(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import local_checks as checks
 import pytest
@@ -84,8 +85,8 @@ def test_failed_up_tears_down_and_names_the_part(
     started: list[ProcessEntry] = []
     real_spawn = procs.spawn
 
-    def recording_spawn(entry: ProcessEntry, secrets: Mapping[str, str]) -> None:
-        real_spawn(entry, secrets)
+    def recording_spawn(entry: ProcessEntry, secrets: Mapping[str, str], **options: Any) -> None:
+        real_spawn(entry, secrets, **options)
         started.append(entry)
 
     monkeypatch.setattr(procs, "spawn", recording_spawn)

@@ -33,14 +33,14 @@ def _family(tmp_path: Path) -> ProcessEntry:
     )
     procs.spawn(entry, {})
     deadline = time.monotonic() + 10
-    while len(procs.session_members(entry)) < 2 and time.monotonic() < deadline:
+    while len(procs.group_members(entry)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     return entry
 
 
 def test_children_of_a_killed_leader_are_stopped(tmp_path: Path) -> None:
     entry = _family(tmp_path)
-    children = procs.session_members(entry)
+    children = procs.group_members(entry)
     assert len(children) == 2
     assert entry.pid is not None
     os.kill(entry.pid, signal.SIGKILL)
@@ -53,9 +53,9 @@ def test_children_of_a_killed_leader_are_stopped(tmp_path: Path) -> None:
 
 def test_a_live_leader_is_stopped_with_its_children(tmp_path: Path) -> None:
     entry = _family(tmp_path)
-    children = procs.session_members(entry)
+    children = procs.group_members(entry)
     assert procs.stop(entry) == "stopped"
-    assert procs.session_members(entry) == []
+    assert procs.group_members(entry) == []
     assert not any(
         child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children
     )
