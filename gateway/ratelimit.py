@@ -23,8 +23,9 @@ class TokenBucket:
         elapsed = max(0.0, now - self._at)
         self._at = now
         self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        # The epsilon absorbs float rounding: two half-refills make a whole token.
+        if self._tokens >= 1.0 - 1e-9:
+            self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
 
