@@ -51,8 +51,9 @@ SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 # Keys that may only hold Pulumi secrets (`pulumi config set --secret`); when absent the
-# program generates the password with pulumi-random.
-SECRET_KEYS = ("postgresPassword", "replicationPassword", "redisPassword")
+# program generates the password with pulumi-random. gatewayJwtSecret is the gateways'
+# HS256 key (used while gateway.auth.mode is 'required' without a jwksUrl).
+SECRET_KEYS = ("postgresPassword", "replicationPassword", "redisPassword", "gatewayJwtSecret")
 
 KNOWN_KEYS = ("phase", "platform", "protectData", *SECTIONS, *SECRET_KEYS)
 

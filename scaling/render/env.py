@@ -13,16 +13,21 @@ SECRET_VARIABLES = {
     "postgres-password": "POSTGRES_PASSWORD",
     "replication-password": "REPLICATION_PASSWORD",
     "redis-password": "REDIS_PASSWORD",
+    # The key the gateways verify HS256 client tokens with (and token issuers sign with).
+    "gateway-jwt-secret": "GATEWAY_JWT_SECRET",
 }
 
 
 def required_secrets(spec: PhaseSpec) -> tuple[str, ...]:
     """The secrets this phase uses: replication credentials exist with replicas, and always
-    under StackGres (Patroni creates its replication user even for one instance)."""
+    under StackGres (Patroni creates its replication user even for one instance); the
+    gateways' HS256 key while they verify tokens with a shared secret."""
     needed = ["postgres-password", "redis-password"]
     on_kubernetes = spec.platform.value == "kubernetes"
     if on_kubernetes or spec.postgres.read_replicas or spec.postgres.mode != "single":
         needed.insert(1, "replication-password")
+    if spec.gateway.auth.shared_secret:
+        needed.append("gateway-jwt-secret")
     return tuple(needed)
 
 

@@ -72,10 +72,17 @@ def gateway_nodes(
     spec: PhaseSpec, postgres_services: Sequence[Service]
 ) -> tuple[list[Node], list[Service], list[Edge], Scaling]:
     gw = spec.gateway
+    # Liveness (/livez): /healthz is readiness, 503 while full, draining or without Redis.
     health = (
         'python -c "import urllib.request; '
-        f"urllib.request.urlopen('http://127.0.0.1:{gw.port}/healthz', timeout=3)\""
+        f"urllib.request.urlopen('http://127.0.0.1:{gw.port}/livez', timeout=3)\""
     )
+    secret_env = {
+        SECRET_VARIABLES["redis-password"]: "redis-password",
+        "DATABASE_PASSWORD": "postgres-password",
+    }
+    if gw.auth.shared_secret:
+        secret_env[SECRET_VARIABLES["gateway-jwt-secret"]] = "gateway-jwt-secret"
     target = database_target(postgres_services)
     env = {**redis_env(spec), **database_variables(spec, postgres_services)}
     nodes = []
@@ -90,12 +97,10 @@ def gateway_nodes(
                 group=GATEWAY_GROUP,
                 ordinal=index,
                 image=gw.image,
-                ports={"http": gw.port},
+                # "metrics": /metrics, for scrapers only (never published, see network.py).
+                ports={"http": gw.port, "metrics": gw.metrics_port},
                 env={**gateway_env(spec, gateway_id=name, port=gw.port), **env},
-                secret_env={
-                    SECRET_VARIABLES["redis-password"]: "redis-password",
-                    "DATABASE_PASSWORD": "postgres-password",
-                },
+                secret_env=secret_env,
                 health=HealthCheck(health),
                 # SIGTERM drains: /healthz turns 503, clients are closed with 1001.
                 stop=Stop("SIGTERM", gw.drain_seconds + 10),

@@ -166,7 +166,10 @@ def test_growth_sentinels_watch_the_master(growth: StackRun) -> None:
 
 def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
     passwords = growth.of_type("random:index/randomPassword:RandomPassword")
-    assert len(passwords) == 3
+    # Three passwords and the gateways' HS256 key, twice as long (256+ bits).
+    assert len(passwords) == 4
+    lengths = sorted(p.inputs["length"] for p in passwords)
+    assert lengths == [32, 32, 32, 64]
     for container in growth.of_type(CONTAINER):
         values = env(container)
         secret_vars = {
@@ -174,6 +177,7 @@ def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
             "REPLICATION_PASSWORD",
             "REDIS_PASSWORD",
             "DATABASE_PASSWORD",
+            "GATEWAY_JWT_SECRET",
         }
         if secret_vars & set(values):
             assert "envs" in container.secret_paths(), container.name
@@ -183,7 +187,8 @@ def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
 
 def test_supplied_secret_replaces_generated_one() -> None:
     run = run_stack("launch", secret_values={"sikka:redisPassword": "from-config"})
-    assert len(run.of_type("random:index/randomPassword:RandomPassword")) == 1
+    # Still generated: the Postgres password and the gateways' key.
+    assert len(run.of_type("random:index/randomPassword:RandomPassword")) == 2
     redis = containers(run)["sikka-launch-redis-0"]
     assert env(redis)["REDIS_PASSWORD"] == "from-config"
     assert "envs" in redis.secret_paths()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from k8s_support import SPECS, env_of, find, of_kind
+from k8s_support import SPECS, env_of, find, of_kind, on_kubernetes
 
 from scaling.kubernetes import build_manifests
 from scaling.kubernetes.gateway import termination_grace_seconds
@@ -74,6 +74,33 @@ def test_gateway_environment() -> None:
     assert "$(DATABASE_PASSWORD)" in env["DATABASE_URL"]["value"]
     # Each pod is its own gateway: GATEWAY_ID is the pod's name, not the topology node's.
     assert env["GATEWAY_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # Tokens: required, HS256 with the key from the gateways' own Secret.
+    assert env["GATEWAY_AUTH_MODE"]["value"] == "required"
+    assert env["GATEWAY_METRICS_PORT"]["value"] == "9102"
+    assert env["GATEWAY_JWT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "gateway-credentials",
+        "key": "jwt-secret",
+    }
+    secret = find(build_manifests(spec), "Secret", "gateway-credentials")
+    assert secret.body["stringData"] == {"jwt-secret": "${GATEWAY_JWT_SECRET}"}
+
+
+def test_gateway_with_a_jwks_url_gets_no_shared_key() -> None:
+    auth = {
+        "jwksUrl": "https://id.example.com/jwks.json",
+        "issuer": "https://id.example.com/",
+        "audience": "sikka",
+        "allowedOrigins": ["https://app.example.com"],
+    }
+    spec = on_kubernetes("scale", **{"sikka:gateway": {"auth": auth}})
+    manifests = build_manifests(spec)
+    env = env_of(_container(manifests, "gateway"))
+    assert "GATEWAY_JWT_SECRET" not in env
+    assert not [m for m in of_kind(manifests, "Secret") if m.name == "gateway-credentials"]
+    assert env["GATEWAY_JWKS_URL"]["value"] == "https://id.example.com/jwks.json"
+    assert env["GATEWAY_JWT_ISSUER"]["value"] == "https://id.example.com/"
+    assert env["GATEWAY_JWT_AUDIENCE"]["value"] == "sikka"
+    assert env["GATEWAY_ALLOWED_ORIGINS"]["value"] == "https://app.example.com"
 
 
 @pytest.mark.parametrize("phase", sorted(SPECS))
@@ -99,8 +126,11 @@ def test_gateway_probes_spreading_and_draining(spec: Any, manifests: list[Any]) 
     deployment = find(manifests, "Deployment", "gateway").body["spec"]
     pod = deployment["template"]["spec"]
     container = pod["containers"][0]
+    # Readiness turns 503 while the pod is full; liveness stays up then (no restart).
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": spec.gateway.port, "metrics": spec.gateway.metrics_port}
     assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
     node = build_topology(spec).group("gateway")[0]
     assert pod["terminationGracePeriodSeconds"] == termination_grace_seconds(node)
