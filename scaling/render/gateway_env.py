@@ -72,7 +72,7 @@ def auth_env(spec: PhaseSpec) -> dict[str, str]:
     """GATEWAY_AUTH_MODE and what verifies tokens (the HS256 key itself comes separately,
     as the GATEWAY_JWT_SECRET secret, when no JWKS URL is set)."""
     auth = spec.gateway.auth
-    env = {"GATEWAY_AUTH_MODE": auth.mode}
+    env: dict[str, str] = {"GATEWAY_AUTH_MODE": auth.mode}
     optional = {
         "GATEWAY_JWKS_URL": auth.jwks_url,
         "GATEWAY_JWT_ISSUER": auth.issuer,
