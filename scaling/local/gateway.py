@@ -28,6 +28,7 @@ START_TIMEOUT = 30.0
 class GatewayInstance:
     id: str
     endpoint: Endpoint
+    metrics: Endpoint
 
     def summary(self) -> dict[str, str]:
         base = f"{self.endpoint.host}:{self.endpoint.port}"
@@ -35,7 +36,8 @@ class GatewayInstance:
             "id": self.id,
             "url": f"ws://{base}/",
             "health_url": f"http://{base}/healthz",
-            "metrics_url": f"http://{base}/metrics",
+            "live_url": f"http://{base}/livez",
+            "metrics_url": f"http://{self.metrics.host}:{self.metrics.port}/metrics",
         }
 
 
@@ -50,13 +52,21 @@ def local_gateways(ctx: Context) -> list[Node]:
     return started
 
 
-def _environment(ctx: Context, node: Node, port: int, redis: RedisEndpoints) -> dict[str, str]:
+def _environment(
+    ctx: Context, node: Node, port: int, metrics_port: int, redis: RedisEndpoints
+) -> dict[str, str]:
     """The shared gateway environment, fed with the local endpoints of what it connects to."""
     spec = ctx.spec
     database = database_target(ctx.topology, node)
     return {
         "GATEWAY_HOST": "127.0.0.1",
-        **gateway_env(spec, gateway_id=node.name, port=port, drain_seconds=drain_seconds(ctx)),
+        **gateway_env(
+            spec,
+            gateway_id=node.name,
+            port=port,
+            drain_seconds=drain_seconds(ctx),
+            metrics_port=metrics_port,
+        ),
         **redis_client_env(spec, nodes=redis.nodes, sentinels=redis.sentinels),
         **database_env(
             spec,
@@ -74,6 +84,7 @@ def _start_gateway(
     ctx: Context, node: Node, redis: RedisEndpoints, project_dir: str
 ) -> tuple[ProcessEntry, GatewayInstance]:
     port = ctx.ports.take()
+    metrics_port = ctx.ports.take()
     entry = ctx.start(
         ProcessEntry(
             name=node.name,
@@ -83,7 +94,7 @@ def _start_gateway(
             log=ctx.log_path(node.name),
             port=port,
             env={
-                **_environment(ctx, node, port, redis),
+                **_environment(ctx, node, port, metrics_port, redis),
                 "PYTHONPATH": project_dir,
                 "PYTHONUNBUFFERED": "1",
             },
@@ -94,7 +105,8 @@ def _start_gateway(
         )
     )
     ctx.endpoints[node.name] = Endpoint("127.0.0.1", port)
-    return entry, GatewayInstance(node.name, ctx.endpoints[node.name])
+    metrics = Endpoint("127.0.0.1", metrics_port)
+    return entry, GatewayInstance(node.name, ctx.endpoints[node.name], metrics)
 
 
 def start_gateways(ctx: Context, redis: RedisEndpoints, project_dir: str) -> list[GatewayInstance]:

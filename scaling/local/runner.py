@@ -22,6 +22,7 @@ from scaling.local.ports import PortAllocator
 from scaling.local.postgres import start_postgres
 from scaling.local.redis import start_redis
 from scaling.local.state import STATE_FILE, ProcessEntry, RunState, state_dir_for
+from scaling.local.tokens import auth_summary, write_key
 from scaling.local.topology import local_topology
 from scaling.model import PhaseSpec
 from scaling.render.pgbouncer import read_only_database
@@ -215,6 +216,12 @@ def up(
     secrets = new_secrets()
     secrets_file = folder / SECRETS_FILE
     save_secrets(secrets_file, secrets)
+    # The gateways' HS256 key on its own (0600), for `sikka-scaling token` and clients.
+    key_file = (
+        write_key(folder, secrets["gateway-jwt-secret"])
+        if spec.gateway.auth.shared_secret
+        else None
+    )
     state = RunState(
         stack=stack, phase=spec.phase.value, state_dir=str(folder), secrets_file=str(secrets_file)
     )
@@ -254,6 +261,7 @@ def up(
         "secrets_file": str(secrets_file),
         "nginx": nginx.summary(),
         "gateways": [g.summary() for g in gateways],
+        "gateway_auth": auth_summary(spec, key_file),
         "postgres": {
             "mode": "replicated" if postgres.replicas else "single",
             "spec_mode": pg.mode,
