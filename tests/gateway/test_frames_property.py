@@ -182,6 +182,13 @@ async def exchange(gw: LiveGateway, frames: list[str | bytes]) -> list[dict[str,
             raise AssertionError(f"the gateway closed the connection: {closed}") from None
 
 
+def assert_clean(gw: LiveGateway) -> None:
+    assert gw.proc.poll() is None, "the gateway died"
+    log = gw.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert " ERROR " not in log, log[-3000:]
+
+
 @pytest.mark.integration
 @settings(PROPERTY, max_examples=200)
 @given(frames=st.lists(WELL_FORMED | FRAMES, min_size=1, max_size=6))
@@ -194,21 +201,26 @@ def test_a_live_gateway_answers_every_frame_and_stays_open(
         kind = str(reply.get("type"))
         live_gateway.replies[kind] = live_gateway.replies.get(kind, 0) + 1
         assert kind in ("error", "subscribed", "unsubscribed", "location"), reply
-    # One answer per frame except a published location (none unless subscribed).
     errors = [r for r in replies if r["type"] == "error"]
     assert all(isinstance(e["error"], str) and e["error"] for e in errors)
+    # At most one answer per frame, plus the deliveries of the driver's own locations.
     assert len(replies) <= 2 * len(frames)
+    assert_clean(live_gateway)
 
 
 @pytest.mark.integration
-def test_the_fuzzed_gateway_logged_no_traceback(live_gateway: LiveGateway) -> None:
-    """Runs after the property above (same module, same process): the log is clean."""
-    assert live_gateway.examples > 0, "run the whole module: the property test feeds this one"
-    assert live_gateway.proc.poll() is None, "the gateway died"
-    log = live_gateway.log.read_text()
-    assert "listening on" in log
-    assert "Traceback" not in log, log[-3000:]
-    assert " ERROR " not in log, log[-3000:]
-    # The frames really reached it: refusals, subscriptions and deliveries all happened.
-    assert {"error", "subscribed", "location"} <= set(live_gateway.replies)
-    print(f"\n[fuzz] {live_gateway.examples} connections, replies {live_gateway.replies}")
+def test_the_issues_frames_leave_the_live_gateway_clean(live_gateway: LiveGateway) -> None:
+    """The two frames of the report, against the same process; then its whole log."""
+    frames: list[str | bytes] = [
+        '{"type":"location","trip_id":"T1","lat":' + "9" * 400 + ',"lng":0,"ts":1}',
+        "[" * 1900 + "]" * 1900,
+    ]
+    replies = run(exchange(live_gateway, frames))
+    assert [r["error"] for r in replies] == [
+        "invalid JSON: numbers are limited to 32 characters",
+        "invalid JSON: nested deeper than 8 levels",
+    ]
+    assert_clean(live_gateway)
+    assert "listening on" in live_gateway.log.read_text()
+    if live_gateway.examples:
+        print(f"\n[fuzz] {live_gateway.examples} connections, replies {live_gateway.replies}")
