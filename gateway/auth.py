@@ -102,7 +102,8 @@ class Claims:
         if self.may_publish(trip_id):
             return None
         if self.role != "driver":
-            return f"forbidden: a {self.role} may not publish locations"
+            who = "ops" if self.role == "ops" else f"a {self.role}"
+            return f"forbidden: {who} may not publish locations"
         return f"forbidden: trip {trip_id!r} is not in your token"
 
 

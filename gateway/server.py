@@ -276,7 +276,9 @@ class Gateway:
             self.metrics.rejected_connections.labels(
                 reason.get(claims.code, "auth_unavailable")
             ).inc()
-            log.info("refused a connection: %d %s", claims.code, claims.reason)
+            # Debug only: refusals are counted in metrics, and a stream of bad tokens must
+            # not flood the log.
+            log.debug("refused a connection: %d %s", claims.code, claims.reason)
             await ws.close(claims.code, claims.reason[:120])
             return
         if self.full:

@@ -61,7 +61,12 @@ def read_key(path: Path) -> str:
 def run_key_file(spec: PhaseSpec, stack: str, state_dir: Path | None = None) -> Path:
     """The key file of the stack's local run."""
     auth = spec.gateway.auth
-    if auth.mode == "required" and not auth.shared_secret:
+    if auth.mode == "disabled":
+        raise TokenError(
+            f"stack {stack!r} runs its gateways with gateway.auth.mode 'disabled': they need "
+            "no token (pass --secret-file to mint one anyway)"
+        )
+    if not auth.shared_secret:
         raise TokenError(
             f"stack {stack!r} verifies tokens against {auth.jwks_url} (RS256/ES256): mint "
             "them with that identity provider, or pass --secret-file for an HS256 key"

@@ -157,6 +157,25 @@ async def send_location(ws: ClientConnection, trip_id: str, lat: float, lng: flo
     await ws.send(json.dumps(frame))
 
 
+async def published_and_received(
+    publisher: ClientConnection, subscriber: ClientConnection, trip_id: str, lat: float
+) -> dict[str, Any]:
+    """Publish until ``subscriber`` receives the update. "subscribed" is sent once the
+    gateway has written SUBSCRIBE to Redis, not once Redis confirmed it, so the first
+    update right after a first subscription can race it; tests about who may publish
+    retry rather than depend on that timing."""
+    deadline = time.monotonic() + STEP
+    while time.monotonic() < deadline:
+        await send_location(publisher, trip_id, lat, 0.0)
+        try:
+            return await recv_until(
+                subscriber, lambda m: m["type"] == "location" and m["lat"] == lat, 0.5
+            )
+        except TimeoutError:
+            continue
+    raise TimeoutError(f"no update for {trip_id} reached the subscriber")
+
+
 async def http_get(port: int, path: str) -> tuple[int, dict[str, str], str]:
     """Minimal HTTP/1.1 GET over loopback (keeps httpx out of the deps)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), STEP)

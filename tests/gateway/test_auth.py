@@ -167,7 +167,7 @@ def test_permissions_per_role() -> None:
         )
         assert got == expected, name
     assert rider.publish_denial("T1") == "forbidden: a rider may not publish locations"
-    assert ops.publish_denial("T1") == "forbidden: a ops may not publish locations"
+    assert ops.publish_denial("T1") == "forbidden: ops may not publish locations"
     assert driver.publish_denial("T2") == "forbidden: trip 'T2' is not in your token"
     assert rider.subscribe_denial("T2") == "forbidden: trip 'T2' is not in your token"
     assert driver.publish_denial("T1") is None and ops.subscribe_denial("T9") is None

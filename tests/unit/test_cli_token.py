@@ -122,3 +122,15 @@ def test_validate_says_when_authentication_is_disabled(
     )
     assert main(["validate", str(ROOT / "Pulumi.launch.yaml")]) == 0
     assert "disabled" not in capsys.readouterr().out
+
+
+def test_a_stack_without_authentication_needs_no_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = tmp_path / "Pulumi.launch-open.yaml"
+    stack.write_text(
+        "config:\n  sikka:phase: launch\n  sikka:gateway:\n    auth:\n      mode: disabled\n"
+    )
+    code, _, err = mint(capsys, "--stack", str(stack), "--sub", "a", "--role", "rider")
+    assert code == 1
+    assert "runs its gateways with gateway.auth.mode 'disabled': they need no token" in err
