@@ -27,7 +27,14 @@ from test_gateway_process import ROOT, gateway_env, wait_healthy
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.protocol import Location, ProtocolError, Subscribe, Unsubscribe, parse_client_frame
+from gateway.protocol import (
+    Location,
+    ProtocolError,
+    Subscribe,
+    Unsubscribe,
+    nesting_depth,
+    parse_client_frame,
+)
 
 PROPERTY = settings(
     derandomize=True,
@@ -122,6 +129,32 @@ def test_numbers_of_any_length_are_refused_or_read(number: int) -> None:
         assert len(str(number)) > 32 or "frame too large" in str(error), error
         return
     assert isinstance(parsed, Location) and parsed.ts == float(number)
+
+
+def true_depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((true_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((true_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+# Strings full of what the depth scan must skip: brackets, quotes and backslashes.
+TRICKY_TEXT = st.text(st.sampled_from('[]{}"\\ab'), max_size=12)
+TRICKY_JSON = st.recursive(
+    st.none() | st.integers() | TRICKY_TEXT,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(TRICKY_TEXT, children, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(PROPERTY, max_examples=1000)
+@given(TRICKY_JSON, st.integers(min_value=0, max_value=12))
+def test_the_depth_scan_is_exact_on_valid_json(value: Any, limit: int) -> None:
+    text = json.dumps(value, ensure_ascii=False)
+    assert (nesting_depth(text, limit) > limit) == (true_depth(value) > limit)
 
 
 # ------------------------------------------------------------------- a live gateway
