@@ -15,7 +15,12 @@ CONFIG_KEYS = {
     "replication-password": "replicationPassword",
     "pgbouncer-admin-password": "pgbouncerAdminPassword",
     "redis-password": "redisPassword",
+    "gateway-jwt-secret": "gatewayJwtSecret",
 }
+# Characters of a generated secret (alphanumeric, ~5.95 bits each): 32 for passwords, 64
+# for the HS256 key, which RFC 7518 wants at least as strong as SHA-256 (256 bits).
+LENGTHS = {"gateway-jwt-secret": 64}
+DEFAULT_LENGTH = 32
 
 
 class PhaseSecrets(pulumi.ComponentResource):
@@ -42,7 +47,7 @@ class PhaseSecrets(pulumi.ComponentResource):
                 continue
             password = random.RandomPassword(
                 f"{name}-{secret}",
-                length=32,
+                length=LENGTHS.get(secret, DEFAULT_LENGTH),
                 special=False,
                 opts=pulumi.ResourceOptions(parent=self),
             )

@@ -13,8 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.auth import MIN_SECRET_BYTES, origin_problem
+
 RedisMode = Literal["standalone", "sentinel", "cluster"]
 REDIS_MODES: tuple[RedisMode, ...] = ("standalone", "sentinel", "cluster")
+AuthMode = Literal["required", "disabled"]
+AUTH_MODES: tuple[AuthMode, ...] = ("required", "disabled")
+
+DEFAULT_METRICS_PORT = 9102
+# A driver sends a position every second or so and a rider subscribes to a few trips:
+# 20 frames/s with bursts of 40 is far above any real client and far below a flood.
+DEFAULT_RATE_LIMIT = 20.0
+DEFAULT_RATE_BURST = 40
 
 
 class ConfigError(ValueError):
@@ -23,6 +33,21 @@ class ConfigError(ValueError):
     def __init__(self, variable: str, problem: str) -> None:
         self.variable = variable
         super().__init__(f"{variable}: {problem}")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """How clients authenticate (see gateway/auth.py and README "Authentication")."""
+
+    mode: AuthMode = "required"
+    # HS256 shared secret; repr=False keeps it out of logs and tracebacks.
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwks_url: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    # Origin allow-list; "*" allows any. Handshakes without Origin (non-browser
+    # clients) are always allowed: their token is what authenticates them.
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -39,6 +64,11 @@ class Settings:
     # repr=False: the password must never end up in logs or tracebacks.
     redis_password: str | None = field(default=None, repr=False)
     drain_seconds: float = 10.0
+    # /metrics listens here only, apart from the clients' port (0: any free port).
+    metrics_port: int = DEFAULT_METRICS_PORT
+    auth: AuthSettings = AuthSettings()
+    rate_limit: float = DEFAULT_RATE_LIMIT
+    rate_burst: int = DEFAULT_RATE_BURST
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int:
@@ -92,6 +122,46 @@ def parse_host_ports(name: str, raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(result)
 
 
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    return env.get(name, "").strip() or None
+
+
+def load_auth(env: Mapping[str, str]) -> AuthSettings:
+    mode_text = env.get("GATEWAY_AUTH_MODE", "").strip().lower() or "required"
+    if mode_text not in AUTH_MODES:
+        raise ConfigError(
+            "GATEWAY_AUTH_MODE", f"must be one of {', '.join(AUTH_MODES)}, got {mode_text!r}"
+        )
+    mode: AuthMode = mode_text
+    secret = env.get("GATEWAY_JWT_SECRET") or None
+    jwks_url = _optional(env, "GATEWAY_JWKS_URL")
+    origins = tuple(
+        o.strip() for o in env.get("GATEWAY_ALLOWED_ORIGINS", "").split(",") if o.strip()
+    )
+    for origin in origins:
+        problem = origin_problem(origin)
+        if problem:
+            raise ConfigError("GATEWAY_ALLOWED_ORIGINS", problem)
+    if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+        # Never echo the value.
+        raise ConfigError("GATEWAY_JWT_SECRET", f"must be at least {MIN_SECRET_BYTES} bytes")
+    if jwks_url is not None and not jwks_url.startswith(("https://", "http://")):
+        raise ConfigError("GATEWAY_JWKS_URL", "must be an https:// (or http://) URL")
+    if mode == "required" and secret is None and jwks_url is None:
+        raise ConfigError(
+            "GATEWAY_JWT_SECRET",
+            "is required when GATEWAY_AUTH_MODE=required (or set GATEWAY_JWKS_URL)",
+        )
+    return AuthSettings(
+        mode=mode,
+        jwt_secret=secret,
+        jwks_url=jwks_url,
+        issuer=_optional(env, "GATEWAY_JWT_ISSUER"),
+        audience=_optional(env, "GATEWAY_JWT_AUDIENCE"),
+        allowed_origins=origins,
+    )
+
+
 def default_gateway_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -112,6 +182,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     max_connections = _int(env, "WEBSOCKET_MAX_CONNECTIONS", 10_000, 1, 1_000_000)
     drain_seconds = _float(env, "GATEWAY_DRAIN_SECONDS", 10.0, 0.0, 3600.0)
     password = env.get("REDIS_PASSWORD") or None
+    metrics_port = _int(env, "GATEWAY_METRICS_PORT", DEFAULT_METRICS_PORT, 1, 65535)
+    if metrics_port == port:
+        raise ConfigError("GATEWAY_METRICS_PORT", f"must differ from GATEWAY_PORT ({port})")
+    rate_limit = _float(env, "GATEWAY_RATE_LIMIT", DEFAULT_RATE_LIMIT, 0.1, 10_000.0)
+    rate_burst = _int(env, "GATEWAY_RATE_BURST", DEFAULT_RATE_BURST, 1, 10_000)
+    auth = load_auth(env)
 
     mode_text = env.get("REDIS_MODE", "").strip().lower() or "standalone"
     if mode_text not in REDIS_MODES:
@@ -151,4 +227,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_cluster_nodes=nodes,
         redis_password=password,
         drain_seconds=drain_seconds,
+        metrics_port=metrics_port,
+        auth=auth,
+        rate_limit=rate_limit,
+        rate_burst=rate_burst,
     )

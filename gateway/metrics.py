@@ -45,13 +45,27 @@ class Metrics:
         )
         self.rejected_connections = Counter(
             "gateway_rejected_connections",
-            "WebSocket connections refused, by reason (limit, draining).",
+            "WebSocket connections refused, by reason (limit, draining, unauthenticated, "
+            "forbidden, auth_unavailable).",
             ["reason"],
             registry=self.registry,
         )
         self.dropped_slow_clients = Counter(
             "gateway_slow_clients_dropped",
             "Connections closed because their outbound queue overflowed.",
+            registry=self.registry,
+        )
+        self.denied_frames = Counter(
+            "gateway_denied_frames",
+            "Client frames refused with an error frame, by reason (forbidden, rate_limited).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.policy_closes = Counter(
+            "gateway_policy_closes",
+            "Open connections closed by the gateway, by reason (rate_limit: 4429, "
+            "token_expired: 4401).",
+            ["reason"],
             registry=self.registry,
         )
         self.redis_errors = Counter(

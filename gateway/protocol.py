@@ -17,6 +17,19 @@ from typing import Any
 TRIP_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 CHANNEL_PREFIX = "trip:"
 
+# Limits checked before (or while) the JSON parser runs, so that no frame can make it
+# recurse, allocate or convert its way into an exception other than ProtocolError:
+# a location frame is ~150 characters and one level deep.
+MAX_FRAME_CHARS = 4096
+MAX_DEPTH = 8
+# Longest number literal accepted: enough for any coordinate or timestamp with full
+# float precision ("-1.2345678901234567e+308" is 24), far short of a 400-digit integer
+# that float() cannot convert.
+MAX_NUMBER_CHARS = 32
+
+# Everything but brackets (removed before the depth is counted).
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
 
 class ProtocolError(ValueError):
     """A client frame is malformed; the message is sent back to the client."""
@@ -53,6 +66,46 @@ def _reject_constant(name: str) -> Any:
     raise ProtocolError(f"invalid JSON: {name} is not allowed")
 
 
+def _number_text(text: str) -> str:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ProtocolError(f"invalid JSON: numbers are limited to {MAX_NUMBER_CHARS} characters")
+    return text
+
+
+def _parse_int(text: str) -> int:
+    # Bounded length: int() of a huge literal is slow and float() of it overflows.
+    return int(_number_text(text))
+
+
+def _parse_float(text: str) -> float:
+    # May be inf ("1e999"); fields that are read are checked to be finite.
+    return float(_number_text(text))
+
+
+def nesting_depth(text: str, limit: int = MAX_DEPTH) -> int:
+    """How deep ``[`` / ``{`` nest in ``text`` outside string literals, as far as it
+    matters: the result exceeds ``limit`` exactly when the nesting does (so the frame is
+    refused before json.loads recurses into it). Linear, with C-speed passes; a frame
+    with at most ``limit`` opening brackets needs no scan at all."""
+    opens = text.count("[") + text.count("{")
+    if opens <= limit:
+        return opens
+    # Drop escaped backslashes, then escaped quotes: what remains splits on '"' into
+    # outside / inside / outside ... string literals.
+    outside = "".join(text.replace("\\\\", "").replace('\\"', "").split('"')[0::2])
+    depth = deepest = 0
+    for char in _NOT_BRACKET.sub("", outside):
+        if char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
 def _trip_id(obj: dict[str, Any]) -> str:
     value = obj.get("trip_id")
     if value is None:
@@ -83,11 +136,21 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
     """Parse one client frame or raise :class:`ProtocolError`."""
     if isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError("binary frames are not supported; send JSON text frames")
+    if len(data) > MAX_FRAME_CHARS:
+        raise ProtocolError(f"frame too large: at most {MAX_FRAME_CHARS} characters")
+    if nesting_depth(data) > MAX_DEPTH:
+        raise ProtocolError(f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
     try:
-        obj = json.loads(data, parse_constant=_reject_constant)
+        obj = json.loads(
+            data,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+        )
     except ProtocolError:
         raise
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError cannot happen within MAX_DEPTH; kept as a second line of defence.
         raise ProtocolError("invalid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError("frame must be a JSON object")

@@ -1,8 +1,8 @@
-"""WebSocket + HTTP server: connection lifecycle, local subscriptions, drain.
+"""WebSocket + HTTP server: authentication, connection lifecycle, local subscriptions, drain.
 
-One port serves both the WebSocket endpoint and the two HTTP paths
-(``/healthz``, ``/metrics``) through websockets' ``process_request`` hook, so
-load balancers and Prometheus need no second port.
+The clients' port serves the WebSocket endpoint and the probes (``/healthz`` for
+readiness, ``/livez`` for liveness) through websockets' ``process_request`` hook;
+``/metrics`` has a port of its own (``GATEWAY_METRICS_PORT``) that only scrapers reach.
 """
 
 from __future__ import annotations
@@ -12,26 +12,39 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from gateway import protocol
+from gateway.auth import (
+    FORBIDDEN,
+    TRY_AGAIN_LATER,
+    UNAUTHENTICATED,
+    AuthError,
+    Claims,
+    OriginPolicy,
+    TokenVerifier,
+)
 from gateway.config import Settings
 from gateway.fanout import FanoutBackend, MessageCallback, PublishError, create_backend
 from gateway.metrics import Metrics
+from gateway.ratelimit import Strikes, TokenBucket
 
 log = logging.getLogger(__name__)
 
-# Location frames are ~150 bytes; anything much larger is abuse. websockets
-# closes the connection with 1009 (message too big) past this size.
-MAX_FRAME_BYTES = 4096
+# Frames up to protocol.MAX_FRAME_CHARS are parsed; larger ones, up to this size, get an
+# error frame and the connection stays open. Past it websockets closes with 1009 (message
+# too big) without buffering the rest.
+MAX_MESSAGE_BYTES = 65536
 # Bounds the memory one client can pin on this instance.
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 100
 # Outbound frames buffered per client before it is considered too slow and
@@ -39,6 +52,18 @@ MAX_SUBSCRIPTIONS_PER_CONNECTION = 100
 OUTBOUND_QUEUE_SIZE = 256
 # Upper bound for one /healthz Redis check, so probes never hang.
 HEALTH_TIMEOUT = 1.0
+# Upper bound for verifying one token (a JWKS fetch included).
+AUTH_TIMEOUT = 10.0
+
+# Tokens travel as a subprotocol ``bearer.<jwt>`` (browsers cannot set headers on a
+# WebSocket, and a subprotocol stays out of URLs and access logs) or as ``?token=<jwt>``.
+# A client offering the bearer also offers SUBPROTOCOL, which the server selects:
+# browsers fail a handshake whose offered subprotocols got no answer.
+SUBPROTOCOL = "sikka.v1"
+BEARER_PREFIX = "bearer."
+TOKEN_PARAMETER = "token"
+# Sustained flooding past the frame rate limit (after HTTP's 429).
+RATE_LIMITED = 4429
 
 BackendFactory = Callable[[Settings, MessageCallback], FanoutBackend]
 
@@ -46,8 +71,15 @@ BackendFactory = Callable[[Settings, MessageCallback], FanoutBackend]
 class Client:
     """One WebSocket connection and everything this instance holds for it."""
 
-    def __init__(self, ws: ServerConnection) -> None:
+    def __init__(self, ws: ServerConnection, claims: Claims, settings: Settings) -> None:
         self.ws = ws
+        self.claims = claims
+        now = time.monotonic()
+        self.bucket = TokenBucket(settings.rate_limit, settings.rate_burst, now)
+        # Refused frames leak away at a tenth of the allowed rate: only a client that
+        # keeps flooding piles up more than a burst of them.
+        self.strikes = Strikes(settings.rate_burst, settings.rate_limit / 10, now)
+        self.expiry: asyncio.TimerHandle | None = None
         self.trips: set[str] = set()
         # (frame, type for metrics, origin server_ts for latency or None)
         self.queue: asyncio.Queue[tuple[str, str, float | None]] = asyncio.Queue(
@@ -65,15 +97,29 @@ class Gateway:
         self.settings = settings
         self.metrics = Metrics()
         self.backend = backend_factory(settings, self._on_fanout)
+        auth = settings.auth
+        self.verifier: TokenVerifier | None = (
+            TokenVerifier(
+                secret=auth.jwt_secret,
+                jwks_url=auth.jwks_url,
+                issuer=auth.issuer,
+                audience=auth.audience,
+            )
+            if auth.mode == "required"
+            else None
+        )
+        self.origins = OriginPolicy(auth.allowed_origins)
         self._clients: set[Client] = set()
         self._subscribers: dict[str, set[Client]] = {}
         self._draining = False
         self._no_clients = asyncio.Event()
         self._no_clients.set()
         self._server: Server | None = None
+        self._metrics_server: Server | None = None
         # Strong references to fire-and-forget tasks (asyncio keeps only weak ones).
         self._tasks: set[asyncio.Task[None]] = set()
         self.port: int = settings.port
+        self.metrics_port: int = settings.metrics_port
 
     # ----------------------------------------------------------- lifecycle
 
@@ -84,7 +130,8 @@ class Gateway:
             self.settings.host,
             self.settings.port,
             process_request=self._process_request,
-            max_size=MAX_FRAME_BYTES,
+            select_subprotocol=_select_subprotocol,
+            max_size=MAX_MESSAGE_BYTES,
             # Keepalive pings detect dead mobile clients so their slots and
             # subscriptions are released.
             ping_interval=20,
@@ -93,16 +140,26 @@ class Gateway:
             # client that never answers the close frame.
             close_timeout=2,
         )
-        sockets = list(self._server.sockets)
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        self.port = _bound_port(self._server, self.port)
+        self._metrics_server = await serve(
+            _no_websocket,
+            self.settings.host,
+            self.settings.metrics_port,
+            process_request=self._metrics_request,
+            close_timeout=1,
+        )
+        self.metrics_port = _bound_port(self._metrics_server, self.metrics_port)
         log.info(
-            "gateway %s listening on %s:%d (redis mode %s)",
+            "gateway %s listening on %s:%d, metrics on %d (redis mode %s, auth %s)",
             self.settings.gateway_id,
             self.settings.host,
             self.port,
+            self.metrics_port,
             self.settings.redis_mode,
+            f"required: {'/'.join(self.verifier.algorithms)}" if self.verifier else "DISABLED",
         )
+        if self.verifier is None:
+            log.warning("authentication is disabled: any client may subscribe and publish")
 
     @property
     def draining(self) -> bool:
@@ -132,10 +189,11 @@ class Gateway:
             log.warning("drain timeout: %d connections still open", len(self._clients))
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close(close_connections=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
+        for server in (self._server, self._metrics_server):
+            if server is not None:
+                server.close(close_connections=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(server.wait_closed(), 5)
         await self.backend.close()
 
     # ---------------------------------------------------------------- HTTP
@@ -146,26 +204,52 @@ class Gateway:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
             return await self._healthz(connection)
+        if path == "/livez":
+            return self._livez(connection)
         if path == "/metrics":
-            response = connection.respond(HTTPStatus.OK, self.metrics.render().decode())
-            _set_content_type(response, self.metrics.content_type)
-            return response
+            return connection.respond(
+                HTTPStatus.NOT_FOUND, "metrics are served on the metrics port only\n"
+            )
         if self._draining:
             self.metrics.rejected_connections.labels("draining").inc()
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
         return None  # proceed with the WebSocket handshake
 
+    async def _metrics_request(self, connection: ServerConnection, request: Request) -> Response:
+        if request.path.split("?", 1)[0] != "/metrics":
+            return connection.respond(HTTPStatus.NOT_FOUND, "only /metrics is served here\n")
+        response = connection.respond(HTTPStatus.OK, self.metrics.render().decode())
+        _set_content_type(response, self.metrics.content_type)
+        return response
+
+    @property
+    def full(self) -> bool:
+        return len(self._clients) >= self.settings.max_connections
+
+    def _livez(self, connection: ServerConnection) -> Response:
+        """Liveness: the event loop answers. Stays 200 while full, draining or cut off
+        from Redis, which restarting the process would not cure (and would drop every
+        WebSocket it holds)."""
+        body = {"status": "alive", "gateway": self.settings.gateway_id}
+        response = connection.respond(HTTPStatus.OK, json.dumps(body) + "\n")
+        _set_content_type(response, "application/json")
+        return response
+
     async def _healthz(self, connection: ServerConnection) -> Response:
+        """Readiness: 200 only while this instance would take a new client."""
         redis_ok = False
         if not self._draining:
             with contextlib.suppress(TimeoutError):
                 redis_ok = await asyncio.wait_for(self.backend.healthy(), HEALTH_TIMEOUT)
         if self._draining:
             status = "draining"
-        elif redis_ok:
-            status = "ok"
-        else:
+        elif not redis_ok:
             status = "redis_unavailable"
+        elif self.full:
+            # Load balancers route new clients elsewhere; this one's are kept.
+            status = "full"
+        else:
+            status = "ok"
         body = {
             "status": status,
             "gateway": self.settings.gateway_id,
@@ -186,16 +270,33 @@ class Gateway:
             self.metrics.rejected_connections.labels("draining").inc()
             await ws.close(CloseCode.GOING_AWAY, "server shutting down")
             return
-        if len(self._clients) >= self.settings.max_connections:
+        claims = await self._authenticate(ws)
+        if isinstance(claims, AuthError):
+            reason = {UNAUTHENTICATED: "unauthenticated", FORBIDDEN: "forbidden"}
+            self.metrics.rejected_connections.labels(
+                reason.get(claims.code, "auth_unavailable")
+            ).inc()
+            # Debug only: refusals are counted in metrics, and a stream of bad tokens must
+            # not flood the log.
+            log.debug("refused a connection: %d %s", claims.code, claims.reason)
+            await ws.close(claims.code, claims.reason[:120])
+            return
+        if self.full:
             self.metrics.rejected_connections.labels("limit").inc()
             await ws.close(CloseCode.TRY_AGAIN_LATER, "connection limit reached, try again later")
             return
 
-        client = Client(ws)
+        client = Client(ws, claims, self.settings)
         self._clients.add(client)
         self._no_clients.clear()
         self.metrics.open_connections.set(len(self._clients))
         writer = asyncio.create_task(self._write_loop(client))
+        if claims.expires_at is not None and self.verifier is not None:
+            # Verification tolerates the leeway; so does the open connection.
+            left = claims.expires_at + self.verifier.leeway - time.time()
+            client.expiry = asyncio.get_running_loop().call_later(
+                max(0.0, left), self._expire, client
+            )
         try:
             self._send(client, protocol.welcome(self.settings.gateway_id), "welcome")
             async for raw in ws:
@@ -203,6 +304,8 @@ class Gateway:
         except ConnectionClosed:
             pass
         finally:
+            if client.expiry is not None:
+                client.expiry.cancel()
             self._clients.discard(client)
             self.metrics.open_connections.set(len(self._clients))
             for trip_id in list(client.trips):
@@ -213,16 +316,76 @@ class Gateway:
             if not self._clients:
                 self._no_clients.set()
 
+    async def _authenticate(self, ws: ServerConnection) -> Claims | AuthError:
+        """The client's claims, or an AuthError carrying the close code to send."""
+        try:
+            return await self._claims(ws)
+        except AuthError as refused:
+            return refused
+        except TimeoutError:
+            return AuthError(TRY_AGAIN_LATER, "token check timed out, try again")
+        except Exception:
+            # Never a 1011 for a client's token: refuse it, and keep the evidence.
+            log.exception("unexpected error while checking a token")
+            return AuthError(UNAUTHENTICATED, "invalid token")
+
+    async def _claims(self, ws: ServerConnection) -> Claims:
+        request = ws.request
+        if request is None:  # not reachable after a completed handshake
+            raise AuthError(UNAUTHENTICATED, "no handshake request")
+        origins = request.headers.get_all("Origin")
+        if len(origins) > 1 or not self.origins.allows(origins[0] if origins else None):
+            raise AuthError(FORBIDDEN, "origin not allowed")
+        if self.verifier is None:
+            return Claims.anyone()
+        token = request_token(request.path, request.headers.get_all("Sec-WebSocket-Protocol"))
+        if self.verifier.uses_network:
+            # A JWKS fetch blocks: keep it off the event loop.
+            return await asyncio.wait_for(
+                asyncio.to_thread(self.verifier.verify, token), AUTH_TIMEOUT
+            )
+        return self.verifier.verify(token)
+
+    def _expire(self, client: Client) -> None:
+        self.metrics.policy_closes.labels("token_expired").inc()
+        client.dropped = True  # nothing more is sent or accepted
+        self._spawn(self._close(client, UNAUTHENTICATED, "token expired"))
+
     async def _on_frame(self, client: Client, raw: str | bytes) -> None:
+        if client.dropped:
+            return  # closing: frames still in flight are ignored
+        now = time.monotonic()
+        if not client.bucket.take(now):
+            self.metrics.denied_frames.labels("rate_limited").inc()
+            if client.strikes.add(now):
+                self.metrics.policy_closes.labels("rate_limit").inc()
+                client.dropped = True
+                self._spawn(self._close(client, RATE_LIMITED, "rate limit exceeded"))
+                return
+            message = f"rate limit exceeded: at most {self.settings.rate_limit:g} frames/s"
+            self._send(client, protocol.error(message), "error")
+            return
         try:
             frame = protocol.parse_client_frame(raw)
         except protocol.ProtocolError as exc:
             self.metrics.messages_in.labels("invalid").inc()
             self._send(client, protocol.error(str(exc)), "error")
             return
+        except Exception:
+            # The parser raises nothing else (tests throw arbitrary input at it); should
+            # it ever, the client still gets its error frame and keeps its connection.
+            log.exception("unexpected error parsing a client frame")
+            self.metrics.messages_in.labels("invalid").inc()
+            self._send(client, protocol.error("invalid frame"), "error")
+            return
 
         if isinstance(frame, protocol.Subscribe):
             self.metrics.messages_in.labels("subscribe").inc()
+            denial = client.claims.subscribe_denial(frame.trip_id)
+            if denial is not None:
+                self.metrics.denied_frames.labels("forbidden").inc()
+                self._send(client, protocol.error(denial), "error")
+                return
             if frame.trip_id not in client.trips:
                 if len(client.trips) >= MAX_SUBSCRIPTIONS_PER_CONNECTION:
                     self._send(client, protocol.error("too many subscriptions"), "error")
@@ -235,6 +398,11 @@ class Gateway:
             self._send(client, protocol.unsubscribed(frame.trip_id), "unsubscribed")
         else:
             self.metrics.messages_in.labels("location").inc()
+            denial = client.claims.publish_denial(frame.trip_id)
+            if denial is not None:
+                self.metrics.denied_frames.labels("forbidden").inc()
+                self._send(client, protocol.error(denial), "error")
+                return
             event = protocol.location_event(frame, self.settings.gateway_id, time.time())
             try:
                 await self.backend.publish(protocol.channel_for(frame.trip_id), event)
@@ -303,9 +471,43 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _close(self, client: Client, code: CloseCode, reason: str) -> None:
+    async def _close(self, client: Client, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await client.ws.close(code, reason)
+
+
+def request_token(path: str, subprotocols: Sequence[str]) -> str:
+    """The token a handshake presents: a ``bearer.<jwt>`` subprotocol or ``?token=``.
+    Raises AuthError when there is none, or more than one."""
+    offered = [p.strip() for value in subprotocols for p in value.split(",")]
+    found = {p.removeprefix(BEARER_PREFIX) for p in offered if p.startswith(BEARER_PREFIX)}
+    try:
+        query = parse_qs(urlsplit(path).query, max_num_fields=32)
+    except ValueError:
+        raise AuthError(UNAUTHENTICATED, "malformed query string") from None
+    found.update(query.get(TOKEN_PARAMETER, []))
+    found.discard("")
+    if not found:
+        raise AuthError(UNAUTHENTICATED, "missing token")
+    if len(found) > 1:
+        raise AuthError(UNAUTHENTICATED, "more than one token presented")
+    return found.pop()
+
+
+def _select_subprotocol(
+    connection: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
+
+
+async def _no_websocket(ws: ServerConnection) -> None:
+    """The metrics port answers every request in process_request; never reached."""
+    await ws.close()
+
+
+def _bound_port(server: Server, configured: int) -> int:
+    sockets = list(server.sockets)
+    return int(sockets[0].getsockname()[1]) if sockets else configured
 
 
 def _set_content_type(response: Response, value: str) -> None:

@@ -48,6 +48,11 @@ def validate(stack: StackArg) -> None:
         f"postgres {spec.postgres.mode}, redis {spec.redis.mode}, "
         f"{spec.gateway.replicas} gateway(s))"
     )
+    if spec.gateway.auth.mode == "disabled":
+        # Accepted because the stack file says so; said out loud every time it is checked.
+        typer.echo(
+            "note: sikka:gateway.auth.mode is 'disabled': any client may subscribe and publish"
+        )
 
 
 @app.command()
@@ -116,6 +121,35 @@ def preview(
         typer.echo(f"{row['type']:<55} {row['name']}{secret}")
     marked = [f"{name} (secret)" if name in run.secret_exports else name for name in exports]
     typer.echo(f"{len(rows)} resources; exports: {', '.join(marked)}")
+
+
+@app.command()
+def token(
+    stack: Annotated[str, typer.Option("--stack", help="Stack name or stack file")],
+    sub: Annotated[str, typer.Option("--sub", help="Who the token is for")],
+    role: Annotated[str, typer.Option("--role", help="rider, driver or ops")],
+    trips: Annotated[
+        list[str] | None, typer.Option("--trip", help="A trip id it may use (repeatable)")
+    ] = None,
+    ttl: Annotated[int, typer.Option("--ttl", help="Seconds until it expires")] = 3600,
+    secret_file: Annotated[
+        Path | None,
+        typer.Option("--secret-file", help="HS256 key file (default: the local run's key)"),
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", help="The local run's state folder")
+    ] = None,
+) -> None:
+    """Print a gateway token (HS256) for testing, signed with the stack's local run key."""
+    from scaling.local.tokens import TokenError, mint, read_key, run_key_file
+
+    spec = load(stack)
+    try:
+        path = secret_file or run_key_file(spec, spec.stack, state_dir)
+        typer.echo(mint(spec, read_key(path), sub=sub, role=role, trips=trips or [], ttl=ttl))
+    except TokenError as error:
+        typer.echo(f"sikka-scaling token: {error}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 def main(argv: list[str] | None = None) -> int:

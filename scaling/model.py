@@ -314,6 +314,46 @@ class RedisSpec(Section):
         return self.masters * (1 + self.replicas_per_master)
 
 
+def _jwks_url(url: str) -> str:
+    # Keys fetched over plain HTTP could be swapped by anyone on the path.
+    loopback = re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?/", url)
+    if not url.startswith("https://") and not loopback:
+        raise ValueError("must be an https:// URL (plain http only on loopback)")
+    return url
+
+
+def _origin(value: str) -> str:
+    if value != "*" and not re.match(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$", value):
+        raise ValueError("must be '*' or scheme://host[:port], such as 'https://app.example.com'")
+    return value
+
+
+class GatewayAuthSpec(Section):
+    """Client authentication at the gateways (gateway/README.md, "Authentication").
+
+    ``required``: every client presents a JWT; HS256 with the phase's generated
+    ``gateway-jwt-secret`` unless ``jwks_url`` names the identity provider's keys (RS256 /
+    ES256). ``disabled`` lets anyone subscribe and publish: only ever set on purpose.
+    """
+
+    mode: Literal["required", "disabled"] = "required"
+    jwks_url: Annotated[str, AfterValidator(_jwks_url)] | None = None
+    # Checked against the tokens' `iss` / `aud` when set (then tokens must carry them).
+    issuer: Annotated[str, Field(min_length=1)] | None = None
+    audience: Annotated[str, Field(min_length=1)] | None = None
+    # Browser origins allowed to connect ("*": any). Clients sending no Origin (native
+    # apps, servers) are always let through: their token authenticates them.
+    allowed_origins: Annotated[
+        tuple[Annotated[str, AfterValidator(_origin)], ...],
+        BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v),
+    ] = ()
+
+    @property
+    def shared_secret(self) -> bool:
+        """Whether tokens are HS256 with the phase's gateway-jwt-secret."""
+        return self.mode == "required" and self.jwks_url is None
+
+
 class GatewaySpec(Section):
     image: Image = "ghcr.io/sikka-scaling/gateway:0.1.0"
     # On Docker the image is built from this folder of the project (the reference gateway)
@@ -328,6 +368,9 @@ class GatewaySpec(Section):
     connections_per_replica: Descriptors
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
     drain_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
+    # Prometheus scrapes /metrics here, a port clients never reach.
+    metrics_port: Annotated[int, Field(ge=1024, le=65535)] = 9102
+    auth: GatewayAuthSpec = GatewayAuthSpec()
 
 
 class NginxSpec(Section):

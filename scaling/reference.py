@@ -117,6 +117,8 @@ def _show(value: Any) -> str:
         return "—"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, tuple | list):
+        return ", ".join(f"`{item}`" for item in value) or "none"
     return f"`{value}`"
 
 

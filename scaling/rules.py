@@ -197,6 +197,30 @@ def gateway_capacity(s: Sections) -> Iterator[ConfigIssue]:
         yield _issue("gateway.maxReplicas", f"{gw.max_replicas} is below replicas {gw.replicas}")
 
 
+def gateway_auth(s: Sections) -> Iterator[ConfigIssue]:
+    """`auth.mode: disabled` is accepted (written in the stack file, never a default), and
+    `sikka-scaling validate` says so; settings that only matter with authentication on are
+    refused beside it, since a stack holding them was meant to authenticate."""
+    gw: GatewaySpec | None = s.get("gateway")
+    if gw is None:
+        return
+    auth = gw.auth
+    if auth.mode == "disabled":
+        for key in ("jwksUrl", "issuer", "audience"):
+            if getattr(auth, to_snake(key)) is not None:
+                yield _issue(
+                    f"gateway.auth.{key}",
+                    "has no effect with gateway.auth.mode 'disabled'; remove it or set mode "
+                    "'required'",
+                )
+    if "*" in auth.allowed_origins and len(auth.allowed_origins) > 1:
+        yield _issue(
+            "gateway.auth.allowedOrigins", "'*' already allows every origin; list it alone"
+        )
+    if gw.metrics_port == gw.port:
+        yield _issue("gateway.metricsPort", f"must differ from gateway.port ({gw.port})")
+
+
 def nginx_capacity(s: Sections) -> Iterator[ConfigIssue]:
     nginx: NginxSpec | None = s.get("nginx")
     if nginx is None:
@@ -285,6 +309,7 @@ RULES: tuple[Rule, ...] = (
     pooler_within_postgres,
     redis_topology,
     gateway_capacity,
+    gateway_auth,
     nginx_capacity,
     kubernetes_nginx_ports,
     kubernetes_postgres_version,

@@ -55,13 +55,15 @@ SECTIONS: dict[str, type[BaseModel]] = {
 # Keys that may only hold Pulumi secrets (`pulumi config set --secret`); when absent the
 # program generates the password with pulumi-random. postgresPassword is the application
 # role's; the superuser's and PgBouncer's console user's are used on Docker (StackGres makes
-# its own).
+# its own); gatewayJwtSecret is the gateways' HS256 key (used while gateway.auth.mode is
+# 'required' without a jwksUrl).
 SECRET_KEYS = (
     "postgresPassword",
     "postgresSuperuserPassword",
     "replicationPassword",
     "pgbouncerAdminPassword",
     "redisPassword",
+    "gatewayJwtSecret",
 )
 
 KNOWN_KEYS = ("phase", "platform", "protectData", *SECTIONS, *SECRET_KEYS)

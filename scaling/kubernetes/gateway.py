@@ -21,7 +21,7 @@ from scaling.topology.edge import GATEWAY_GROUP
 from . import pods
 from .manifests import Manifest, labels, obj, selector_labels
 from .policy import autoscaler, disruption_budget
-from .secrets import secret_env
+from .secrets import GATEWAY_SECRET, SECRET_KEYS, secret_env, secret_manifest, secret_placeholders
 from .security import (
     GATEWAY_UID,
     container_security_context,
@@ -83,8 +83,9 @@ def deployment(topology: Topology) -> Manifest:
         "image": pods.uniform(nodes, "image", lambda n: n.image),
         "env": container_env(nodes),
         "ports": pods.uniform(nodes, "ports", pods.container_ports),
-        # /healthz turns 503 while draining or while Redis is unreachable: take the pod out
-        # of rotation, but do not restart it (that would drop every WebSocket it holds).
+        # /healthz turns 503 while draining, full or without Redis: take the pod out of
+        # rotation (and out of the headless Service Nginx resolves). /livez stays 200 then:
+        # a restart would drop every WebSocket the pod holds and cure none of those.
         # (The kubelet asks over HTTP: no interpreter started per probe.)
         "readinessProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},
@@ -93,11 +94,11 @@ def deployment(topology: Topology) -> Manifest:
             "failureThreshold": 2,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": "http"},
+            "httpGet": {"path": "/livez", "port": "http"},
             "initialDelaySeconds": 15,
             "periodSeconds": 10,
             "timeoutSeconds": 5,
-            # ~2 minutes of failures: a Redis blip alone must not restart the gateways.
+            # ~2 minutes without an answer: a busy event loop alone must not restart it.
             "failureThreshold": 12,
         },
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}},
@@ -143,9 +144,22 @@ def deployment(topology: Topology) -> Manifest:
     )
 
 
+def gateway_secret(topology: Topology) -> list[Manifest]:
+    """The gateways' own Secret (the HS256 key), when their nodes refer to one."""
+    used = {s for n in topology.group(NAME) for s in n.secret_env.values()}
+    if not any(SECRET_KEYS[s][0] == GATEWAY_SECRET for s in used):
+        return []
+    body = secret_placeholders(GATEWAY_SECRET)
+    return [secret_manifest(topology.spec, "gateway", GATEWAY_SECRET, body)]
+
+
 def gateway_manifests(topology: Topology) -> list[Manifest]:
     spec = topology.spec
-    manifests = [*tier_services(topology, "gateway"), deployment(topology)]
+    manifests = [
+        *gateway_secret(topology),
+        *tier_services(topology, "gateway"),
+        deployment(topology),
+    ]
     if spec.autoscaling.enabled:
         bounds = topology.bounds(NAME)
         manifests.append(

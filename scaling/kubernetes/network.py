@@ -1,7 +1,9 @@
 """NetworkPolicies: default-deny ingress, then one allow-list per tier.
 
 * Nginx: anyone on its HTTP port; stub_status only from pods of the namespace.
-* gateways: only Nginx, on the gateway port.
+* gateways: only Nginx, on the gateway port; /metrics (the "metrics" port) only from
+  Prometheus pods (label ``app.kubernetes.io/name=prometheus``, as the Prometheus
+  Operator and the prometheus Helm chart set it), in any namespace.
 * Redis: gateways on the client ports (6379, 26379); Redis pods, Sentinels and the
   cluster-init Job among themselves on every port (replication, cluster bus).
 * Postgres: the Postgres pods themselves (replication, Patroni, Citus coordinator → workers)
@@ -86,13 +88,21 @@ def nginx_policy(topology: Topology) -> Manifest:
     )
 
 
+# Pods allowed to scrape /metrics, wherever their namespace.
+SCRAPER_LABELS = {"app.kubernetes.io/name": "prometheus"}
+
+
+def _scrapers() -> list[dict[str, Any]]:
+    return [{"namespaceSelector": {}, "podSelector": {"matchLabels": dict(SCRAPER_LABELS)}}]
+
+
 def gateway_policy(topology: Topology) -> Manifest:
+    rules = [{"from": _from("nginx"), "ports": _ports(*node_ports(topology, "gateway", "http"))}]
+    metrics = node_ports(topology, "gateway", "metrics")
+    if metrics:
+        rules.append({"from": _scrapers(), "ports": _ports(*metrics)})
     return _policy(
-        topology.spec,
-        "gateway",
-        "gateway-ingress",
-        component_selector("gateway"),
-        [{"from": _from("nginx"), "ports": _ports(*node_ports(topology, "gateway", "http"))}],
+        topology.spec, "gateway", "gateway-ingress", component_selector("gateway"), rules
     )
 
 

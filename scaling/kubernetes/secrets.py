@@ -24,9 +24,11 @@ SECRET_PLACEHOLDERS: Mapping[str, str] = SECRET_VARIABLES
 
 POSTGRES_SECRET = "postgres-credentials"
 REDIS_SECRET = "redis-credentials"
+GATEWAY_SECRET = "gateway-credentials"
 APP_PASSWORD_KEY = "password"
 REPLICATION_PASSWORD_KEY = "replication-password"
 REDIS_PASSWORD_KEY = "password"
+GATEWAY_JWT_SECRET_KEY = "jwt-secret"
 
 # The topology names a secret ("redis-password"); on Kubernetes it is one key of one Secret.
 # Both the Secrets' placeholders and the containers' secretKeyRefs are read from here.
@@ -34,6 +36,7 @@ SECRET_KEYS: Mapping[str, tuple[str, str]] = {
     "postgres-password": (POSTGRES_SECRET, APP_PASSWORD_KEY),
     "replication-password": (POSTGRES_SECRET, REPLICATION_PASSWORD_KEY),
     "redis-password": (REDIS_SECRET, REDIS_PASSWORD_KEY),
+    "gateway-jwt-secret": (GATEWAY_SECRET, GATEWAY_JWT_SECRET_KEY),
 }
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")

@@ -149,6 +149,14 @@ def _describe(summary: dict[str, Any]) -> str:
             roles += f", pgbouncer console {database['pooler_admin']}"
         lines.append(f"  roles        {roles}")
     lines.append(f"  passwords    {summary['secrets_file']} (mode 0600)")
+    auth = summary.get("gateway_auth") or {}
+    if auth.get("key_file"):
+        lines.append(
+            f"  tokens       HS256 key {auth['key_file']} (mode 0600); mint one with "
+            f"sikka-scaling token --stack {summary['stack']} --sub me --role rider --trip T1"
+        )
+    elif auth.get("mode") == "disabled":
+        lines.append("  tokens       gateway authentication is DISABLED for this stack")
     lines.append(f"  logs         {summary['logs']}")
     lines += [f"  note: {note}" for note in summary.get("notes", [])]
     lines.append(f"Stop it with: sikka-scaling local down {summary['stack']}")

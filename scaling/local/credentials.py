@@ -33,9 +33,13 @@ def write_private(
         os.close(fd)
 
 
+# The gateways' HS256 key: 64 alphanumerics (~380 bits), as the stacks generate it.
+LENGTHS = {"gateway-jwt-secret": 64}
+
+
 def new_secrets() -> dict[str, str]:
     """One password per secret name of the stacks (postgres-password, ...)."""
-    return {name: generate_password() for name in SECRET_VARIABLES}
+    return {name: generate_password(LENGTHS.get(name, 32)) for name in SECRET_VARIABLES}
 
 
 def save_secrets(path: Path, values: dict[str, str]) -> None:

@@ -29,6 +29,7 @@ START_TIMEOUT = 30.0
 class GatewayInstance:
     id: str
     endpoint: Endpoint
+    metrics: Endpoint
 
     def summary(self) -> dict[str, str]:
         base = f"{self.endpoint.host}:{self.endpoint.port}"
@@ -36,7 +37,8 @@ class GatewayInstance:
             "id": self.id,
             "url": f"ws://{base}/",
             "health_url": f"http://{base}/healthz",
-            "metrics_url": f"http://{base}/metrics",
+            "live_url": f"http://{base}/livez",
+            "metrics_url": f"http://{self.metrics.host}:{self.metrics.port}/metrics",
         }
 
 
@@ -51,12 +53,20 @@ def local_gateways(ctx: Context) -> list[Node]:
     return started
 
 
-def _environment(ctx: Context, node: Node, port: int, redis: RedisEndpoints) -> dict[str, str]:
+def _environment(
+    ctx: Context, node: Node, port: int, metrics_port: int, redis: RedisEndpoints
+) -> dict[str, str]:
     """The shared gateway environment, fed with the local endpoints of what it connects to."""
     spec = ctx.spec
     return {
         "GATEWAY_HOST": "127.0.0.1",
-        **gateway_env(spec, gateway_id=node.name, port=port, drain_seconds=drain_seconds(ctx)),
+        **gateway_env(
+            spec,
+            gateway_id=node.name,
+            port=port,
+            drain_seconds=drain_seconds(ctx),
+            metrics_port=metrics_port,
+        ),
         **redis_client_env(spec, nodes=redis.nodes, sentinels=redis.sentinels),
     }
 
@@ -69,6 +79,7 @@ def _start_gateway(
     ctx: Context, node: Node, redis: RedisEndpoints, project_dir: str
 ) -> tuple[ProcessEntry, GatewayInstance]:
     port = ctx.ports.take()
+    metrics_port = ctx.ports.take()
     entry = ctx.start(
         ProcessEntry(
             name=node.name,
@@ -78,7 +89,7 @@ def _start_gateway(
             log=ctx.log_path(node.name),
             port=port,
             env={
-                **_environment(ctx, node, port, redis),
+                **_environment(ctx, node, port, metrics_port, redis),
                 "PYTHONPATH": project_dir,
                 "PYTHONUNBUFFERED": "1",
             },
@@ -89,7 +100,8 @@ def _start_gateway(
         )
     )
     ctx.endpoints[node.name] = Endpoint("127.0.0.1", port)
-    return entry, GatewayInstance(node.name, ctx.endpoints[node.name])
+    metrics = Endpoint("127.0.0.1", metrics_port)
+    return entry, GatewayInstance(node.name, ctx.endpoints[node.name], metrics)
 
 
 def start_gateways(ctx: Context, redis: RedisEndpoints, project_dir: str) -> list[GatewayInstance]:

@@ -36,6 +36,7 @@ from scaling.local.ports import PortAllocator
 from scaling.local.postgres import PostgresEndpoints, start_postgres
 from scaling.local.redis import RedisEndpoints, start_redis
 from scaling.local.state import STATE_FILE, ProcessEntry, RunState, state_dir_for
+from scaling.local.tokens import auth_summary, write_key
 from scaling.local.topology import local_topology
 from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
 from scaling.render.pgbouncer import read_only_database
@@ -408,6 +409,12 @@ def up(
             secrets = new_secrets()
             secrets_file = folder / SECRETS_FILE
             save_secrets(secrets_file, secrets)
+            # The gateways' HS256 key on its own (0600), for `sikka-scaling token` and clients.
+            key_file = (
+                write_key(folder, secrets["gateway-jwt-secret"])
+                if spec.gateway.auth.shared_secret
+                else None
+            )
             me = psutil.Process()
             state = RunState(
                 stack=stack,
@@ -436,7 +443,7 @@ def up(
             ctx.begin("gateways")
             gateways = start_gateways(ctx, redis, str(PROJECT_DIR))
             nginx = start_nginx(ctx)
-            state.summary = _summary(spec, stack, ctx, postgres, redis, gateways, nginx)
+            state.summary = _summary(spec, stack, ctx, postgres, redis, gateways, nginx, key_file)
             state.complete = True
             state.save()
             # Complete: an interrupt from here on must not tear it down.
@@ -502,6 +509,7 @@ def _summary(
     redis: RedisEndpoints,
     gateways: list[GatewayInstance],
     nginx: NginxEndpoints,
+    key_file: Path | None,
 ) -> dict[str, Any]:
     pg = spec.postgres
     state = ctx.state
@@ -516,6 +524,7 @@ def _summary(
         "secrets_file": state.secrets_file,
         "nginx": nginx.summary(),
         "gateways": [g.summary() for g in gateways],
+        "gateway_auth": auth_summary(spec, key_file),
         "postgres": {
             "mode": "replicated" if postgres.replicas else "single",
             "spec_mode": pg.mode,

@@ -18,14 +18,17 @@ SECRET_VARIABLES = {
     "replication-password": "REPLICATION_PASSWORD",
     "pgbouncer-admin-password": "PGBOUNCER_ADMIN_PASSWORD",
     "redis-password": "REDIS_PASSWORD",
+    # The key the gateways verify HS256 client tokens with (and token issuers sign with).
+    "gateway-jwt-secret": "GATEWAY_JWT_SECRET",
 }
 
 
 def required_secrets(spec: PhaseSpec) -> tuple[str, ...]:
     """The secrets this phase uses: replication credentials exist with replicas, and always
-    under StackGres (Patroni creates its replication user even for one instance). StackGres
-    generates the superuser's and its PgBouncer console users' passwords itself and keeps them
-    in the cluster's own Secret; elsewhere the phase generates them."""
+    under StackGres (Patroni creates its replication user even for one instance); the
+    gateways' HS256 key while they verify tokens with a shared secret. StackGres generates the
+    superuser's and its PgBouncer console users' passwords itself and keeps them in the
+    cluster's own Secret; elsewhere the phase generates them."""
     on_kubernetes = spec.platform.value == "kubernetes"
     needed = ["postgres-password"]
     if not on_kubernetes:
@@ -35,6 +38,8 @@ def required_secrets(spec: PhaseSpec) -> tuple[str, ...]:
     if not on_kubernetes and spec.pooler.enabled:
         needed.append("pgbouncer-admin-password")
     needed.append("redis-password")
+    if spec.gateway.auth.shared_secret:
+        needed.append("gateway-jwt-secret")
     return tuple(needed)
 
 

@@ -33,14 +33,38 @@ def redis_client_env(
 
 
 def gateway_env(
-    spec: PhaseSpec, *, gateway_id: str, port: int, drain_seconds: int | None = None
+    spec: PhaseSpec,
+    *,
+    gateway_id: str,
+    port: int,
+    drain_seconds: int | None = None,
+    metrics_port: int | None = None,
 ) -> dict[str, str]:
     return {
         "GATEWAY_ID": gateway_id,
         "GATEWAY_PORT": str(port),
+        "GATEWAY_METRICS_PORT": str(
+            spec.gateway.metrics_port if metrics_port is None else metrics_port
+        ),
         "WEBSOCKET_MAX_CONNECTIONS": str(spec.gateway.connections_per_replica),
         "GATEWAY_DRAIN_SECONDS": str(
             spec.gateway.drain_seconds if drain_seconds is None else drain_seconds
         ),
         "SCALING_PHASE": spec.phase.value,
+        **auth_env(spec),
     }
+
+
+def auth_env(spec: PhaseSpec) -> dict[str, str]:
+    """GATEWAY_AUTH_MODE and what verifies tokens (the HS256 key itself comes separately,
+    as the GATEWAY_JWT_SECRET secret, when no JWKS URL is set)."""
+    auth = spec.gateway.auth
+    env: dict[str, str] = {"GATEWAY_AUTH_MODE": auth.mode}
+    optional = {
+        "GATEWAY_JWKS_URL": auth.jwks_url,
+        "GATEWAY_JWT_ISSUER": auth.issuer,
+        "GATEWAY_JWT_AUDIENCE": auth.audience,
+        "GATEWAY_ALLOWED_ORIGINS": ",".join(auth.allowed_origins) or None,
+    }
+    env |= {key: value for key, value in optional.items() if value is not None}
+    return env

@@ -44,11 +44,17 @@ def redis_env(spec: PhaseSpec) -> dict[str, str]:
 
 def gateway_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge], Scaling]:
     gw = spec.gateway
+    # Liveness (/livez): /healthz is readiness, 503 while full, draining or without Redis.
     health = (
         'python -c "import urllib.request; '
-        f"urllib.request.urlopen('http://127.0.0.1:{gw.port}/healthz', timeout=3)\""
+        f"urllib.request.urlopen('http://127.0.0.1:{gw.port}/livez', timeout=3)\""
     )
     env = redis_env(spec)
+    # Gateways hold the Redis password and, verifying tokens with a shared key, that key:
+    # nothing of the database's.
+    secret_env = {SECRET_VARIABLES["redis-password"]: "redis-password"}
+    if gw.auth.shared_secret:
+        secret_env[SECRET_VARIABLES["gateway-jwt-secret"]] = "gateway-jwt-secret"
     nodes = []
     edges = []
     for index in range(gw.replicas):
@@ -61,9 +67,10 @@ def gateway_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge
                 group=GATEWAY_GROUP,
                 ordinal=index,
                 image=gw.image,
-                ports={"http": gw.port},
+                # "metrics": /metrics, for scrapers only (never published, see network.py).
+                ports={"http": gw.port, "metrics": gw.metrics_port},
                 env={**gateway_env(spec, gateway_id=name, port=gw.port), **env},
-                secret_env={SECRET_VARIABLES["redis-password"]: "redis-password"},
+                secret_env=secret_env,
                 health=HealthCheck(health),
                 # SIGTERM drains: /healthz turns 503, clients are closed with 1001.
                 stop=Stop("SIGTERM", gw.drain_seconds + 10),

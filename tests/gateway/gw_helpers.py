@@ -14,13 +14,18 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Origin, Subprotocol
 
-from gateway.config import Settings
-from gateway.server import Gateway
+from gateway.auth import Role, mint_token
+from gateway.config import AuthSettings, Settings
+from gateway.server import BEARER_PREFIX, SUBPROTOCOL, Gateway
 
 T = TypeVar("T")
 
 STEP = 5.0  # bound for any single await in a test
+
+# The HS256 key of the tests' gateways (at least 32 bytes, as the verifier insists).
+TEST_SECRET = "tests-gateway-hs256-key-0123456789abcdef"
 
 
 def run(coro: Awaitable[T], timeout: float = 30.0) -> T:
@@ -39,9 +44,27 @@ def settings(**overrides: Any) -> Settings:
         "redis_mode": "standalone",
         "redis_password": None,
         "drain_seconds": 2.0,
+        "metrics_port": 0,
+        # The fan-out, failover and drain tests are about Redis, not about who may do
+        # what: their gateways run with authentication off (explicitly, as a stack must
+        # say it). test_gateway_auth.py runs gateways with auth_required().
+        "auth": AuthSettings(mode="disabled"),
     }
     base.update(overrides)
     return Settings(**base)
+
+
+def auth_required(**overrides: Any) -> AuthSettings:
+    return AuthSettings(**{"mode": "required", "jwt_secret": TEST_SECRET, **overrides})
+
+
+def token(role: Role, *trips: str, ttl: float = 300, sub: str | None = None, **kw: Any) -> str:
+    return mint_token(TEST_SECRET, sub=sub or f"{role}-1", role=role, trips=trips, ttl=ttl, **kw)
+
+
+def bearer(jwt: str) -> list[Subprotocol]:
+    """The subprotocols a client offers to present ``jwt``."""
+    return [Subprotocol(SUBPROTOCOL), Subprotocol(BEARER_PREFIX + jwt)]
 
 
 @asynccontextmanager
@@ -87,9 +110,20 @@ async def no_message(ws: ClientConnection, wait: float = 0.3) -> bool:
 
 
 @asynccontextmanager
-async def ws_client(port: int) -> AsyncIterator[ClientConnection]:
-    """Connected client whose welcome frame was already checked."""
-    ws = await asyncio.wait_for(connect(f"ws://127.0.0.1:{port}/", open_timeout=STEP), STEP)
+async def ws_client(
+    port: int, jwt: str | None = None, origin: str | None = None
+) -> AsyncIterator[ClientConnection]:
+    """Connected client (presenting ``jwt`` as a bearer subprotocol) whose welcome frame
+    was already checked."""
+    ws = await asyncio.wait_for(
+        connect(
+            f"ws://127.0.0.1:{port}/",
+            open_timeout=STEP,
+            subprotocols=bearer(jwt) if jwt else None,
+            origin=Origin(origin) if origin else None,
+        ),
+        STEP,
+    )
     try:
         welcome = await recv_json(ws)
         assert welcome["type"] == "welcome", welcome
@@ -121,6 +155,25 @@ async def subscribe(ws: ClientConnection, trip_id: str) -> None:
 async def send_location(ws: ClientConnection, trip_id: str, lat: float, lng: float) -> None:
     frame = {"type": "location", "trip_id": trip_id, "lat": lat, "lng": lng, "ts": time.time()}
     await ws.send(json.dumps(frame))
+
+
+async def published_and_received(
+    publisher: ClientConnection, subscriber: ClientConnection, trip_id: str, lat: float
+) -> dict[str, Any]:
+    """Publish until ``subscriber`` receives the update. "subscribed" is sent once the
+    gateway has written SUBSCRIBE to Redis, not once Redis confirmed it, so the first
+    update right after a first subscription can race it; tests about who may publish
+    retry rather than depend on that timing."""
+    deadline = time.monotonic() + STEP
+    while time.monotonic() < deadline:
+        await send_location(publisher, trip_id, lat, 0.0)
+        try:
+            return await recv_until(
+                subscriber, lambda m: m["type"] == "location" and m["lat"] == lat, 0.5
+            )
+        except TimeoutError:
+            continue
+    raise TimeoutError(f"no update for {trip_id} reached the subscriber")
 
 
 async def http_get(port: int, path: str) -> tuple[int, dict[str, str], str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gw_redis
 import pytest
-from gw_helpers import http_get, recv_json, run
+from gw_helpers import TEST_SECRET, bearer, http_get, recv_json, run, token
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -30,6 +30,8 @@ def gateway_env(**extra: str) -> dict[str, str]:
         if not k.startswith(("GATEWAY_", "REDIS_", "WEBSOCKET_"))
     }
     env["PYTHONPATH"] = str(ROOT)
+    env["GATEWAY_JWT_SECRET"] = TEST_SECRET
+    env["GATEWAY_METRICS_PORT"] = str(gw_redis.free_port())
     env.update(extra)
     return env
 
@@ -85,6 +87,23 @@ def test_password_is_never_logged(redis_standalone: gw_redis.RedisProc) -> None:
     assert proc.returncode == 0
     assert "listening on" in output
     assert gw_redis.PASSWORD not in output
+    assert TEST_SECRET not in output
+
+
+def test_required_auth_without_a_key_exits_2() -> None:
+    env = gateway_env(REDIS_URL="redis://127.0.0.1:1/0")
+    del env["GATEWAY_JWT_SECRET"]
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "GATEWAY_JWT_SECRET: is required when GATEWAY_AUTH_MODE=required" in out.stderr
 
 
 async def wait_healthy(port: int, timeout: float = 15) -> None:
@@ -101,13 +120,15 @@ async def wait_healthy(port: int, timeout: float = 15) -> None:
 
 
 async def stubborn_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A WebSocket client that completes the handshake, then ignores everything
-    (it never answers the close frame), so the drain must wait for it."""
+    """A WebSocket client that completes the handshake (its token in the query string),
+    then ignores everything (it never answers the close frame), so the drain must wait
+    for it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write(
         (
-            "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"GET /?token={token('rider', 'trip-1')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )
@@ -134,7 +155,8 @@ def test_sigterm_drains_with_1001_and_exits_zero(redis_standalone: gw_redis.Redi
 
     async def scenario(proc: subprocess.Popen[str]) -> float:
         await wait_healthy(port)
-        async with connect(f"ws://127.0.0.1:{port}/") as ws:
+        jwt = token("rider", "trip-1")
+        async with connect(f"ws://127.0.0.1:{port}/", subprotocols=bearer(jwt)) as ws:
             assert (await recv_json(ws))["gateway"] == "gw-proc"
             _, stubborn = await stubborn_client(port)
 
@@ -151,7 +173,9 @@ def test_sigterm_drains_with_1001_and_exits_zero(redis_standalone: gw_redis.Redi
             assert status == 503
             assert json.loads(body)["status"] == "draining"
             with pytest.raises(Exception, match="503"):
-                async with connect(f"ws://127.0.0.1:{port}/", open_timeout=5):
+                async with connect(
+                    f"ws://127.0.0.1:{port}/", open_timeout=5, subprotocols=bearer(jwt)
+                ):
                     pass
 
             while proc.poll() is None and time.monotonic() - signalled < drain + 10:

@@ -127,7 +127,12 @@ def test_connection_limit_closes_with_1013(redis_standalone: gw_redis.RedisProc)
             assert info.value.rcvd is not None
             assert info.value.rcvd.code == 1013
             assert "limit" in info.value.rcvd.reason
-            _, _, body = await http_get(gw.port, "/metrics")
+            # Readiness says so (load balancers route elsewhere); liveness stays up.
+            status, _, body = await http_get(gw.port, "/healthz")
+            assert (status, json.loads(body)["status"]) == (503, "full")
+            status, _, body = await http_get(gw.port, "/livez")
+            assert (status, json.loads(body)["status"]) == (200, "alive")
+            _, _, body = await http_get(gw.metrics_port, "/metrics")
             assert metric_value(body, "gateway_rejected_connections_total", 'reason="limit"') == 1
             assert metric_value(body, "gateway_open_connections") == 2
 
@@ -145,7 +150,10 @@ def test_healthz_and_metrics_reflect_traffic(redis_standalone: gw_redis.RedisPro
             assert health["redis_ok"] is True
             assert health["open_connections"] == 0
 
-            status, headers, before = await http_get(gw.port, "/metrics")
+            # /metrics is served on its own port only.
+            status, _, _ = await http_get(gw.port, "/metrics")
+            assert status == 404
+            status, headers, before = await http_get(gw.metrics_port, "/metrics")
             assert status == 200
             assert headers["content-type"].startswith("text/plain")
             assert "gateway_fanout_latency_seconds_bucket" in before
@@ -161,7 +169,7 @@ def test_healthz_and_metrics_reflect_traffic(redis_standalone: gw_redis.RedisPro
                 _, _, body = await http_get(gw.port, "/healthz")
                 assert json.loads(body)["open_connections"] == 1
 
-                _, _, after = await http_get(gw.port, "/metrics")
+                _, _, after = await http_get(gw.metrics_port, "/metrics")
                 assert metric_value(after, "gateway_open_connections") == 1
                 assert metric_value(after, "gateway_messages_in_total", 'type="location"') == 3
                 assert metric_value(after, "gateway_messages_in_total", 'type="invalid"') == 1

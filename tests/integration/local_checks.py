@@ -23,8 +23,10 @@ from local_helpers import (
     pg_connect,
     pg_value,
     pooler_console,
+    recv_json,
     run_async,
     run_pids,
+    send_location,
     still_alive,
     subscribe,
     wait_for,
@@ -224,11 +226,12 @@ def check_fanout_across_gateways(phase: Phase) -> None:
     base = phase.nginx_ws
 
     async def scenario() -> tuple[str, str, float]:
-        ids = await client_ids_on_distinct_gateways(base, min(2, gateways))
-        rider_id, driver_id = (list(ids) * 2)[:2]
-        rider, rider_gw = await open_client(base, rider_id)
-        driver, driver_gw = await open_client(base, driver_id)
         trip = f"trip-{new_marker()[:12]}"
+        rider_token, driver_token = phase.token("rider", trip), phase.token("driver", trip)
+        ids = await client_ids_on_distinct_gateways(base, min(2, gateways), rider_token)
+        rider_id, driver_id = (list(ids) * 2)[:2]
+        rider, rider_gw = await open_client(base, rider_id, rider_token)
+        driver, driver_gw = await open_client(base, driver_id, driver_token)
         try:
             await subscribe(rider, trip)
             waited = await deliver(driver, rider, trip, 10)
@@ -249,10 +252,12 @@ def check_fanout_across_gateways(phase: Phase) -> None:
 def check_sticky_and_status(phase: Phase) -> None:
     base = phase.nginx_ws
 
+    token = phase.token("rider", "trip-sticky")
+
     async def landings(client_id: str, times: int) -> set[str]:
         seen = set()
         for _ in range(times):
-            ws, gateway = await open_client(base, client_id)
+            ws, gateway = await open_client(base, client_id, token)
             await ws.close()
             seen.add(gateway)
         return seen
@@ -331,11 +336,12 @@ def check_gateway_killed_clients_resume(phase: Phase) -> None:
     run = phase.run
 
     async def scenario() -> tuple[str, str, float]:
-        ids = await client_ids_on_distinct_gateways(base, 2)
-        (rider_id, victim), (driver_id, _) = list(ids.items())
-        rider, _ = await open_client(base, rider_id)
-        driver, driver_gw = await open_client(base, driver_id)
         trip = f"trip-{new_marker()[:12]}"
+        rider_token, driver_token = phase.token("rider", trip), phase.token("driver", trip)
+        ids = await client_ids_on_distinct_gateways(base, 2, rider_token)
+        (rider_id, victim), (driver_id, _) = list(ids.items())
+        rider, _ = await open_client(base, rider_id, rider_token)
+        driver, driver_gw = await open_client(base, driver_id, driver_token)
         await subscribe(rider, trip)
         await deliver(driver, rider, trip, 10)
         run.kill_process(victim)  # SIGKILL: no drain, the socket just dies
@@ -345,7 +351,7 @@ def check_gateway_killed_clients_resume(phase: Phase) -> None:
         except TimeoutError:
             await rider.close()
         # The app reconnects with the same client_id; Nginx skips the dead gateway.
-        rider2, new_gw = await open_client(base, rider_id)
+        rider2, new_gw = await open_client(base, rider_id, rider_token)
         await subscribe(rider2, trip)
         await deliver(driver, rider2, trip, 10)
         resumed = time.monotonic() - killed
@@ -416,11 +422,12 @@ def check_sentinel_failover(phase: Phase, keys: int = 200) -> None:
     )
 
     async def scenario() -> tuple[float, float, float]:
-        ids = await client_ids_on_distinct_gateways(base, 2)
-        rider_id, driver_id = list(ids)
-        rider, _ = await open_client(base, rider_id)
-        driver, _ = await open_client(base, driver_id)
         trip = f"trip-{new_marker()[:12]}"
+        rider_token, driver_token = phase.token("rider", trip), phase.token("driver", trip)
+        ids = await client_ids_on_distinct_gateways(base, 2, rider_token)
+        rider_id, driver_id = list(ids)
+        rider, _ = await open_client(base, rider_id, rider_token)
+        driver, _ = await open_client(base, driver_id, driver_token)
         await subscribe(rider, trip)
         await deliver(driver, rider, trip, 10)
         phase.run.kill_process(victim)
@@ -549,3 +556,73 @@ def _slot_owner_alive(phase: Phase, alive: list[tuple[str, int]], prefix: str) -
     finally:
         node.close()
     return False
+
+
+def check_gateway_auth_through_nginx(phase: Phase) -> None:
+    """The run's gateways demand tokens behind Nginx: the key `local up` wrote (0600) signs
+    tokens they accept, also through `sikka-scaling token`; no token, a rider publishing
+    and a stranger's driver are refused; /metrics is not public."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    auth = phase.summary["gateway_auth"]
+    assert (auth["mode"], auth["algorithms"]) == ("required", ["HS256"])
+    key_file = Path(auth["key_file"])
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key_file.read_text().strip() == phase.run.secrets["gateway-jwt-secret"]
+    base = phase.nginx_ws
+    trip = f"trip-{new_marker()[:12]}"
+    minted = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scaling.cli",
+            "token",
+            *("--stack", phase.run.state.stack, "--state-dir", phase.run.state.state_dir),
+            *("--sub", "cli-rider", "--role", "rider", "--trip", trip),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+
+    async def scenario() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        async with connect(f"{base}?client_id=anon", open_timeout=5) as anonymous:
+            try:
+                await asyncio.wait_for(anonymous.recv(), 5)
+            except ConnectionClosed as closed:
+                seen["anonymous"] = (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else None
+        rider, _ = await open_client(base, "auth-rider", minted)
+        driver, _ = await open_client(base, "auth-driver", phase.token("driver", trip))
+        stranger, _ = await open_client(base, "auth-stranger", phase.token("driver", "other"))
+        try:
+            await subscribe(rider, trip)
+            for name, ws in (("rider_publish", rider), ("stranger_publish", stranger)):
+                await send_location(ws, trip, lat=0.0)
+                seen[name] = (await recv_json(ws))["error"]
+            seen["delivered"] = await deliver(driver, rider, trip, 10)
+        finally:
+            for ws in (rider, driver, stranger):
+                await ws.close()
+        return seen
+
+    seen = run_async(scenario())
+    assert seen["anonymous"] == (4401, "missing token")
+    assert seen["rider_publish"] == "forbidden: a rider may not publish locations"
+    assert seen["stranger_publish"] == f"forbidden: trip '{trip}' is not in your token"
+    public = httpx.get(phase.summary["nginx"]["url"] + "/metrics", timeout=5)
+    assert public.status_code == 404 and "gateway_" not in public.text
+    for gateway in phase.summary["gateways"]:
+        scraped = httpx.get(gateway["metrics_url"], timeout=5)
+        assert scraped.status_code == 200 and "gateway_open_connections" in scraped.text
+        assert httpx.get(gateway["live_url"], timeout=5).status_code == 200
+    print(
+        f"\n[{phase.spec.phase}] tokens: anonymous closed 4401, rider publish and stranger "
+        f"refused, driver delivered in {seen['delivered'] * 1000:.0f} ms"
+    )

@@ -19,7 +19,10 @@ import psutil
 import psycopg
 import redis
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
+from gateway.auth import Role, mint_token
+from gateway.server import BEARER_PREFIX, SUBPROTOCOL
 from scaling.local import LocalRun
 from scaling.model import POOLER_ADMIN_USER, PhaseSpec
 
@@ -67,6 +70,20 @@ class Phase:
     @property
     def nginx_ws(self) -> str:
         return str(self.summary["nginx"]["ws_url"])
+
+    def token(self, role: Role, *trips: str, ttl: float = 600) -> str:
+        """A token the run's gateways accept, signed with the run's key by the gateway's
+        own helper (the key `local up` generated and wrote to gateway_auth.key_file)."""
+        auth = self.spec.gateway.auth
+        return mint_token(
+            self.run.secrets["gateway-jwt-secret"],
+            sub=f"{role}-{new_marker()[:8]}",
+            role=role,
+            trips=trips,
+            ttl=ttl,
+            issuer=auth.issuer,
+            audience=auth.audience,
+        )
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.2) -> float:
@@ -138,9 +155,20 @@ def new_marker() -> str:
 # ------------------------------------------------------------------------ WebSocket
 
 
-async def open_client(base_url: str, client_id: str) -> tuple[ClientConnection, str]:
-    """Connect through Nginx with ``client_id``; returns the socket and the gateway id."""
-    ws = await connect(f"{base_url}?client_id={client_id}", open_timeout=STEP, close_timeout=1)
+def bearer(token: str) -> list[Subprotocol]:
+    """The subprotocols that present ``token`` (gateway/README.md, Authentication)."""
+    return [Subprotocol(SUBPROTOCOL), Subprotocol(BEARER_PREFIX + token)]
+
+
+async def open_client(base_url: str, client_id: str, token: str) -> tuple[ClientConnection, str]:
+    """Connect through Nginx with ``client_id``, presenting ``token``; returns the socket
+    and the gateway id."""
+    ws = await connect(
+        f"{base_url}?client_id={client_id}",
+        open_timeout=STEP,
+        close_timeout=1,
+        subprotocols=bearer(token),
+    )
     welcome = await recv_json(ws)
     assert welcome["type"] == "welcome", welcome
     return ws, str(welcome["gateway"])
@@ -197,13 +225,14 @@ async def deliver(
 
 
 async def client_ids_on_distinct_gateways(
-    base_url: str, wanted: int, attempts: int = 60
+    base_url: str, wanted: int, token: str, attempts: int = 60
 ) -> dict[str, str]:
-    """client_id -> gateway id, ``wanted`` ids that hash to ``wanted`` different gateways."""
+    """client_id -> gateway id, ``wanted`` ids that hash to ``wanted`` different gateways
+    (each probe connects with ``token``)."""
     found: dict[str, str] = {}
     for index in range(attempts):
         client_id = f"rider-{index}"
-        ws, gateway = await open_client(base_url, client_id)
+        ws, gateway = await open_client(base_url, client_id, token)
         await ws.close()
         if gateway not in found.values():
             found[client_id] = gateway

@@ -44,10 +44,12 @@ def test_secret_files_are_private(phase: Phase) -> None:
         Path(str(phase.run.entry("pgbouncer").cwd)) / "userlist.txt",
         state / "redis" / "redis-0" / "secrets.conf",
         state / "redis" / "redis-sentinel-0" / "sentinel.conf",
+        Path(phase.summary["gateway_auth"]["key_file"]),
     ]
     for path in private:
         assert path.stat().st_mode & 0o777 == 0o600, path
     assert phase.password not in (state / "state.json").read_text()
+    assert phase.run.secrets["gateway-jwt-secret"] not in (state / "state.json").read_text()
 
 
 def test_row_written_on_primary_reaches_every_replica(phase: Phase) -> None:
@@ -68,6 +70,10 @@ def test_location_reaches_a_subscriber_on_another_gateway(phase: Phase) -> None:
 
 def test_sticky_and_status_listener(phase: Phase) -> None:
     checks.check_sticky_and_status(phase)
+
+
+def test_gateways_demand_tokens(phase: Phase) -> None:
+    checks.check_gateway_auth_through_nginx(phase)
 
 
 def test_replica_restart_catches_up(phase: Phase) -> None:

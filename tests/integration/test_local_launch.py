@@ -34,6 +34,7 @@ def test_summary_describes_the_launch_topology(phase: Phase) -> None:
 def test_secrets_are_private(phase: Phase) -> None:
     state = Path(phase.run.state.state_dir)
     assert (Path(phase.summary["secrets_file"]).stat().st_mode & 0o777) == 0o600
+    assert (Path(phase.summary["gateway_auth"]["key_file"]).stat().st_mode & 0o777) == 0o600
     secrets_conf = state / "redis" / "redis-0" / "secrets.conf"
     assert (secrets_conf.stat().st_mode & 0o777) == 0o600
 
@@ -52,6 +53,10 @@ def test_location_fanout_through_nginx(phase: Phase) -> None:
 
 def test_sticky_and_status_listener(phase: Phase) -> None:
     checks.check_sticky_and_status(phase)
+
+
+def test_gateways_demand_tokens(phase: Phase) -> None:
+    checks.check_gateway_auth_through_nginx(phase)
 
 
 def test_a_second_run_fits_beside_the_first(

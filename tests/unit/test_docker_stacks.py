@@ -254,8 +254,11 @@ def test_growth_sentinels_watch_the_master(growth: StackRun) -> None:
 
 def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
     passwords = growth.of_type("random:index/randomPassword:RandomPassword")
-    # application role, superuser, replication, PgBouncer console, Redis
-    assert len(passwords) == 5
+    # application role, superuser, replication, PgBouncer console, Redis, and the gateways'
+    # HS256 key, twice as long (256+ bits)
+    assert len(passwords) == 6
+    lengths = sorted(p.inputs["length"] for p in passwords)
+    assert lengths == [32, 32, 32, 32, 32, 64]
     for container in growth.of_type(CONTAINER):
         values = env(container)
         secret_vars = {
@@ -264,6 +267,7 @@ def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
             "REDIS_PASSWORD",
             "DATABASE_PASSWORD",
             "PGBOUNCER_ADMIN_PASSWORD",
+            "GATEWAY_JWT_SECRET",
         }
         if secret_vars & set(values):
             assert "envs" in container.secret_paths(), container.name
@@ -273,8 +277,8 @@ def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
 
 def test_supplied_secret_replaces_generated_one() -> None:
     run = run_stack("launch", secret_values={"sikka:redisPassword": "from-config"})
-    # The application role's and the superuser's are still generated.
-    assert len(run.of_type("random:index/randomPassword:RandomPassword")) == 2
+    # Still generated: the application role's, the superuser's and the gateways' key.
+    assert len(run.of_type("random:index/randomPassword:RandomPassword")) == 3
     redis = containers(run)["sikka-launch-redis-0"]
     assert env(redis)["REDIS_PASSWORD"] == "from-config"
     assert "envs" in redis.secret_paths()

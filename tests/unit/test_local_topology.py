@@ -88,7 +88,10 @@ def test_gateways_connect_to_redis_only(stack: str) -> None:
     topology = local_topology(spec_of(stack))
     for gateway in nodes(topology, "gateway"):
         assert [e.target for e in topology.edges_from(gateway.name, "connects-to")] == ["redis"]
-        assert dict(gateway.secret_env) == {"REDIS_PASSWORD": "redis-password"}
+        assert dict(gateway.secret_env) == {
+            "REDIS_PASSWORD": "redis-password",
+            "GATEWAY_JWT_SECRET": "gateway-jwt-secret",
+        }
 
 
 @pytest.mark.parametrize("stack", ["launch", "growth", "scale"])

@@ -143,7 +143,7 @@ def test_data_nodes_start_one_after_another(stack: str) -> None:
     ],
 )
 def test_gateways_hold_no_database_secret_or_edge(stack: str, overrides: dict[str, Any]) -> None:
-    """Gateways never use the database: the Redis password is their only secret, no
+    """Gateways never use the database: the Redis password and the token key are their only secrets, no
     variable names the database, and no edge leads them to a Postgres node or service."""
     topology = build_topology(spec_of(stack, **overrides))
     postgres = {n.name for n in topology.tier("postgres")}
@@ -151,7 +151,10 @@ def test_gateways_hold_no_database_secret_or_edge(stack: str, overrides: dict[st
     gateways = topology.tier("gateway")
     assert gateways
     for gateway in gateways:
-        assert dict(gateway.secret_env) == {"REDIS_PASSWORD": "redis-password"}
+        assert dict(gateway.secret_env) == {
+            "REDIS_PASSWORD": "redis-password",
+            "GATEWAY_JWT_SECRET": "gateway-jwt-secret",
+        }
         assert not [k for k in gateway.env if k.startswith(("DATABASE", "PG", "POSTGRES"))]
         assert not [e for e in topology.edges_from(gateway.name) if e.target in postgres]
 

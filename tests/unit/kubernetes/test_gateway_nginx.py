@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from k8s_support import SPECS, env_of, find, of_kind
+from k8s_support import SPECS, env_of, find, of_kind, on_kubernetes
 
 from scaling.kubernetes import build_manifests
 from scaling.kubernetes.gateway import termination_grace_seconds
@@ -64,6 +64,33 @@ def test_gateway_environment() -> None:
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis-credentials"
     # Each pod is its own gateway: GATEWAY_ID is the pod's name, not the topology node's.
     assert env["GATEWAY_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # Tokens: required, HS256 with the key from the gateways' own Secret.
+    assert env["GATEWAY_AUTH_MODE"]["value"] == "required"
+    assert env["GATEWAY_METRICS_PORT"]["value"] == "9102"
+    assert env["GATEWAY_JWT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "gateway-credentials",
+        "key": "jwt-secret",
+    }
+    secret = find(build_manifests(spec), "Secret", "gateway-credentials")
+    assert secret.body["stringData"] == {"jwt-secret": "${GATEWAY_JWT_SECRET}"}
+
+
+def test_gateway_with_a_jwks_url_gets_no_shared_key() -> None:
+    auth = {
+        "jwksUrl": "https://id.example.com/jwks.json",
+        "issuer": "https://id.example.com/",
+        "audience": "sikka",
+        "allowedOrigins": ["https://app.example.com"],
+    }
+    spec = on_kubernetes("scale", **{"sikka:gateway": {"auth": auth}})
+    manifests = build_manifests(spec)
+    env = env_of(_container(manifests, "gateway"))
+    assert "GATEWAY_JWT_SECRET" not in env
+    assert not [m for m in of_kind(manifests, "Secret") if m.name == "gateway-credentials"]
+    assert env["GATEWAY_JWKS_URL"]["value"] == "https://id.example.com/jwks.json"
+    assert env["GATEWAY_JWT_ISSUER"]["value"] == "https://id.example.com/"
+    assert env["GATEWAY_JWT_AUDIENCE"]["value"] == "sikka"
+    assert env["GATEWAY_ALLOWED_ORIGINS"]["value"] == "https://app.example.com"
 
 
 @pytest.mark.parametrize("phase", sorted(SPECS))
@@ -79,13 +106,17 @@ def test_gateway_environment_is_the_topology_gateway_environment(phase: str) -> 
 
 @pytest.mark.parametrize("phase", sorted(SPECS))
 def test_gateways_get_no_database_address_or_secret(phase: str) -> None:
-    """Gateways never use the database: the Deployment carries the Redis password as its
-    only secret, and nothing of Postgres (no DATABASE_* variable, no postgres-credentials)."""
+    """Gateways never use the database: the Deployment carries the Redis password and the
+    token key as its only secrets, and nothing of Postgres (no DATABASE_* variable, no
+    postgres-credentials)."""
     env = env_of(_container(build_manifests(SPECS[phase]()), "gateway"))
     assert not [name for name in env if name.startswith("DATABASE")]
     refs = [item["valueFrom"].get("secretKeyRef") for item in env.values() if "valueFrom" in item]
     refs = [ref for ref in refs if ref is not None]
-    assert refs == [{"name": "redis-credentials", "key": "password"}]
+    assert refs == [
+        {"name": "redis-credentials", "key": "password"},
+        {"name": "gateway-credentials", "key": "jwt-secret"},
+    ]
 
 
 def test_growth_gateway_finds_redis_through_sentinel() -> None:
@@ -98,8 +129,11 @@ def test_gateway_probes_spreading_and_draining(spec: Any, manifests: list[Any]) 
     deployment = find(manifests, "Deployment", "gateway").body["spec"]
     pod = deployment["template"]["spec"]
     container = pod["containers"][0]
+    # Readiness turns 503 while the pod is full; liveness stays up then (no restart).
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": spec.gateway.port, "metrics": spec.gateway.metrics_port}
     assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
     node = build_topology(spec).group("gateway")[0]
     assert pod["terminationGracePeriodSeconds"] == termination_grace_seconds(node)

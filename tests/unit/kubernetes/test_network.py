@@ -114,3 +114,17 @@ def test_workload_pods_carry_the_labels_the_policies_select(manifests: list[Mani
             template_labels = m.body["spec"]["template"]["metadata"]["labels"]
             assert template_labels["app.kubernetes.io/component"] == m.tier
             assert template_labels["app.kubernetes.io/part-of"] == "sikka-scaling"
+
+
+def test_gateway_metrics_only_from_prometheus_pods(manifests: list[Manifest]) -> None:
+    gateway = pod("gateway")
+    prometheus = {"app.kubernetes.io/name": "prometheus", "prometheus": "k8s"}
+    # Prometheus (Operator or Helm chart labels) in its own namespace or in ours.
+    assert allowed(manifests, prometheus, gateway, 9102, source_namespace="monitoring")
+    assert allowed(manifests, prometheus, gateway, 9102)
+    # Nobody else: not Nginx, not other pods, not the outside world.
+    assert not allowed(manifests, pod("nginx"), gateway, 9102)
+    assert not allowed(manifests, pod("monitoring"), gateway, 9102)
+    assert not allowed(manifests, None, gateway, 9102)
+    # And Prometheus gets /metrics only, not the clients' port.
+    assert not allowed(manifests, prometheus, gateway, 8080, source_namespace="monitoring")

@@ -41,6 +41,7 @@ def _walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 def test_placeholders_cover_the_stack_secrets() -> None:
     assert sorted(SECRET_PLACEHOLDERS.values()) == [
         "DATABASE_PASSWORD",
+        "GATEWAY_JWT_SECRET",
         "PGBOUNCER_ADMIN_PASSWORD",
         "POSTGRES_PASSWORD",
         "REDIS_PASSWORD",
@@ -51,7 +52,11 @@ def test_placeholders_cover_the_stack_secrets() -> None:
 
 def test_secret_values_are_placeholders_only(spec: PhaseSpec, manifests: list[Manifest]) -> None:
     secrets = [m for m in manifests if m.kind == "Secret"]
-    assert {m.name for m in secrets} == {"postgres-credentials", "redis-credentials"}
+    assert {m.name for m in secrets} == {
+        "postgres-credentials",
+        "redis-credentials",
+        "gateway-credentials",
+    }
     referenced: set[str] = set()
     for secret in secrets:
         assert "data" not in secret.body  # stringData only: nothing pre-encoded
@@ -81,7 +86,7 @@ def test_password_env_comes_from_secret_refs_only(manifests: list[Manifest]) -> 
     for owner, template in pod_templates(manifests):
         for container in template["spec"]["containers"]:
             for item in container.get("env", []):
-                if "PASSWORD" in item["name"]:
+                if "PASSWORD" in item["name"] or "SECRET" in item["name"]:
                     assert "value" not in item, f"{owner.key}:{item['name']}"
                     assert "secretKeyRef" in item["valueFrom"]
 
