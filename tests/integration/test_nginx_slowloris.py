@@ -136,22 +136,25 @@ def _timed_get(url: str) -> float:
     return time.monotonic() - started
 
 
-async def _legit_websockets(base_url: str, count: int) -> list[float]:
-    """`count` riders connect through Nginx (welcome from the gateway); one driver's location
-    reaches one of them. Returns each connection's time to welcome."""
+async def _legit_websockets(phase: Phase, count: int) -> list[float]:
+    """`count` riders connect through Nginx (welcome from the gateway), each with a token for
+    the trip; the trip's driver's location reaches one of them. Returns each connection's
+    time to welcome."""
     times: list[float] = []
+    marker = new_marker()[:8]
+    trip = f"trip-{marker}"
 
-    async def connect(client_id: str) -> ClientConnection:
+    async def connect(client_id: str, token: str) -> ClientConnection:
         started = time.monotonic()
-        ws, _gateway = await open_client(base_url, client_id)
+        ws, _gateway = await open_client(phase.nginx_ws, client_id, token)
         times.append(time.monotonic() - started)
         return ws
 
-    marker = new_marker()[:8]
-    riders = await asyncio.gather(*(connect(f"rider-{marker}-{i}") for i in range(count)))
-    driver = await connect(f"driver-{marker}")
+    riders = await asyncio.gather(
+        *(connect(f"rider-{marker}-{i}", phase.token("rider", trip)) for i in range(count))
+    )
+    driver = await connect(f"driver-{marker}", phase.token("driver", trip))
     try:
-        trip = f"trip-{marker}"
         await subscribe(riders[0], trip)
         await send_location(driver, trip)
         frame = await wait_location(riders[0], trip, 10)
@@ -175,7 +178,7 @@ def test_slowloris_from_one_address_leaves_nginx_serving(phase: Phase) -> None:
     status_health = status_url.replace("/nginx_status", "/healthz")
     # The same requests without an attack, for comparison.
     quiet = [_timed_get(f"{url}/healthz") for _ in range(20)]
-    quiet_sockets = run_async(_legit_websockets(phase.nginx_ws, 20))
+    quiet_sockets = run_async(_legit_websockets(phase, 20))
     print(
         f"\n[slowloris] without an attack: 20 public /healthz {_ms(quiet)}; "
         f"21 WebSockets to welcome {_ms(quiet_sockets)}"
@@ -203,7 +206,7 @@ def test_slowloris_from_one_address_leaves_nginx_serving(phase: Phase) -> None:
         attack.start()
         public = [_timed_get(f"{url}/healthz") for _ in range(20)]
         internal = [_timed_get(status_health) for _ in range(5)] + [_timed_get(status_url)]
-        sockets = run_async(_legit_websockets(phase.nginx_ws, 20))
+        sockets = run_async(_legit_websockets(phase, 20))
         attack.stop()
         print(
             f"[slowloris] under a sustained attack ({attack.attempts} connection attempts so "
@@ -261,7 +264,7 @@ def test_upgrade_flood_gets_429_and_others_still_connect(phase: Phase) -> None:
     assert statuses[0] != 429
     assert limited > 0
     # Another address is not affected, and plain requests from the flooder are not either.
-    times = run_async(_legit_websockets(phase.nginx_ws, 3))
+    times = run_async(_legit_websockets(phase, 3))
     assert len(times) == 4
     with httpx.Client(transport=httpx.HTTPTransport(local_address=ATTACKER)) as flooder:
         assert flooder.get(phase.summary["nginx"]["url"] + "/healthz").status_code == 200
