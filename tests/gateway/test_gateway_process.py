@@ -54,9 +54,9 @@ def gateway_process(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
         proc.wait(10)
 
 
-def test_bad_config_exits_nonzero_naming_the_variable() -> None:
-    env = gateway_env(REDIS_MODE="sentinel", REDIS_SENTINELS="127.0.0.1:notaport")
-    out = subprocess.run(
+def run_gateway(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the gateway with ``env`` until it exits (a bad configuration stops it at once)."""
+    return subprocess.run(
         [sys.executable, "-m", "gateway"],
         env=env,
         cwd=ROOT,
@@ -65,6 +65,11 @@ def test_bad_config_exits_nonzero_naming_the_variable() -> None:
         timeout=30,
         check=False,
     )
+
+
+def test_bad_config_exits_nonzero_naming_the_variable() -> None:
+    env = gateway_env(REDIS_MODE="sentinel", REDIS_SENTINELS="127.0.0.1:notaport")
+    out = run_gateway(env)
     assert out.returncode == 2
     assert "REDIS_SENTINELS" in out.stderr
     assert "non-numeric port" in out.stderr
@@ -93,15 +98,7 @@ def test_password_is_never_logged(redis_standalone: gw_redis.RedisProc) -> None:
 def test_required_auth_without_a_key_exits_2() -> None:
     env = gateway_env(REDIS_URL="redis://127.0.0.1:1/0")
     del env["GATEWAY_JWT_SECRET"]
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    out = run_gateway(env)
     assert out.returncode == 2
     assert "GATEWAY_JWT_SECRET: is required when GATEWAY_AUTH_MODE=required" in out.stderr
 
