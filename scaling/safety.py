@@ -13,7 +13,6 @@ from typing import Any
 
 from scaling.issues import ConfigIssue
 from scaling.topology import Topology
-from scaling.topology.redis import data_node_count
 
 # The stack output holding the shape, read back on the next run.
 SHAPE_EXPORT = "deployedShape"
@@ -26,7 +25,6 @@ def deployed_shape(topology: Topology) -> dict[str, Any]:
         "platform": spec.platform.value,
         "postgresMode": spec.postgres.mode,
         "redisMode": spec.redis.mode,
-        "redisDataNodes": data_node_count(spec),
     }
     if spec.postgres.mode == "citus":
         shape["postgresShards"] = spec.postgres.shards
