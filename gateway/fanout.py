@@ -87,6 +87,8 @@ class FanoutBackend(ABC):
         # Counts how often subscriptions were rebuilt after a connection loss;
         # exposed for logs and tests.
         self.resubscribes = 0
+        # Channels whose (S)SUBSCRIBE was sent and whose confirmation is awaited.
+        self._unconfirmed: dict[str, asyncio.Event] = {}
 
     @property
     def channels(self) -> frozenset[str]:
@@ -123,6 +125,28 @@ class FanoutBackend(ABC):
                 return True
             await asyncio.sleep(0.05)
         return False
+
+    def _expect(self, channel: str) -> asyncio.Event:
+        return self._unconfirmed.setdefault(channel, asyncio.Event())
+
+    def _confirm(self, channel: Any) -> None:
+        """The reader saw Redis confirm a subscription to ``channel``."""
+        text = channel.decode() if isinstance(channel, bytes) else str(channel)
+        event = self._unconfirmed.get(text)
+        if event is not None:
+            event.set()
+
+    async def _confirmed(self, channel: str, event: asyncio.Event) -> None:
+        """Return once Redis has confirmed the subscription, so that a message published
+        after :meth:`subscribe` returns reaches this gateway ("subscribed" means it). Gives
+        up after SOCKET_TIMEOUT: the reader re-subscribes after a lost connection."""
+        try:
+            await asyncio.wait_for(event.wait(), SOCKET_TIMEOUT)
+        except TimeoutError:
+            log.warning("subscription to %s not confirmed within %.1fs", channel, SOCKET_TIMEOUT)
+        finally:
+            if self._unconfirmed.get(channel) is event:
+                del self._unconfirmed[channel]
 
     def _deliver(self, channel: Any, payload: Any) -> None:
         channel_text = channel.decode() if isinstance(channel, bytes) else str(channel)
@@ -178,7 +202,8 @@ class _SingleMasterBackend(FanoutBackend):
 
     async def _open_pubsub(self) -> PubSub:
         assert self._client is not None
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        # Confirmations are read (not dropped): subscribe() waits for them.
+        pubsub = self._client.pubsub(ignore_subscribe_messages=False)
         try:
             async with self._lock:
                 await pubsub.subscribe(self._control_channel, *sorted(self._wanted))
@@ -208,10 +233,14 @@ class _SingleMasterBackend(FanoutBackend):
                     first = False
                     failures = 0
                 message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=READ_TIMEOUT
+                    ignore_subscribe_messages=False, timeout=READ_TIMEOUT
                 )
-                if message is not None and message.get("type") == "message":
+                if message is None:
+                    continue
+                if message.get("type") == "message":
                     self._deliver(message["channel"], message["data"])
+                elif message.get("type") == "subscribe":
+                    self._confirm(message["channel"])
             except asyncio.CancelledError:
                 raise
             except REDIS_FAILURES as exc:
@@ -230,7 +259,9 @@ class _SingleMasterBackend(FanoutBackend):
             if channel in self._wanted:
                 return
             self._wanted.add(channel)
+            confirmation = self._expect(channel)
             await self._send(lambda ps: ps.subscribe(channel))
+        await self._confirmed(channel, confirmation)
 
     async def unsubscribe(self, channel: str) -> None:
         async with self._lock:
@@ -338,7 +369,9 @@ class _Shard:
     def __init__(self, backend: ClusterBackend, name: str, client: Redis) -> None:
         self.name = name
         self.client = client
-        self.pubsub: PubSub = client.pubsub(ignore_subscribe_messages=True)
+        # (S)SUBSCRIBE confirmations and Redis's own SUNSUBSCRIBE (the slot moved) reach the
+        # reader: redis-py drops them when the pub/sub object ignores subscribe messages.
+        self.pubsub: PubSub = client.pubsub(ignore_subscribe_messages=False)
         self.channels: set[str] = set()
         self._backend = backend
         self.task: asyncio.Task[None] | None = None
@@ -448,11 +481,13 @@ class ClusterBackend(FanoutBackend):
             if channel in self._wanted:
                 return
             self._wanted.add(channel)
+            confirmation = self._expect(channel)
             try:
                 await self._ssubscribe_locked(channel)
             except REDIS_FAILURES as exc:
                 log.warning("ssubscribe %s failed (%s); will retry", channel, exc)
                 self._orphan_locked({channel})
+        await self._confirmed(channel, confirmation)
 
     async def unsubscribe(self, channel: str) -> None:
         async with self._lock:
@@ -492,6 +527,8 @@ class ClusterBackend(FanoutBackend):
                 kind = message.get("type")
                 if kind == "smessage":
                     self._deliver(message["channel"], message["data"])
+                elif kind == "ssubscribe":
+                    self._confirm(message["channel"])
                 elif kind == "sunsubscribe":
                     channel = message["channel"]
                     channel = channel.decode() if isinstance(channel, bytes) else str(channel)
