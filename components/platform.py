@@ -54,9 +54,9 @@ class Platform(pulumi.ComponentResource):
         topology = build_topology(spec)
         manifests = None
         if spec.platform == PlatformKind.KUBERNETES:
-            from scaling.kubernetes import build_manifests
+            from scaling.kubernetes import topology_manifests
 
-            manifests = build_manifests(spec)
+            manifests = topology_manifests(topology)
         self.deployed_shape = deployed_shape(topology)
         problems = refusals(previous_shape(), self.deployed_shape)
         if problems:

@@ -42,14 +42,10 @@ def start_after(topology: Topology, node: Node) -> tuple[str, ...]:
         if topology.has_service(edge.target):
             for target in topology.service(edge.target).targets:
                 add(target)
-        elif edge.target in {n.name for n in topology.nodes}:
+        elif topology.has_node(edge.target):
             add(edge.target)
         else:  # a group name ("redis"): every node of it
             for member in topology.group(edge.target):
-                add(member.name)
-    if node.role == "cluster-init":
-        for member in topology.tier("redis"):
-            if member.role != "cluster-init":
                 add(member.name)
     if node.stateful and node.ordinal > 0:
         previous = [n for n in topology.group(node.group) if n.ordinal == node.ordinal - 1]

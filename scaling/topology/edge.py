@@ -2,7 +2,8 @@
 
 Gateways find Redis through the names the Redis tier's nodes and services define (never
 spelled again elsewhere); they keep no durable state and never use the database, so they get
-neither its address nor any of its credentials: the Redis password is their only secret.
+neither its address nor any of its credentials: their secrets are the Redis password and,
+while they verify tokens with a shared key, that key.
 Nginx proxies to the gateway nodes (Docker) or re-resolves the gateways' headless Service
 (Kubernetes, ``server … resolve``).
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from scaling.model import PhaseSpec
 
@@ -134,6 +134,13 @@ class Scaling:
     max_replicas: int
 
 
+Named = TypeVar("Named", Node, Service, Scaling)
+
+
+def _name_of(item: Node | Service | Scaling) -> str:
+    return item.group if isinstance(item, Scaling) else item.name
+
+
 @dataclass(frozen=True)
 class Topology:
     spec: PhaseSpec
@@ -142,17 +149,23 @@ class Topology:
     edges: tuple[Edge, ...]
     scaling: tuple[Scaling, ...]
 
+    def _named(self, items: tuple[Named, ...], name: str, what: str) -> Named:
+        for item in items:
+            if _name_of(item) == name:
+                return item
+        raise KeyError(f"no {what} {name!r} in the {self.spec.phase.value} topology")
+
     def node(self, name: str) -> Node:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        raise KeyError(f"no node {name!r} in the {self.spec.phase.value} topology")
+        return self._named(self.nodes, name, "node")
 
     def service(self, name: str) -> Service:
-        for service in self.services:
-            if service.name == name:
-                return service
-        raise KeyError(f"no service {name!r} in the {self.spec.phase.value} topology")
+        return self._named(self.services, name, "service")
+
+    def bounds(self, group: str) -> Scaling:
+        return self._named(self.scaling, group, "scaling bounds for")
+
+    def has_node(self, name: str) -> bool:
+        return any(n.name == name for n in self.nodes)
 
     def has_service(self, name: str) -> bool:
         return any(s.name == name for s in self.services)
@@ -165,12 +178,6 @@ class Topology:
 
     def with_role(self, *roles: Role) -> list[Node]:
         return [n for n in self.nodes if n.role in roles]
-
-    def bounds(self, group: str) -> Scaling:
-        for item in self.scaling:
-            if item.group == group:
-                return item
-        raise KeyError(f"no scaling bounds for {group!r}")
 
     def edges_from(self, source: str, kind: EdgeKind | None = None) -> list[Edge]:
         return [e for e in self.edges if e.source == source and kind in (None, e.kind)]

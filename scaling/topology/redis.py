@@ -199,6 +199,8 @@ def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
             edges.append(Edge(name, node_name(GROUP, 0), "monitors"))
     if redis.mode == "cluster":
         nodes.append(cluster_init_node(spec, [n for n in nodes if n.tier == "redis"]))
+        # It forms the cluster from every data node: it runs once they all answer.
+        edges.append(Edge(CLUSTER_INIT, GROUP, "connects-to"))
     return nodes, services, edges
 
 

@@ -176,3 +176,9 @@ def test_postgres_secrets_go_to_postgres_and_pgbouncer_only(stack: str) -> None:
     else:
         assert "pgbouncer-admin-password" not in holders
         assert "replication-password" not in holders
+
+
+def test_cluster_init_starts_after_every_data_node() -> None:
+    topology = build_topology(spec_of("scale", **SCALE_ON_DOCKER))
+    init = topology.node("redis-cluster-init")
+    assert start_after(topology, init) == tuple(f"redis-{i}" for i in range(6))
