@@ -4,8 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # libnginx-mod-stream: Debian builds the stream module (Nginx's accept gate) as a dynamic module.
+# etcd-server, haproxy and python3-venv: Patroni's DCS, the router that follows its leader, and
+# the system Python's venv that runs Patroni as the postgres account (scaling/local/patroni.py).
 APT_PACKAGES := postgresql pgbouncer redis-server redis-sentinel redis-tools nginx libnginx-mod-stream \
-	prometheus
+	prometheus etcd-server etcd-client haproxy python3-venv
+# Patroni runs as the postgres account, which cannot reach a virtualenv under /root: its own
+# venv, from the system Python, inside the project.
+PATRONI_VENV ?= .venv-patroni
+PATRONI_REQUIREMENTS := images/postgres-patroni/requirements.txt
 STACKS := launch growth scale
 STACK ?= growth
 
@@ -25,7 +31,12 @@ $(BIN)/sikka-scaling: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-setup: system-packages $(BIN)/sikka-scaling
+$(PATRONI_VENV)/bin/patroni: $(PATRONI_REQUIREMENTS) | system-packages
+	/usr/bin/python3 -m venv $(PATRONI_VENV)
+	$(PATRONI_VENV)/bin/python -m pip install -q -r $(PATRONI_REQUIREMENTS)
+	touch $@
+
+setup: system-packages $(BIN)/sikka-scaling $(PATRONI_VENV)/bin/patroni
 
 lint: $(BIN)/sikka-scaling
 	$(BIN)/ruff check .

@@ -14,6 +14,8 @@ CONFIG_KEYS = {
     "postgres-superuser-password": "postgresSuperuserPassword",
     "replication-password": "replicationPassword",
     "pgbouncer-admin-password": "pgbouncerAdminPassword",
+    "postgres-rewind-password": "postgresRewindPassword",
+    "patroni-api-password": "patroniApiPassword",
     "redis-password": "redisPassword",
     "gateway-jwt-secret": "gatewayJwtSecret",
 }

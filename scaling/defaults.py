@@ -58,14 +58,17 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "readReplicas": 2,
             "memoryMb": 4096,
             "storageGb": 50,
+            "synchronousMode": "on",
         },
         # max_client_conn: 20 % of peak concurrent users hold a pooled session at once.
+        # Two PgBouncers: each one's pools fit in PostgreSQL's connections twice over.
         "pooler": {
             "enabled": True,
+            "replicas": 2,
             "maxClientConn": 1000,
-            "defaultPoolSize": 70,
-            "readPoolSize": 70,
-            "reservePoolSize": 10,
+            "defaultPoolSize": 40,
+            "readPoolSize": 40,
+            "reservePoolSize": 5,
         },
         "redis": {
             "mode": "sentinel",
@@ -103,13 +106,15 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "shards": 4,
             "coordinatorInstances": 2,
             "instancesPerShard": 2,
+            "synchronousMode": "on",
         },
         "pooler": {
             "enabled": True,
+            "replicas": 2,
             "maxClientConn": 4000,
-            "defaultPoolSize": 150,
-            "readPoolSize": 150,
-            "reservePoolSize": 20,
+            "defaultPoolSize": 85,
+            "readPoolSize": 85,
+            "reservePoolSize": 10,
         },
         "redis": {
             "mode": "cluster",

@@ -114,6 +114,7 @@ RESERVED_ROLES = frozenset(
         "postgres",  # the superuser (Docker image, StackGres)
         "replicator",  # streaming replication (scaling.render.postgres, StackGres)
         "authenticator",  # StackGres' Patroni and PgBouncer auth_user
+        "rewinder",  # Patroni's pg_rewind role (scaling.render.patroni)
         "pgbouncer",
         "pgbouncer_admin",  # PgBouncer's console (ours and StackGres's)
         "pgbouncer_stats",  # StackGres's PgBouncer stats user
@@ -236,6 +237,26 @@ class PostgresSpec(Section):
     shards: Annotated[int, Field(ge=1, le=MAX_SHARDS)] = 4
     coordinator_instances: Annotated[int, Field(ge=1, le=1 + MAX_REPLICAS)] = 2
     instances_per_shard: Annotated[int, Field(ge=1, le=1 + MAX_REPLICAS)] = 2
+    # High availability (Patroni: scaling.render.patroni; StackGres is Patroni on Kubernetes).
+    # "on": a commit is acknowledged once the synchronous standby has it, and only that
+    # standby may be promoted, so no acknowledged write is lost on failover (Patroni falls
+    # back to asynchronous while no standby is healthy); "strict" blocks writes instead;
+    # "off": asynchronous, a replica lagging more than maximumLagOnFailoverMb is never promoted.
+    synchronous_mode: Literal["off", "on", "strict"] = "off"
+    maximum_lag_on_failover_mb: Annotated[int, Field(ge=0, le=MAX_STORAGE_GB * 1024)] = 1
+    # How long the leader's lock outlives a leader that stopped renewing it: the time before a
+    # failover starts. 20 s is Patroni's floor (it silently raises anything lower).
+    leader_ttl_seconds: Annotated[int, Field(ge=20, le=3600)] = 20
+    # Docker: the phase's PostgreSQL image with Patroni installed, built from this folder of the
+    # project (FROM postgres.image) and tagged patroniImage; null pulls patroniImage instead.
+    patroni_image: Image = "ghcr.io/sikka-scaling/postgres-patroni:0.1.0"
+    patroni_build_context: (
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$", max_length=255)] | None
+    ) = "images/postgres-patroni"
+    # Patroni's DCS on Docker and locally: an etcd cluster of this many members (odd, so that
+    # a majority exists; 3 survive the loss of one).
+    etcd_members: Literal[1, 3, 5, 7] = 3
+    etcd_image: Image = "quay.io/coreos/etcd:v3.5.21"
 
     @property
     def version(self) -> str | None:
@@ -260,6 +281,11 @@ class PoolerSpec(Section):
     default_pool_size: Annotated[int, Field(ge=1, le=10_000)] = 20
     read_pool_size: Annotated[int, Field(ge=1, le=10_000)] = 20
     reserve_pool_size: Annotated[int, Field(ge=0, le=10_000)] = 5
+    # PgBouncers behind the `pgbouncer` service (Docker, local runner), each with a full set
+    # of pools: more than one, and losing one loses no client for longer than a reconnect.
+    # Under Patroni as many HAProxy routers stand between them and the PostgreSQL members.
+    replicas: Annotated[int, Field(ge=1, le=16)] = 1
+    router_image: Image = "haproxy:3.2.4"
 
 
 EvictionPolicy = Literal[

@@ -87,6 +87,16 @@ def postgres_topology(s: Sections) -> Iterator[ConfigIssue]:
             )
 
 
+def postgres_durability(s: Sections) -> Iterator[ConfigIssue]:
+    pg: PostgresSpec | None = s.get("postgres")
+    if pg is not None and pg.mode == "single" and pg.synchronous_mode != "off":
+        yield _issue(
+            "postgres.synchronousMode",
+            f"'{pg.synchronous_mode}' needs a standby to acknowledge commits; a 'single' "
+            "PostgreSQL has none: set 'off'",
+        )
+
+
 def pooler_within_postgres(s: Sections) -> Iterator[ConfigIssue]:
     pg: PostgresSpec | None = s.get("postgres")
     pooler: PoolerSpec | None = s.get("pooler")
@@ -102,11 +112,14 @@ def pooler_within_postgres(s: Sections) -> Iterator[ConfigIssue]:
     pools = [("defaultPoolSize", pooler.default_pool_size, "the primary")]
     if pg.read_replicas:
         pools.append(("readPoolSize", pooler.read_pool_size, "each replica"))
+    poolers = pooler.replicas
     for key, size, target in pools:
-        if size + pooler.reserve_pool_size > budget:
+        if poolers * (size + pooler.reserve_pool_size) > budget:
+            times = f"replicas {poolers} x (" if poolers > 1 else ""
             yield _issue(
                 f"pooler.{key}",
-                f"{key} {size} + reservePoolSize {pooler.reserve_pool_size} exceeds the "
+                f"{times}{key} {size} + reservePoolSize {pooler.reserve_pool_size}"
+                f"{')' if poolers > 1 else ''} exceeds the "
                 f"{budget} client connections PostgreSQL allows on {target} "
                 f"(postgres.maxConnections {pg.max_connections} - "
                 f"{pg.superuser_reserved_connections} reserved)",
@@ -306,6 +319,7 @@ RULES: tuple[Rule, ...] = (
     capacity_spans,
     postgres_connections,
     postgres_topology,
+    postgres_durability,
     pooler_within_postgres,
     redis_topology,
     gateway_capacity,

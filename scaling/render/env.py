@@ -17,6 +17,10 @@ SECRET_VARIABLES = {
     "postgres-superuser-password": "POSTGRES_PASSWORD",
     "replication-password": "REPLICATION_PASSWORD",
     "pgbouncer-admin-password": "PGBOUNCER_ADMIN_PASSWORD",
+    # Under Patroni (Docker, local runner): its pg_rewind role's, and its REST API's user for
+    # switchover, restart and reinitialize (reading the state needs none).
+    "postgres-rewind-password": "PATRONI_REWIND_PASSWORD",
+    "patroni-api-password": "PATRONI_RESTAPI_PASSWORD",
     "redis-password": "REDIS_PASSWORD",
     # The key the gateways verify HS256 client tokens with (and token issuers sign with).
     "gateway-jwt-secret": "GATEWAY_JWT_SECRET",
@@ -37,6 +41,8 @@ def required_secrets(spec: PhaseSpec) -> tuple[str, ...]:
         needed.append("replication-password")
     if not on_kubernetes and spec.pooler.enabled:
         needed.append("pgbouncer-admin-password")
+    if not on_kubernetes and spec.postgres.read_replicas and spec.postgres.mode == "replicated":
+        needed += ["postgres-rewind-password", "patroni-api-password"]
     needed.append("redis-password")
     if spec.gateway.auth.shared_secret:
         needed.append("gateway-jwt-secret")

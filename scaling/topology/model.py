@@ -31,6 +31,8 @@ Role = Literal[
     "cluster-init",  # one-shot: forms the cluster, joins new nodes, rebalances
     "gateway",
     "proxy",  # Nginx
+    "dcs",  # etcd: Patroni's leader lock
+    "router",  # HAProxy: sends clients to the Patroni leader or to healthy replicas
 ]
 
 EdgeKind = Literal["replicates-from", "monitors", "pools", "proxies-to", "connects-to"]
@@ -115,7 +117,7 @@ class Service:
     tier: Tier
     port: int
     targets: tuple[str, ...]  # node names; empty when the operator (StackGres) picks them
-    purpose: Literal["read-write", "read-only", "pooler", "redis", "gateway", "http"]
+    purpose: Literal["read-write", "read-only", "pooler", "redis", "gateway", "http", "dcs"]
 
 
 @dataclass(frozen=True)

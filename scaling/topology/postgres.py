@@ -7,6 +7,25 @@ from __future__ import annotations
 from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
+from scaling.render.etcd import CLIENT_PORT, PEER_PORT, EtcdMember, etcd_arguments
+from scaling.render.haproxy import (
+    READ_ONLY_PORT,
+    READ_WRITE_PORT,
+    Member,
+    RouterLayout,
+    render_haproxy_cfg,
+)
+from scaling.render.haproxy import (
+    STATS_PORT as ROUTER_STATS_PORT,
+)
+from scaling.render.patroni import (
+    PATRONI_SECRET_VARIABLES,
+    REST_API_USER,
+    REST_PORT,
+    PatroniLayout,
+    render_patroni_yml,
+    roles_script,
+)
 from scaling.render.pgbouncer import (
     POOLER_PORT,
     PoolerLayout,
@@ -19,13 +38,8 @@ from scaling.render.postgres import (
     PostgresLayout,
     render_pg_hba_conf,
     render_postgresql_conf,
-    replication_slot,
 )
-from scaling.render.postgres_start import (
-    init_roles_script,
-    primary_start_script,
-    replica_start_script,
-)
+from scaling.render.postgres_start import init_roles_script, primary_start_script
 
 from .model import ConfigFile, Edge, HealthCheck, Node, Service, Stop, Volume
 from .network import node_host, node_name, on_kubernetes
@@ -38,6 +52,10 @@ READ_WRITE = "postgres"
 REPLICAS = "postgres-replicas"  # SGCluster: every replica
 CITUS_READS = "postgres-reads"  # SGShardedCluster: any coordinator instance
 COORDINATOR_GROUP = "postgres-coord"
+# Under Patroni (Docker, local runner): the DCS and the routers in front of the members.
+ETCD_GROUP = "etcd"
+ETCD_SERVICE = "etcd"
+ROUTER_GROUP = "haproxy"
 
 
 def shard_group(shard: int) -> str:
@@ -48,6 +66,11 @@ def shard_group(shard: int) -> str:
 CONF_DIR = "/etc/postgresql"
 DATA_DIR = "/var/lib/postgresql/data"
 PASSFILE_DIR = "/run/sikka"
+PATRONI_DIR = "/etc/patroni"
+SOCKET_DIR = "/var/run/postgresql"
+ETCD_DATA_DIR = "/var/lib/etcd"
+ETCD_STORAGE_GB = 1
+ROUTER_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"
 # Fast shutdown (SIGINT) ends sessions and writes a checkpoint; given time, nothing replays.
 STOP = Stop("SIGINT", 120)
 
@@ -60,10 +83,6 @@ def replica_count(spec: PhaseSpec) -> int:
     return spec.postgres.read_replicas if spec.postgres.mode == "replicated" else 0
 
 
-def kept_slots(spec: PhaseSpec) -> list[str]:
-    return [replication_slot(i) for i in range(1, replica_count(spec) + 1)]
-
-
 def _ready() -> HealthCheck:
     return HealthCheck(f"pg_isready -q -h 127.0.0.1 -p {PG_PORT}")
 
@@ -73,8 +92,14 @@ def _volume(name: str, spec: PhaseSpec, size_gb: int | None = None) -> Volume:
 
 
 def _container_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
+    if replica_count(spec):
+        return _patroni_nodes(spec)
+    return _single_node(spec)
+
+
+def _single_node(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
+    """One PostgreSQL without replicas (launch): the official image, its start scripts."""
     pg = spec.postgres
-    replicas = replica_count(spec)
     layout = PostgresLayout(
         port=PG_PORT,
         hba_file=f"{CONF_DIR}/pg_hba.conf",
@@ -84,24 +109,17 @@ def _container_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[E
         f"{CONF_DIR}/postgresql.conf", render_postgresql_conf(spec, layout), "postgresql.conf"
     )
     hba = ConfigFile(f"{CONF_DIR}/pg_hba.conf", render_pg_hba_conf(spec, layout), "pg_hba.conf")
-    replication, slots = bool(replicas), kept_slots(spec)
     start = ConfigFile(
         f"{CONF_DIR}/primary-start.sh",
-        primary_start_script(
-            conf.path, pg.user, pg.database, replication=replication, keep_slots=slots
-        ),
+        primary_start_script(conf.path, pg.user, pg.database, replication=False, keep_slots=[]),
         "primary-start.sh",
     )
     # The image runs it once, on an empty volume; primary-start.sh applies the same SQL later.
     init = ConfigFile(
         "/docker-entrypoint-initdb.d/10-roles.sh",
-        init_roles_script(pg.user, pg.database, replication=replication, keep_slots=slots),
+        init_roles_script(pg.user, pg.database, replication=False, keep_slots=[]),
         "10-roles.sh",
     )
-    files = [conf, hba, start, init]
-    secrets = _secret("postgres-superuser-password") | _secret("postgres-password")
-    if replicas:
-        secrets |= _secret("replication-password")
     primary = Node(
         name=PRIMARY,
         tier="postgres",
@@ -114,75 +132,214 @@ def _container_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[E
         # The official image makes POSTGRES_USER its superuser, with POSTGRES_PASSWORD: that
         # is `postgres`; the application role is created by the scripts above.
         env={"POSTGRES_USER": SUPERUSER, "POSTGRES_DB": pg.database, "PGDATA": DATA_DIR},
-        secret_env=secrets,
-        files=tuple(files),
+        secret_env=_secret("postgres-superuser-password") | _secret("postgres-password"),
+        files=(conf, hba, start, init),
         volumes=(_volume(PRIMARY, spec),),
         health=_ready(),
         stop=STOP,
         memory_mb=pg.memory_mb,
     )
-    nodes = [primary]
-    edges: list[Edge] = []
-    replica_start = ConfigFile(
-        f"{CONF_DIR}/replica-start.sh",
-        replica_start_script(conf.path, f"{PASSFILE_DIR}/pgpass"),
-        "replica-start.sh",
+    nodes, edges = [primary], []
+    services = [Service(READ_WRITE, "postgres", PG_PORT, (PRIMARY,), "read-write")]
+    if spec.pooler.enabled:
+        layout_pool = _pool_targets(spec, Endpoint(READ_WRITE, PG_PORT), None)
+        pooler, pooler_edges = _poolers(spec, layout_pool)
+        nodes += pooler
+        edges += pooler_edges
+        services.append(Service(POOLER, "postgres", POOLER_PORT, _names(pooler), "pooler"))
+    return nodes, services, edges
+
+
+def _names(nodes: list[Node]) -> tuple[str, ...]:
+    return tuple(n.name for n in nodes)
+
+
+def _etcd_nodes(spec: PhaseSpec) -> tuple[list[Node], tuple[EtcdMember, ...]]:
+    members = tuple(
+        EtcdMember(
+            node_name(ETCD_GROUP, i),
+            Endpoint(node_host(spec, ETCD_GROUP, i), CLIENT_PORT),
+            Endpoint(node_host(spec, ETCD_GROUP, i), PEER_PORT),
+        )
+        for i in range(spec.postgres.etcd_members)
     )
-    for index in range(1, replicas + 1):
+    nodes = [
+        Node(
+            name=member.name,
+            tier="postgres",
+            role="dcs",
+            group=ETCD_GROUP,
+            ordinal=i,
+            image=spec.postgres.etcd_image,
+            ports={"etcd": CLIENT_PORT, "etcd-peer": PEER_PORT},
+            entrypoint=(
+                "etcd",
+                *etcd_arguments(spec, member, members, ETCD_DATA_DIR, listen_host="0.0.0.0"),
+            ),
+            volumes=(Volume(f"{member.name}-data", ETCD_DATA_DIR, ETCD_STORAGE_GB),),
+            health=HealthCheck(
+                f"etcdctl --endpoints=http://127.0.0.1:{CLIENT_PORT} endpoint health",
+                start_period_seconds=10,
+            ),
+            stop=Stop("SIGTERM", 30),
+        )
+        for i, member in enumerate(members)
+    ]
+    return nodes, members
+
+
+def patroni_scope(spec: PhaseSpec) -> str:
+    """The cluster's name in the DCS: one per stack."""
+    return spec.name_prefix
+
+
+def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
+    """Patroni members (ordinal 0 bootstraps the cluster, the others clone from whichever
+    member leads), an etcd cluster for their leader lock, HAProxy routers that follow the
+    leader through Patroni's REST API, and PgBouncers behind the `pgbouncer` service."""
+    pg = spec.postgres
+    etcd, members = _etcd_nodes(spec)
+    roles = ConfigFile(
+        f"{PATRONI_DIR}/roles.sh",
+        roles_script(pg.user, pg.database, SOCKET_DIR, PG_PORT),
+        "patroni-roles.sh",
+    )
+    secrets = dict(PATRONI_SECRET_VARIABLES) | _secret("postgres-password")
+    nodes: list[Node] = [*etcd]
+    edges: list[Edge] = []
+    for index in range(1 + replica_count(spec)):
         name = node_name(GROUP, index)
+        host = node_host(spec, GROUP, index)
+        layout = PatroniLayout(
+            scope=patroni_scope(spec),
+            name=name,
+            rest_listen=Endpoint("0.0.0.0", REST_PORT),
+            rest_connect=Endpoint(host, REST_PORT),
+            pg_listen=Endpoint("0.0.0.0", PG_PORT),
+            pg_connect=Endpoint(host, PG_PORT),
+            data_dir=DATA_DIR,
+            socket_dir=SOCKET_DIR,
+            pgpass=f"{PASSFILE_DIR}/pgpass",
+            etcd_hosts=tuple(m.client for m in members),
+            private_networks=(str(spec.docker_subnet),),
+            roles_script=f"sh {roles.path}",
+        )
+        config = ConfigFile(
+            f"{PATRONI_DIR}/patroni.yml", render_patroni_yml(spec, layout), f"patroni-{name}.yml"
+        )
         nodes.append(
             Node(
                 name=name,
                 tier="postgres",
-                role="replica",
+                # The member that bootstraps the cluster; Patroni elects the leader after.
+                role="replica" if index else "primary",
                 group=GROUP,
                 ordinal=index,
-                image=pg.image,
-                ports={"postgres": PG_PORT},
-                replica_of=PRIMARY,
-                entrypoint=("sh", replica_start.path),
+                image=pg.patroni_image,
+                ports={"postgres": PG_PORT, "patroni": REST_PORT},
+                replica_of=PRIMARY if index else None,
+                entrypoint=("patroni", config.path),
                 user="postgres",
-                env={
-                    "PGDATA": DATA_DIR,
-                    "NODE_NAME": name,
-                    "PRIMARY_HOST": node_host(spec, GROUP, 0),
-                    "PRIMARY_PORT": str(PG_PORT),
-                    "REPLICATION_SLOT": replication_slot(index),
-                },
-                secret_env=_secret("replication-password"),
-                files=(conf, hba, replica_start),
+                env={"PATRONI_RESTAPI_USERNAME": REST_API_USER},
+                secret_env=secrets,
+                files=(config, roles),
                 volumes=(_volume(name, spec),),
                 tmpfs=(PASSFILE_DIR,),
-                health=_ready(),
-                stop=STOP,
+                health=HealthCheck(
+                    f"curl -fsS -o /dev/null http://127.0.0.1:{REST_PORT}/health",
+                    start_period_seconds=60,
+                ),
+                # Patroni stops PostgreSQL (fast shutdown) and hands the lock over first.
+                stop=Stop("SIGTERM", 120),
                 memory_mb=pg.memory_mb,
             )
         )
-        edges.append(Edge(name, PRIMARY, "replicates-from"))
-    services = [Service(READ_WRITE, "postgres", PG_PORT, (PRIMARY,), "read-write")]
-    if replicas:
-        targets = tuple(n.name for n in nodes[1:])
-        services.append(Service(REPLICAS, "postgres", PG_PORT, targets, "read-only"))
-    if spec.pooler.enabled:
-        pooler = pooler_node(spec, read_pool=bool(replicas))
-        nodes.append(pooler)
-        services.append(Service(POOLER, "postgres", POOLER_PORT, (POOLER,), "pooler"))
-        edges.append(Edge(POOLER, READ_WRITE, "pools"))
-        if replicas:
-            edges.append(Edge(POOLER, REPLICAS, "pools"))
+        edges.append(Edge(name, ETCD_SERVICE, "connects-to"))
+        if index:
+            edges.append(Edge(name, PRIMARY, "replicates-from"))
+    patroni = [n for n in nodes if n.group == GROUP]
+    routers = _routers(spec, patroni)
+    nodes += routers
+    for router in routers:
+        edges += [Edge(router.name, member.name, "proxies-to") for member in patroni]
+    services = [
+        Service(ETCD_SERVICE, "postgres", CLIENT_PORT, _names(etcd), "dcs"),
+        Service(READ_WRITE, "postgres", READ_WRITE_PORT, _names(routers), "read-write"),
+        Service(REPLICAS, "postgres", READ_ONLY_PORT, _names(routers), "read-only"),
+    ]
+    targets = _pool_targets(
+        spec, Endpoint(READ_WRITE, READ_WRITE_PORT), Endpoint(REPLICAS, READ_ONLY_PORT)
+    )
+    poolers, pooler_edges = _poolers(spec, targets)
+    nodes += poolers
+    edges += pooler_edges
+    services.append(Service(POOLER, "postgres", POOLER_PORT, _names(poolers), "pooler"))
     return nodes, services, edges
 
 
-def pooler_node(spec: PhaseSpec, *, read_pool: bool) -> Node:
-    layout = PoolerLayout(
+def _routers(spec: PhaseSpec, members: list[Node]) -> list[Node]:
+    layout = RouterLayout(
+        read_write=Endpoint("0.0.0.0", READ_WRITE_PORT),
+        read_only=Endpoint("0.0.0.0", READ_ONLY_PORT),
+        stats=Endpoint("0.0.0.0", ROUTER_STATS_PORT),
+        members=tuple(
+            Member(m.name, Endpoint(node_host(spec, GROUP, m.ordinal), PG_PORT), REST_PORT)
+            for m in members
+        ),
+    )
+    config = ConfigFile(ROUTER_CONFIG, render_haproxy_cfg(spec, layout), "haproxy.cfg")
+    return [
+        Node(
+            name=node_name(ROUTER_GROUP, i),
+            tier="postgres",
+            role="router",
+            group=ROUTER_GROUP,
+            ordinal=i,
+            image=spec.pooler.router_image,
+            ports={
+                "postgres": READ_WRITE_PORT,
+                "postgres-ro": READ_ONLY_PORT,
+                "stats": ROUTER_STATS_PORT,
+            },
+            command=("haproxy", "-W", "-db", "-f", ROUTER_CONFIG),
+            files=(config,),
+            health=HealthCheck(f"bash -c '</dev/tcp/127.0.0.1/{ROUTER_STATS_PORT}'"),
+            # SIGUSR1: HAProxy's soft stop, sessions finish on their own.
+            stop=Stop("SIGUSR1", 30),
+        )
+        for i in range(spec.pooler.replicas)
+    ]
+
+
+def _pool_targets(spec: PhaseSpec, primary: Endpoint, replicas: Endpoint | None) -> PoolerLayout:
+    return PoolerLayout(
         listen=Endpoint("0.0.0.0", POOLER_PORT),
-        primary=Endpoint(READ_WRITE, PG_PORT),
-        replica_hosts=(REPLICAS,) if read_pool else (),
-        replica_port=PG_PORT,
+        primary=primary,
+        replica_hosts=(replicas.host,) if replicas else (),
+        replica_port=replicas.port if replicas else primary.port,
         auth_file="/run/pgbouncer/userlist.txt",
         hba_file="/etc/pgbouncer/pgbouncer_hba.conf",
         client_networks=(str(spec.docker_subnet),),
     )
+
+
+def _poolers(spec: PhaseSpec, layout: PoolerLayout) -> tuple[list[Node], list[Edge]]:
+    """PgBouncers behind the `pgbouncer` service; each pools the read-write service and, with
+    replicas, the read-only one."""
+    many = spec.pooler.replicas > 1 or bool(layout.replica_hosts)
+    nodes = [
+        pooler_node(spec, layout, node_name(POOLER, i) if many else POOLER, i)
+        for i in range(spec.pooler.replicas)
+    ]
+    edges = []
+    for node in nodes:
+        edges.append(Edge(node.name, READ_WRITE, "pools"))
+        if layout.replica_hosts:
+            edges.append(Edge(node.name, REPLICAS, "pools"))
+    return nodes, edges
+
+
+def pooler_node(spec: PhaseSpec, layout: PoolerLayout, name: str, ordinal: int) -> Node:
     # The auth file is written from the secrets at start-up, into a tmpfs, never an image:
     # the application role's line and the console user's, each from its own secret.
     app = SECRET_VARIABLES["postgres-password"]
@@ -194,11 +351,11 @@ def pooler_node(spec: PhaseSpec, *, read_pool: bool) -> Node:
         "exec pgbouncer /etc/pgbouncer/pgbouncer.ini\n"
     )
     return Node(
-        name=POOLER,
+        name=name,
         tier="postgres",
         role="pooler",
         group=POOLER,
-        ordinal=0,
+        ordinal=ordinal,
         image=spec.pooler.image,
         ports={"pgbouncer": POOLER_PORT},
         entrypoint=("sh", "-c", start),
