@@ -11,10 +11,17 @@ How many instances, in which groups and with how large a volume is the topology'
 shards. The Services the operator creates carry the topology's Service names (the builder
 refuses a topology Service the operator would not create).
 
-Both reference an ``SGInstanceProfile`` (cpu/memory), an ``SGPostgresConfig`` sized from the
-phase and, with pooling, an ``SGPoolingConfig`` with the phase's PgBouncer numbers. The
-application user is created by an ``SGScript`` whose SQL lives in a Secret, so no password is
-ever written into a custom resource.
+Both reference an ``SGInstanceProfile`` (cpu/memory), an ``SGPostgresConfig`` and, with
+pooling, an ``SGPoolingConfig`` with the phase's PgBouncer numbers. The application user is
+created by an ``SGScript`` whose SQL lives in a Secret, so no password is ever written into a
+custom resource.
+
+StackGres runs Patroni, so failover works as on Docker and locally, from the same phase
+values: the SGPostgresConfig carries the server parameters of
+:func:`scaling.render.postgres.postgres_parameters` (less what StackGres keeps to itself), the
+replication mode follows ``postgres.synchronousMode`` and ``configurations.patroni.dynamicConfig``
+carries :func:`scaling.render.patroni.dynamic_configuration` (less what StackGres derives
+itself), so ttl, loop_wait, retry_timeout and maximum_lag_on_failover are Patroni's there too.
 
 Roles: the application role gets the same least privilege as on Docker and locally (LOGIN
 only, owner of its database and that database's ``public`` schema, member of no role). The
@@ -36,7 +43,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from scaling.model import PhaseSpec
-from scaling.render.postgres import PG_PORT, REPLICATION_USER, memory_settings
+from scaling.render.patroni import dynamic_configuration
+from scaling.render.postgres import PG_PORT, REPLICATION_USER, postgres_parameters
 from scaling.render.postgres_start import APP_ROLE_ATTRIBUTES, revoke_memberships_sql
 from scaling.topology import Node, Topology
 from scaling.topology.postgres import COORDINATOR_GROUP, GROUP, READ_WRITE
@@ -92,6 +100,20 @@ POSTGRES_BLOCKLIST = frozenset(
         "wal_log_hints",
     }
 )
+# Replication plumbing StackGres sizes for its own features and keeps from its defaults:
+# wal_level "logical" (Citus moves shards and SGStream captures changes over logical
+# replication), 20 WAL senders and slots (those moves and streams take their own) and its
+# wal_keep_size. The phase's smaller values would take those features away.
+STACKGRES_MANAGED = frozenset(
+    {"wal_level", "max_wal_senders", "max_replication_slots", "wal_keep_size"}
+)
+# Fields of Patroni's dynamic configuration StackGres ignores in dynamicConfig: it derives
+# them from .replication, the SGPostgresConfig and .replicateFrom (CRD description).
+PATRONI_IGNORED = frozenset(
+    {"synchronous_mode", "synchronous_mode_strict", "postgresql", "standby_cluster"}
+)
+# postgres.synchronousMode → StackGres's replication mode (the same Patroni settings).
+REPLICATION_MODES = {"off": "async", "on": "sync", "strict": "strict-sync"}
 PGBOUNCER_BLOCKLIST = frozenset(
     {
         "admin_users",
@@ -173,18 +195,38 @@ def cpu_for(memory_mb: int) -> str:
 
 
 def postgresql_conf(spec: PhaseSpec) -> dict[str, str]:
-    pg = spec.postgres
-    mem = memory_settings(spec)
+    """The phase's server parameters, as every other PostgreSQL of the phase runs with them,
+    less those StackGres refuses or sizes itself."""
+    excluded = POSTGRES_BLOCKLIST | STACKGRES_MANAGED
     return {
-        "max_connections": str(pg.max_connections),
-        "superuser_reserved_connections": str(pg.superuser_reserved_connections),
-        "shared_buffers": f"{mem.shared_buffers_mb}MB",
-        "effective_cache_size": f"{mem.effective_cache_size_mb}MB",
-        "work_mem": f"{mem.work_mem_kb}kB",
-        "maintenance_work_mem": f"{mem.maintenance_work_mem_mb}MB",
-        "password_encryption": "scram-sha-256",
-        "log_min_duration_statement": "500ms",
+        name: value for name, value in postgres_parameters(spec).items() if name not in excluded
     }
+
+
+def patroni_dynamic_config(spec: PhaseSpec) -> dict[str, object]:
+    """Patroni's cluster-wide settings as on Docker and locally; what StackGres ignores there
+    is left out (the synchronous mode is :func:`replication`'s)."""
+    return {
+        key: value
+        for key, value in dynamic_configuration(spec).items()
+        if key not in PATRONI_IGNORED
+    }
+
+
+def replication(spec: PhaseSpec, instances: int) -> dict[str, Any]:
+    """The replication mode of a group of ``instances``: synchronous modes keep as many
+    synchronous standbys as Patroni's ``synchronous_node_count``, which StackGres requires to
+    be below the group's instances."""
+    mode = REPLICATION_MODES[spec.postgres.synchronous_mode]
+    if mode == "async":
+        return {"mode": mode}
+    standbys = dynamic_configuration(spec)["synchronous_node_count"]
+    if not isinstance(standbys, int) or instances <= standbys:
+        raise ValueError(
+            f"postgres.synchronousMode '{spec.postgres.synchronous_mode}' needs "
+            f"{standbys} synchronous standby(s): a group of {instances} instance(s) has too few"
+        )
+    return {"mode": mode, "syncInstances": standbys}
 
 
 def pgbouncer_ini(spec: PhaseSpec) -> dict[str, str]:
@@ -348,9 +390,11 @@ def _metadata(spec: PhaseSpec) -> dict[str, Any]:
 
 
 def _configurations(spec: PhaseSpec, *, pooling: bool) -> dict[str, Any]:
-    configurations = {"sgPostgresConfig": POSTGRES_CONFIG_NAME}
+    configurations: dict[str, Any] = {"sgPostgresConfig": POSTGRES_CONFIG_NAME}
     if pooling:
         configurations["sgPoolingConfig"] = POOLING_CONFIG_NAME
+    # dynamicConfig may change on a running cluster (initialConfig is creation-only).
+    configurations["patroni"] = {"dynamicConfig": patroni_dynamic_config(spec)}
     return configurations
 
 
@@ -367,6 +411,7 @@ def sg_cluster(topology: Topology) -> Manifest:
         {
             "instances": len(nodes),
             "postgres": {"version": postgres_version(spec)},
+            "replication": replication(spec, len(nodes)),
             "sgInstanceProfile": PROFILE_NAME,
             "metadata": _metadata(spec),
             "configurations": {
@@ -403,6 +448,7 @@ def sg_sharded_cluster(topology: Topology) -> Manifest:
     sizes = {len(group) for group in shards}
     if len(sizes) != 1:
         raise ValueError(f"shard groups of {sorted(sizes)} instances: StackGres sizes all alike")
+    per_shard = sizes.pop()
     return _sg(
         spec,
         "SGShardedCluster",
@@ -411,10 +457,14 @@ def sg_sharded_cluster(topology: Topology) -> Manifest:
             "type": "citus",
             "database": pg.database,
             "postgres": {"version": postgres_version(spec)},
+            # Every group also says its own mode: StackGres gives a coordinator without one
+            # "sync-all" (every replica synchronous) instead of this cluster-wide mode.
+            "replication": replication(spec, min(len(coordinator), per_shard)),
             "metadata": _metadata(spec),
             "configurations": {"credentials": _credentials()},
             "coordinator": {
                 "instances": len(coordinator),
+                "replication": replication(spec, len(coordinator)),
                 "sgInstanceProfile": PROFILE_NAME,
                 # Clients reach Citus through the coordinator only: it alone gets the phase's
                 # PgBouncer numbers; workers keep StackGres's default pooling.
@@ -424,9 +474,10 @@ def sg_sharded_cluster(topology: Topology) -> Manifest:
             },
             "shards": {
                 "clusters": len(shards),
-                "instancesPerCluster": sizes.pop(),
+                "instancesPerCluster": per_shard,
+                "replication": replication(spec, per_shard),
                 "sgInstanceProfile": PROFILE_NAME,
-                "configurations": {"sgPostgresConfig": POSTGRES_CONFIG_NAME},
+                "configurations": _configurations(spec, pooling=False),
                 "pods": _pods(spec, shard_nodes, pooling=True),
             },
         },

@@ -12,8 +12,16 @@ from scaling.model import PhaseSpec
 from scaling.stackconfig import load_stack_file, parse
 
 REPO = Path(__file__).resolve().parents[3]
-# The CRDs live beside the checkout (../shared/crds), never inside it.
-CRD_DIR = REPO.parent / "shared" / "crds"
+# The CRDs live beside the checkout (../shared/crds), never inside it; a git worktree of the
+# checkout may sit a level or two further down, so the nearest such folder above counts.
+CRD_DIR = next(
+    (
+        parent / "shared" / "crds"
+        for parent in REPO.parents
+        if (parent / "shared" / "crds").is_dir()
+    ),
+    REPO.parent / "shared" / "crds",
+)
 
 
 def scale_spec() -> PhaseSpec:

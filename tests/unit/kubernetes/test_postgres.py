@@ -3,15 +3,43 @@ phase, credentials through Secret references only."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from k8s_support import SPECS, find, of_kind, on_kubernetes
 
-from scaling.kubernetes import build_manifests, operator_release
+from scaling.kubernetes import Manifest, build_manifests, operator_release
 from scaling.kubernetes.postgres import (
+    PATRONI_IGNORED,
     PGBOUNCER_BLOCKLIST,
     POSTGRES_BLOCKLIST,
+    STACKGRES_MANAGED,
     postgres_version,
+    replication,
 )
 from scaling.kubernetes.secrets import POSTGRES_SECRET
+from scaling.model import PhaseSpec
+from scaling.render.patroni import dynamic_configuration, timeouts
+from scaling.render.postgres import postgres_parameters
+
+SYNCHRONOUS_MODES = ("off", "on", "strict")
+
+
+def with_postgres(phase: str, **postgres: Any) -> PhaseSpec:
+    return on_kubernetes(phase, **{"sikka:postgres": postgres})
+
+
+def cluster_of(manifests: list[Manifest]) -> Manifest:
+    return next(m for m in manifests if m.kind in ("SGCluster", "SGShardedCluster"))
+
+
+def patroni_groups(cluster: Manifest) -> list[dict[str, Any]]:
+    """The parts of a cluster object that each stand for one Patroni cluster (or several
+    alike): the SGCluster itself, or the coordinator and the shards."""
+    body = cluster.body["spec"]
+    if cluster.kind == "SGCluster":
+        return [body]
+    return [body["coordinator"], body["shards"]]
 
 
 def test_scale_is_a_citus_sharded_cluster_with_the_phase_topology() -> None:
@@ -28,11 +56,10 @@ def test_scale_is_a_citus_sharded_cluster_with_the_phase_topology() -> None:
     assert body["shards"]["instancesPerCluster"] == spec.postgres.instances_per_shard
     assert body["shards"]["instancesPerCluster"] >= 2
     # Both groups use the phase's postgres config; only the coordinator pools clients.
-    assert body["coordinator"]["configurations"] == {
-        "sgPostgresConfig": "postgres-config",
-        "sgPoolingConfig": "postgres-pooling",
-    }
-    assert body["shards"]["configurations"] == {"sgPostgresConfig": "postgres-config"}
+    coordinator, shards = body["coordinator"]["configurations"], body["shards"]["configurations"]
+    assert coordinator["sgPostgresConfig"] == shards["sgPostgresConfig"] == "postgres-config"
+    assert coordinator["sgPoolingConfig"] == "postgres-pooling"
+    assert "sgPoolingConfig" not in shards
     assert body["coordinator"]["managedSql"]["scripts"] == [{"sgScript": "postgres-app-user"}]
     assert body["shards"]["pods"]["persistentVolume"]["size"] == "50Gi"  # 200 GB over 4 shards
 
@@ -87,16 +114,122 @@ def test_postgres_config_is_sized_from_the_phase_memory() -> None:
     assert not set(conf) & POSTGRES_BLOCKLIST
 
 
+def test_postgres_config_is_the_phase_parameters_less_what_stackgres_keeps() -> None:
+    """The same values as postgresql.conf and patroni.yml elsewhere; only what StackGres
+    refuses (its blocklist) or sizes for its own features is left to StackGres."""
+    for phase in SPECS:
+        spec = SPECS[phase]()
+        config = find(build_manifests(spec), "SGPostgresConfig", "postgres-config")
+        conf = config.body["spec"]["postgresql.conf"]
+        parameters = postgres_parameters(spec)
+        assert conf == {
+            name: value
+            for name, value in parameters.items()
+            if name not in POSTGRES_BLOCKLIST | STACKGRES_MANAGED
+        }, phase
+        assert not set(conf) & POSTGRES_BLOCKLIST
+        # Nothing else is dropped: the durability and memory settings all reach StackGres.
+        assert set(parameters) - set(conf) <= STACKGRES_MANAGED | POSTGRES_BLOCKLIST
+        for name in ("max_connections", "shared_buffers", "work_mem", "max_slot_wal_keep_size"):
+            assert conf[name] == parameters[name], (phase, name)
+
+
+def test_postgres_config_follows_a_changed_phase_value() -> None:
+    spec = with_postgres("growth", maxConnections=150, memoryMb=8192, storageGb=100)
+    conf = find(build_manifests(spec), "SGPostgresConfig", "postgres-config").body["spec"][
+        "postgresql.conf"
+    ]
+    assert conf["max_connections"] == "150"
+    assert conf["shared_buffers"] == "2048MB"  # 25 % of 8192 MB
+    assert conf["max_slot_wal_keep_size"] == "10240MB"  # a tenth of 100 GB
+
+
+@pytest.mark.parametrize("mode", SYNCHRONOUS_MODES)
+def test_replication_mode_follows_synchronous_mode(mode: str) -> None:
+    expected = {
+        "off": {"mode": "async"},
+        "on": {"mode": "sync", "syncInstances": 1},
+        "strict": {"mode": "strict-sync", "syncInstances": 1},
+    }[mode]
+    growth = cluster_of(build_manifests(with_postgres("growth", synchronousMode=mode)))
+    assert growth.kind == "SGCluster"
+    assert growth.body["spec"]["replication"] == expected
+    scale = cluster_of(build_manifests(with_postgres("scale", synchronousMode=mode)))
+    assert scale.kind == "SGShardedCluster"
+    body = scale.body["spec"]
+    # Cluster-wide and per group: the coordinator would otherwise get StackGres's sync-all.
+    assert body["replication"] == expected
+    assert body["coordinator"]["replication"] == expected
+    assert body["shards"]["replication"] == expected
+
+
+def test_synchronous_standbys_are_patronis_synchronous_node_count() -> None:
+    for phase in ("growth", "scale"):
+        spec = SPECS[phase]()
+        assert spec.postgres.synchronous_mode == "on"
+        for group in patroni_groups(cluster_of(build_manifests(spec))):
+            count = dynamic_configuration(spec)["synchronous_node_count"]
+            assert group["replication"]["syncInstances"] == count
+            instances = group.get("instances", group.get("instancesPerCluster"))
+            assert instances > count  # StackGres refuses as many standbys as instances
+
+
+def test_launch_replicates_asynchronously() -> None:
+    cluster = cluster_of(build_manifests(SPECS["launch"]()))
+    assert cluster.body["spec"]["replication"] == {"mode": "async"}
+
+
+def test_a_synchronous_group_needs_a_standby() -> None:
+    spec = with_postgres("growth", synchronousMode="strict")
+    assert replication(spec, 2) == {"mode": "strict-sync", "syncInstances": 1}
+    with pytest.raises(ValueError, match=r"postgres\.synchronousMode 'strict'"):
+        replication(spec, 1)
+    assert replication(with_postgres("growth", synchronousMode="off"), 1) == {"mode": "async"}
+
+
+def test_patroni_dynamic_config_is_the_phase_dynamic_configuration() -> None:
+    """ttl, loop_wait, retry_timeout and maximum_lag_on_failover as on Docker; what StackGres
+    ignores in dynamicConfig (it derives the synchronous mode from .replication) is left out."""
+    for phase in SPECS:
+        spec = SPECS[phase]()
+        expected = {
+            key: value
+            for key, value in dynamic_configuration(spec).items()
+            if key not in PATRONI_IGNORED
+        }
+        for group in patroni_groups(cluster_of(build_manifests(spec))):
+            dynamic = group["configurations"]["patroni"]["dynamicConfig"]
+            assert dynamic == expected, phase
+            assert not set(dynamic) & PATRONI_IGNORED
+            assert dynamic.items() >= timeouts(spec).items()
+            assert dynamic["maximum_lag_on_failover"] == (
+                spec.postgres.maximum_lag_on_failover_mb * 1024 * 1024
+            )
+            assert "initialConfig" not in group["configurations"]["patroni"]
+
+
+def test_patroni_dynamic_config_follows_a_changed_phase_value() -> None:
+    spec = with_postgres("scale", leaderTtlSeconds=40, maximumLagOnFailoverMb=16)
+    for group in patroni_groups(cluster_of(build_manifests(spec))):
+        dynamic = group["configurations"]["patroni"]["dynamicConfig"]
+        assert dynamic["ttl"] == 40
+        assert dynamic["loop_wait"] + 2 * dynamic["retry_timeout"] <= 40
+        assert dynamic["maximum_lag_on_failover"] == 16 * 1024 * 1024
+
+
 def test_pooling_config_carries_the_phase_pgbouncer_numbers() -> None:
     spec = SPECS["scale"]()
     pooling = find(build_manifests(spec), "SGPoolingConfig", "postgres-pooling").body["spec"]
     ini = pooling["pgBouncer"]["pgbouncer.ini"]["pgbouncer"]
     assert ini == {
-        "pool_mode": "transaction",
-        "max_client_conn": "4000",
-        "default_pool_size": "150",
-        "reserve_pool_size": "20",
+        "pool_mode": spec.pooler.pool_mode,
+        "max_client_conn": str(spec.pooler.max_client_conn),
+        "default_pool_size": str(spec.pooler.default_pool_size),
+        "reserve_pool_size": str(spec.pooler.reserve_pool_size),
     }
+    # The scale defaults: PostgreSQL's 200 connections hold two poolers' full pools.
+    assert (ini["pool_mode"], ini["max_client_conn"]) == ("transaction", "4000")
+    assert (ini["default_pool_size"], ini["reserve_pool_size"]) == ("85", "10")
     assert not set(ini) & PGBOUNCER_BLOCKLIST
 
 

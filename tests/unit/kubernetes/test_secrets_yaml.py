@@ -38,16 +38,24 @@ def _walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, value
 
 
+def _secret_name(stack_key: str) -> str:
+    """The secret a stack key sets: "postgresPassword" → "postgres-password"."""
+    return re.sub(r"[A-Z]", lambda match: "-" + match.group().lower(), stack_key)
+
+
 def test_placeholders_cover_the_stack_secrets() -> None:
     assert sorted(SECRET_PLACEHOLDERS.values()) == [
         "DATABASE_PASSWORD",
         "GATEWAY_JWT_SECRET",
+        "PATRONI_RESTAPI_PASSWORD",
+        "PATRONI_REWIND_PASSWORD",
         "PGBOUNCER_ADMIN_PASSWORD",
         "POSTGRES_PASSWORD",
         "REDIS_PASSWORD",
         "REPLICATION_PASSWORD",
     ]
-    assert len(SECRET_PLACEHOLDERS) == len(SECRET_KEYS)
+    # Every secret a stack file may set has its placeholder.
+    assert {_secret_name(key) for key in SECRET_KEYS} <= set(SECRET_PLACEHOLDERS)
 
 
 def test_secret_values_are_placeholders_only(spec: PhaseSpec, manifests: list[Manifest]) -> None:

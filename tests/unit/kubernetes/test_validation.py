@@ -10,7 +10,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from k8s_support import CRD_DIR, SPECS
+from k8s_support import CRD_DIR, SPECS, on_kubernetes
 
 from scaling.kubernetes import Manifest, build_manifests
 
@@ -88,14 +88,44 @@ def test_strict_validation_rejects_an_unknown_field() -> None:
 @needs_crds
 @pytest.mark.parametrize("phase", sorted(SPECS))
 def test_stackgres_objects_match_their_crds(phase: str) -> None:
-    schemas = crd_schemas()
-    objects = stackgres(build_manifests(SPECS[phase]()))
+    objects = check_against_crds(build_manifests(SPECS[phase]()))
     assert {m.kind for m in objects} >= {"SGInstanceProfile", "SGPostgresConfig", "SGScript"}
+
+
+def check_against_crds(manifests: list[Manifest]) -> list[Manifest]:
+    schemas = crd_schemas()
+    objects = stackgres(manifests)
     for manifest in objects:
         schema = schemas.get((manifest.api_version, manifest.kind))
         assert schema is not None, f"no served CRD version for {manifest.key}"
         jsonschema.validate(manifest.body, schema)
         assert unknown_fields(manifest.body, schema) == [], manifest.key
+    return objects
+
+
+@needs_crds
+@pytest.mark.parametrize("mode", ["off", "on", "strict"])
+@pytest.mark.parametrize("phase", ["growth", "scale"])
+def test_clusters_match_their_crds_in_every_synchronous_mode(phase: str, mode: str) -> None:
+    spec = on_kubernetes(phase, **{"sikka:postgres": {"synchronousMode": mode}})
+    objects = check_against_crds(build_manifests(spec))
+    clusters = [m for m in objects if m.kind in ("SGCluster", "SGShardedCluster")]
+    assert len(clusters) == 1
+    assert clusters[0].body["spec"]["replication"]["mode"] in (
+        "async",
+        "sync",
+        "strict-sync",
+    )
+
+
+@needs_crds
+def test_crd_validation_rejects_a_bad_sync_instances() -> None:
+    # Guards the test above: replication is checked against the CRD's schema.
+    cluster = next(m for m in build_manifests(SPECS["growth"]()) if m.kind == "SGCluster")
+    replication = {**cluster.body["spec"]["replication"], "syncInstances": 0}
+    body = {**cluster.body, "spec": {**cluster.body["spec"], "replication": replication}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(body, crd_schemas()[("stackgres.io/v1", "SGCluster")])
 
 
 @needs_crds
