@@ -15,7 +15,7 @@ PATRONI_REQUIREMENTS := images/postgres-patroni/requirements.txt
 STACKS := launch growth scale
 STACK ?= growth
 
-.PHONY: setup system-packages lint test unit demo down clean
+.PHONY: setup system-packages lint test unit demo down bench clean
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -61,6 +61,10 @@ demo: setup
 
 down:
 	$(BIN)/sikka-scaling local down $(STACK)
+
+# Benchmarks print measured figures (ratios within one run); they assert nothing.
+bench: setup
+	$(BIN)/python -m benchmarks.sync_commit
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: measured figures, printed; never timed assertions."""
