@@ -21,6 +21,7 @@ from scaling.render.haproxy import (
 from scaling.render.patroni import (
     PATRONI_SECRET_VARIABLES,
     REST_API_USER,
+    ROLES_SECRET_VARIABLES,
     REST_PORT,
     PatroniLayout,
     render_patroni_yml,
@@ -177,9 +178,12 @@ def _etcd_nodes(spec: PhaseSpec) -> tuple[list[Node], tuple[EtcdMember, ...]]:
                 *etcd_arguments(spec, member, members, ETCD_DATA_DIR, listen_host="0.0.0.0"),
             ),
             volumes=(Volume(f"{member.name}-data", ETCD_DATA_DIR, ETCD_STORAGE_GB),),
+            # Healthy once the member serves with a majority of the cluster. The etcd image
+            # has no shell: the check runs etcdctl directly.
             health=HealthCheck(
                 f"etcdctl --endpoints=http://127.0.0.1:{CLIENT_PORT} endpoint health",
                 start_period_seconds=10,
+                shell=False,
             ),
             stop=Stop("SIGTERM", 30),
         )
@@ -204,7 +208,7 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
         roles_script(pg.user, pg.database, SOCKET_DIR, PG_PORT),
         "patroni-roles.sh",
     )
-    secrets = dict(PATRONI_SECRET_VARIABLES) | _secret("postgres-password")
+    secrets = dict(PATRONI_SECRET_VARIABLES) | ROLES_SECRET_VARIABLES
     nodes: list[Node] = [*etcd]
     edges: list[Edge] = []
     for index in range(1 + replica_count(spec)):
@@ -238,7 +242,9 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
                 image=pg.patroni_image,
                 ports={"postgres": PG_PORT, "patroni": REST_PORT},
                 replica_of=PRIMARY if index else None,
-                entrypoint=("patroni", config.path),
+                # PostgreSQL refuses a data folder others may read; the volume's root is that
+                # folder, and pg_basebackup keeps the mode it finds (the image's 1777).
+                entrypoint=("sh", "-c", f"chmod 0700 {DATA_DIR} && exec patroni {config.path}"),
                 user="postgres",
                 env={"PATRONI_RESTAPI_USERNAME": REST_API_USER},
                 secret_env=secrets,
