@@ -130,7 +130,7 @@ def render_patroni_yml(spec: PhaseSpec, layout: PatroniLayout) -> str:
                 {"auth": "scram-sha-256"},
                 "data-checksums",
             ],
-            "pg_hba": rules,
+            "pg_hba": list(rules),  # a copy: the file then has no YAML alias
             # Creates the application's role and database once the cluster is initialised.
             "post_bootstrap": layout.roles_script,
         },

@@ -72,6 +72,8 @@ SOCKET_DIR = "/var/run/postgresql"
 ETCD_DATA_DIR = "/var/lib/etcd"
 ETCD_STORAGE_GB = 1
 ROUTER_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"
+# Docker's embedded DNS server, in every container on a user-defined network.
+DOCKER_DNS = Endpoint("127.0.0.11", 53)
 # Fast shutdown (SIGINT) ends sessions and writes a checkpoint; given time, nothing replays.
 STOP = Stop("SIGINT", 120)
 
@@ -292,6 +294,7 @@ def _routers(spec: PhaseSpec, members: list[Node]) -> list[Node]:
             Member(m.name, Endpoint(node_host(spec, GROUP, m.ordinal), PG_PORT), REST_PORT)
             for m in members
         ),
+        resolver=DOCKER_DNS,
     )
     config = ConfigFile(ROUTER_CONFIG, render_haproxy_cfg(spec, layout), "haproxy.cfg")
     return [
