@@ -39,7 +39,9 @@ def built_image(
         resource_name,
         image_name=image_name,
         # No arguments: the same inputs the gateway's image always had (no diff, no rebuild).
-        build=docker.DockerBuildArgs(context=context, args=dict(build_args) if build_args else None),
+        build=docker.DockerBuildArgs(
+            context=context, args=dict(build_args) if build_args else None
+        ),
         skip_push=True,
         opts=pulumi.ResourceOptions(parent=parent),
     )

@@ -51,9 +51,7 @@ def render_haproxy_cfg(spec: PhaseSpec, layout: RouterLayout) -> str:
         )
 
     follow = (
-        " resolvers private init-addr last,libc,none resolve-prefer ipv4"
-        if layout.resolver
-        else ""
+        " resolvers private init-addr last,libc,none resolve-prefer ipv4" if layout.resolver else ""
     )
     resolvers = (
         f"""\

@@ -210,7 +210,9 @@ def test_superuser_is_postgres_and_the_app_role_is_not(launch: StackRun) -> None
     values = env(primary)
     assert values["POSTGRES_USER"] == "postgres"
     assert values["POSTGRES_DB"] == "sikka"
-    assert values["POSTGRES_PASSWORD"] == "generated-sikka-launch-secrets-postgres-superuser-password"
+    assert (
+        values["POSTGRES_PASSWORD"] == "generated-sikka-launch-secrets-postgres-superuser-password"
+    )
     assert values["DATABASE_PASSWORD"] == "generated-sikka-launch-secrets-postgres-password"
     init = uploaded(primary, "/docker-entrypoint-initdb.d/10-roles.sh")
     start = uploaded(primary, "/etc/postgresql/primary-start.sh")
