@@ -11,7 +11,7 @@ from typing import Any
 
 from scaling.render.endpoints import Endpoint
 from scaling.render.pgbouncer import read_only_database
-from scaling.topology import Service, Topology
+from scaling.topology import Node, Service, Topology
 from scaling.topology.network import node_host, on_kubernetes, service_host
 from scaling.topology.postgres import patroni_scope
 
@@ -53,6 +53,12 @@ def postgres_failover(topology: Topology) -> dict[str, Any]:
     if dcs is None:
         return {"manager": "none", "synchronous_mode": pg.synchronous_mode}
     members = [n for n in topology.tier("postgres") if "patroni" in n.ports]
+
+    def api(node: Node) -> str:
+        return (
+            f"http://{Endpoint(node_host(spec, node.group, node.ordinal), node.ports['patroni'])}"
+        )
+
     return {
         "manager": "patroni",
         "scope": patroni_scope(spec),
@@ -64,13 +70,7 @@ def postgres_failover(topology: Topology) -> dict[str, Any]:
                 if n.name in dcs.targets
             ],
         },
-        "members": [
-            {
-                "name": n.name,
-                "api": f"http://{Endpoint(node_host(spec, n.group, n.ordinal), n.ports['patroni'])}",
-            }
-            for n in members
-        ],
+        "members": [{"name": n.name, "api": api(n)} for n in members],
         "leader_path": "/leader",
         "cluster_path": "/cluster",
         "synchronous_mode": pg.synchronous_mode,

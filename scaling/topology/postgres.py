@@ -21,8 +21,8 @@ from scaling.render.haproxy import (
 from scaling.render.patroni import (
     PATRONI_SECRET_VARIABLES,
     REST_API_USER,
-    ROLES_SECRET_VARIABLES,
     REST_PORT,
+    ROLES_SECRET_VARIABLES,
     PatroniLayout,
     render_patroni_yml,
     roles_script,
