@@ -18,6 +18,8 @@ pulumi.export(
         "primary": platform.postgres.primary_endpoint,
         "replicas": platform.postgres.replica_endpoints,
         "pooler": platform.postgres.pooler_endpoint,
+        # Who fails over, and where to ask which member leads now (not known at deploy time).
+        "failover": platform.postgres.failover,
     },
 )
 pulumi.export("redis", platform.redis.endpoints)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import pulumi
 import pulumi_docker as docker
 
-from components.images import gateway_image
-from scaling.docker import WAIT_TIMEOUT_SECONDS, container_name, start_after, volume_name
+from components.images import built_image
+from scaling.docker import (
+    WAIT_TIMEOUT_SECONDS,
+    container_name,
+    health_test,
+    image_builds,
+    start_after,
+    volume_name,
+)
 from scaling.topology import Node, Topology
 
 
@@ -20,14 +28,15 @@ class DockerRuntime:
         self,
         topology: Topology,
         secrets: Mapping[str, pulumi.Output[str]],
-        builds: Mapping[str, str],
+        project_dir: Path,
         prefix: str,
         parent: pulumi.Resource,
     ) -> None:
         spec = topology.spec
         self.topology = topology
         self.secrets = secrets
-        self.builds = dict(builds)  # image reference → build context
+        self.project_dir = project_dir  # where the build contexts are
+        self.builds = image_builds(topology)
         self._images: dict[str, pulumi.Output[str]] = {}
         self.containers: dict[str, docker.Container] = {}
         self.network = docker.Network(
@@ -42,9 +51,15 @@ class DockerRuntime:
         rebuild rolls the containers), else pulled."""
         if reference not in self._images:
             safe = reference.replace("/", "-").replace(":", "-").replace("@", "-")
-            context = self.builds.get(reference)
-            if context is not None:
-                self._images[reference] = gateway_image(f"image-{safe}", reference, context, parent)
+            build = self.builds.get(reference)
+            if build is not None:
+                self._images[reference] = built_image(
+                    f"image-{safe}",
+                    reference,
+                    str(self.project_dir / build.context),
+                    parent,
+                    build.args,
+                )
             else:
                 pulled = docker.RemoteImage(
                     f"image-{safe}",
@@ -122,7 +137,7 @@ class DockerRuntime:
                 )
             ],
             healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD-SHELL", health.command],
+                tests=health_test(health),
                 interval=f"{health.interval_seconds}s",
                 timeout=f"{health.timeout_seconds}s",
                 retries=health.retries,

@@ -1,16 +1,24 @@
-"""The gateway image built from the project, referenced by what was built, not by its tag."""
+"""Images built from the project (the gateway's, the Patroni members'), referenced by what
+was built, not by their tag."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import pulumi
 import pulumi_docker as docker
 
 
-def gateway_image(
-    resource_name: str, image_name: str, context: str, parent: pulumi.Resource
+def built_image(
+    resource_name: str,
+    image_name: str,
+    context: str,
+    parent: pulumi.Resource,
+    build_args: Mapping[str, str] | None = None,
 ) -> pulumi.Output[str]:
-    """Build ``context`` (its own Dockerfile) as ``image_name`` on the Docker host, without
-    pushing, and return the built image's id (``sha256:<hash>``) for ``Container.image``.
+    """Build ``context`` (its own Dockerfile, given ``build_args``) as ``image_name`` on the
+    Docker host, without pushing, and return the built image's id (``sha256:<hash>``) for
+    ``Container.image``.
 
     Why ``repo_digest``: ``image_name`` is an input echoed back, the same tag before and after
     a rebuild, so a container given it never changes and is never replaced. pulumi-docker's
@@ -30,7 +38,10 @@ def gateway_image(
     built = docker.Image(
         resource_name,
         image_name=image_name,
-        build=docker.DockerBuildArgs(context=context),
+        # No arguments: the same inputs the gateway's image always had (no diff, no rebuild).
+        build=docker.DockerBuildArgs(
+            context=context, args=dict(build_args) if build_args else None
+        ),
         skip_push=True,
         opts=pulumi.ResourceOptions(parent=parent),
     )

@@ -35,6 +35,8 @@ class Registered:
     protect: bool = False
     retain_on_delete: bool = False
     delete_before_replace: bool = False
+    urn: str = ""
+    depends_on: tuple[str, ...] = ()  # URNs of the resources it was registered to wait for
 
     def secret_paths(self) -> set[str]:
         found: set[str] = set()
@@ -96,6 +98,8 @@ class RecordingMonitor(mocks.MockMonitor):
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
                 delete_before_replace=bool(request.deleteBeforeReplace),
+                urn=response.urn,
+                depends_on=tuple(request.dependencies),
             )
             if last is None or (last.type, last.name) != (entry.type, entry.name):
                 self.recorder.resources.append(entry)

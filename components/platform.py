@@ -100,10 +100,4 @@ class Platform(pulumi.ComponentResource):
             return k8s_runtime
         from components.docker_runtime import DockerRuntime
 
-        gateway = spec.gateway
-        builds = (
-            {gateway.image: str(PROJECT_DIR / gateway.build_context)}
-            if gateway.build_context
-            else {}
-        )
-        return DockerRuntime(topology, secrets.values, builds, name, self)
+        return DockerRuntime(topology, secrets.values, PROJECT_DIR, name, self)

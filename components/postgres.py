@@ -3,6 +3,8 @@ Citus sharded cluster through StackGres (scale, Kubernetes)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from components.tier import TierComponent
 from scaling.exports import postgres_endpoints
 
@@ -14,3 +16,4 @@ class Postgres(TierComponent):
     primary_endpoint: str
     replica_endpoints: list[str]
     pooler_endpoint: str | None
+    failover: dict[str, Any]  # scaling.exports.postgres_failover

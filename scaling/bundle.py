@@ -16,8 +16,9 @@ def _add(files: dict[str, str], name: str, content: str) -> None:
         raise AssertionError(f"two different files render as {name}")
 
 
-def render_bundle(spec: PhaseSpec, gateway_build_path: str | None = None) -> dict[str, str]:
-    """``gateway_build_path``: the gateway build context relative to the output folder.
+def render_bundle(spec: PhaseSpec, project_path: str | None = None) -> dict[str, str]:
+    """``project_path``: the project folder relative to the output folder (where
+    docker-compose.yml finds the build contexts of the images the stack builds).
 
     Docker stacks: docker-compose.yml and the config files its containers mount. Kubernetes
     stacks: manifests.yaml and, for reading, the config files its ConfigMaps carry.
@@ -28,7 +29,7 @@ def render_bundle(spec: PhaseSpec, gateway_build_path: str | None = None) -> dic
         for node in topology.nodes:
             for config in node.files:
                 _add(files, config.render_name, config.content)
-        files["docker-compose.yml"] = render_compose(topology, gateway_build_path)
+        files["docker-compose.yml"] = render_compose(topology, project_path)
     else:
         manifests = build_manifests(spec)
         for manifest in manifests:

@@ -66,12 +66,8 @@ def render(
         _fail(f"render: --out {out}: is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        build = (
-            os.path.relpath(PROJECT_DIR / spec.gateway.build_context, out.resolve())
-            if spec.gateway.build_context
-            else None
-        )
-        for name, content in render_bundle(spec, build).items():
+        project = Path(os.path.relpath(PROJECT_DIR, out.resolve())).as_posix()
+        for name, content in render_bundle(spec, project).items():
             (out / name).write_text(content)
             typer.echo(f"wrote {out / name}")
     except OSError as error:

@@ -11,8 +11,9 @@ from typing import Any
 
 from scaling.render.endpoints import Endpoint
 from scaling.render.pgbouncer import read_only_database
-from scaling.topology import Service, Topology
+from scaling.topology import Node, Service, Topology
 from scaling.topology.network import node_host, on_kubernetes, service_host
+from scaling.topology.postgres import patroni_scope
 
 
 def _service(topology: Topology, purpose: str, tier: str) -> Service | None:
@@ -23,12 +24,66 @@ def _address(topology: Topology, service: Service) -> str:
     return str(Endpoint(service_host(topology.spec, service.name), service.port))
 
 
+def postgres_failover(topology: Topology) -> dict[str, Any]:
+    """Who moves the primary role when a server fails, and where to ask who holds it.
+
+    The stack knows the members, not the leader: Patroni elects it and may move it at any
+    time after `pulumi up` (a failover, a switchover), so no deploy-time output could say
+    which member leads. Ask a member's REST API instead: ``GET <api>/leader`` answers 200
+    on the leader alone, ``GET <api>/cluster`` lists every member with its role and lag
+    (``sikka-scaling local status`` shows it for the local runner). Clients need none of
+    this: the ``postgres`` service follows the leader.
+
+    manager: "patroni" (Docker, local runner: etcd holds its leader lock), "stackgres"
+    (Kubernetes: the operator's Patroni, with the Kubernetes API as its lock), or "none"
+    (one server, nothing to fail over to).
+    """
+    spec = topology.spec
+    pg = spec.postgres
+    if on_kubernetes(spec):
+        return {
+            "manager": "stackgres",
+            "dcs": {"kind": "kubernetes", "endpoints": []},
+            "members": [],
+            "leader_path": "/leader",
+            "cluster_path": "/cluster",
+            "synchronous_mode": pg.synchronous_mode,
+        }
+    dcs = _service(topology, "dcs", "postgres")
+    if dcs is None:
+        return {"manager": "none", "synchronous_mode": pg.synchronous_mode}
+    members = [n for n in topology.tier("postgres") if "patroni" in n.ports]
+
+    def api(node: Node) -> str:
+        return (
+            f"http://{Endpoint(node_host(spec, node.group, node.ordinal), node.ports['patroni'])}"
+        )
+
+    return {
+        "manager": "patroni",
+        "scope": patroni_scope(spec),
+        "dcs": {
+            "kind": "etcd3",
+            "endpoints": [
+                str(Endpoint(node_host(spec, n.group, n.ordinal), dcs.port))
+                for n in topology.nodes
+                if n.name in dcs.targets
+            ],
+        },
+        "members": [{"name": n.name, "api": api(n)} for n in members],
+        "leader_path": "/leader",
+        "cluster_path": "/cluster",
+        "synchronous_mode": pg.synchronous_mode,
+    }
+
+
 def postgres_endpoints(topology: Topology) -> dict[str, Any]:
     primary = _service(topology, "read-write", "postgres")
     assert primary is not None  # every phase has one
     read_only = _service(topology, "read-only", "postgres")
     pooler = _service(topology, "pooler", "postgres")
     return {
+        "failover": postgres_failover(topology),
         "primary_endpoint": _address(topology, primary),
         "replica_endpoints": [_address(topology, read_only)] if read_only else [],
         # On Kubernetes StackGres runs PgBouncer in front of the primary Service's port.

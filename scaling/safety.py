@@ -1,7 +1,8 @@
 """Changes `pulumi up` must refuse because they cannot be applied without losing data.
 
 Pure: :func:`deployed_shape` is what the stack exports about where its data lives (shard
-and master counts, namespace, volume claims); on the next run :func:`refusals` compares
+and master counts, namespace, volume claims, whether Patroni picks the PostgreSQL leader and
+how many etcd members hold its lock); on the next run :func:`refusals` compares
 the new spec with the shape the stack last deployed and names every key whose change would
 delete a node that still owns data, or move or recreate a volume, with what to do instead.
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 from scaling.issues import ConfigIssue
 from scaling.topology import Topology
+from scaling.topology.postgres import ETCD_SERVICE
 
 # The stack output holding the shape, read back on the next run.
 SHAPE_EXPORT = "deployedShape"
@@ -28,6 +30,10 @@ def deployed_shape(topology: Topology) -> dict[str, Any]:
     }
     if spec.postgres.mode == "citus":
         shape["postgresShards"] = spec.postgres.shards
+    if topology.has_service(ETCD_SERVICE):
+        # Patroni leads the members (any of them may be the leader), etcd holds its lock.
+        shape["postgresFailover"] = "patroni"
+        shape["etcdMembers"] = len(topology.service(ETCD_SERVICE).targets)
     if spec.redis.mode == "cluster":
         shape["redisMasters"] = spec.redis.masters
         shape["redisReplicasPerMaster"] = spec.redis.replicas_per_master
@@ -111,6 +117,8 @@ def refusals(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> 
                 f"lower the count ({MIGRATION_DOC})",
             )
         )
+    if previous.get("postgresFailover") == "patroni" and not postgres_moved:
+        issues += _patroni_refusals(previous, current)
     if redis_moved:
         return issues
     if "redisMasters" in previous and current.get("redisMasters", 0) < previous["redisMasters"]:
@@ -148,4 +156,34 @@ def refusals(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> 
                     f"--cascade=orphan), then set the new value ({MIGRATION_DOC})",
                 )
             )
+    return issues
+
+
+def _patroni_refusals(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[ConfigIssue]:
+    issues = []
+    if current.get("postgresFailover") != "patroni":
+        key = (
+            "postgres.mode" if current["postgresMode"] != "replicated" else "postgres.readReplicas"
+        )
+        issues.append(
+            _issue(
+                key,
+                "Patroni manages the stack's PostgreSQL and may have made any member the "
+                "leader; a single server would start from postgres-0's volume, which may hold "
+                "an older copy than the leader's, and the newer writes would be lost. Keep a "
+                f"replica, or move the data to a new stack with a transition ({MIGRATION_DOC})",
+            )
+        )
+    elif current.get("etcdMembers") != previous.get("etcdMembers"):
+        issues.append(
+            _issue(
+                "postgres.etcdMembers",
+                f"{previous.get('etcdMembers')} → {current.get('etcdMembers')}: etcd's members "
+                "settle who belongs to the cluster when it first forms; restarted with another "
+                "list they no longer make a majority, and Patroni's leader loses its lock "
+                f"and steps down. Keep {previous.get('etcdMembers')}: another count means "
+                "changing the running cluster's membership one member at a time (etcdctl "
+                f"member add / member remove), which this stack does not do ({MIGRATION_DOC})",
+            )
+        )
     return issues

@@ -56,12 +56,15 @@ SECTIONS: dict[str, type[BaseModel]] = {
 # program generates the password with pulumi-random. postgresPassword is the application
 # role's; the superuser's and PgBouncer's console user's are used on Docker (StackGres makes
 # its own); gatewayJwtSecret is the gateways' HS256 key (used while gateway.auth.mode is
-# 'required' without a jwksUrl).
+# 'required' without a jwksUrl); postgresRewindPassword (pg_rewind's role) and
+# patroniApiPassword (Patroni's REST API) are used where Patroni runs outside Kubernetes.
 SECRET_KEYS = (
     "postgresPassword",
     "postgresSuperuserPassword",
     "replicationPassword",
     "pgbouncerAdminPassword",
+    "postgresRewindPassword",
+    "patroniApiPassword",
     "redisPassword",
     "gatewayJwtSecret",
 )

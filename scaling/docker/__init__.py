@@ -11,7 +11,11 @@ volume where it was.
 
 from __future__ import annotations
 
-from scaling.topology import Node, Topology, Volume
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from scaling.topology import HealthCheck, Node, Topology, Volume
 
 # Data-holding containers wait this long for a healthy start before `pulumi up` gives up.
 WAIT_TIMEOUT_SECONDS = 300
@@ -31,6 +35,9 @@ def start_after(topology: Topology, node: Node) -> tuple[str, ...]:
     A node waits for what it replicates from, monitors, pools or connects to (a service
     resolves to its nodes). Nodes of one data group also wait for the previous member, so
     a change that recreates all of them replaces them one at a time, never together.
+
+    Except the members of the DCS (etcd): a member is healthy only once a majority of the
+    cluster runs, so waiting for the previous one would never end; they start together.
     """
     wanted: list[str] = []
 
@@ -47,8 +54,43 @@ def start_after(topology: Topology, node: Node) -> tuple[str, ...]:
         else:  # a group name ("redis"): every node of it
             for member in topology.group(edge.target):
                 add(member.name)
-    if node.stateful and node.ordinal > 0:
+    if node.stateful and node.ordinal > 0 and node.role != "dcs":
         previous = [n for n in topology.group(node.group) if n.ordinal == node.ordinal - 1]
         for member in previous:
             add(member.name)
     return tuple(wanted)
+
+
+def health_test(check: HealthCheck) -> list[str]:
+    """The Docker HEALTHCHECK test of a node's check (``check.command`` must be set): through
+    the image's shell, or the command's words run directly when the image has no shell."""
+    assert check.command is not None
+    if check.shell:
+        return ["CMD-SHELL", check.command]
+    return ["CMD", *shlex.split(check.command)]
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    """An image built from a folder of the project rather than pulled."""
+
+    context: str  # relative to the project folder
+    args: Mapping[str, str] = field(default_factory=dict)  # Dockerfile build arguments
+
+
+def image_builds(topology: Topology) -> dict[str, ImageBuild]:
+    """Image reference → how to build it, for the images the nodes run that the stack builds:
+    the gateway's, and the Patroni members' (FROM ``postgres.image``, passed as the build
+    argument POSTGRES_IMAGE, so the members run the phase's PostgreSQL). An image whose
+    build context is null is pulled. The stack and docker-compose.yml both build from this.
+    """
+    spec = topology.spec
+    wanted: dict[str, ImageBuild] = {}
+    if spec.gateway.build_context:
+        wanted[spec.gateway.image] = ImageBuild(spec.gateway.build_context)
+    if spec.postgres.patroni_build_context:
+        wanted[spec.postgres.patroni_image] = ImageBuild(
+            spec.postgres.patroni_build_context, {"POSTGRES_IMAGE": spec.postgres.image}
+        )
+    running = {node.image for node in topology.nodes}
+    return {image: build for image, build in wanted.items() if image in running}

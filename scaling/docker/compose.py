@@ -6,19 +6,31 @@ files are bind-mounted from the files `sikka-scaling render` writes beside it.
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 import yaml
 
-from scaling.docker import start_after, volume_name
+from scaling.docker import ImageBuild, health_test, image_builds, start_after, volume_name
 from scaling.render.env import SECRET_VARIABLES
 from scaling.topology import Node, Topology
 
 
-def _service(topology: Topology, node: Node, builds: dict[str, str]) -> dict[str, Any]:
+def _build(build: ImageBuild, project_path: str) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "context": posixpath.normpath(posixpath.join(project_path, build.context))
+    }
+    if build.args:
+        section["args"] = {key: value.replace("$", "$$") for key, value in build.args.items()}
+    return section
+
+
+def _service(
+    topology: Topology, node: Node, builds: dict[str, ImageBuild], project_path: str | None
+) -> dict[str, Any]:
     service: dict[str, Any] = {"image": node.image, "hostname": node.name}
-    if node.image in builds:
-        service["build"] = {"context": builds[node.image]}
+    if node.image in builds and project_path is not None:
+        service["build"] = _build(builds[node.image], project_path)
     if node.user:
         service["user"] = node.user
     if node.entrypoint:
@@ -42,7 +54,7 @@ def _service(topology: Topology, node: Node, builds: dict[str, str]) -> dict[str
     hc = node.health
     if hc.command is not None:
         service["healthcheck"] = {
-            "test": ["CMD-SHELL", hc.command.replace("$", "$$")],
+            "test": _escape(health_test(hc)),
             "interval": f"{hc.interval_seconds}s",
             "timeout": f"{hc.timeout_seconds}s",
             "retries": hc.retries,
@@ -72,16 +84,15 @@ def _escape(parts: list[str]) -> list[str]:
     return [part.replace("$", "$$") for part in parts]
 
 
-def render_compose(topology: Topology, gateway_build_path: str | None = None) -> str:
-    """``gateway_build_path``: where the gateway's build context is, relative to the compose
-    file (when ``gateway.buildContext`` is set, compose builds the image like the stack)."""
+def render_compose(topology: Topology, project_path: str | None = None) -> str:
+    """``project_path``: where the project folder is, relative to the compose file. Given
+    it, compose builds the images the stack builds (the gateway's, the Patroni members'),
+    from the same folders with the same build arguments; without it, it pulls them."""
     spec = topology.spec
-    builds = (
-        {spec.gateway.image: gateway_build_path}
-        if spec.gateway.build_context and gateway_build_path
-        else {}
-    )
-    services = {node.name: _service(topology, node, builds) for node in topology.nodes}
+    builds = image_builds(topology)
+    services = {
+        node.name: _service(topology, node, builds, project_path) for node in topology.nodes
+    }
     volumes = {
         volume.name: {"name": volume_name(topology, volume)}
         for node in topology.nodes

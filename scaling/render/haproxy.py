@@ -35,6 +35,10 @@ class RouterLayout:
     read_only: Endpoint
     stats: Endpoint
     members: tuple[Member, ...]
+    # Where the member names resolve (Docker's embedded DNS). A recreated member container
+    # may come back at another address: HAProxy then follows the name instead of keeping the
+    # address it found at start, and starts even while a member is down. None: resolve once.
+    resolver: Endpoint | None = None
 
 
 def render_haproxy_cfg(spec: PhaseSpec, layout: RouterLayout) -> str:
@@ -46,6 +50,20 @@ def render_haproxy_cfg(spec: PhaseSpec, layout: RouterLayout) -> str:
             f"    server {m.name} {m.postgres} check port {m.rest_port}\n" for m in layout.members
         )
 
+    follow = (
+        " resolvers private init-addr last,libc,none resolve-prefer ipv4" if layout.resolver else ""
+    )
+    resolvers = (
+        f"""\
+resolvers private
+    nameserver dns {layout.resolver}
+    hold valid 5s
+
+"""
+        if layout.resolver
+        else ""
+    )
+
     def listen(name: str, bind: Endpoint, uri: str, balance: str) -> str:
         return f"""\
 listen {name}
@@ -54,7 +72,7 @@ listen {name}
     option httpchk
     http-check send meth GET uri {uri}
     http-check expect status 200
-    default-server {CHECK} on-marked-down shutdown-sessions
+    default-server {CHECK} on-marked-down shutdown-sessions{follow}
 {servers()}"""
 
     # Every client connection of the phase can pass through one router.
@@ -71,7 +89,7 @@ defaults
     timeout server 30m
     timeout check 2s
 
-{listen("primary", layout.read_write, "/primary", "first")}
+{resolvers}{listen("primary", layout.read_write, "/primary", "first")}
 {listen("replicas", layout.read_only, f"/replica?lag={lag}", "roundrobin")}
 frontend stats
     mode http

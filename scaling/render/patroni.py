@@ -7,8 +7,10 @@ name, where it listens, its folders, the DCS) differs.
 
 No password is written here. Patroni reads them from its environment
 (``PATRONI_SUPERUSER_PASSWORD``, ``PATRONI_REPLICATION_PASSWORD``,
-``PATRONI_REWIND_PASSWORD``, ``PATRONI_RESTAPI_USERNAME``/``PATRONI_RESTAPI_PASSWORD``), and
-the role script reads the application's from ``$DATABASE_PASSWORD``.
+``PATRONI_REWIND_PASSWORD``, ``PATRONI_RESTAPI_USERNAME``/``PATRONI_RESTAPI_PASSWORD``) and
+removes each of those variables from its environment once read, so the scripts it runs
+never see them: the role script reads the passwords it applies from variables of its own
+(:data:`ROLES_SECRET_VARIABLES`), which the member's environment carries besides.
 
 Durability (``postgres.synchronousMode``): "on" and "strict" make Patroni keep one
 synchronous standby and promote only it, so a commit the leader acknowledged is on the new
@@ -26,7 +28,14 @@ import yaml
 from scaling.model import REPLICATION_USER, SUPERUSER, PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.postgres import hba_rules, postgres_parameters
-from scaling.render.postgres_start import SQL_LITERAL_SH, database_sql_sh, startup_sql_sh
+from scaling.render.postgres_start import (
+    APP_PASSWORD_ENV,
+    REPLICATION_PASSWORD_ENV,
+    SQL_LITERAL_SH,
+    SUPERUSER_PASSWORD_ENV,
+    database_sql_sh,
+    startup_sql_sh,
+)
 
 REST_PORT = 8008
 # Patroni's pg_rewind role: it lets a former leader rewind itself from the new one, with
@@ -38,6 +47,13 @@ PATRONI_SECRET_VARIABLES = {
     "PATRONI_REPLICATION_PASSWORD": "replication-password",
     "PATRONI_REWIND_PASSWORD": "postgres-rewind-password",
     "PATRONI_RESTAPI_PASSWORD": "patroni-api-password",
+}
+# Variable → secret name: what the role script applies (the superuser's and the replication
+# role's passwords too, under names Patroni leaves alone, see the module's docstring).
+ROLES_SECRET_VARIABLES = {
+    SUPERUSER_PASSWORD_ENV: "postgres-superuser-password",
+    REPLICATION_PASSWORD_ENV: "replication-password",
+    APP_PASSWORD_ENV: "postgres-password",
 }
 # Who may call the REST API's changing endpoints (switchover, restart, reinitialize);
 # reading the state (/primary, /replica, /health, /cluster) needs no password.
@@ -114,7 +130,7 @@ def render_patroni_yml(spec: PhaseSpec, layout: PatroniLayout) -> str:
                 {"auth": "scram-sha-256"},
                 "data-checksums",
             ],
-            "pg_hba": rules,
+            "pg_hba": list(rules),  # a copy: the file then has no YAML alias
             # Creates the application's role and database once the cluster is initialised.
             "post_bootstrap": layout.roles_script,
         },
@@ -170,8 +186,10 @@ startup_sql() {{
 database_sql() {{
 {database_sql_sh(user, database)}
 }}
-export PGPASSWORD="$PATRONI_SUPERUSER_PASSWORD" POSTGRES_PASSWORD="$PATRONI_SUPERUSER_PASSWORD"
-export REPLICATION_PASSWORD="$PATRONI_REPLICATION_PASSWORD"
+export PGPASSWORD="${SUPERUSER_PASSWORD_ENV}"
+# Role changes commit locally: "strict" synchronous mode would block them while no standby
+# runs, and every leader applies them again when it takes over.
+export PGOPTIONS="-c synchronous_commit=local"
 psql() {{
   command psql -v ON_ERROR_STOP=1 -q --no-psqlrc -h {socket_dir} -p {port} -U {SUPERUSER} "$@"
 }}

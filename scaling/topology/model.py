@@ -57,6 +57,9 @@ class HealthCheck:
     timeout_seconds: int = 5
     retries: int = 6
     start_period_seconds: int = 20
+    # False: run the command's words directly, without a shell (an image without one, such
+    # as etcd's distroless image); the command then uses no shell syntax.
+    shell: bool = True
 
 
 @dataclass(frozen=True)

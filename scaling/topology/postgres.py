@@ -22,6 +22,7 @@ from scaling.render.patroni import (
     PATRONI_SECRET_VARIABLES,
     REST_API_USER,
     REST_PORT,
+    ROLES_SECRET_VARIABLES,
     PatroniLayout,
     render_patroni_yml,
     roles_script,
@@ -71,6 +72,8 @@ SOCKET_DIR = "/var/run/postgresql"
 ETCD_DATA_DIR = "/var/lib/etcd"
 ETCD_STORAGE_GB = 1
 ROUTER_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"
+# Docker's embedded DNS server, in every container on a user-defined network.
+DOCKER_DNS = Endpoint("127.0.0.11", 53)
 # Fast shutdown (SIGINT) ends sessions and writes a checkpoint; given time, nothing replays.
 STOP = Stop("SIGINT", 120)
 
@@ -177,9 +180,12 @@ def _etcd_nodes(spec: PhaseSpec) -> tuple[list[Node], tuple[EtcdMember, ...]]:
                 *etcd_arguments(spec, member, members, ETCD_DATA_DIR, listen_host="0.0.0.0"),
             ),
             volumes=(Volume(f"{member.name}-data", ETCD_DATA_DIR, ETCD_STORAGE_GB),),
+            # Healthy once the member serves with a majority of the cluster. The etcd image
+            # has no shell: the check runs etcdctl directly.
             health=HealthCheck(
                 f"etcdctl --endpoints=http://127.0.0.1:{CLIENT_PORT} endpoint health",
                 start_period_seconds=10,
+                shell=False,
             ),
             stop=Stop("SIGTERM", 30),
         )
@@ -204,7 +210,7 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
         roles_script(pg.user, pg.database, SOCKET_DIR, PG_PORT),
         "patroni-roles.sh",
     )
-    secrets = dict(PATRONI_SECRET_VARIABLES) | _secret("postgres-password")
+    secrets = dict(PATRONI_SECRET_VARIABLES) | ROLES_SECRET_VARIABLES
     nodes: list[Node] = [*etcd]
     edges: list[Edge] = []
     for index in range(1 + replica_count(spec)):
@@ -238,7 +244,9 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
                 image=pg.patroni_image,
                 ports={"postgres": PG_PORT, "patroni": REST_PORT},
                 replica_of=PRIMARY if index else None,
-                entrypoint=("patroni", config.path),
+                # PostgreSQL refuses a data folder others may read; the volume's root is that
+                # folder, and pg_basebackup keeps the mode it finds (the image's 1777).
+                entrypoint=("sh", "-c", f"chmod 0700 {DATA_DIR} && exec patroni {config.path}"),
                 user="postgres",
                 env={"PATRONI_RESTAPI_USERNAME": REST_API_USER},
                 secret_env=secrets,
@@ -286,6 +294,7 @@ def _routers(spec: PhaseSpec, members: list[Node]) -> list[Node]:
             Member(m.name, Endpoint(node_host(spec, GROUP, m.ordinal), PG_PORT), REST_PORT)
             for m in members
         ),
+        resolver=DOCKER_DNS,
     )
     config = ConfigFile(ROUTER_CONFIG, render_haproxy_cfg(spec, layout), "haproxy.cfg")
     return [

@@ -59,14 +59,18 @@ def test_validate_unknown_stack_is_a_usage_error(tmp_path: Path, monkeypatch) ->
                 "docker-compose.yml",
                 "nginx.conf",
                 "pgbouncer.ini",
-                "postgresql.conf",
-                "pg_hba.conf",
+                "pgbouncer_hba.conf",
+                "patroni-postgres-0.yml",
+                "patroni-postgres-1.yml",
+                "patroni-postgres-2.yml",
+                "patroni-roles.sh",
+                "haproxy.cfg",
                 "redis.conf",
                 "sentinel.conf",
-                "replica-start.sh",
                 ".env",
             },
-            set(),
+            # Patroni writes the members' server configuration itself.
+            {"postgresql.conf", "pg_hba.conf", "replica-start.sh", "primary-start.sh"},
         ),
     ],
 )
@@ -77,6 +81,23 @@ def test_render_writes_the_phase_files(
     written = {p.name for p in tmp_path.iterdir()}
     assert expected <= written
     assert not absent & written
+    # Every file a compose service mounts was written beside it, and every build context is
+    # a folder of the project.
+    import yaml
+
+    compose = yaml.safe_load((tmp_path / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("./"):
+                assert (tmp_path / source).is_file(), (name, source)
+        if "build" in service:
+            assert (tmp_path / service["build"]["context"] / "Dockerfile").is_file(), name
+    if stack == "growth":
+        member = compose["services"]["postgres-1"]
+        assert "./patroni-postgres-1.yml:/etc/patroni/patroni.yml:ro" in member["volumes"]
+        assert (tmp_path / member["build"]["context"]).resolve() == ROOT / "images/postgres-patroni"
+        assert "name: postgres-1\n" in (tmp_path / "patroni-postgres-1.yml").read_text()
 
 
 def test_rendered_env_has_the_seed_variables(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 from support.pulumi_stack import Registered, StackRun, run_stack
 
 from scaling.issues import ConfigError
@@ -80,6 +81,8 @@ ROUTINE: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("launch", {}, {"sikka:nginx": {"workerConnections": 2048}}),
     ("launch", {}, {"sikka:docker": {"network": "renamed"}}),
     ("growth", {}, {"sikka:postgres": {"readReplicas": 3}}),
+    ("growth", {}, {"sikka:postgres": {"synchronousMode": "strict"}}),
+    ("growth", {}, {"sikka:pooler": {"replicas": 1}}),
     ("growth", {}, {"sikka:postgres": {"maxConnections": 120}}),
     ("growth", {}, {"sikka:redis": {"maxMemoryMb": 3072}}),
     ("growth", {}, {"sikka:docker": {"network": "renamed", "subnet": "10.99.0.0/24"}}),
@@ -108,37 +111,60 @@ def test_password_rotation_keeps_every_volume(stack: str, base: dict) -> None:
     evolve(stack, base, {}, secret_values={"sikka:postgresPassword": "rotated"})
 
 
-def test_rotated_password_is_applied_to_the_database_at_start() -> None:
+@pytest.mark.parametrize(
+    ("stack", "script"),
+    [("launch", "/etc/postgresql/primary-start.sh"), ("growth", "/etc/patroni/roles.sh")],
+)
+def test_rotated_password_is_applied_to_the_database_at_start(stack: str, script: str) -> None:
+    """launch: the start script applies the passwords before the server listens; growth:
+    Patroni runs the role script on the leader at every start and promotion."""
     run = run_stack(
-        "growth",
+        stack,
         secret_values={
             "sikka:postgresPassword": "rotated",
             "sikka:postgresSuperuserPassword": "rotated-su",
         },
     )
     primary = next(r for r in run.of_type(CONTAINER) if r.inputs["hostname"] == "postgres-0")
-    start = next(u for u in primary.inputs["uploads"] if u["file"].endswith("primary-start.sh"))
+    uploads = {u["file"]: u["content"] for u in primary.inputs["uploads"]}
+    start = uploads[script]
     assert (
         'ALTER ROLE "sikka" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
         'NOBYPASSRLS INHERIT PASSWORD $(sql_literal "$DATABASE_PASSWORD")'
-    ) in start["content"]
+    ) in start
     assert (
         'ALTER ROLE "postgres" WITH SUPERUSER LOGIN PASSWORD $(sql_literal "$POSTGRES_PASSWORD")'
-        in start["content"]
+        in start
     )
     assert "DATABASE_PASSWORD=rotated" in primary.inputs["envs"]
     assert "POSTGRES_PASSWORD=rotated-su" in primary.inputs["envs"]
+    if stack == "growth":
+        assert "PATRONI_SUPERUSER_PASSWORD=rotated-su" in primary.inputs["envs"]
+        config = yaml.safe_load(uploads["/etc/patroni/patroni.yml"])
+        run_roles = f"sh {script}"
+        assert config["postgresql"]["callbacks"] == {
+            "on_role_change": run_roles,
+            "on_start": run_roles,
+        }
+        assert config["bootstrap"]["post_bootstrap"] == run_roles
 
 
 @pytest.mark.parametrize("stack", ["launch", "growth"])
 def test_data_containers_stop_gracefully_one_at_a_time(stack: str) -> None:
     run = run_stack(stack)
     by_host = {r.inputs["hostname"]: r for r in run.of_type(CONTAINER)}
-    graceful = {"postgres": ("SIGINT", 120), "redis": ("SIGTERM", 120)}
+    # PostgreSQL alone: fast shutdown; under Patroni, Patroni stops it (fast) and hands the
+    # leader lock over first; etcd leaves its cluster cleanly on SIGTERM.
+    postgres = ("SIGTERM", 120) if stack == "growth" else ("SIGINT", 120)
+    graceful = {"postgres": postgres, "redis": ("SIGTERM", 120), "etcd": ("SIGTERM", 30)}
+    stateful = [host for host, c in by_host.items() if c.inputs.get("volumes")]
+    assert {host.split("-")[0] for host in stateful} == set(graceful) - (
+        set() if stack == "growth" else {"etcd"}
+    )
     for host, container in by_host.items():
         assert container.delete_before_replace, host
         tier = host.split("-")[0]
-        if tier in graceful and container.inputs.get("volumes"):
+        if host in stateful:
             signal, grace = graceful[tier]
             assert container.inputs["stopSignal"] == signal, host
             assert (
@@ -156,8 +182,10 @@ def test_data_containers_stop_gracefully_one_at_a_time(stack: str) -> None:
 def test_volumes_are_named_from_the_stack_not_the_network() -> None:
     run = run_stack("growth", {"sikka:docker": {"network": "elsewhere"}})
     names = sorted(r.inputs["name"] for r in run.of_type(VOLUME))
-    assert names[0] == "sikka-growth-postgres-0-data"
-    assert all(n.startswith("sikka-growth-") for n in names)
+    assert names == sorted(
+        [f"sikka-growth-{group}-{i}-data" for group in ("etcd", "postgres") for i in range(3)]
+        + [f"sikka-growth-redis-{i}-data" for i in range(3)]
+    )
     assert run.of_type("docker:index/network:Network")[0].inputs["name"] == "elsewhere"
 
 
@@ -176,6 +204,15 @@ REFUSED: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ("scale", {}, {"sikka:kubernetes": {"storageClass": "fast"}}, "kubernetes.storageClass"),
     ("scale", {}, {"sikka:redis": {"replicasPerMaster": 2}}, "redis.replicasPerMaster"),
     ("growth", {}, {"sikka:platform": "kubernetes"}, "platform"),
+    # Patroni may have made any member the leader: postgres-0 alone may hold an older copy.
+    (
+        "growth",
+        {},
+        {"sikka:postgres": {"mode": "single", "readReplicas": 0, "synchronousMode": "off"}},
+        "postgres.mode",
+    ),
+    ("growth", {}, {"sikka:postgres": {"etcdMembers": 5}}, "postgres.etcdMembers"),
+    ("growth", {}, {"sikka:postgres": {"etcdMembers": 1}}, "postgres.etcdMembers"),
     (
         "scale",
         SCALE_ON_DOCKER,

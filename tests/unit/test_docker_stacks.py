@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pulumi
 import pytest
+import yaml
 from support.pulumi_stack import StackRun, run_stack
 
 from scaling.issues import ConfigError
+from scaling.stackconfig import parse
 
 CONTAINER = "docker:index/container:Container"
 
@@ -109,10 +111,16 @@ def test_growth_topology(growth: StackRun) -> None:
         [
             f"sikka-growth-{n}"
             for n in (
+                "etcd-0",
+                "etcd-1",
+                "etcd-2",
                 "postgres-0",
                 "postgres-1",
                 "postgres-2",
-                "pgbouncer",
+                "haproxy-0",
+                "haproxy-1",
+                "pgbouncer-0",
+                "pgbouncer-1",
                 "redis-0",
                 "redis-1",
                 "redis-2",
@@ -127,33 +135,55 @@ def test_growth_topology(growth: StackRun) -> None:
     )
 
 
-def test_growth_replicas_stream_from_primary(growth: StackRun) -> None:
-    replica = containers(growth)["sikka-growth-postgres-2"]
-    assert env(replica)["PRIMARY_HOST"] == "postgres-0"
-    assert env(replica)["REPLICATION_SLOT"] == "replica_2"
-    script = uploaded(replica, "/etc/postgresql/replica-start.sh")
-    assert "pg_basebackup" in script and "passfile=/run/sikka/pgpass" in script
-    hba = uploaded(replica, "/etc/postgresql/pg_hba.conf")
-    subnet = growth.of_type("docker:index/network:Network")[0].inputs["ipamConfigs"][0]["subnet"]
-    assert f"host    replication  replicator    {subnet:<16} scram-sha-256" in hba
-    aliases = replica.inputs["networksAdvanced"][0]["aliases"]
-    assert "postgres-replicas" in aliases
+def test_growth_images_carry_the_phase_postgres(growth: StackRun) -> None:
+    """The members run the Patroni image, built from the project FROM the phase's PostgreSQL
+    image; the launch phase's single server pulls that PostgreSQL image itself."""
+    (patroni,) = [
+        r
+        for r in growth.of_type("docker:index/image:Image")
+        if r.inputs["imageName"] == "ghcr.io/sikka-scaling/postgres-patroni:0.1.0"
+    ]
+    assert patroni.inputs["build"]["context"].endswith("/images/postgres-patroni")
+    assert patroni.inputs["build"]["args"] == {"POSTGRES_IMAGE": "postgres:17.6-bookworm"}
+    assert patroni.inputs["skipPush"] is True
+    pulled = {r.inputs["name"] for r in growth.of_type("docker:index/remoteImage:RemoteImage")}
+    spec = parse({"sikka:phase": "growth"}, stack="growth")
+    assert pulled == {
+        spec.postgres.etcd_image,
+        spec.pooler.router_image,
+        spec.pooler.image,
+        spec.redis.image,
+        spec.nginx.image,
+    }
 
 
-def test_growth_pgbouncer_pools(growth: StackRun) -> None:
-    pgbouncer = containers(growth)["sikka-growth-pgbouncer"]
+def test_patroni_image_can_be_pulled_instead() -> None:
+    run = run_stack("growth", {"sikka:postgres": {"patroniBuildContext": None}})
+    built = {r.inputs["imageName"] for r in run.of_type("docker:index/image:Image")}
+    assert built == {"ghcr.io/sikka-scaling/gateway:0.1.0"}
+    pulled = {r.inputs["name"] for r in run.of_type("docker:index/remoteImage:RemoteImage")}
+    assert "ghcr.io/sikka-scaling/postgres-patroni:0.1.0" in pulled
+
+
+@pytest.mark.parametrize("name", ["pgbouncer-0", "pgbouncer-1"])
+def test_growth_pgbouncers_pool_through_the_routers(growth: StackRun, name: str) -> None:
+    pgbouncer = containers(growth)[f"sikka-growth-{name}"]
     ini = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer.ini")
     assert "pool_mode = transaction" in ini
     assert "auth_type = hba" in ini
     assert "max_client_conn = 1000" in ini
-    assert "sikka_ro = host=postgres-replicas port=5432" in ini
-    assert "max_db_connections = 97" in ini
+    # Writes through the routers to the leader, reads through them to the replicas.
+    assert "sikka = host=postgres port=5432 dbname=sikka pool_size=40" in ini
+    assert "sikka_ro = host=postgres-replicas port=5433 dbname=sikka pool_size=40" in ini
+    assert "reserve_pool_size = 5" in ini  # 2 x (40 + 5) fit the primary's 97 connections
+    aliases = pgbouncer.inputs["networksAdvanced"][0]["aliases"]
+    assert aliases == [name, "pgbouncer"]
 
 
 def test_growth_pgbouncer_console_is_the_admin_roles_alone(growth: StackRun) -> None:
     """The application role is no PgBouncer admin; the console user answers from loopback
     only, the application role reaches its two databases from the private network."""
-    pgbouncer = containers(growth)["sikka-growth-pgbouncer"]
+    pgbouncer = containers(growth)["sikka-growth-pgbouncer-1"]
     ini = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer.ini")
     assert "admin_users = pgbouncer_admin\n" in ini
     assert "stats_users = pgbouncer_admin\n" in ini
@@ -173,20 +203,17 @@ def test_growth_pgbouncer_console_is_the_admin_roles_alone(growth: StackRun) -> 
     assert '"pgbouncer_admin" "$escaped"' in script and '"sikka" "$escaped"' in script
 
 
-@pytest.mark.parametrize("stack", ["launch", "growth"])
-def test_superuser_is_postgres_and_the_app_role_is_not(stack: str) -> None:
+def test_superuser_is_postgres_and_the_app_role_is_not(launch: StackRun) -> None:
     """The image makes POSTGRES_USER its superuser: that is postgres, with its own secret;
     the application role is created and demoted by the start-up SQL."""
-    run = run_stack(stack)
-    primary = containers(run)[f"sikka-{stack}-postgres-0"]
+    primary = containers(launch)["sikka-launch-postgres-0"]
     values = env(primary)
     assert values["POSTGRES_USER"] == "postgres"
     assert values["POSTGRES_DB"] == "sikka"
     assert (
-        values["POSTGRES_PASSWORD"]
-        == f"generated-sikka-{stack}-secrets-postgres-superuser-password"
+        values["POSTGRES_PASSWORD"] == "generated-sikka-launch-secrets-postgres-superuser-password"
     )
-    assert values["DATABASE_PASSWORD"] == f"generated-sikka-{stack}-secrets-postgres-password"
+    assert values["DATABASE_PASSWORD"] == "generated-sikka-launch-secrets-postgres-password"
     init = uploaded(primary, "/docker-entrypoint-initdb.d/10-roles.sh")
     start = uploaded(primary, "/etc/postgresql/primary-start.sh")
     for script in (init, start):
@@ -194,22 +221,53 @@ def test_superuser_is_postgres_and_the_app_role_is_not(stack: str) -> None:
         assert 'ALTER DATABASE "sikka" OWNER TO "sikka";' in script
     hba = uploaded(primary, "/etc/postgresql/pg_hba.conf")
     rules = [line.split() for line in hba.splitlines() if not line.startswith("#")]
+    assert_least_privilege(rules, network_of(launch), replicas=False)
+
+
+def network_of(run: StackRun) -> str:
+    return run.of_type("docker:index/network:Network")[0].inputs["ipamConfigs"][0]["subnet"]
+
+
+def assert_least_privilege(rules: list[list[str]], subnet: str, *, replicas: bool) -> None:
     # The superuser never from the network: socket and loopback only.
-    assert [r for r in rules if "postgres" in r] == [
+    assert [r for r in rules if "postgres" in r[2:3]] == [
         ["local", "all", "postgres", "scram-sha-256"],
         ["host", "all", "postgres", "127.0.0.1/32", "scram-sha-256"],
         ["host", "all", "postgres", "::1/128", "scram-sha-256"],
     ]
-    subnet = run.of_type("docker:index/network:Network")[0].inputs["ipamConfigs"][0]["subnet"]
     assert ["host", "sikka", "sikka", subnet, "scram-sha-256"] in rules
     assert not [r for r in rules if r[1] == "all" and r[2] != "postgres"]
     # Replication only for replicator, only where the phase has replicas.
     replication = [r for r in rules if r[1] == "replication"]
     assert replication == (
-        [["host", "replication", "replicator", subnet, "scram-sha-256"]]
-        if stack == "growth"
-        else []
+        [["host", "replication", "replicator", subnet, "scram-sha-256"]] if replicas else []
     )
+
+
+@pytest.mark.parametrize("member", ["postgres-0", "postgres-2"])
+def test_patroni_members_keep_the_roles_least_privileged(growth: StackRun, member: str) -> None:
+    """Patroni bootstraps as postgres with its own secret; the role script (post_bootstrap,
+    and on every start or promotion of a leader) creates and demotes the application role."""
+    container = containers(growth)[f"sikka-growth-{member}"]
+    values = env(container)
+    su = "generated-sikka-growth-secrets-postgres-superuser-password"
+    assert values["PATRONI_SUPERUSER_PASSWORD"] == values["POSTGRES_PASSWORD"] == su
+    assert values["DATABASE_PASSWORD"] == "generated-sikka-growth-secrets-postgres-password"
+    config = yaml.safe_load(uploaded(container, "/etc/patroni/patroni.yml"))
+    assert config["postgresql"]["authentication"]["superuser"] == {"username": "postgres"}
+    roles = uploaded(container, "/etc/patroni/roles.sh")
+    assert "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS" in roles
+    assert 'ALTER DATABASE "sikka" OWNER TO "sikka";' in roles
+    # Patroni drops PATRONI_* from its environment once read: the script never uses them.
+    assert "PATRONI_" not in roles
+    subnet = network_of(growth)
+    for rules in (config["postgresql"]["pg_hba"], config["bootstrap"]["pg_hba"]):
+        split = [rule.split() for rule in rules]
+        assert_least_privilege(split, subnet, replicas=True)
+        # pg_rewind's role reaches the postgres database alone.
+        assert [r for r in split if r[2] == "rewinder"] == [
+            ["host", "postgres", "rewinder", subnet, "scram-sha-256"]
+        ]
 
 
 @pytest.mark.parametrize("stack", ["launch", "growth"])
@@ -219,21 +277,31 @@ def test_each_container_gets_only_the_secrets_it_uses(stack: str) -> None:
         name.removeprefix(f"sikka-{stack}-"): {k for k in env(c) if k.endswith("_PASSWORD")}
         for name, c in containers(run).items()
     }
+    # Patroni's own (it reads and hides them) and its role script's.
+    patroni = {
+        "PATRONI_SUPERUSER_PASSWORD",
+        "PATRONI_REPLICATION_PASSWORD",
+        "PATRONI_REWIND_PASSWORD",
+        "PATRONI_RESTAPI_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "REPLICATION_PASSWORD",
+        "DATABASE_PASSWORD",
+    }
     for name, held in secrets.items():
         if name.startswith("gateway-"):
             assert held == {"REDIS_PASSWORD"}, name  # gateways never use the database
-        elif name == "nginx":
-            assert held == set()
-        elif name == "postgres-0":
-            assert held == {"POSTGRES_PASSWORD", "DATABASE_PASSWORD"} | (
-                {"REPLICATION_PASSWORD"} if stack == "growth" else set()
-            )
+        elif name == "nginx" or name.startswith(("haproxy-", "etcd-")):
+            assert held == set(), name
         elif name.startswith("postgres-"):
-            assert held == {"REPLICATION_PASSWORD"}, name
-        elif name == "pgbouncer":
-            assert held == {"DATABASE_PASSWORD", "PGBOUNCER_ADMIN_PASSWORD"}
+            assert held == (
+                patroni if stack == "growth" else {"POSTGRES_PASSWORD", "DATABASE_PASSWORD"}
+            ), name
+        elif name.startswith("pgbouncer"):
+            assert held == {"DATABASE_PASSWORD", "PGBOUNCER_ADMIN_PASSWORD"}, name
         else:
             assert held == {"REDIS_PASSWORD"}, name
+    if stack == "growth":  # each kind of node was checked
+        assert {"pgbouncer-1", "haproxy-1", "etcd-2", "postgres-2"} <= set(secrets)
     gateway = containers(run)[f"sikka-{stack}-gateway-0"]
     assert not [k for k in env(gateway) if k.startswith("DATABASE")]
 
@@ -254,11 +322,11 @@ def test_growth_sentinels_watch_the_master(growth: StackRun) -> None:
 
 def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
     passwords = growth.of_type("random:index/randomPassword:RandomPassword")
-    # application role, superuser, replication, PgBouncer console, Redis, and the gateways'
-    # HS256 key, twice as long (256+ bits)
-    assert len(passwords) == 6
+    # application role, superuser, replication, pg_rewind, Patroni's REST API, PgBouncer
+    # console, Redis, and the gateways' HS256 key, twice as long (256+ bits)
+    assert len(passwords) == 8
     lengths = sorted(p.inputs["length"] for p in passwords)
-    assert lengths == [32, 32, 32, 32, 32, 64]
+    assert lengths == [32, 32, 32, 32, 32, 32, 32, 64]
     for container in growth.of_type(CONTAINER):
         values = env(container)
         secret_vars = {
@@ -268,6 +336,10 @@ def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
             "DATABASE_PASSWORD",
             "PGBOUNCER_ADMIN_PASSWORD",
             "GATEWAY_JWT_SECRET",
+            "PATRONI_SUPERUSER_PASSWORD",
+            "PATRONI_REPLICATION_PASSWORD",
+            "PATRONI_REWIND_PASSWORD",
+            "PATRONI_RESTAPI_PASSWORD",
         }
         if secret_vars & set(values):
             assert "envs" in container.secret_paths(), container.name

@@ -44,11 +44,12 @@ def test_pgbouncer_userlist(password: str) -> None:
     ) == render_userlist_line("pgbouncer_admin", password)
 
 
-def test_pgbouncer_start_writes_both_users_from_their_own_secrets() -> None:
+@pytest.mark.parametrize("name", ["pgbouncer-0", "pgbouncer-1"])
+def test_pgbouncer_start_writes_both_users_from_their_own_secrets(name: str) -> None:
     """The pooler's entrypoint, cut before it execs pgbouncer: one auth-file line per user,
     each from its own variable (the console user's is not the application role's)."""
     spec = parse({"sikka:phase": "growth"}, stack="growth")
-    pooler = build_topology(spec).node("pgbouncer")
+    pooler = build_topology(spec).node(name)
     script = pooler.entrypoint[2]  # type: ignore[index]
     script = script.replace("/run/pgbouncer/userlist.txt", "/dev/stdout").replace(
         "exec pgbouncer", "exit 0 #"
@@ -96,7 +97,7 @@ def test_primary_database_sql() -> None:
 def test_init_script_and_start_script_apply_the_same_sql() -> None:
     """What the image runs once on an empty volume (through psql) is what primary-start.sh
     runs at every later start (in single-user mode)."""
-    spec = parse({"sikka:phase": "growth"}, stack="growth")
+    spec = parse({"sikka:phase": "launch"}, stack="launch")
     primary = build_topology(spec).node("postgres-0")
     files = {f.render_name: f.content for f in primary.files}
     env = {
@@ -114,9 +115,69 @@ def test_init_script_and_start_script_apply_the_same_sql() -> None:
         "sikka",
         superuser_password="su'per",
         password="a$pp",
-        replication_password="re`pl",
-        keep_slots=["replica_1", "replica_2"],
+        replication_password=None,  # launch has no replicas
+        keep_slots=[],
     ) + database_sql("sikka", "sikka")
+
+
+FAKE_PSQL = """#!/bin/sh
+# Answers the role script's questions as a running leader would; logs what it is sent.
+case "$*" in
+  *pg_is_in_recovery*) echo t; exit 0 ;;
+  *pg_database*) exit 0 ;;
+esac
+{ echo "-- psql $* PGPASSWORD=$PGPASSWORD PGOPTIONS=$PGOPTIONS"; cat; } >> "$LOG"
+"""
+
+
+def run_roles_script(tmp_path, *args: str) -> str:  # type: ignore[no-untyped-def]
+    spec = parse({"sikka:phase": "growth"}, stack="growth")
+    member = build_topology(spec).node("postgres-1")
+    script = next(f for f in member.files if f.render_name == "patroni-roles.sh")
+    (tmp_path / "roles.sh").write_text(script.content)
+    (tmp_path / "psql").write_text(FAKE_PSQL)
+    (tmp_path / "psql").chmod(0o755)
+    log = tmp_path / "psql.log"
+    log.write_text("")
+    # What Patroni leaves its scripts: none of the PATRONI_* variables it has read.
+    env = {
+        "PATH": f"{tmp_path}:/usr/bin:/bin",
+        "LOG": str(log),
+        "POSTGRES_PASSWORD": "su'per",
+        "DATABASE_PASSWORD": "a$pp",
+        "REPLICATION_PASSWORD": "re`pl",
+    }
+    subprocess.run(["sh", str(tmp_path / "roles.sh"), *args], env=env, check=True, timeout=10)
+    return log.read_text()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("dbname=postgres host=/var/run/postgresql",), ("on_start", "primary", "sikka-growth")],
+    ids=["post_bootstrap", "on_start"],
+)
+def test_patroni_roles_script_applies_the_roles_on_the_leader(tmp_path, args) -> None:  # type: ignore[no-untyped-def]
+    """As post_bootstrap and as a leader's callback, without Patroni's own variables, the
+    role script sends the start-up SQL as the superuser, committing locally."""
+    sent = run_roles_script(tmp_path, *args)
+    header = "PGPASSWORD=su'per PGOPTIONS=-c synchronous_commit=local"
+    assert f"-d postgres {header}" in sent and f"-d sikka {header}" in sent
+    body = "".join(line + "\n" for line in sent.splitlines() if not line.startswith("-- psql"))
+    assert body.startswith(
+        startup_sql(
+            "sikka",
+            superuser_password="su'per",
+            password="a$pp",
+            replication_password="re`pl",
+            keep_slots=[],
+        )
+    )
+    assert body.endswith(database_sql("sikka", "sikka"))
+
+
+@pytest.mark.parametrize("role", ["replica", "standby_leader", "demoted"])
+def test_patroni_roles_script_leaves_replicas_alone(tmp_path, role: str) -> None:  # type: ignore[no-untyped-def]
+    assert run_roles_script(tmp_path, "on_role_change", role, "sikka-growth") == ""
 
 
 SCALE_ON_DOCKER = {

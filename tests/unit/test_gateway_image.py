@@ -22,7 +22,7 @@ import pulumi
 import pytest
 from pulumi.runtime import mocks
 
-from components.images import gateway_image
+from components.images import built_image
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = ROOT / "gateway"
@@ -405,7 +405,7 @@ def test_gateway_image_resolves_to_the_built_image_id() -> None:
     @pulumi.runtime.test
     def check() -> pulumi.Output[None]:
         parent = pulumi.ComponentResource("test:index:Parent", "parent")
-        image = gateway_image("image-gateway", tag, str(CONTEXT), parent)
+        image = built_image("image-gateway", tag, str(CONTEXT), parent)
 
         async def urns() -> list[str | None]:
             # The resources the returned Output depends on: the Image, under `parent`.

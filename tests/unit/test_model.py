@@ -151,13 +151,13 @@ def test_error_names_the_stack_file() -> None:
         (
             "growth",
             {"sikka:phase": "growth", "sikka:pooler": {"defaultPoolSize": 95}},
-            "sikka:pooler.defaultPoolSize: defaultPoolSize 95 + reservePoolSize 10 exceeds the 97 "
+            "sikka:pooler.defaultPoolSize: replicas 2 x (defaultPoolSize 95 + reservePoolSize 5) exceeds the 97 "
             "client connections PostgreSQL allows on the primary (postgres.maxConnections 100 - 3 reserved)",
         ),
         (
             "growth",
             {"sikka:phase": "growth", "sikka:pooler": {"readPoolSize": 90}},
-            "sikka:pooler.readPoolSize: readPoolSize 90 + reservePoolSize 10 exceeds the 97 "
+            "sikka:pooler.readPoolSize: replicas 2 x (readPoolSize 90 + reservePoolSize 5) exceeds the 97 "
             "client connections PostgreSQL allows on each replica (postgres.maxConnections 100 - 3 reserved)",
         ),
         (

@@ -31,10 +31,18 @@ def roles(topology: Topology) -> dict[str, tuple[str, str | None]]:
 def test_growth_nodes_roles_and_replication() -> None:
     topology = build_topology(spec_of("growth"))
     assert roles(topology) == {
+        "etcd-0": ("dcs", None),
+        "etcd-1": ("dcs", None),
+        "etcd-2": ("dcs", None),
+        # Patroni members: postgres-0 bootstraps the cluster, the others clone from it;
+        # afterwards Patroni elects the leader.
         "postgres-0": ("primary", None),
         "postgres-1": ("replica", "postgres-0"),
         "postgres-2": ("replica", "postgres-0"),
-        "pgbouncer": ("pooler", None),
+        "haproxy-0": ("router", None),
+        "haproxy-1": ("router", None),
+        "pgbouncer-0": ("pooler", None),
+        "pgbouncer-1": ("pooler", None),
         "redis-0": ("master", None),
         "redis-1": ("replica", "redis-0"),
         "redis-2": ("replica", "redis-0"),
@@ -47,9 +55,28 @@ def test_growth_nodes_roles_and_replication() -> None:
     }
     monitors = {(e.source, e.target) for e in topology.edges if e.kind == "monitors"}
     assert monitors == {(f"redis-sentinel-{i}", "redis-0") for i in range(3)}
-    pools = {e.target for e in topology.edges_from("pgbouncer", "pools")}
-    assert pools == {"postgres", "postgres-replicas"}
-    assert topology.service("postgres-replicas").targets == ("postgres-1", "postgres-2")
+    for pooler in ("pgbouncer-0", "pgbouncer-1"):
+        pools = {e.target for e in topology.edges_from(pooler, "pools")}
+        assert pools == {"postgres", "postgres-replicas"}
+    members = ("postgres-0", "postgres-1", "postgres-2")
+    for router in ("haproxy-0", "haproxy-1"):
+        assert {e.target for e in topology.edges_from(router, "proxies-to")} == set(members)
+    for member in members:
+        assert {e.target for e in topology.edges_from(member, "connects-to")} == {"etcd"}
+    # The routers know which member leads; clients never address a member directly.
+    services = {s.name: (s.targets, s.port, s.purpose) for s in topology.services}
+    assert services["postgres"] == (("haproxy-0", "haproxy-1"), 5432, "read-write")
+    assert services["postgres-replicas"] == (("haproxy-0", "haproxy-1"), 5433, "read-only")
+    assert services["pgbouncer"] == (("pgbouncer-0", "pgbouncer-1"), 6432, "pooler")
+    assert services["etcd"] == (("etcd-0", "etcd-1", "etcd-2"), 2379, "dcs")
+
+
+def test_launch_keeps_one_postgres_without_patroni() -> None:
+    topology = build_topology(spec_of("launch"))
+    postgres = {n.name: n.image for n in topology.tier("postgres")}
+    assert postgres == {"postgres-0": spec_of("launch").postgres.image}
+    assert not topology.group("etcd") and not topology.group("haproxy")
+    assert topology.service("postgres").targets == ("postgres-0",)
 
 
 def test_cluster_layout_only_appends_when_masters_grow() -> None:
@@ -122,14 +149,24 @@ def test_data_nodes_start_one_after_another(stack: str) -> None:
     for node in topology.nodes:
         after = start_after(topology, node)
         assert node.name not in after
-        if node.stateful and node.ordinal:
+        if node.stateful and node.ordinal and node.role != "dcs":
             assert f"{node.group}-{node.ordinal - 1}" in after
     if stack == "growth":
-        assert start_after(topology, topology.node("pgbouncer")) == (
+        etcd = ("etcd-0", "etcd-1", "etcd-2")
+        # An etcd member is healthy only once a majority runs: the members start together.
+        for member in etcd:
+            assert start_after(topology, topology.node(member)) == ()
+        assert start_after(topology, topology.node("postgres-0")) == etcd
+        assert start_after(topology, topology.node("postgres-1")) == (*etcd, "postgres-0")
+        assert start_after(topology, topology.node("postgres-2")) == (
+            *etcd,
             "postgres-0",
             "postgres-1",
-            "postgres-2",
         )
+        members = ("postgres-0", "postgres-1", "postgres-2")
+        assert start_after(topology, topology.node("haproxy-0")) == members
+        for pooler in ("pgbouncer-0", "pgbouncer-1"):
+            assert start_after(topology, topology.node(pooler)) == ("haproxy-0", "haproxy-1")
 
 
 @pytest.mark.parametrize(
@@ -167,15 +204,29 @@ def test_postgres_secrets_go_to_postgres_and_pgbouncer_only(stack: str) -> None:
     for node in topology.nodes:
         for secret in node.secret_env.values():
             holders.setdefault(secret, set()).add(node.name)
-    assert holders["postgres-superuser-password"] == {"postgres-0"}
-    expected_app = {"postgres-0", "pgbouncer"} if stack == "growth" else {"postgres-0"}
-    assert holders["postgres-password"] == expected_app
     if stack == "growth":
-        assert holders["pgbouncer-admin-password"] == {"pgbouncer"}
-        assert holders["replication-password"] == {"postgres-0", "postgres-1", "postgres-2"}
+        # Every Patroni member may lead: each holds what the leader needs.
+        members = {"postgres-0", "postgres-1", "postgres-2"}
+        poolers = {"pgbouncer-0", "pgbouncer-1"}
+        assert holders["postgres-superuser-password"] == members
+        assert holders["replication-password"] == members
+        assert holders["postgres-rewind-password"] == members
+        assert holders["patroni-api-password"] == members
+        assert holders["postgres-password"] == members | poolers
+        assert holders["pgbouncer-admin-password"] == poolers
+        # Routers and the DCS hold no secret at all.
+        for node in topology.group("haproxy") + topology.group("etcd"):
+            assert not node.secret_env, node.name
     else:
-        assert "pgbouncer-admin-password" not in holders
-        assert "replication-password" not in holders
+        assert holders["postgres-superuser-password"] == {"postgres-0"}
+        assert holders["postgres-password"] == {"postgres-0"}
+        for secret in (
+            "pgbouncer-admin-password",
+            "replication-password",
+            "postgres-rewind-password",
+            "patroni-api-password",
+        ):
+            assert secret not in holders
 
 
 def test_cluster_init_starts_after_every_data_node() -> None:
