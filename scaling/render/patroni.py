@@ -59,6 +59,8 @@ ROLES_SECRET_VARIABLES = {
 # reading the state (/primary, /replica, /health, /cluster) needs no password.
 REST_API_USER = "patroni"
 LOOP_WAIT_SECONDS = 2
+# pg_ident map: the system account that runs Patroni is the superuser on the socket.
+IDENT_MAP = "patroni"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class PatroniLayout:
     private_networks: tuple[str, ...]
     roles_script: str
     bin_dir: str | None = None
+    # The system account Patroni and PostgreSQL run as (peer authentication on the socket).
+    system_user: str = "postgres"
 
 
 def timeouts(spec: PhaseSpec) -> dict[str, int]:
@@ -105,7 +109,12 @@ def _parameters(spec: PhaseSpec) -> dict[str, object]:
 
 
 def render_patroni_yml(spec: PhaseSpec, layout: PatroniLayout) -> str:
-    rules = hba_rules(spec, layout.private_networks, rewind_user=REWIND_USER)
+    rules = hba_rules(
+        spec,
+        layout.private_networks,
+        rewind_user=REWIND_USER,
+        superuser_socket=f"peer map={IDENT_MAP}",
+    )
     parameters = _parameters(spec)
     document: dict[str, object] = {
         "scope": layout.scope,
@@ -150,6 +159,7 @@ def render_patroni_yml(spec: PhaseSpec, layout: PatroniLayout) -> str:
             # member (max_connections, ...): a changed stack file reaches each member.
             "parameters": {**parameters, "unix_socket_directories": layout.socket_dir},
             "pg_hba": rules,
+            "pg_ident": [f"{IDENT_MAP} {layout.system_user} {SUPERUSER}"],
             # The leader re-applies the roles whenever it becomes the leader, so a rotated
             # password takes effect at the next start, switchover or failover.
             "callbacks": {"on_role_change": layout.roles_script, "on_start": layout.roles_script},

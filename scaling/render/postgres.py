@@ -125,7 +125,11 @@ def render_pg_hba_conf(spec: PhaseSpec, layout: PostgresLayout) -> str:
 
 
 def hba_rules(
-    spec: PhaseSpec, private_networks: tuple[str, ...], *, rewind_user: str | None = None
+    spec: PhaseSpec,
+    private_networks: tuple[str, ...],
+    *,
+    rewind_user: str | None = None,
+    superuser_socket: str = "scram-sha-256",
 ) -> list[str]:
     """One rule per role; the first match wins and a connection no rule matches is refused.
 
@@ -139,6 +143,11 @@ def hba_rules(
       application role asking for another database: refused;
     * under Patroni, its pg_rewind role (``rewind_user``): the ``postgres`` database from the
       private network, so that a former leader can rewind itself from the new one.
+
+    ``superuser_socket``: how the superuser authenticates on the socket. Patroni's members
+    use ``peer`` (the server's own system account only): Patroni and the role script then
+    reach the server whatever password it holds, so a rotated superuser password is applied
+    instead of locking them out.
     """
     pg = spec.postgres
     db, user = pg.database, pg.user
@@ -147,7 +156,7 @@ def hba_rules(
         return f"{kind:<7} {database:<12} {role:<13} {address:<16} scram-sha-256".rstrip()
 
     lines = [
-        rule("local", "all", SUPERUSER),
+        rule("local", "all", SUPERUSER).replace("scram-sha-256", superuser_socket),
         *(rule("host", "all", SUPERUSER, address) for address in LOOPBACK),
         rule("local", db, user),
     ]

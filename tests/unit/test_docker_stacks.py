@@ -228,10 +228,12 @@ def network_of(run: StackRun) -> str:
     return run.of_type("docker:index/network:Network")[0].inputs["ipamConfigs"][0]["subnet"]
 
 
-def assert_least_privilege(rules: list[list[str]], subnet: str, *, replicas: bool) -> None:
+def assert_least_privilege(
+    rules: list[list[str]], subnet: str, *, replicas: bool, socket: tuple[str, ...] = ()
+) -> None:
     # The superuser never from the network: socket and loopback only.
     assert [r for r in rules if "postgres" in r[2:3]] == [
-        ["local", "all", "postgres", "scram-sha-256"],
+        ["local", "all", "postgres", *(socket or ("scram-sha-256",))],
         ["host", "all", "postgres", "127.0.0.1/32", "scram-sha-256"],
         ["host", "all", "postgres", "::1/128", "scram-sha-256"],
     ]
@@ -263,7 +265,10 @@ def test_patroni_members_keep_the_roles_least_privileged(growth: StackRun, membe
     subnet = network_of(growth)
     for rules in (config["postgresql"]["pg_hba"], config["bootstrap"]["pg_hba"]):
         split = [rule.split() for rule in rules]
-        assert_least_privilege(split, subnet, replicas=True)
+        # On the socket the superuser is the members' system account alone (peer), so a
+        # rotated superuser password never locks Patroni out.
+        assert_least_privilege(split, subnet, replicas=True, socket=("peer", "map=patroni"))
+        assert config["postgresql"]["pg_ident"] == ["patroni postgres postgres"]
         # pg_rewind's role reaches the postgres database alone.
         assert [r for r in split if r[2] == "rewinder"] == [
             ["host", "postgres", "rewinder", subnet, "scram-sha-256"]
