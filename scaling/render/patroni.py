@@ -8,7 +8,11 @@ name, where it listens, its folders, the DCS) differs.
 No password is written here. Patroni reads them from its environment
 (``PATRONI_SUPERUSER_PASSWORD``, ``PATRONI_REPLICATION_PASSWORD``,
 ``PATRONI_REWIND_PASSWORD``, ``PATRONI_RESTAPI_USERNAME``/``PATRONI_RESTAPI_PASSWORD``), and
-the role script reads the application's from ``$DATABASE_PASSWORD``.
+the role script reads the application's from ``$DATABASE_PASSWORD``. Patroni removes the
+``PATRONI_*`` variables from its environment once read, so its callbacks never see them: the
+role script reads the superuser's and the replication role's passwords from the variables
+every other script of the phase uses (``$POSTGRES_PASSWORD``, ``$REPLICATION_PASSWORD``),
+which the member gets as well.
 
 Durability (``postgres.synchronousMode``): "on" and "strict" make Patroni keep one
 synchronous standby and promote only it, so a commit the leader acknowledged is on the new
@@ -170,8 +174,7 @@ startup_sql() {{
 database_sql() {{
 {database_sql_sh(user, database)}
 }}
-export PGPASSWORD="$PATRONI_SUPERUSER_PASSWORD" POSTGRES_PASSWORD="$PATRONI_SUPERUSER_PASSWORD"
-export REPLICATION_PASSWORD="$PATRONI_REPLICATION_PASSWORD"
+export PGPASSWORD="$POSTGRES_PASSWORD"
 psql() {{
   command psql -v ON_ERROR_STOP=1 -q --no-psqlrc -h {socket_dir} -p {port} -U {SUPERUSER} "$@"
 }}

@@ -204,7 +204,14 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
         roles_script(pg.user, pg.database, SOCKET_DIR, PG_PORT),
         "patroni-roles.sh",
     )
-    secrets = dict(PATRONI_SECRET_VARIABLES) | _secret("postgres-password")
+    # Patroni's own variables, and the ones its role script reads (Patroni removes the
+    # PATRONI_* ones from the environment its callbacks inherit).
+    secrets = (
+        dict(PATRONI_SECRET_VARIABLES)
+        | _secret("postgres-password")
+        | _secret("postgres-superuser-password")
+        | _secret("replication-password")
+    )
     nodes: list[Node] = [*etcd]
     edges: list[Edge] = []
     for index in range(1 + replica_count(spec)):
