@@ -18,8 +18,8 @@ import typer
 local_app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Run a phase's topology as real processes on 127.0.0.1 (Postgres, PgBouncer, "
-    "Redis, gateways, Nginx).",
+    help="Run a phase's topology as real processes on loopback (PostgreSQL, or Patroni with "
+    "etcd and HAProxy; PgBouncer, Redis, gateways, Nginx).",
 )
 
 StackArg = Annotated[str, typer.Argument(help="Stack name (launch, growth, scale) or stack file")]

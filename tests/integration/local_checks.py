@@ -34,7 +34,7 @@ from local_helpers import (
 
 from scaling.local import patroni_api, runner
 from scaling.local.gateway import MAX_LOCAL_GATEWAYS
-from scaling.local.topology import local_topology
+from scaling.local.topology import local_topology, nodes
 
 REPLICATION_TIMEOUT = 20.0
 
@@ -120,7 +120,7 @@ def check_patroni_cluster_follows_topology(phase: Phase) -> None:
     streaming from it through its own replication slot (Patroni names it after the member),
     one of them the synchronous standby when the phase asks for one."""
     topology = local_topology(phase.spec)
-    names = [n.name for n in topology.nodes if n.role in ("primary", "replica")]
+    names = [n.name for n in nodes(topology, "postgres", "primary", "replica")]
     wait_for(
         "a leader and every other member streaming",
         lambda: patroni_api.healthy(patroni_cluster(phase), names),
