@@ -241,12 +241,13 @@ def _status_line(row: dict[str, Any]) -> str:
     """One process; a Patroni member shows its live role, state, timeline and lag, and the
     leader is marked with *."""
     state = "running" if row["alive"] else "stopped"
-    port = f":{row['port']}" if row["port"] else ""
+    # Members, routers and poolers share a port, each on its own loopback address.
+    address = f"{row.get('host', '')}:{row['port']}" if row["port"] else ""
     member = row.get("patroni")
     role = member["role"] if member else row["role"]
-    line = f"{row['name']:<20} {role:<16} pid {row['pid']:<8} {port:<7} {state}"
+    line = f"{row['name']:<20} {role:<16} pid {row['pid']:<8} {address:<16} {state}"
     if member:
-        lag = "?" if member["lag"] is None else member["lag"]
+        lag = "-" if member["lag"] is None else member["lag"]
         line += f"  patroni {member['state']}, timeline {member['timeline']}, lag {lag}"
         line += "  *leader" if row.get("leader") else ""
     return line

@@ -582,7 +582,14 @@ def status(stack: str, *, state_dir: Path | None = None) -> dict[str, Any]:
     rows = []
     for p in state.processes:
         rows.append(
-            {"name": p.name, "role": p.role, "pid": p.pid, "port": p.port, "alive": procs.alive(p)}
+            {
+                "name": p.name,
+                "role": p.role,
+                "pid": p.pid,
+                "host": p.host,
+                "port": p.port,
+                "alive": procs.alive(p),
+            }
         )
     patroni = patroni_status(state)
     if patroni is not None:

@@ -218,10 +218,17 @@ def test_status_marks_the_leader_and_shows_each_members_live_role() -> None:
     from scaling.local.cli import _status_line
 
     member = {"role": "leader", "state": "running", "timeline": 3, "lag": None}
-    row = {"name": "postgres-2", "role": "replica", "pid": 42, "port": 16000, "alive": True}
+    row = {
+        "name": "postgres-2",
+        "role": "replica",
+        "pid": 42,
+        "host": "127.0.1.3",
+        "port": 16000,
+        "alive": True,
+    }
     line = _status_line({**row, "patroni": member, "leader": True})
     assert line.split()[:2] == ["postgres-2", "leader"]
-    assert "timeline 3" in line and "lag ?" in line and line.endswith("*leader")
+    assert "127.0.1.3:16000" in line and "timeline 3" in line and line.endswith("*leader")
     replica = {**member, "role": "sync_standby", "state": "streaming", "lag": 0}
     line = _status_line({**row, "name": "postgres-0", "patroni": replica, "leader": False})
     assert "sync_standby" in line and "lag 0" in line and "*leader" not in line
