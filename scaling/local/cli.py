@@ -18,8 +18,8 @@ import typer
 local_app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Run a phase's topology as real processes on 127.0.0.1 (Postgres, PgBouncer, "
-    "Redis, gateways, Nginx).",
+    help="Run a phase's topology as real processes on loopback (PostgreSQL, or Patroni with "
+    "etcd and HAProxy; PgBouncer, Redis, gateways, Nginx).",
 )
 
 StackArg = Annotated[str, typer.Argument(help="Stack name (launch, growth, scale) or stack file")]
@@ -127,8 +127,19 @@ def _describe(summary: dict[str, Any]) -> str:
     lines += [
         f"  {g['id']:<12} {g['url']}  (metrics {g['metrics_url']})" for g in summary["gateways"]
     ]
-    lines.append(f"  postgres     primary {pg['primary']}")
-    lines += [f"               replica {r}" for r in pg["replicas"]]
+    if pg.get("members"):
+        lines.append(f"  postgres     read-write {pg['primary']} (follows the Patroni leader)")
+        if pg.get("read_only"):
+            lines.append(f"               read-only  {pg['read_only']}")
+        for member in pg["members"]:
+            lead = "  leader" if member["name"] == pg.get("leader") else ""
+            lines.append(
+                f"               {member['name']:<11} {member['url']}  "
+                f"(Patroni {member['api']}){lead}"
+            )
+    else:
+        lines.append(f"  postgres     primary {pg['primary']}")
+        lines += [f"               replica {r}" for r in pg["replicas"]]
     if pg["pooler"]:
         lines.append(f"  pgbouncer    {pg['pooler']}")
     if pg.get("pooler_read_only"):
@@ -213,9 +224,9 @@ def local_status(stack: StackArg, as_json: JsonOpt = False, state_dir: StateDirO
         typer.echo(f"{name}: nothing running (state in {report['state_dir']})")
     else:
         for row in report["processes"]:
-            state = "running" if row["alive"] else "stopped"
-            port = f":{row['port']}" if row["port"] else ""
-            typer.echo(f"{row['name']:<20} {row['role']:<16} pid {row['pid']:<8} {port:<7} {state}")
+            typer.echo(_status_line(row))
+        if report.get("patroni"):
+            typer.echo(f"Patroni leader: {report['patroni']['leader'] or 'none'}")
         for stray in report.get("unrecorded", []):
             typer.echo(f"{'(not recorded)':<37} pid {stray['pid']:<8} {stray['command']}")
     if not as_json and report.get("starting"):
@@ -224,6 +235,22 @@ def local_status(stack: StackArg, as_json: JsonOpt = False, state_dir: StateDirO
         typer.echo(report["interrupted"], err=True)
     if not report.get("all_alive") or report.get("interrupted") or report.get("starting"):
         raise typer.Exit(code=1)
+
+
+def _status_line(row: dict[str, Any]) -> str:
+    """One process; a Patroni member shows its live role, state, timeline and lag, and the
+    leader is marked with *."""
+    state = "running" if row["alive"] else "stopped"
+    # Members, routers and poolers share a port, each on its own loopback address.
+    address = f"{row.get('host', '')}:{row['port']}" if row["port"] else ""
+    member = row.get("patroni")
+    role = member["role"] if member else row["role"]
+    line = f"{row['name']:<20} {role:<16} pid {row['pid']:<8} {address:<16} {state}"
+    if member:
+        lag = "-" if member["lag"] is None else member["lag"]
+        line += f"  patroni {member['state']}, timeline {member['timeline']}, lag {lag}"
+        line += "  *leader" if row.get("leader") else ""
+    return line
 
 
 def _name_only(stack: str) -> str:

@@ -36,6 +36,9 @@ class Context:
     topology: Topology
     # Node name -> where it listens here, filled in as the nodes start.
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    # Service name -> where its started targets serve it, for targets that serve several
+    # services on several ports (a router: read-write and read-only).
+    service_endpoints: dict[str, list[Endpoint]] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda message: None
     notes: list[str] = field(default_factory=list)
     # The part being started, for the error report when something fails half-way.
@@ -76,6 +79,8 @@ class Context:
 
     def endpoints_of(self, target: str) -> list[Endpoint]:
         """Where a node listens, or the started nodes behind a service of the topology."""
+        if target in self.service_endpoints:
+            return list(self.service_endpoints[target])
         if target in self.endpoints:
             return [self.endpoints[target]]
         targets = self.topology.service(target).targets

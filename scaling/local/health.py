@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import httpx
 import redis
@@ -25,9 +25,12 @@ def wait_until(
     timeout: float,
     *,
     process: ProcessEntry | None = None,
+    processes: Iterable[ProcessEntry] = (),
     interval: float = 0.2,
 ) -> float:
-    """Poll ``check`` until true; returns seconds waited. Fails fast if ``process`` dies."""
+    """Poll ``check`` until true; returns seconds waited. Fails fast if ``process`` (or one
+    of ``processes``) dies."""
+    watched = [*([process] if process is not None else []), *processes]
     start = time.monotonic()
     last_error: Exception | None = None
     while True:
@@ -37,8 +40,9 @@ def wait_until(
             last_error = None
         except Exception as error:  # any failure to answer is "not yet"
             last_error = error
-        if process is not None and not alive(process):
-            raise ProcessDied(f"{process.name} exited while waiting for {what}")
+        for entry in watched:
+            if not alive(entry):
+                raise ProcessDied(f"{entry.name} exited while waiting for {what}")
         if time.monotonic() - start > timeout:
             detail = f" (last error: {last_error})" if last_error else ""
             raise HealthTimeout(f"{what}: not ready after {timeout:.0f}s{detail}")

@@ -2,9 +2,9 @@
 
 `local up` starts the keeper first, in a session of its own, and records that session (the
 keeper's pid is its id) and the keeper's start time in the state file before it asks for any
-child. Every server and every one-shot tool of the run (initdb, pg_basebackup, the Redis
-cluster script, ...) is then forked by the keeper, each in a process group of its own inside
-that session. Whatever happens to the CLI afterwards — kill -9 between a spawn and its
+child. Every server and every one-shot tool of the run (initdb, patroni --validate-config, the
+Redis cluster script, ...) is then forked by the keeper, each in a process group of its own
+inside that session. Whatever happens to the CLI afterwards — kill -9 between a spawn and its
 record included — every process the run started can be found by the session id: `local
 status` reports them and `local down` stops them. (PostgreSQL's backends leave for sessions
 of their own, but they end with their postmaster, which stays in ours.)

@@ -1,5 +1,5 @@
-"""PostgreSQL tier: the topology's primary, its streaming replicas (pg_basebackup + slots)
-and PgBouncer.
+"""PostgreSQL tier: the topology's single primary (launch) or its Patroni cluster (etcd,
+Patroni members, HAProxy routers), and the PgBouncers in front of either.
 
 Roles as on Docker: the cluster is initialised with the superuser ``postgres`` (its own
 generated password; pg_hba admits it over the socket and loopback only), which then applies
@@ -7,11 +7,10 @@ the same start-up SQL as the Docker primary: the application role with least pri
 owning its database, and the replication role. PgBouncer's console belongs to
 ``pgbouncer_admin`` (its own password), loopback only; the application role is no admin.
 
-Names, roles, who replicates from whom (replica_of), each replica's slot (from its ordinal)
-and what PgBouncer pools (its "pools" edges) come from the topology. Replica i listens on
-its own loopback address 127.0.0.(i+1), all on one shared port, so the rendered PgBouncer
-read-only pool (a comma-separated host list with one port, PgBouncer >= 1.17) spreads over
-them exactly as the Docker network alias does.
+Names, roles and what PgBouncer pools (its "pools" edges) come from the topology. Under
+Patroni the routers share one port per service on their own loopback addresses, and so do
+the PgBouncers (127.0.3.(i+1)): a comma-separated host list with one port (PgBouncer >= 1.17,
+libpq's multi-host URLs) reaches every one of them, as a Docker network alias does.
 """
 
 from __future__ import annotations
@@ -25,6 +24,9 @@ import psycopg
 from scaling.local import health, procs
 from scaling.local.context import Context
 from scaling.local.credentials import write_private
+from scaling.local.etcd import start_etcd
+from scaling.local.patroni import PatroniMember, start_patroni
+from scaling.local.routers import start_routers
 from scaling.local.state import ProcessEntry
 from scaling.local.topology import nodes, replicas_of
 from scaling.model import POOLER_ADMIN_USER, SUPERUSER
@@ -37,7 +39,6 @@ from scaling.render.pgbouncer import (
     render_userlist_line,
 )
 from scaling.render.postgres import (
-    REPLICATION_USER,
     PostgresLayout,
     render_pg_hba_conf,
     render_postgresql_conf,
@@ -48,18 +49,32 @@ from scaling.topology import Node
 
 LOOPBACK_NETWORK = "127.0.0.0/8"
 START_TIMEOUT = 60.0
-STREAMING_TIMEOUT = 60.0
 
 
 @dataclass
 class PostgresEndpoints:
-    primary: Endpoint
-    replicas: list[Endpoint] = field(default_factory=list)
-    pooler: Endpoint | None = None
+    """Where clients reach the tier; a list names every host behind one address."""
+
+    # The read-write door: the primary, or the routers that follow the Patroni leader.
+    primary: list[Endpoint]
+    # The read-only door under Patroni: the routers' replica port.
+    read_only: list[Endpoint] = field(default_factory=list)
+    # Each Patroni member, directly.
+    members: list[PatroniMember] = field(default_factory=list)
+    poolers: list[Endpoint] = field(default_factory=list)
 
 
-def replica_host(ordinal: int) -> str:
-    return f"127.0.0.{ordinal + 1}"
+def pooler_host(ordinal: int) -> str:
+    return f"127.0.3.{ordinal + 1}"
+
+
+def host_list(endpoints: list[Endpoint]) -> Endpoint:
+    """One address for several hosts serving on one port: ``h1,h2`` and that port (what
+    PgBouncer's host= takes)."""
+    ports = {e.port for e in endpoints}
+    if len(ports) != 1:
+        raise ValueError(f"hosts behind one address must share a port: {endpoints}")
+    return Endpoint(",".join(e.host for e in endpoints), ports.pop())
 
 
 def connect(
@@ -211,67 +226,15 @@ def _apply_roles(ctx: Context, node: Node, endpoint: Endpoint) -> None:
         )
 
 
-def start_replica(ctx: Context, node: Node, port: int) -> Endpoint:
-    """A streaming replica of the node's replica_of, on the slot of its ordinal."""
-    if node.replica_of is None:
-        raise ValueError(f"{node.name} replicates nothing in the topology")
-    source = ctx.endpoint(node.replica_of)
-    endpoint = Endpoint(replica_host(node.ordinal), port)
-    ctx.begin(node.name, ctx.log_path(node.name))
-    instance = ctx.pg_dir(ctx.pg_root / node.name, 0o755)
-    data = instance / "data"
-    ctx.run_tool(
-        [
-            procs.pg_bin("pg_basebackup"),
-            "-h",
-            source.host,
-            "-p",
-            str(source.port),
-            "-U",
-            REPLICATION_USER,
-            "-D",
-            str(data),
-            "--write-recovery-conf",
-            "--wal-method=stream",
-            "--checkpoint=fast",
-            "--create-slot",
-            f"--slot={replication_slot(node.ordinal)}",
-            "--no-sync",
-        ],
-        user=ctx.pg_user,
-        env={"PGPASSWORD": ctx.secrets["replication-password"]},
-        timeout=180,
-    )
-    (data).chmod(0o700)
-    conf = _write_configs(ctx, instance, _layout(instance, endpoint.host, endpoint.port))
-    entry = ctx.start(_server_entry(ctx, node, data, conf, endpoint))
-    ctx.endpoints[node.name] = endpoint
-    health.wait_until(
-        f"{node.name} accepts read-only connections",
-        lambda: _answers(ctx, endpoint, ctx.spec.postgres.database),
-        START_TIMEOUT,
-        process=entry,
-    )
-    return endpoint
-
-
-def streaming_replicas(ctx: Context, primary: Endpoint) -> int:
-    # pg_stat_replication shows its state columns to privileged roles only.
-    with connect(ctx, primary, "postgres", superuser=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
 def pooled(ctx: Context, pooler: Node) -> tuple[Endpoint, list[Endpoint]]:
-    """What the pooler's "pools" edges reach: the read-write node, the read-only ones."""
+    """What the pooler's "pools" edges reach: the read-write address (every host behind the
+    service, one port), the read-only hosts."""
     primary: Endpoint | None = None
     replicas: list[Endpoint] = []
     for edge in ctx.topology.edges_from(pooler.name, "pools"):
         service = ctx.topology.service(edge.target)
         if service.purpose == "read-write":
-            primary = ctx.endpoint(service.name)
+            primary = host_list(ctx.endpoints_of(service.name))
         elif service.purpose == "read-only":
             replicas = ctx.endpoints_of(service.name)
     if primary is None:
@@ -279,10 +242,9 @@ def pooled(ctx: Context, pooler: Node) -> tuple[Endpoint, list[Endpoint]]:
     return primary, replicas
 
 
-def start_pgbouncer(ctx: Context, node: Node) -> Endpoint:
+def start_pgbouncer(ctx: Context, node: Node, endpoint: Endpoint) -> Endpoint:
     spec = ctx.spec
     primary, replicas = pooled(ctx, node)
-    endpoint = Endpoint("127.0.0.1", ctx.ports.take())
     ctx.begin(node.name, ctx.log_path(node.name))
     folder = ctx.pg_dir(ctx.pg_root / node.name, 0o700)
     userlist = folder / "userlist.txt"
@@ -339,37 +301,35 @@ def start_pgbouncer(ctx: Context, node: Node) -> Endpoint:
 
 
 def start_postgres(ctx: Context) -> PostgresEndpoints:
-    (primary,) = nodes(ctx.topology, "postgres", "primary")
-    replicas = nodes(ctx.topology, "postgres", "replica")
+    if nodes(ctx.topology, "postgres", "dcs"):
+        found = _start_patroni_cluster(ctx)
+    else:
+        (primary,) = nodes(ctx.topology, "postgres", "primary")
+        found = PostgresEndpoints(primary=[start_primary(ctx, primary)])
+    poolers = nodes(ctx.topology, "postgres", "pooler")
+    if len(poolers) == 1:
+        single = Endpoint("127.0.0.1", ctx.ports.take())
+        found.poolers.append(start_pgbouncer(ctx, poolers[0], single))
+    elif poolers:
+        port = ctx.ports.take(tuple(pooler_host(n.ordinal) for n in poolers))
+        for pooler in poolers:
+            found.poolers.append(
+                start_pgbouncer(ctx, pooler, Endpoint(pooler_host(pooler.ordinal), port))
+            )
+    return found
+
+
+def _start_patroni_cluster(ctx: Context) -> PostgresEndpoints:
     if ctx.spec.postgres.mode == "citus":
+        count = len(nodes(ctx.topology, "postgres", "primary", "replica"))
         ctx.notes.append(
             "postgres: Citus is not packaged for Debian here, so the scale phase runs locally "
-            f"as {primary.name} + {len(replicas)} streaming replicas behind PgBouncer (the "
-            "Kubernetes stack runs Citus through StackGres)."
+            f"as {count} Patroni members behind HAProxy and PgBouncer (the Kubernetes "
+            "stack runs Citus through StackGres)."
         )
-    start_primary(ctx, primary)
-    if replicas:
-        port = ctx.ports.take(tuple(replica_host(n.ordinal) for n in replicas))
-        for node in replicas:
-            start_replica(ctx, node, port)
-        _wait_streaming(ctx, primary)
-    poolers = nodes(ctx.topology, "postgres", "pooler")
-    for pooler in poolers:
-        start_pgbouncer(ctx, pooler)
+    etcd = start_etcd(ctx)
+    members = start_patroni(ctx, etcd)
+    routers = start_routers(ctx, members)
     return PostgresEndpoints(
-        primary=ctx.endpoints[primary.name],
-        replicas=[ctx.endpoints[n.name] for n in replicas],
-        pooler=ctx.endpoints[poolers[0].name] if poolers else None,
-    )
-
-
-def _wait_streaming(ctx: Context, source: Node) -> None:
-    """Every replica the topology gives ``source`` streams from it."""
-    wanted = len(replicas_of(ctx.topology, source.name))
-    endpoint = ctx.endpoints[source.name]
-    ctx.begin("postgres streaming replication", ctx.log_path(source.name), "waiting for")
-    health.wait_until(
-        f"{wanted} replicas streaming from {source.name}",
-        lambda: streaming_replicas(ctx, endpoint) == wanted,
-        STREAMING_TIMEOUT,
+        primary=routers.read_write, read_only=routers.read_only, members=members
     )

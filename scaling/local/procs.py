@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from scaling.local import pidns
 from scaling.local.keeper import Keeper, KeeperError
 from scaling.local.state import ProcessEntry, RunState
 
@@ -179,6 +180,7 @@ def spawn(entry: ProcessEntry, secrets: Mapping[str, str], *, keeper: Keeper | N
         entry.pid, entry.create_time = keeper.spawn(
             entry.argv, env=env, log=entry.log, cwd=entry.cwd, ids=_ids(entry.user), umask=umask
         )
+        _record_namespace_init(entry)
         return
     uid, gid, groups = _ids(entry.user)
     with open(entry.log, "ab") as log:
@@ -202,6 +204,21 @@ def spawn(entry: ProcessEntry, secrets: Mapping[str, str], *, keeper: Keeper | N
         entry.create_time = psutil.Process(proc.pid).create_time()
     except psutil.NoSuchProcess:
         entry.create_time = None
+    _record_namespace_init(entry)
+
+
+def _record_namespace_init(entry: ProcessEntry) -> None:
+    """For a server started in a PID namespace, record its PID 1 instead of the launcher."""
+    if entry.pid_namespace and entry.pid is not None:
+        entry.pid, entry.create_time = pidns.namespace_init(entry.pid)
+
+
+def _reap() -> None:
+    """Reap the children of this interpreter that exited (a PID namespace's launcher leaves
+    when its namespace ends; nothing else would collect it)."""
+    for pid, child in list(_CHILDREN.items()):
+        if child.poll() is not None:
+            _CHILDREN.pop(pid, None)
 
 
 def is_running(pid: int | None, create_time: float | None) -> bool:
@@ -221,6 +238,7 @@ def process_of(entry: ProcessEntry) -> psutil.Process | None:
     """The live process ``entry`` started, or None (gone, zombie, or a recycled pid)."""
     if entry.pid is None:
         return None
+    _reap()
     child = _CHILDREN.get(entry.pid)
     if child is not None and child.poll() is not None:
         _CHILDREN.pop(entry.pid, None)
@@ -316,6 +334,10 @@ def strays(state: RunState) -> list[psutil.Process]:
     the CLI between a spawn and its record, a tool it was running), or they outlived the
     recorded process that forked them."""
     recorded = {p.pid for p in state.processes if p.pid is not None and alive(p)}
+    # A server in a PID namespace shares its launcher's group (scaling.local.pidns).
+    for pid in list(recorded):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            recorded.add(os.getpgid(pid))
     found = []
     for proc in session_processes(state):
         try:

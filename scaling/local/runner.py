@@ -26,12 +26,13 @@ from typing import Any
 import psutil
 
 from scaling.local import keeper as keepers
-from scaling.local import procs
+from scaling.local import patroni_api, procs
 from scaling.local.context import Context
 from scaling.local.credentials import load_secrets, new_secrets, save_secrets
 from scaling.local.gateway import GatewayInstance, start_gateways
 from scaling.local.keeper import Keeper
 from scaling.local.nginx import NginxEndpoints, start_nginx
+from scaling.local.pgsummary import postgres_summary
 from scaling.local.ports import PortAllocator
 from scaling.local.postgres import PostgresEndpoints, start_postgres
 from scaling.local.redis import RedisEndpoints, start_redis
@@ -39,7 +40,6 @@ from scaling.local.state import STATE_FILE, ProcessEntry, RunState, state_dir_fo
 from scaling.local.tokens import auth_summary, write_key
 from scaling.local.topology import local_topology
 from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
-from scaling.render.pgbouncer import read_only_database
 from scaling.stackconfig import (
     NAMESPACE,
     decode,
@@ -53,20 +53,25 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 SECRETS_FILE = "secrets.json"
 
 # `down` stops the tiers in the reverse order of `up`: clients before servers; within a
-# tier (topology roles) watchers and poolers first, then replicas, then what they replicate.
+# tier (topology roles) watchers, poolers and routers first, then replicas, then what they
+# replicate (under Patroni: whoever leads when `down` runs), and the DCS they lock in last.
 _STOP_ORDER = {"nginx": 0, "gateway": 1, "redis": 2, "postgres": 3}
 _ROLE_ORDER = {
     "proxy": 0,
     "gateway": 0,
     "sentinel": 0,
     "pooler": 0,
+    "router": 0,
     "replica": 1,
     "cluster-replica": 1,
     "master": 2,
     "cluster-master": 2,
     "standalone": 2,
     "primary": 2,
+    "dcs": 3,
 }
+# Patroni members: the topology says which one bootstraps, Patroni who leads now.
+_PATRONI_ROLES = ("primary", "replica")
 
 Progress = Callable[[str], None]
 
@@ -283,8 +288,24 @@ def _process_list(state: RunState) -> list[dict[str, Any]]:
     ]
 
 
-def _stop_key(entry: ProcessEntry) -> tuple[int, int]:
-    return _STOP_ORDER.get(entry.tier, 9), _ROLE_ORDER.get(entry.role, 1)
+def stop_key(entry: ProcessEntry, leader: str | None = None) -> tuple[int, int]:
+    """Where ``entry`` comes in `down`'s order; ``leader``: the Patroni member leading now
+    (None when no member answers: the recorded roles decide then)."""
+    role = entry.role
+    if leader is not None and entry.tier == "postgres" and role in _PATRONI_ROLES:
+        role = "primary" if entry.name == leader else "replica"
+    return _STOP_ORDER.get(entry.tier, 9), _ROLE_ORDER.get(role, 1)
+
+
+def patroni_apis(state: RunState) -> list[str]:
+    """The REST APIs of the run's Patroni members (from its summary)."""
+    members = state.summary.get("postgres", {}).get("members", [])
+    return [str(m["api"]) for m in members]
+
+
+def _current_leader(state: RunState) -> str | None:
+    apis = patroni_apis(state)
+    return patroni_api.leader(patroni_api.fetch_cluster(apis)) if apis else None
 
 
 def _teardown(
@@ -301,7 +322,8 @@ def _teardown(
     that was never recorded (``unrecorded: True``)."""
     say = progress or (lambda message: None)
     report = []
-    for entry in sorted(state.processes, key=_stop_key):
+    leader = _current_leader(state)
+    for entry in sorted(state.processes, key=lambda e: stop_key(e, leader)):
         if procs.alive(entry):
             say(f"stopping {entry.name}")
         outcome = procs.stop(entry, hurry)
@@ -513,10 +535,7 @@ def _summary(
 ) -> dict[str, Any]:
     pg = spec.postgres
     state = ctx.state
-
-    def url(endpoint: object, database: str = pg.database) -> str:
-        return f"postgresql://{pg.user}@{endpoint}/{database}"
-
+    apis = [m.api_url for m in postgres.members]
     return {
         "stack": stack,
         "phase": spec.phase.value,
@@ -525,21 +544,14 @@ def _summary(
         "nginx": nginx.summary(),
         "gateways": [g.summary() for g in gateways],
         "gateway_auth": auth_summary(spec, key_file),
-        "postgres": {
-            "mode": "replicated" if postgres.replicas else "single",
-            "spec_mode": pg.mode,
-            "primary": url(postgres.primary),
-            "replicas": [url(r) for r in postgres.replicas],
-            "pooler": url(postgres.pooler) if postgres.pooler else None,
-            "pooler_read_only": url(postgres.pooler, read_only_database(spec))
-            if postgres.pooler and postgres.replicas
-            else None,
-        },
+        "postgres": postgres_summary(
+            spec, postgres, patroni_api.fetch_cluster(apis) if apis else None
+        ),
         "database": {
             "name": pg.database,
             "user": pg.user,
             "superuser": SUPERUSER,
-            "pooler_admin": POOLER_ADMIN_USER if postgres.pooler else None,
+            "pooler_admin": POOLER_ADMIN_USER if postgres.poolers else None,
         },
         "redis": redis.summary(),
         "processes": _process_list(state),
@@ -570,8 +582,22 @@ def status(stack: str, *, state_dir: Path | None = None) -> dict[str, Any]:
     rows = []
     for p in state.processes:
         rows.append(
-            {"name": p.name, "role": p.role, "pid": p.pid, "port": p.port, "alive": procs.alive(p)}
+            {
+                "name": p.name,
+                "role": p.role,
+                "pid": p.pid,
+                "host": p.host,
+                "port": p.port,
+                "alive": procs.alive(p),
+            }
         )
+    patroni = patroni_status(state)
+    if patroni is not None:
+        live = {m["name"]: m for m in patroni["members"]}
+        for row in rows:
+            if row["name"] in live:
+                row["patroni"] = live[row["name"]]
+                row["leader"] = row["name"] == patroni["leader"]
     unrecorded = [{"pid": p.pid, "command": procs.describe(p)} for p in procs.strays(state)]
     starting = not state.complete and _owner_alive(state)
     return {
@@ -594,7 +620,19 @@ def status(stack: str, *, state_dir: Path | None = None) -> dict[str, Any]:
             "keeper_alive": procs.keeper_process(state) is not None,
         },
         "summary": state.summary,
+        # Under Patroni: who leads now and every member's live role, state, timeline, lag
+        # (None when no member answers); the process rows of members carry theirs too.
+        "patroni": patroni,
     }
+
+
+def patroni_status(state: RunState) -> dict[str, Any] | None:
+    """What the run's Patroni members say now; None without Patroni or when none answers."""
+    apis = patroni_apis(state)
+    cluster = patroni_api.fetch_cluster(apis) if apis else None
+    if cluster is None:
+        return None
+    return {"leader": patroni_api.leader(cluster), "members": patroni_api.members(cluster)}
 
 
 def print_progress(message: str) -> None:

@@ -40,6 +40,9 @@ class ProcessEntry:
     stop: str = "signal"  # "signal" (SIGTERM then SIGKILL) or "pg_ctl" (pg_ctl stop -m fast)
     data_dir: str | None = None  # for pg_ctl
     stop_timeout: float = 10.0
+    # Started through scaling.local.pidns: pid is PID 1 of its PID namespace (the launcher's
+    # child), so one kill ends the whole server, as a container's death does.
+    pid_namespace: bool = False
     pid: int | None = None
     create_time: float | None = None
 

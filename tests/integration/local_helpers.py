@@ -111,28 +111,31 @@ def run_async(coro: Awaitable[T], timeout: float = 60.0) -> T:
 
 
 def pg_connect(phase: Phase, url: str, **kwargs: Any) -> psycopg.Connection[Any]:
-    """Connect to one of the summary's password-less URLs with the run's password."""
-    parts = urlsplit(url)
-    return psycopg.connect(
-        host=parts.hostname,
-        port=parts.port,
-        user=parts.username,
-        dbname=parts.path.lstrip("/"),
-        password=phase.password,
-        connect_timeout=5,
-        **kwargs,
-    )
+    """Connect to one of the summary's password-less URLs (libpq's, multi-host ones
+    included: the hosts are tried in order) with the run's password."""
+    options: dict[str, Any] = {"connect_timeout": 5, **kwargs}
+    return psycopg.connect(url, password=phase.password, **options)
+
+
+def url_hosts(url: str) -> list[tuple[str, int]]:
+    """(host, port) of every host of a libpq URL, ``postgresql://u@h1:p1,h2:p2/db``."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    hosts = []
+    for item in netloc.split(","):
+        host, _, port = item.rpartition(":")
+        hosts.append((host, int(port)))
+    return hosts
 
 
 def pooler_console(
     phase: Phase, user: str = POOLER_ADMIN_USER, password: str | None = None
 ) -> psycopg.Connection[Any]:
-    """PgBouncer's console (the virtual database ``pgbouncer``), by default as its admin;
-    simple queries only (SHOW, SHUTDOWN, ... are not prepared statements)."""
-    pooler = urlsplit(phase.summary["postgres"]["pooler"])
+    """The first PgBouncer's console (the virtual database ``pgbouncer``), by default as
+    its admin; simple queries only (SHOW, SHUTDOWN, ... are not prepared statements)."""
+    host, port = url_hosts(phase.summary["postgres"]["pooler"])[0]
     return psycopg.connect(
-        host=pooler.hostname,
-        port=pooler.port,
+        host=host,
+        port=port,
         user=user,
         password=phase.pooler_admin_password if password is None else password,
         dbname="pgbouncer",

@@ -10,12 +10,11 @@ application connection could ``SHUTDOWN`` the pooler.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from local_fixtures import start_phase
-from local_helpers import Phase, pg_connect, pooler_console
+from local_helpers import Phase, pg_connect, pooler_console, url_hosts
 
 from scaling.model import POOLER_ADMIN_USER, SUPERUSER
 
@@ -79,7 +78,7 @@ def test_the_application_cannot_shut_the_pooler_down(phase: Phase) -> None:
             conn.execute("SHUTDOWN")
         finally:
             conn.close()
-    assert phase.run.alive("pgbouncer")
+    assert phase.run.alive("pgbouncer-0")
     with pooled(phase) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
@@ -94,11 +93,11 @@ def test_the_pooler_admin_runs_the_console(phase: Phase) -> None:
     # ... with its own password only, and it is no PostgreSQL role: no way into a database.
     with pytest.raises(psycopg.OperationalError):
         pooler_console(phase, POOLER_ADMIN_USER, phase.password)
-    pooler = urlsplit(phase.summary["postgres"]["pooler"])
+    host, port = url_hosts(phase.summary["postgres"]["pooler"])[0]
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(
-            host=pooler.hostname,
-            port=pooler.port,
+            host=host,
+            port=port,
             user=POOLER_ADMIN_USER,
             password=phase.pooler_admin_password,
             dbname=phase.spec.postgres.database,
@@ -111,12 +110,12 @@ def test_each_role_is_admitted_where_pg_hba_says(phase: Phase) -> None:
     network is loopback too: on Docker pg_hba admits it from inside its container only); the
     application role reaches its own database and no other; the replication role has no
     database session; PgBouncer's console user is unknown to PostgreSQL."""
-    primary = urlsplit(phase.summary["postgres"]["primary"])
+    host, port = url_hosts(phase.summary["postgres"]["primary"])[0]
 
     def connect(user: str, password: str, dbname: str) -> psycopg.Connection:
         return psycopg.connect(
-            host=primary.hostname,
-            port=primary.port,
+            host=host,
+            port=port,
             user=user,
             password=password,
             dbname=dbname,

@@ -247,8 +247,8 @@ def test_sigint_while_starting_stops_everything(tracker: Tracker) -> None:
 
 
 def test_a_second_sigint_does_not_abort_the_cleanup(tracker: Tracker) -> None:
-    """Growth: Postgres primary, two replicas and PgBouncer are up when the first Ctrl-C
-    comes; the second comes while they are being stopped."""
+    """Growth: etcd, the Patroni members, the routers and PgBouncers are up when the first
+    Ctrl-C comes; the second comes while they are being stopped."""
     run = tracker.up("growth")
     run.wait_line("[local] starting redis-0")
     tracker.observe(run.state_dir)
@@ -258,7 +258,7 @@ def test_a_second_sigint_does_not_abort_the_cleanup(tracker: Tracker) -> None:
     run.interrupt(signal.SIGINT)
     assert run.finish() == 128 + signal.SIGINT
     line = interrupted_line(run, "SIGINT")
-    for name in ("postgres-0", "postgres-1", "postgres-2", "pgbouncer"):
+    for name in ("etcd-0", "postgres-0", "postgres-1", "postgres-2", "haproxy-0", "pgbouncer-0"):
         assert name in line
     assert_nothing_left(tracker, run.state_dir)
 
@@ -278,8 +278,9 @@ def test_sigterm_while_starting_stops_everything(tracker: Tracker) -> None:
 def test_after_sigkill_status_reports_the_orphans_and_down_removes_them(
     tracker: Tracker,
 ) -> None:
-    """kill -9 of the CLI as it starts the gateways (Postgres x3, PgBouncer, Redis x3 and
-    three Sentinels are up, a gateway may be forked but not yet recorded)."""
+    """kill -9 of the CLI as it starts the gateways (etcd x3, Patroni x3, HAProxy x2,
+    PgBouncer x2, Redis x3 and three Sentinels are up, a gateway may be forked but not yet
+    recorded)."""
     run = tracker.up("growth")
     run.wait_line("[local] starting gateways")
     run.interrupt(signal.SIGKILL, group=False)
@@ -301,16 +302,18 @@ def test_after_sigkill_status_reports_the_orphans_and_down_removes_them(
     alive = {row["pid"] for row in report["processes"] if row["alive"]}
     assert {row["name"] for row in report["processes"] if row["alive"]} >= {
         "postgres-0",
-        "pgbouncer",
+        "pgbouncer-0",
         "redis-0",
         "redis-sentinel-2",
     }
     # Every process of the run's session is reported: a recorded process, one of its
-    # group (nginx workers, a Redis fork), the keeper, or listed as not recorded.
+    # group (nginx workers, a Redis fork, a Patroni member's PID namespace launcher), the
+    # keeper, or listed as not recorded.
+    groups = alive | {os.getpgid(pid) for pid in alive if psutil.pid_exists(pid)}
     reported = alive | {row["pid"] for row in report["unrecorded"]} | {state.session_id}
     for proc in procs.session_processes(state):
         with contextlib.suppress(psutil.Error):
-            assert proc.pid in reported or os.getpgid(proc.pid) in alive, procs.describe(proc)
+            assert proc.pid in reported or os.getpgid(proc.pid) in groups, procs.describe(proc)
 
     text = subprocess.run(
         cli("status", "growth", "--state-dir", str(run.state_dir)),

@@ -28,17 +28,23 @@ def spec_of(stack: str) -> PhaseSpec:
     return runner.load_spec(ROOT / f"Pulumi.{stack}.yaml")
 
 
-def test_citus_runs_locally_as_the_replicated_container_topology() -> None:
+def test_citus_runs_locally_as_the_patroni_container_topology() -> None:
     spec = spec_of("scale")
     assert spec.postgres.mode == "citus" and spec.platform == PlatformKind.KUBERNETES
     local = local_spec(spec)
     assert local.postgres.mode == "replicated" and local.platform == PlatformKind.DOCKER
     topology = local_topology(spec)
     assert [(n.name, n.role, n.replica_of) for n in nodes(topology, "postgres")] == [
+        ("etcd-0", "dcs", None),
+        ("etcd-1", "dcs", None),
+        ("etcd-2", "dcs", None),
         ("postgres-0", "primary", None),
         ("postgres-1", "replica", "postgres-0"),
         ("postgres-2", "replica", "postgres-0"),
-        ("pgbouncer", "pooler", None),
+        ("haproxy-0", "router", None),
+        ("haproxy-1", "router", None),
+        ("pgbouncer-0", "pooler", None),
+        ("pgbouncer-1", "pooler", None),
     ]
     assert [n.name for n in nodes(topology, "nginx")] == ["nginx"]
 
