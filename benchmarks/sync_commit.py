@@ -55,7 +55,8 @@ def _set_synchronous(run: LocalRun, leader_api: str, primary_url: str, on: bool)
 
 def _round(url: str, password: str, rows: int, start: int) -> list[float]:
     latencies = []
-    with psycopg.connect(url, password=password, autocommit=True) as conn:
+    # Transaction pooling: a prepared statement would outlive its server connection.
+    with psycopg.connect(url, password=password, autocommit=True, prepare_threshold=None) as conn:
         for n in range(start, start + rows):
             began = time.perf_counter()
             conn.execute("INSERT INTO bench_sync (n) VALUES (%s)", (n,))
