@@ -208,6 +208,25 @@ def local_down(
         raise typer.Exit(code=1)
 
 
+@local_app.command("start")
+def local_start(
+    stack: StackArg,
+    node: Annotated[str, typer.Argument(help="The stopped process, e.g. postgres-0")],
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Start a stopped process of the run again (after a kill or a crash), with its data."""
+    from scaling.local import runner
+
+    name = _name_only(stack)
+    try:
+        entry = runner.start_node(name, node, state_dir=state_dir)
+    except (FileNotFoundError, KeyError, runner.AlreadyRunning) as error:
+        message = error.args[0] if isinstance(error, KeyError) else str(error)
+        typer.echo(f"local start {name} {node}: {message}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"{entry.name:<20} pid {entry.pid}: started")
+
+
 @local_app.command("status")
 def local_status(stack: StackArg, as_json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
     """What runs for the stack; exit 1 unless every recorded process is alive and nothing

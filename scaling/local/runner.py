@@ -560,6 +560,19 @@ def _summary(
     }
 
 
+def start_node(stack: str, name: str, *, state_dir: Path | None = None) -> ProcessEntry:
+    """Start one recorded process of a complete run again, as `up` first started it: a
+    killed server comes back on its own data (a former Patroni leader rejoins as a replica,
+    rewound if it must be)."""
+    folder = state_dir_for(stack, state_dir)
+    if not (folder / STATE_FILE).exists():
+        raise FileNotFoundError(f"no local run of {stack!r} recorded in {folder}")
+    run = LocalRun.open(folder)
+    if not run.state.complete:
+        raise UpInProgress(f"the local run of {stack!r} in {folder} never finished starting")
+    return run.start_process(name)
+
+
 def down(stack: str, *, state_dir: Path | None = None, keep: bool = False) -> list[dict[str, Any]]:
     """Stop exactly the processes `up` recorded for ``stack`` (never anything else)."""
     folder = state_dir_for(stack, state_dir)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from local_helpers import Phase, pg_connect, wait_for
 from scaling.local import patroni_api
 from scaling.local.patroni import patroni_tool
 from scaling.local.runner import patroni_apis
+from scaling.local.state import RunState
 from scaling.render.patroni import REST_API_USER
 
 pytestmark = pytest.mark.integration
@@ -250,7 +252,19 @@ def test_killed_member_rejoins_as_a_replica(
     log = Path(phase.run.entry(killed).log)
     offset = log.stat().st_size
     started = time.monotonic()
-    phase.run.start_process(killed)
+    # As an operator brings it back: `sikka-scaling local start <stack> <node>`.
+    folder = Path(phase.run.state.state_dir)
+    command = [sys.executable, "-m", "scaling.cli", "local", "start", "growth", killed]
+    result = subprocess.run(
+        [*command, "--state-dir", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{killed}" in result.stdout and "started" in result.stdout
+    phase.run.state = RunState.load(folder)  # the pid the command recorded
     rejoined = wait_for(
         f"{killed} streams as a replica",
         lambda: members(phase).get(killed, {}).get("state") == "streaming",

@@ -155,3 +155,11 @@ def test_preview_lists_resources_and_secret_exports(capsys: pytest.CaptureFixtur
     assert document["secret_exports"] == ["database_uri", "redis_uri"]
     envs = {r["name"]: r["secret_inputs"] for r in document["resources"]}
     assert envs["sikka-launch-redis-redis-0"] == ["envs"]
+
+
+def test_local_start_without_a_run_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["local", "start", "growth", "postgres-0", "--state-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("local start growth postgres-0: no local run of 'growth' recorded in")
