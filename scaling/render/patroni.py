@@ -39,8 +39,18 @@ from scaling.render.postgres_start import (
 
 REST_PORT = 8008
 # Patroni's pg_rewind role: it lets a former leader rewind itself from the new one, with
-# only the functions pg_rewind needs (Patroni creates and grants it at bootstrap).
+# only the functions pg_rewind needs. Patroni creates it when it bootstraps a cluster; the
+# role script makes sure of it on every leader (a cluster Patroni took over from a plain
+# primary has none) and applies its password.
 REWIND_USER = "rewinder"
+REWIND_PASSWORD_ENV = "REWIND_PASSWORD"
+# What pg_rewind calls on the source server (PostgreSQL's documentation of pg_rewind).
+REWIND_FUNCTIONS = (
+    "pg_ls_dir(text, boolean, boolean)",
+    "pg_stat_file(text, boolean)",
+    "pg_read_binary_file(text)",
+    "pg_read_binary_file(text, bigint, bigint, boolean)",
+)
 # Secret name → the variable Patroni reads it from.
 PATRONI_SECRET_VARIABLES = {
     "PATRONI_SUPERUSER_PASSWORD": "postgres-superuser-password",
@@ -54,6 +64,7 @@ ROLES_SECRET_VARIABLES = {
     SUPERUSER_PASSWORD_ENV: "postgres-superuser-password",
     REPLICATION_PASSWORD_ENV: "replication-password",
     APP_PASSWORD_ENV: "postgres-password",
+    REWIND_PASSWORD_ENV: "postgres-rewind-password",
 }
 # Who may call the REST API's changing endpoints (switchover, restart, reinitialize);
 # reading the state (/primary, /replica, /health, /cluster) needs no password.
@@ -196,6 +207,9 @@ startup_sql() {{
 database_sql() {{
 {database_sql_sh(user, database)}
 }}
+rewind_sql() {{
+{_rewind_sql_sh()}
+}}
 export PGPASSWORD="${SUPERUSER_PASSWORD_ENV}"
 # Role changes commit locally: "strict" synchronous mode would block them while no standby
 # runs, and every leader applies them again when it takes over.
@@ -211,7 +225,25 @@ until [ "$(psql -d postgres -tAc 'SELECT NOT pg_is_in_recovery()' 2>/dev/null)" 
   sleep 1
 done
 startup_sql | psql -d postgres
+rewind_sql | psql -d postgres
 psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '{database}'" | grep -q 1 \\
   || psql -d postgres -c 'CREATE DATABASE "{database}" OWNER "{user}"'
 database_sql | psql -d {database}
 """
+
+
+def _rewind_sql_sh() -> str:
+    """Shell printing the SQL that gives the rewind role its login, least privilege, password
+    (``$REWIND_PASSWORD``) and the functions pg_rewind calls."""
+    grants = "".join(
+        f"GRANT EXECUTE ON FUNCTION pg_catalog.{function} TO {REWIND_USER};\n"
+        for function in REWIND_FUNCTIONS
+    )
+    return (
+        "cat <<SQL\n"
+        "DO \\$\\$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = "
+        f"'{REWIND_USER}') THEN CREATE ROLE {REWIND_USER}; END IF; END \\$\\$;\n"
+        f"ALTER ROLE {REWIND_USER} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+        f'NOREPLICATION NOBYPASSRLS PASSWORD $(sql_literal "${REWIND_PASSWORD_ENV}");\n'
+        f"{grants}SQL"
+    )

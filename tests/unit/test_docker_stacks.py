@@ -290,6 +290,7 @@ def test_each_container_gets_only_the_secrets_it_uses(stack: str) -> None:
         "PATRONI_RESTAPI_PASSWORD",
         "POSTGRES_PASSWORD",
         "REPLICATION_PASSWORD",
+        "REWIND_PASSWORD",
         "DATABASE_PASSWORD",
     }
     for name, held in secrets.items():

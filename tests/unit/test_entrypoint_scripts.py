@@ -146,6 +146,7 @@ def run_roles_script(tmp_path, *args: str) -> str:  # type: ignore[no-untyped-de
         "POSTGRES_PASSWORD": "su'per",
         "DATABASE_PASSWORD": "a$pp",
         "REPLICATION_PASSWORD": "re`pl",
+        "REWIND_PASSWORD": "rew'ind",
     }
     subprocess.run(["sh", str(tmp_path / "roles.sh"), *args], env=env, check=True, timeout=10)
     return log.read_text()
@@ -173,6 +174,17 @@ def test_patroni_roles_script_applies_the_roles_on_the_leader(tmp_path, args) ->
         )
     )
     assert body.endswith(database_sql("sikka", "sikka"))
+    # The rewind role, with its password, whether Patroni bootstrapped the cluster or took
+    # it over from a plain primary (then it has none).
+    assert "THEN CREATE ROLE rewinder;" in body
+    assert (
+        "ALTER ROLE rewinder WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+        "NOBYPASSRLS PASSWORD 'rew''ind';" in body
+    )
+    assert (
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO rewinder;"
+        in body
+    )
 
 
 @pytest.mark.parametrize("role", ["replica", "standby_leader", "demoted"])
