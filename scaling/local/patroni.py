@@ -131,8 +131,7 @@ def prepare_member(
     layout = member_layout(
         patroni_scope(ctx.spec), node.name, postgres, api, folder, etcd, pg_bin_dir(), account
     )
-    pg = ctx.spec.postgres
-    roles = roles_script(pg.user, pg.database, layout.socket_dir, pg_port)
+    roles = roles_script(ctx.spec, layout.socket_dir, pg_port, f"http://{api}")
     _write(ctx, folder / "roles.sh", roles, 0o644)
     config = folder / "patroni.yml"
     _write(ctx, config, render_patroni_yml(ctx.spec, layout), 0o600)

@@ -207,7 +207,7 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
     etcd, members = _etcd_nodes(spec)
     roles = ConfigFile(
         f"{PATRONI_DIR}/roles.sh",
-        roles_script(pg.user, pg.database, SOCKET_DIR, PG_PORT),
+        roles_script(spec, SOCKET_DIR, PG_PORT, f"http://127.0.0.1:{REST_PORT}"),
         "patroni-roles.sh",
     )
     secrets = dict(PATRONI_SECRET_VARIABLES) | ROLES_SECRET_VARIABLES

@@ -4,7 +4,8 @@ whose PostgreSQL ran without Patroni: same volume, same path), takes it over as 
 
 Real PostgreSQL, etcd and Patroni on 127.0.0.1: every row the old primary held is there, the
 roles are the phase's (the rewind role included, which Patroni creates only when it
-bootstraps a cluster itself), and the slot of the old replica, which nothing would ever
+bootstraps a cluster itself), so is the cluster configuration (which Patroni, taking a
+cluster over, does not read from bootstrap.dcs), and the slot of the old replica, which nothing would ever
 consume again, is dropped instead of holding WAL until the disk fills.
 """
 
@@ -153,7 +154,8 @@ def test_patroni_takes_over_a_plain_primary_with_its_data(root: Path, etcd: Endp
     )
     (root / "patroni.yml").write_text(render_patroni_yml(SPEC, layout))
     pg = SPEC.postgres
-    (root / "roles.sh").write_text(roles_script(pg.user, pg.database, str(root), pg_port))
+    script = roles_script(SPEC, str(root), pg_port, f"http://{HOST}:{api_port}")
+    (root / "roles.sh").write_text(script)
     for name in ("patroni.yml", "roles.sh"):
         shutil.chown(root / name, "postgres", "postgres")
     env = {
@@ -163,6 +165,7 @@ def test_patroni_takes_over_a_plain_primary_with_its_data(root: Path, etcd: Endp
         "PATRONI_REWIND_PASSWORD": PASSWORDS["REWIND_PASSWORD"],
         "PATRONI_RESTAPI_USERNAME": "patroni",
         "PATRONI_RESTAPI_PASSWORD": "api-secret",
+        "RESTAPI_PASSWORD": "api-secret",
         **PASSWORDS,
     }
     with open(root / "patroni.log", "wb") as log:
@@ -195,6 +198,15 @@ def test_patroni_takes_over_a_plain_primary_with_its_data(root: Path, etcd: Endp
             assert c.execute(
                 "SELECT rolsuper FROM pg_roles WHERE rolname = %s", (pg.user,)
             ).fetchone() == (False,)
+        # Patroni does not read bootstrap.dcs when it takes a cluster over: the role script
+        # set the stack's cluster configuration (Patroni's defaults are ttl 30, asynchronous).
+        wait_for(
+            "the stack's cluster configuration",
+            lambda: httpx.get(f"{api}/config", timeout=2).json().get("ttl") == 20,
+        )
+        config = httpx.get(f"{api}/config", timeout=2).json()
+        assert config["synchronous_mode"] is True and config["loop_wait"] == 2
+        assert config["postgresql"]["parameters"]["max_connections"] == "100"
         # The rewind role logs in with its password, as pg_rewind would.
         rewind = {"host": HOST, "port": pg_port, "user": "rewinder", "dbname": "postgres"}
         with psycopg.connect(**rewind, password=PASSWORDS["REWIND_PASSWORD"]) as c:

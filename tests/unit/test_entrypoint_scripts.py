@@ -4,11 +4,13 @@ and proven there by the real servers) produce, whatever the password holds."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
 import pytest
 
+from scaling.render.patroni import cluster_configuration
 from scaling.render.pgbouncer import render_userlist_line, userlist_sh
 from scaling.render.postgres_start import (
     SQL_LITERAL_SH,
@@ -130,6 +132,12 @@ esac
 """
 
 
+FAKE_CURL = """#!/bin/sh
+# Logs its arguments and the configuration it reads on stdin (-K -).
+{ echo "-- curl $*"; cat; } >> "$CURL_LOG"
+"""
+
+
 def run_roles_script(tmp_path, *args: str) -> str:  # type: ignore[no-untyped-def]
     spec = parse({"sikka:phase": "growth"}, stack="growth")
     member = build_topology(spec).node("postgres-1")
@@ -137,6 +145,9 @@ def run_roles_script(tmp_path, *args: str) -> str:  # type: ignore[no-untyped-de
     (tmp_path / "roles.sh").write_text(script.content)
     (tmp_path / "psql").write_text(FAKE_PSQL)
     (tmp_path / "psql").chmod(0o755)
+    (tmp_path / "curl").write_text(FAKE_CURL)
+    (tmp_path / "curl").chmod(0o755)
+    (tmp_path / "curl.log").write_text("")
     log = tmp_path / "psql.log"
     log.write_text("")
     # What Patroni leaves its scripts: none of the PATRONI_* variables it has read.
@@ -147,6 +158,8 @@ def run_roles_script(tmp_path, *args: str) -> str:  # type: ignore[no-untyped-de
         "DATABASE_PASSWORD": "a$pp",
         "REPLICATION_PASSWORD": "re`pl",
         "REWIND_PASSWORD": "rew'ind",
+        "RESTAPI_PASSWORD": 'a"p\\i',
+        "CURL_LOG": str(tmp_path / "curl.log"),
     }
     subprocess.run(["sh", str(tmp_path / "roles.sh"), *args], env=env, check=True, timeout=10)
     return log.read_text()
@@ -184,6 +197,25 @@ def test_patroni_roles_script_applies_the_roles_on_the_leader(tmp_path, args) ->
     assert (
         "GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO rewinder;"
         in body
+    )
+
+
+def test_patroni_roles_script_sets_the_cluster_configuration(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Patroni reads bootstrap.dcs once: the leader sets the stack's cluster configuration
+    again through its own REST API, the password on curl's stdin, never in its arguments."""
+    run_roles_script(tmp_path, "on_role_change", "primary", "sikka-growth")
+    sent = (tmp_path / "curl.log").read_text().splitlines()
+    arguments, config = sent[0], sent[1:]
+    assert 'a"p' not in arguments
+    assert config == ['user = "patroni:a\\"p\\\\i"']
+    document = json.loads(arguments.split("--data ")[1].split(" http")[0])
+    spec = parse({"sikka:phase": "growth"}, stack="growth")
+    assert document == json.loads(json.dumps(cluster_configuration(spec)))
+    assert document["synchronous_mode"] is True and document["ttl"] == 20
+    assert arguments.endswith(
+        "-X PATCH -H Content-Type: application/json --data "
+        f"{arguments.split('--data ')[1].split(' http')[0]} "
+        "http://127.0.0.1:8008/config"
     )
 
 
