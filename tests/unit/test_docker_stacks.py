@@ -291,6 +291,7 @@ def test_each_container_gets_only_the_secrets_it_uses(stack: str) -> None:
         "POSTGRES_PASSWORD",
         "REPLICATION_PASSWORD",
         "REWIND_PASSWORD",
+        "RESTAPI_PASSWORD",
         "DATABASE_PASSWORD",
     }
     for name, held in secrets.items():
