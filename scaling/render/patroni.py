@@ -243,8 +243,10 @@ rewind_sql | psql -d postgres
 psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '{database}'" | grep -q 1 \\
   || psql -d postgres -c 'CREATE DATABASE "{database}" OWNER "{user}"'
 database_sql | psql -d {database}
-# Patroni reads bootstrap.dcs once, when it creates the cluster: the leader sets the stack's
-# values again (the password goes to curl on stdin, never on its command line).
+# Patroni reads bootstrap.dcs once, when it creates the cluster (right after this script's
+# post_bootstrap run): as a callback, the leader sets the stack's values again (the password
+# goes to curl on stdin, never on its command line).
+[ "$#" -ge 2 ] || exit 0
 printf 'user = "%s:%s"\\n' {REST_API_USER} \\
   "$(printf '%s' "${RESTAPI_PASSWORD_ENV}" | sed 's/[\\\\"]/\\\\&/g')" \\
   | curl -fsS -o /dev/null -K - -X PATCH -H 'Content-Type: application/json' \\

@@ -198,12 +198,14 @@ def test_patroni_takes_over_a_plain_primary_with_its_data(root: Path, etcd: Endp
             assert c.execute(
                 "SELECT rolsuper FROM pg_roles WHERE rolname = %s", (pg.user,)
             ).fetchone() == (False,)
+
         # Patroni does not read bootstrap.dcs when it takes a cluster over: the role script
         # set the stack's cluster configuration (Patroni's defaults are ttl 30, asynchronous).
-        wait_for(
-            "the stack's cluster configuration",
-            lambda: httpx.get(f"{api}/config", timeout=2).json().get("ttl") == 20,
-        )
+        def configured() -> bool:  # 502 until a configuration is in the DCS
+            response = httpx.get(f"{api}/config", timeout=2)
+            return response.status_code == 200 and response.json().get("ttl") == 20
+
+        wait_for("the stack's cluster configuration", configured)
         config = httpx.get(f"{api}/config", timeout=2).json()
         assert config["synchronous_mode"] is True and config["loop_wait"] == 2
         assert config["postgresql"]["parameters"]["max_connections"] == "100"

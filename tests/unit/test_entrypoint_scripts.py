@@ -212,6 +212,10 @@ def test_patroni_roles_script_sets_the_cluster_configuration(tmp_path) -> None: 
     spec = parse({"sikka:phase": "growth"}, stack="growth")
     assert document == json.loads(json.dumps(cluster_configuration(spec)))
     assert document["synchronous_mode"] is True and document["ttl"] == 20
+    # As post_bootstrap it leaves that to Patroni, which writes bootstrap.dcs right after.
+    (tmp_path / "curl.log").write_text("")
+    run_roles_script(tmp_path, "dbname=postgres host=/var/run/postgresql")
+    assert (tmp_path / "curl.log").read_text() == ""
     assert arguments.endswith(
         "-X PATCH -H Content-Type: application/json --data "
         f"{arguments.split('--data ')[1].split(' http')[0]} "
