@@ -81,8 +81,9 @@ max_client_conn = {pool.max_client_conn}
 default_pool_size = {pool.default_pool_size}
 reserve_pool_size = {pool.reserve_pool_size}
 reserve_pool_timeout = 3
-;; Never open more server connections per database than PostgreSQL lets clients have.
-max_db_connections = {pg.usable_connections}
+;; Never open more server connections per database than PostgreSQL lets clients have,
+;; shared between the phase's {pool.replicas} PgBouncer(s).
+max_db_connections = {pg.usable_connections // pool.replicas}
 
 ;; When a backend is down, clients get an error within seconds instead of hanging.
 server_connect_timeout = 5

@@ -176,6 +176,8 @@ def test_growth_pgbouncers_pool_through_the_routers(growth: StackRun, name: str)
     assert "sikka = host=postgres port=5432 dbname=sikka pool_size=40" in ini
     assert "sikka_ro = host=postgres-replicas port=5433 dbname=sikka pool_size=40" in ini
     assert "reserve_pool_size = 5" in ini  # 2 x (40 + 5) fit the primary's 97 connections
+    # Together the two PgBouncers never open more than PostgreSQL's 97 client connections.
+    assert "max_db_connections = 48\n" in ini
     aliases = pgbouncer.inputs["networksAdvanced"][0]["aliases"]
     assert aliases == [name, "pgbouncer"]
 
