@@ -14,10 +14,9 @@ role that was the image's superuser is demoted, see :func:`startup_sql`), the pa
 the environment are applied (a rotated secret takes effect at the next start), and slots of
 replicas the phase no longer has are dropped so that they stop holding WAL. At the first
 start the image's init script (:func:`init_roles_script`) applies the same SQL through psql.
-Replicas bootstrap once with ``pg_basebackup``, then always start with a
-``primary_conninfo`` that reads the replication password from a passfile on a tmpfs, so a
-rotated replication password reaches them too. No password ever appears in a file of the
-image, a rendered file or a process argument.
+Under Patroni the leader's role script (scaling.render.patroni) applies the same SQL, and
+Patroni's members read the replication password from their environment. No password ever
+appears in a file of the image, a rendered file or a process argument.
 """
 
 from __future__ import annotations
@@ -29,8 +28,6 @@ from scaling.render.postgres import REPLICATION_USER, SLOT_PREFIX
 
 # Prints its argument as a SQL string literal (single quotes doubled).
 SQL_LITERAL_SH = """sql_literal() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/''/g")"; }"""
-# Prints $REPLICATION_PASSWORD escaped for a .pgpass field (backslash and colon escaped).
-PGPASS_ESCAPE_SH = """pgpass_field() { printf '%s' "$1" | sed 's/[\\\\:]/\\\\&/g'; }"""
 
 # The container's environment variables holding each password: the image's own
 # POSTGRES_PASSWORD is the superuser's (POSTGRES_USER=postgres).
@@ -271,38 +268,4 @@ set -e
 {_sql_functions(user, database, replication, keep_slots)}
 startup_sql | {psql} --dbname postgres
 database_sql | {psql} --dbname "$POSTGRES_DB"
-"""
-
-
-def replica_start_script(conf: str, passfile: str) -> str:
-    """Runs as the postgres user: bootstraps an empty volume from the primary, makes sure
-    its slot exists, and starts as a hot standby streaming through that slot. Every
-    connection to the primary is a replication connection (the only kind pg_hba gives
-    the replication role); the slot is read and created with replication commands."""
-    return f"""\
-set -eu
-umask 077
-{PGPASS_ESCAPE_SH}
-printf '%s:%s:*:{REPLICATION_USER}:%s\\n' "$PRIMARY_HOST" "$PRIMARY_PORT" \\
-  "$(pgpass_field "$REPLICATION_PASSWORD")" > {passfile}
-export PGPASSFILE={passfile}
-until pg_isready -q -h "$PRIMARY_HOST" -p "$PRIMARY_PORT"; do sleep 1; done
-replication() {{
-  psql "host=$PRIMARY_HOST port=$PRIMARY_PORT user={REPLICATION_USER} replication=true" \\
-    -tAc "$1"
-}}
-if [ "$(replication "READ_REPLICATION_SLOT $REPLICATION_SLOT" | cut -d'|' -f1)" != physical ]
-then
-  replication "CREATE_REPLICATION_SLOT $REPLICATION_SLOT PHYSICAL RESERVE_WAL" > /dev/null
-fi
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  pg_basebackup -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U {REPLICATION_USER} -D "$PGDATA" \\
-    --wal-method=stream --checkpoint=fast --slot="$REPLICATION_SLOT"
-  chmod 0700 "$PGDATA"
-fi
-touch "$PGDATA/standby.signal"
-exec postgres -c config_file={conf} \\
-  -c "primary_conninfo=host=$PRIMARY_HOST port=$PRIMARY_PORT user={REPLICATION_USER} \\
-passfile={passfile} application_name=$NODE_NAME" \\
-  -c "primary_slot_name=$REPLICATION_SLOT"
 """
