@@ -28,7 +28,7 @@ from scaling.local.etcd import start_etcd
 from scaling.local.patroni import PatroniMember, start_patroni
 from scaling.local.routers import start_routers
 from scaling.local.state import ProcessEntry
-from scaling.local.topology import nodes, replicas_of
+from scaling.local.topology import nodes
 from scaling.model import POOLER_ADMIN_USER, SUPERUSER
 from scaling.render.endpoints import Endpoint
 from scaling.render.pgbouncer import (
@@ -42,7 +42,6 @@ from scaling.render.postgres import (
     PostgresLayout,
     render_pg_hba_conf,
     render_postgresql_conf,
-    replication_slot,
 )
 from scaling.render.postgres_start import database_sql, startup_sql
 from scaling.topology import Node
@@ -182,22 +181,21 @@ def start_primary(ctx: Context, node: Node) -> Endpoint:
         START_TIMEOUT,
         process=entry,
     )
-    _apply_roles(ctx, node, endpoint)
+    _apply_roles(ctx, endpoint)
     return endpoint
 
 
-def _apply_roles(ctx: Context, node: Node, endpoint: Endpoint) -> None:
-    """The Docker primary's start-up SQL, as the superuser over loopback: the roles, then the
-    application's database owned by its role. Passwords go to psql on stdin and in its
-    environment, never on a command line."""
+def _apply_roles(ctx: Context, endpoint: Endpoint) -> None:
+    """The single Docker primary's start-up SQL, as the superuser over loopback: the roles,
+    then the application's database owned by its role (a phase with replicas runs Patroni).
+    Passwords go to psql on stdin and in its environment, never on a command line."""
     pg = ctx.spec.postgres
-    replicas = replicas_of(ctx.topology, node.name)
     roles = startup_sql(
         pg.user,
         superuser_password=ctx.secrets["postgres-superuser-password"],
         password=ctx.secrets["postgres-password"],
-        replication_password=ctx.secrets["replication-password"] if replicas else None,
-        keep_slots=[replication_slot(n.ordinal) for n in replicas],
+        replication_password=None,
+        keep_slots=[],
     )
     create = f'CREATE DATABASE "{pg.database}" OWNER "{pg.user}";\n'
     for dbname, sql in (

@@ -169,8 +169,6 @@ def hba_rules(
     return lines
 
 
+# The slots of the phase's replicas before Patroni (which names its own after the members):
+# the start-up SQL drops them once unused, so that they stop holding WAL.
 SLOT_PREFIX = "replica_"
-
-
-def replication_slot(index: int) -> str:
-    return f"{SLOT_PREFIX}{index}"
