@@ -17,13 +17,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+from local_helpers import wait_for
 
 from scaling.local.patroni import patroni_tool
 from scaling.local.ports import PortAllocator
@@ -56,16 +56,6 @@ PASSWORDS = {
 
 def as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv]
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(psycopg.Error, httpx.HTTPError):
-            if check():
-                return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -126,6 +116,7 @@ def etcd(root: Path) -> Iterator[Endpoint]:
         wait_for(
             "etcd",
             lambda: httpx.get(f"http://{member.client}/health", timeout=2).status_code == 200,
+            60,
         )
         yield member.client
     finally:
@@ -186,9 +177,9 @@ def test_patroni_takes_over_a_plain_primary_with_its_data(root: Path, etcd: Endp
 
     try:
         wait_for(
-            "Patroni to lead", lambda: httpx.get(f"{api}/leader", timeout=2).status_code == 200
+            "Patroni to lead", lambda: httpx.get(f"{api}/leader", timeout=2).status_code == 200, 60
         )
-        wait_for("the role script on the leader", roles_applied)
+        wait_for("the role script on the leader", roles_applied, 60)
         app = {"host": HOST, "port": pg_port, "user": pg.user, "dbname": pg.database}
         with psycopg.connect(**app, password=PASSWORDS["DATABASE_PASSWORD"]) as c:
             assert c.execute("SELECT count(*) FROM trips").fetchone() == (ROWS,)
@@ -205,7 +196,7 @@ def test_patroni_takes_over_a_plain_primary_with_its_data(root: Path, etcd: Endp
             response = httpx.get(f"{api}/config", timeout=2)
             return response.status_code == 200 and response.json().get("ttl") == 20
 
-        wait_for("the stack's cluster configuration", configured)
+        wait_for("the stack's cluster configuration", configured, 60)
         config = httpx.get(f"{api}/config", timeout=2).json()
         assert config["synchronous_mode"] is True and config["loop_wait"] == 2
         assert config["postgresql"]["parameters"]["max_connections"] == "100"
