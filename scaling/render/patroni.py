@@ -114,6 +114,10 @@ def dynamic_configuration(spec: PhaseSpec) -> dict[str, object]:
         "synchronous_mode": pg.synchronous_mode != "off",
         "synchronous_mode_strict": pg.synchronous_mode == "strict",
         "synchronous_node_count": 1,
+        # While the DCS is unreachable (etcd lost its quorum, all its members replaced at
+        # once), the leader keeps its role as long as every member still answers it over
+        # the REST API, instead of demoting itself and stopping every write.
+        "failsafe_mode": True,
     }
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from local_fixtures import SMALL_POOLS, start_phase
@@ -386,4 +387,46 @@ def test_etcd_member_killed_nothing_happens(
         {"killed": victim, "leader_unchanged": before, "longest_gap": gap, **rows},
     )
     # Two members keep the quorum: Patroni never notices, the writes never stop.
+    assert gap < 5.0
+
+
+def test_etcd_lost_entirely_the_leader_keeps_writing(
+    phase: Phase, writer: Writer, figures: dict[str, Any]
+) -> None:
+    """Every etcd member down for longer than the leader's lock lives: Patroni's failsafe
+    mode keeps the leader leading (every member still answers it), so writes go on, and the
+    cluster carries on once etcd is back."""
+    before = leader(phase)
+    api = next(m["api"] for m in phase.summary["postgres"]["members"] if m["name"] == before)
+    etcd = [e.name for e in phase.run.state.processes if e.role == "dcs"]
+    for name in etcd:
+        phase.run.kill_process(name)
+    killed = time.monotonic()
+    outage = phase.spec.postgres.leader_ttl_seconds + 10
+    while time.monotonic() - killed < outage:
+        time.sleep(0.5)
+    gap = writer.longest_gap(killed, time.monotonic())
+    still_primary = httpx.get(f"{api}/primary", timeout=2).status_code
+    for name in etcd:
+        phase.run.start_process(name)
+    back = wait_for(
+        "the cluster back on etcd with the same leader",
+        lambda: leader(phase) == before,
+        RESUME_TIMEOUT,
+        0.2,
+    )
+    rows = check_rows(phase, writer)
+    report(
+        figures,
+        "f_lose_every_etcd_member",
+        {
+            "killed": etcd,
+            "outage": outage,
+            "leader_unchanged": before,
+            "longest_gap": gap,
+            "cluster_back_after_restart": back,
+            **rows,
+        },
+    )
+    assert still_primary == 200
     assert gap < 5.0
