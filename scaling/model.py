@@ -114,7 +114,7 @@ RESERVED_ROLES = frozenset(
         "postgres",  # the superuser (Docker image, StackGres)
         "replicator",  # streaming replication (scaling.render.postgres, StackGres)
         "authenticator",  # StackGres' Patroni and PgBouncer auth_user
-        "rewinder",  # Patroni's pg_rewind role (scaling.render.patroni)
+        "rewinder",  # Patroni's pg_rewind role (REWIND_USER)
         "pgbouncer",
         "pgbouncer_admin",  # PgBouncer's console (ours and StackGres's)
         "pgbouncer_stats",  # StackGres's PgBouncer stats user
@@ -221,6 +221,8 @@ class Capacity(Section):
 SUPERUSER = "postgres"
 REPLICATION_USER = "replicator"
 POOLER_ADMIN_USER = "pgbouncer_admin"
+# Patroni's pg_rewind role (scaling.render.postgres_start.rewind_role_sql).
+REWIND_USER = "rewinder"
 
 
 class PostgresSpec(Section):

@@ -26,33 +26,19 @@ from dataclasses import dataclass
 
 import yaml
 
-from scaling.model import REPLICATION_USER, SUPERUSER, PhaseSpec
+from scaling.model import REPLICATION_USER, REWIND_USER, SUPERUSER, PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.postgres import hba_rules, postgres_parameters
 from scaling.render.postgres_start import (
     APP_PASSWORD_ENV,
     REPLICATION_PASSWORD_ENV,
-    SQL_LITERAL_SH,
+    REWIND_PASSWORD_ENV,
     SUPERUSER_PASSWORD_ENV,
-    database_sql_sh,
-    startup_sql_sh,
+    sql_functions_sh,
 )
 
 REST_PORT = 8008
-# Patroni's pg_rewind role: it lets a former leader rewind itself from the new one, with
-# only the functions pg_rewind needs. Patroni creates it when it bootstraps a cluster; the
-# role script makes sure of it on every leader (a cluster Patroni took over from a plain
-# primary has none) and applies its password.
-REWIND_USER = "rewinder"
-REWIND_PASSWORD_ENV = "REWIND_PASSWORD"
 RESTAPI_PASSWORD_ENV = "RESTAPI_PASSWORD"
-# What pg_rewind calls on the source server (PostgreSQL's documentation of pg_rewind).
-REWIND_FUNCTIONS = (
-    "pg_ls_dir(text, boolean, boolean)",
-    "pg_stat_file(text, boolean)",
-    "pg_read_binary_file(text)",
-    "pg_read_binary_file(text, bigint, bigint, boolean)",
-)
 # Secret name → the variable Patroni reads it from.
 PATRONI_SECRET_VARIABLES = {
     "PATRONI_SUPERUSER_PASSWORD": "postgres-superuser-password",
@@ -218,16 +204,7 @@ set -eu
 if [ "$#" -ge 2 ]; then
   case "$2" in primary|master|promoted) ;; *) exit 0 ;; esac
 fi
-{SQL_LITERAL_SH}
-startup_sql() {{
-{startup_sql_sh(user, replication=True, keep_slots=keep_slots)}
-}}
-database_sql() {{
-{database_sql_sh(user, database)}
-}}
-rewind_sql() {{
-{_rewind_sql_sh()}
-}}
+{sql_functions_sh(user, database, replication=True, keep_slots=keep_slots, rewind=True)}
 export PGPASSWORD="${SUPERUSER_PASSWORD_ENV}"
 # Role changes commit locally: "strict" synchronous mode would block them while no standby
 # runs, and every leader applies them again when it takes over.
@@ -257,20 +234,3 @@ printf 'user = "%s:%s"\\n' {REST_API_USER} \\
     --data '{document}' {api}/config \\
   || echo "roles: the cluster configuration was not applied" >&2
 """
-
-
-def _rewind_sql_sh() -> str:
-    """Shell printing the SQL that gives the rewind role its login, least privilege, password
-    (``$REWIND_PASSWORD``) and the functions pg_rewind calls."""
-    grants = "".join(
-        f"GRANT EXECUTE ON FUNCTION pg_catalog.{function} TO {REWIND_USER};\n"
-        for function in REWIND_FUNCTIONS
-    )
-    return (
-        "cat <<SQL\n"
-        "DO \\$\\$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = "
-        f"'{REWIND_USER}') THEN CREATE ROLE {REWIND_USER}; END IF; END \\$\\$;\n"
-        f"ALTER ROLE {REWIND_USER} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-        f'NOREPLICATION NOBYPASSRLS PASSWORD $(sql_literal "${REWIND_PASSWORD_ENV}");\n'
-        f"{grants}SQL"
-    )

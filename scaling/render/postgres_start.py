@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scaling.model import SUPERUSER
+from scaling.model import REWIND_USER, SUPERUSER
 from scaling.render.postgres import REPLICATION_USER, SLOT_PREFIX
 
 # Prints its argument as a SQL string literal (single quotes doubled).
@@ -34,11 +34,20 @@ SQL_LITERAL_SH = """sql_literal() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'
 SUPERUSER_PASSWORD_ENV = "POSTGRES_PASSWORD"
 APP_PASSWORD_ENV = "DATABASE_PASSWORD"
 REPLICATION_PASSWORD_ENV = "REPLICATION_PASSWORD"
+REWIND_PASSWORD_ENV = "REWIND_PASSWORD"
 
 # Exactly what the application role may do: log in. Everything else is said explicitly, so
 # that ALTER ROLE takes away what an older deployment gave.
 APP_ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"
 REPLICATION_ROLE_ATTRIBUTES = "LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"
+REWIND_ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+# What pg_rewind calls on its source server (PostgreSQL's documentation of pg_rewind).
+REWIND_FUNCTIONS = (
+    "pg_ls_dir(text, boolean, boolean)",
+    "pg_stat_file(text, boolean)",
+    "pg_read_binary_file(text)",
+    "pg_read_binary_file(text, bigint, bigint, boolean)",
+)
 # A superuser that exists only for the instant it takes to rename the bootstrap superuser.
 _RENAMER = "sikka_rename_bootstrap_superuser"
 
@@ -169,6 +178,23 @@ _OWNED_OBJECTS = (
 )
 
 
+def rewind_role_sql(password: str) -> str:
+    """Patroni's pg_rewind role: it lets a former leader rewind itself from the new one, with
+    its login, least privilege, password and the functions pg_rewind calls and nothing
+    more. Patroni creates it only when it bootstraps a cluster; a cluster it took over from
+    a plain primary gets it from here (and a rotated password with it)."""
+    statements = [
+        _ensure_role(REWIND_USER),
+        f"ALTER ROLE {_ident(REWIND_USER)} WITH {REWIND_ROLE_ATTRIBUTES} "
+        f"PASSWORD {_literal(password)};",
+        *(
+            f"GRANT EXECUTE ON FUNCTION pg_catalog.{function} TO {_ident(REWIND_USER)};"
+            for function in REWIND_FUNCTIONS
+        ),
+    ]
+    return "".join(f"{statement}\n\n" for statement in statements)
+
+
 def database_sql(user: str, database: str) -> str:
     """The statements the primary runs at start on the application's database (no secret
     in them): the application role owns the database and its ``public`` schema, and takes
@@ -188,10 +214,12 @@ def database_sql(user: str, database: str) -> str:
 
 # Markers standing for the passwords in the Python-rendered SQL, and the shell substitution
 # each one becomes (statements are written once, in Python).
+_SU, _PW, _RPW, _RWD = "\x00SU\x00", "\x00PW\x00", "\x00RPW\x00", "\x00RWD\x00"
 _MARKERS = {
-    "\x00SU\x00": SUPERUSER_PASSWORD_ENV,
-    "\x00PW\x00": APP_PASSWORD_ENV,
-    "\x00RPW\x00": REPLICATION_PASSWORD_ENV,
+    _SU: SUPERUSER_PASSWORD_ENV,
+    _PW: APP_PASSWORD_ENV,
+    _RPW: REPLICATION_PASSWORD_ENV,
+    _RWD: REWIND_PASSWORD_ENV,
 }
 
 
@@ -206,13 +234,12 @@ def startup_sql_sh(user: str, *, replication: bool, keep_slots: Sequence[str]) -
     """Shell printing :func:`startup_sql` with the passwords of ``$POSTGRES_PASSWORD``
     (superuser), ``$DATABASE_PASSWORD`` and ``$REPLICATION_PASSWORD`` (needs
     :data:`SQL_LITERAL_SH`); a test holds the two byte for byte equal."""
-    su, pw, rpw = _MARKERS
     return _heredoc(
         startup_sql(
             user,
-            superuser_password=su,
-            password=pw,
-            replication_password=rpw if replication else None,
+            superuser_password=_SU,
+            password=_PW,
+            replication_password=_RPW if replication else None,
             keep_slots=keep_slots,
         )
     )
@@ -223,8 +250,22 @@ def database_sql_sh(user: str, database: str) -> str:
     return _heredoc(database_sql(user, database))
 
 
-def _sql_functions(user: str, database: str, replication: bool, keep_slots: Sequence[str]) -> str:
-    return f"""\
+def rewind_role_sql_sh() -> str:
+    """Shell printing :func:`rewind_role_sql` with the password of ``$REWIND_PASSWORD``."""
+    return _heredoc(rewind_role_sql(_RWD))
+
+
+def sql_functions_sh(
+    user: str,
+    database: str,
+    *,
+    replication: bool,
+    keep_slots: Sequence[str],
+    rewind: bool = False,
+) -> str:
+    """Shell functions printing the start-up SQL: ``startup_sql``, ``database_sql`` and, for
+    Patroni's leaders, ``rewind_sql``."""
+    functions = f"""\
 {SQL_LITERAL_SH}
 startup_sql() {{
 {startup_sql_sh(user, replication=replication, keep_slots=keep_slots)}
@@ -232,6 +273,9 @@ startup_sql() {{
 database_sql() {{
 {database_sql_sh(user, database)}
 }}"""
+    if rewind:
+        functions += f"\nrewind_sql() {{\n{rewind_role_sql_sh()}\n}}"
+    return functions
 
 
 def primary_start_script(
@@ -243,7 +287,7 @@ def primary_start_script(
     single = f'gosu postgres postgres --single -j -D "$PGDATA" -c config_file={conf}'
     return f"""\
 set -eu
-{_sql_functions(user, database, replication, keep_slots)}
+{sql_functions_sh(user, database, replication=replication, keep_slots=keep_slots)}
 if [ -s "$PGDATA/PG_VERSION" ]; then
   startup_sql | {single} postgres > /dev/null
   database_sql | {single} {_ident(database)} > /dev/null
@@ -265,7 +309,7 @@ def init_roles_script(
 # the application role owning its database. Later starts apply the same SQL (primary-start.sh).
 # (The image sources a script that is not executable: no `set -u` leaks into its entrypoint.)
 set -e
-{_sql_functions(user, database, replication, keep_slots)}
+{sql_functions_sh(user, database, replication=replication, keep_slots=keep_slots)}
 startup_sql | {psql} --dbname postgres
 database_sql | {psql} --dbname "$POSTGRES_DB"
 """

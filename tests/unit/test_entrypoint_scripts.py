@@ -16,6 +16,7 @@ from scaling.render.postgres_start import (
     SQL_LITERAL_SH,
     database_sql,
     database_sql_sh,
+    rewind_role_sql,
     startup_sql,
     startup_sql_sh,
 )
@@ -189,13 +190,14 @@ def test_patroni_roles_script_applies_the_roles_on_the_leader(tmp_path, args) ->
     assert body.endswith(database_sql("sikka", "sikka"))
     # The rewind role, with its password, whether Patroni bootstrapped the cluster or took
     # it over from a plain primary (then it has none).
-    assert "THEN CREATE ROLE rewinder;" in body
+    assert rewind_role_sql("rew'ind") in body  # the shell prints the Python SQL exactly
+    assert 'THEN CREATE ROLE "rewinder";' in body
     assert (
-        "ALTER ROLE rewinder WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+        'ALTER ROLE "rewinder" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
         "NOBYPASSRLS PASSWORD 'rew''ind';" in body
     )
     assert (
-        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO rewinder;"
+        'GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO "rewinder";'
         in body
     )
 
