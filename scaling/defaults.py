@@ -39,9 +39,11 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "maxReplicas": 1,
             "connectionsPerReplica": 500,
         },
-        # perClientConnections: a sixteenth of one instance's connections
-        # (workerConnections x workerProcesses / 16), here and in every phase.
-        "nginx": {"workerConnections": 1024, "workerProcesses": 1, "perClientConnections": 64},
+        # Nginx: the table's 1,024 connections per worker, and as many workers as the sizing
+        # rule (rules.nginx_capacity) needs for 500 WebSockets with headroom: one worker
+        # needs 1,282, each of two 726. perClientConnections: at most a sixteenth of one
+        # instance's connections (workerConnections x workerProcesses / 16), in every phase.
+        "nginx": {"workerConnections": 1024, "workerProcesses": 2, "perClientConnections": 64},
         "thresholds": {"cpuPercent": 60, "memoryPercent": 70, "connectionsPercent": 80},
         "autoscaling": {"enabled": False},
     },
@@ -86,7 +88,9 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "maxReplicas": 2,
             "connectionsPerReplica": 1000,
         },
-        "nginx": {"workerConnections": 2048, "workerProcesses": 2, "perClientConnections": 256},
+        # 2,048 per worker: two workers would need 2,668 each for 2,000 WebSockets with
+        # headroom, three need 1,826.
+        "nginx": {"workerConnections": 2048, "workerProcesses": 3, "perClientConnections": 256},
         "thresholds": {"cpuPercent": 70, "memoryPercent": 75, "connectionsPercent": 85},
         "autoscaling": {"enabled": False},
     },
@@ -132,6 +136,7 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "maxReplicas": 12,
             "connectionsPerReplica": 2500,
         },
+        # 4,096 per worker: 2 replicas x 4 workers need 3,356 each for 10,000 WebSockets.
         "nginx": {
             "workerConnections": 4096,
             "workerProcesses": 4,

@@ -7,6 +7,7 @@ Cross-field rules live in :mod:`scaling.rules` so that every problem is reported
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -428,8 +429,9 @@ class NginxSpec(Section):
 
     @property
     def worker_rlimit_nofile(self) -> int:
-        # One descriptor per slot, and as many again for headroom (listeners, logs).
-        return 2 * self.worker_slots
+        """Descriptors one worker may open: one per slot (connections and listeners alike),
+        and an eighth more (at least 256) for log files and request bodies buffered to disk."""
+        return self.worker_slots + max(256, self.worker_slots // 8)
 
     @property
     def instance_capacity(self) -> int:
@@ -439,6 +441,37 @@ class NginxSpec(Section):
     @property
     def connection_capacity(self) -> int:
         return self.worker_connections * self.worker_processes * self.replicas
+
+    def needed_worker_connections(self, websockets: int) -> int:
+        """The ``workerConnections`` each worker needs for ``websockets`` spread over the
+        ``replicas`` x ``workerProcesses`` workers: see :func:`needed_worker_connections`."""
+        return needed_worker_connections(websockets, self.replicas * self.worker_processes)
+
+
+# Headroom of the Nginx sizing rule (rules.nginx_capacity). At its promised WebSockets a
+# phase's Nginx is at most 1 / (1 + NGINX_MARGIN) = 80 % full, the launch phase's
+# connection alert threshold: the other fifth holds connections in setup, reconnecting
+# clients whose old connection Nginx still holds beside the new one, and upgrades refused
+# with 429/503 while they are answered. Measured without it: launch held 480 of 500.
+NGINX_MARGIN = 0.25
+# workerConnections per worker that are never a WebSocket (twice as many slots): its
+# listeners (one socket per worker for each `reuseport` listener), the master's channel,
+# health checks and stub_status scrapes.
+NGINX_RESERVED_CONNECTIONS = 32
+# The kernel hands each connection to a worker by a hash of its addresses (`reuseport`, on
+# the public and the loopback listener alike): a worker's share is binomial, and this many
+# standard deviations above the mean cover the busiest worker.
+NGINX_SPREAD_SIGMAS = 3
+
+
+def needed_worker_connections(websockets: int, workers: int) -> int:
+    """``nginx.workerConnections`` (client + upstream connections per worker) that hold
+    ``websockets`` spread over ``workers`` workers in all, with headroom: 2 per WebSocket
+    for its even share plus :data:`NGINX_MARGIN`, plus what the busiest worker gets above
+    an even share, plus :data:`NGINX_RESERVED_CONNECTIONS`."""
+    share = websockets / workers
+    spread = NGINX_SPREAD_SIGMAS * math.sqrt(share * (1 - 1 / workers))
+    return 2 * math.ceil(share * (1 + NGINX_MARGIN) + spread) + NGINX_RESERVED_CONNECTIONS
 
 
 class Thresholds(Section):

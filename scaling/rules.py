@@ -14,6 +14,8 @@ from pydantic.alias_generators import to_snake
 from scaling.issues import ConfigIssue
 from scaling.model import (
     MAX_CLUSTER_NODES,
+    NGINX_MARGIN,
+    NGINX_RESERVED_CONNECTIONS,
     Capacity,
     GatewaySpec,
     NginxSpec,
@@ -262,14 +264,30 @@ def nginx_capacity(s: Sections) -> Iterator[ConfigIssue]:
             f"(workerConnections x workerProcesses); at most {nginx.instance_capacity // 4}",
         )
     gw: GatewaySpec | None = s.get("gateway")
-    if gw is not None and nginx.connection_capacity < 2 * gw.max_connections:
+    if gw is None:
+        return
+    needed = nginx.needed_worker_connections(gw.max_connections)
+    if nginx.worker_connections < needed:
         yield _issue(
             "nginx.workerConnections",
-            f"{nginx.worker_connections} x {nginx.worker_processes} workers x "
-            f"{nginx.replicas} replicas = {nginx.connection_capacity} connections; proxying "
-            f"{gw.max_connections} WebSockets needs {2 * gw.max_connections} "
-            "(client side + upstream side)",
+            f"{nginx.worker_connections} per worker x {nginx.worker_processes} workers x "
+            f"{nginx.replicas} replicas is too little for {gw.max_connections} WebSockets: each "
+            f"worker needs {needed} (2 per WebSocket, client side + upstream side, "
+            f"+{round(NGINX_MARGIN * 100)} % headroom, + the busiest worker's excess over an "
+            f"even share, + {NGINX_RESERVED_CONNECTIONS} for listeners and health checks); "
+            "raise workerConnections or workerProcesses",
         )
+
+
+def nginx_instances(nginx: NginxSpec, platform: object) -> int:
+    """Nginx instances a stack runs: nginx.replicas Pods on Kubernetes; on a Docker host one
+    container, which runs the workers of all replicas (:func:`nginx_instance_workers`)."""
+    return nginx.replicas if platform == PlatformKind.KUBERNETES else 1
+
+
+def nginx_instance_workers(nginx: NginxSpec, platform: object) -> int:
+    """worker_processes of one instance: the phase's workers in all, over its instances."""
+    return nginx.worker_processes * nginx.replicas // nginx_instances(nginx, platform)
 
 
 # On Kubernetes nginx runs as non-root and serves HTTP on this container port.

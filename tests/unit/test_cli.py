@@ -125,7 +125,7 @@ def test_rendered_env_has_the_seed_variables(tmp_path: Path) -> None:
         "REDIS_MAX_CONNECTIONS": "4000",
         "WEBSOCKET_MAX_CONNECTIONS": "2000",
         "NGINX_WORKER_CONNECTIONS": "2048",
-        "NGINX_WORKER_PROCESSES": "2",
+        "NGINX_WORKER_PROCESSES": "3",
         "ENABLE_READ_REPLICAS": "true",
         "ENABLE_REDIS_SENTINEL": "true",
     }

@@ -195,8 +195,11 @@ def test_error_names_the_stack_file() -> None:
         (
             "growth",
             {"sikka:phase": "growth", "sikka:nginx": {"workerProcesses": 1}},
-            "sikka:nginx.workerConnections: 2048 x 1 workers x 1 replicas = 2048 connections; "
-            "proxying 2000 WebSockets needs 4000 (client side + upstream side)",
+            "sikka:nginx.workerConnections: 2048 per worker x 1 workers x 1 replicas is too "
+            "little for 2000 WebSockets: each worker needs 5032 (2 per WebSocket, client side "
+            "+ upstream side, +25 % headroom, + the busiest worker's excess over an even "
+            "share, + 32 for listeners and health checks); raise workerConnections or "
+            "workerProcesses",
         ),
         (
             "launch",

@@ -15,7 +15,8 @@ import pytest
 from scaling.issues import ConfigError
 from scaling.local.nginx import stream_modules
 from scaling.local.ports import PortAllocator
-from scaling.model import PhaseSpec
+from scaling.model import NGINX_RESERVED_CONNECTIONS, PhaseSpec, needed_worker_connections
+from scaling.rules import nginx_instances
 from scaling.stackconfig import parse
 from scaling.topology import build_topology
 
@@ -66,7 +67,8 @@ def test_limits_follow_the_phase(phase: str) -> None:
     conf = conf_of(spec)
     slots = 2 * spec.nginx.worker_connections
     assert directives(conf, "worker_connections") == [str(slots)]
-    assert directives(conf, "worker_rlimit_nofile") == [str(2 * slots)]
+    # One descriptor per slot, and an eighth more (at least 256) for logs and bodies.
+    assert directives(conf, "worker_rlimit_nofile") == [str(slots + max(256, slots // 8))]
 
     # The public port belongs to the accept gate, counted per address when accepted.
     gate = block(conf, "stream")
@@ -95,7 +97,7 @@ def test_limits_follow_the_phase(phase: str) -> None:
     # The HTTP server is reached only through the gate: loopback, PROXY protocol first,
     # and the client's address restored from it.
     public = block(http, "server")
-    assert directives(public, "listen") == ["127.0.0.1:8089 proxy_protocol"]
+    assert directives(public, "listen") == ["127.0.0.1:8089 proxy_protocol reuseport"]
     assert directives(public, "set_real_ip_from") == ["127.0.0.1"]
     assert directives(public, "real_ip_header") == ["proxy_protocol"]
     assert directives(block(public, "location /"), "limit_req") == [
@@ -132,11 +134,12 @@ def problems(phase: str, nginx: dict[str, Any]) -> list[str]:
 
 
 def test_one_address_may_hold_at_most_a_quarter_of_an_instance() -> None:
-    assert spec_of("launch", **{"sikka:nginx": {"perClientConnections": 256}})
-    assert problems("launch", {"perClientConnections": 257}) == [
-        "sikka:nginx.perClientConnections: 257 connections per client address would let one "
-        "address hold 514 of one Nginx instance's 1024 (workerConnections x workerProcesses); "
-        "at most 256"
+    # launch: 1024 x 2 workers.
+    assert spec_of("launch", **{"sikka:nginx": {"perClientConnections": 512}})
+    assert problems("launch", {"perClientConnections": 513}) == [
+        "sikka:nginx.perClientConnections: 513 connections per client address would let one "
+        "address hold 1026 of one Nginx instance's 2048 (workerConnections x workerProcesses); "
+        "at most 512"
     ]
     # Per instance: more workers, more room (scale: 4096 x 4 workers).
     assert spec_of("scale", **{"sikka:nginx": {"perClientConnections": 4096}})
@@ -188,7 +191,7 @@ def localized(conf: str, folder: Path, binary: str) -> str:
         conf,
     )
     if _version(binary) < (1, 27, 3):
-        conf = conf.replace(" resolve;", ";")
+        conf = conf.replace(" resolve ", " ")
         conf = re.sub(r"(?m)^(\s*resolver )\S+", r"\g<1>127.0.0.1", conf)
     modules = "".join(f"load_module {module};\n" for module in stream_modules(binary))
     return modules + conf
@@ -256,3 +259,62 @@ def test_kubernetes_memory_holds_a_full_instance_of_websockets(phase: str) -> No
     requested = int(nginx_resources(spec)["requests"]["memory"].removesuffix("Mi"))
     websockets = spec.nginx.instance_capacity // 2
     assert requested >= websockets * 29 / 1024
+
+
+@pytest.mark.parametrize("phase", list(ON_THEIR_PLATFORM))
+def test_each_phase_holds_its_websockets_with_headroom(phase: str) -> None:
+    """Every worker has room for its share of the phase's WebSockets (4 slots each: client
+    side, the gate's loopback pair, upstream side) + 25 %, with the busiest worker's excess
+    and reserved slots on top: at the promise, Nginx is at most 80 % full."""
+    spec = spec_of(phase)
+    nginx = spec.nginx
+    instances = nginx_instances(nginx, spec.platform)
+    workers = instances * nginx.worker_processes
+    websockets_per_worker = spec.gateway.max_connections / workers
+    slots = 2 * nginx.worker_connections
+    assert 4 * websockets_per_worker * 1.25 <= slots - 2 * NGINX_RESERVED_CONNECTIONS
+    assert nginx.worker_rlimit_nofile > slots
+
+
+@pytest.mark.parametrize(
+    ("websockets", "workers", "needed"),
+    # 500 on one worker: 625 with the margin, no spread, 2 each, 32 reserved.
+    [(500, 1, 1282), (500, 2, 726), (2000, 3, 1826), (10_000, 8, 3356)],
+)
+def test_needed_worker_connections(websockets: int, workers: int, needed: int) -> None:
+    assert needed_worker_connections(websockets, workers) == needed
+
+
+def test_too_few_workers_are_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as error:
+        spec_of("launch", **{"sikka:nginx": {"workerProcesses": 1}})
+    text = str(error.value)
+    assert "sikka:nginx.workerConnections: 1024 per worker x 1 workers x 1 replicas" in text
+    assert "each worker needs 1282" in text
+
+
+@pytest.mark.parametrize(
+    ("phase", "platform", "max_conns", "servers"),
+    [
+        ("launch", "docker", 500, 1),
+        ("growth", "docker", 1000, 2),
+        # Two Nginx replicas share each gateway's 2,500.
+        ("scale", "kubernetes", 1250, 1),
+        ("growth", "kubernetes", 1000, 1),
+    ],
+)
+def test_upstream_servers_are_capped_and_fall_through(
+    phase: str, platform: str, max_conns: int, servers: int
+) -> None:
+    """A gateway at its share of connectionsPerReplica is skipped by the sticky hash, which
+    tries the next: nobody is refused while another gateway has room."""
+    conf = conf_of(spec_of(phase, **{"sikka:platform": platform}))
+    upstream = block(conf, "upstream gateways")
+    found = directives(upstream, "server")
+    assert len(found) == servers
+    assert all(line.endswith(f" max_conns={max_conns}") for line in found), found
+    assert directives(upstream, "zone") == ["gateways 256k"]  # counts shared by workers
+    if servers > 1 or platform == "kubernetes":
+        assert directives(upstream, "hash") == ["$sticky_key consistent"]
+    location = block(block(conf, "http"), "location /")
+    assert directives(location, "proxy_next_upstream") == ["error timeout http_503"]

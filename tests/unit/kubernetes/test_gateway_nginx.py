@@ -167,7 +167,9 @@ def test_nginx_config_at_scale() -> None:
     # nginx.workerConnections 4096, doubled for the accept gate's loopback pair.
     assert "worker_connections 8192;" in conf
     assert "worker_processes 4;" in conf
-    assert "server gateway-headless.sikka-scale.svc.cluster.local:8080 resolve;" in conf
+    assert (
+        "server gateway-headless.sikka-scale.svc.cluster.local:8080 resolve max_conns=1250;" in conf
+    )
     assert "resolver kube-dns.kube-system.svc.cluster.local" in conf
     assert "zone gateways" in conf
     assert "hash $sticky_key consistent;" in conf
