@@ -146,6 +146,7 @@ class DockerRuntime:
             if health.command
             else None,
             memory=node.memory_mb,
+            ulimits=open_files_ulimits(node.open_files),
             # A replaced or destroyed container is stopped the way its server shuts down
             # cleanly (Postgres: fast shutdown; Redis: SHUTDOWN SAVE; nginx: graceful quit).
             stop_signal=node.stop.signal,
@@ -171,3 +172,10 @@ class DockerRuntime:
         )
         self.containers[node.name] = resource
         return resource
+
+
+def open_files_ulimits(files: int | None) -> list[docker.ContainerUlimitArgs] | None:
+    """The open files a node's settings need (scaling/render/limits.py) as its nofile."""
+    if not files:
+        return None
+    return [docker.ContainerUlimitArgs(name="nofile", soft=files, hard=files)]

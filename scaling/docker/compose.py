@@ -74,6 +74,9 @@ def _service(
     service["stop_grace_period"] = f"{node.stop.grace_seconds}s"
     if node.memory_mb:
         service["mem_limit"] = f"{node.memory_mb}m"
+    if node.open_files:
+        # Every socket is a descriptor: the open files its settings need (render/limits.py).
+        service["ulimits"] = {"nofile": {"soft": node.open_files, "hard": node.open_files}}
     if not node.one_shot:
         service["restart"] = "unless-stopped"
     return service

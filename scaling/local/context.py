@@ -21,6 +21,7 @@ from scaling.local.ports import PortAllocator
 from scaling.local.state import ProcessEntry, RunState
 from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
+from scaling.render.limits import open_files
 from scaling.topology import Topology
 
 POSTGRES_ACCOUNT = "postgres"
@@ -68,6 +69,9 @@ class Context:
         """Spawn and record at once, so a crash of `up` itself still leaves `down` a list
         (and what a kill -9 catches between the two is still in the run's session)."""
         self.part, self.part_log = entry.name, entry.log
+        if entry.open_files is None:
+            need = open_files(self.spec, entry.tier, entry.role)
+            entry.open_files = need.files if need else None
         procs.spawn(entry, self.secrets, keeper=self.keeper)
         self.state.processes.append(entry)
         self.state.save()

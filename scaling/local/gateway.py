@@ -15,10 +15,6 @@ from scaling.render.endpoints import Endpoint
 from scaling.render.gateway_env import gateway_env, redis_client_env
 from scaling.topology import Node
 
-# Local gateways are capped whatever the topology's count: each is a Python process and a
-# laptop (or a 2-core CI runner) gains nothing from a dozen of them. The first ones of the
-# topology run (gateway-0, gateway-1, ...) and a note says so.
-MAX_LOCAL_GATEWAYS = 3
 # A gateway drains its clients for up to this long on SIGTERM; locally there is no rolling
 # deploy to protect, so `down` should not wait the production drain (30 s by default).
 MAX_LOCAL_DRAIN_SECONDS = 5
@@ -43,14 +39,9 @@ class GatewayInstance:
 
 
 def local_gateways(ctx: Context) -> list[Node]:
-    wanted = nodes(ctx.topology, "gateway", "gateway")
-    started = wanted[:MAX_LOCAL_GATEWAYS]
-    if len(started) < len(wanted):
-        ctx.notes.append(
-            f"gateway: the topology has {len(wanted)} gateways; the local runner starts "
-            f"{len(started)} (capped at {MAX_LOCAL_GATEWAYS})."
-        )
-    return started
+    """Every gateway of the topology: gateway.replicas of them (4 at scale), each holding
+    its connectionsPerReplica, so that the phase's promised WebSockets fit locally too."""
+    return nodes(ctx.topology, "gateway", "gateway")
 
 
 def _environment(

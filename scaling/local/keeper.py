@@ -23,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,19 @@ def started_at(pid: int) -> float | None:
 # ----------------------------------------------------------------------------- the keeper
 
 
+def set_open_files(nofile: Sequence[int] | None) -> Callable[[], None] | None:
+    """Popen's preexec_fn that gives the child the (soft, hard) open-file limit ``nofile``
+    (scaling/local/limits.py), or None to leave it the inherited one."""
+    if not nofile:
+        return None
+    soft, hard = nofile
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return apply
+
+
 def _ids(request: dict[str, Any]) -> dict[str, Any]:
     """Popen's account switch: only present when the client switches accounts (as root)."""
     if request.get("uid") is None:
@@ -80,6 +95,7 @@ def _spawn(request: dict[str, Any], children: dict[int, subprocess.Popen[bytes]]
             close_fds=True,
             process_group=0,
             umask=request.get("umask", -1),
+            preexec_fn=set_open_files(request.get("nofile")),
             **_ids(request),
         )
     children[child.pid] = child
@@ -220,6 +236,7 @@ class Keeper:
         cwd: str | None,
         ids: tuple[int | None, int | None, list[int] | None],
         umask: int = -1,
+        nofile: tuple[int, int] | None = None,
     ) -> tuple[int, float | None]:
         """Start a server in the run's session; returns (pid, start time)."""
         uid, gid, groups = ids
@@ -234,6 +251,7 @@ class Keeper:
                 "gid": gid,
                 "groups": groups,
                 "umask": umask,
+                "nofile": list(nofile) if nofile else None,
             },
             SPAWN_TIMEOUT,
         )

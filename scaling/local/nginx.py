@@ -11,7 +11,7 @@ from pathlib import Path
 from scaling.local import health
 from scaling.local.context import Context
 from scaling.local.state import ProcessEntry
-from scaling.local.topology import nodes
+from scaling.local.topology import local_spec, nodes
 from scaling.render.endpoints import Endpoint
 from scaling.render.nginx import NginxLayout, render_nginx_conf
 from scaling.topology import Node
@@ -64,12 +64,15 @@ def stream_modules(binary: str) -> tuple[str, ...]:
 
 
 def _proxy(ctx: Context) -> Node:
-    """The topology's proxy: one Nginx (a second would only share the loopback port)."""
+    """The topology's proxy: one Nginx, as on a Docker host, running the workers of all
+    nginx.replicas (scaling/render/nginx.py): one instance with the capacity of all."""
     proxies = nodes(ctx.topology, "nginx", "proxy")
-    if ctx.spec.nginx.replicas > len(proxies):
+    nginx = ctx.spec.nginx
+    if nginx.replicas > len(proxies):
         ctx.notes.append(
-            f"nginx: the spec asks for {ctx.spec.nginx.replicas} replicas; locally "
-            f"{proxies[0].name} serves alone (a second would only share the same loopback port)."
+            f"nginx: the spec asks for {nginx.replicas} replicas of {nginx.worker_processes} "
+            f"workers; locally {proxies[0].name} runs all "
+            f"{nginx.replicas * nginx.worker_processes} workers, as on a Docker host."
         )
     return proxies[0]
 
@@ -94,7 +97,8 @@ def start_nginx(ctx: Context) -> NginxEndpoints:
         modules=stream_modules(binary),
     )
     conf = folder / "nginx.conf"
-    conf.write_text(render_nginx_conf(ctx.spec, layout))
+    # The container (Docker) rendering: one instance with the workers of all replicas.
+    conf.write_text(render_nginx_conf(local_spec(ctx.spec), layout))
     entry = ctx.start(
         ProcessEntry(
             name=proxy.name,

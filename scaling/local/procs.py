@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psutil
 
-from scaling.local import pidns
-from scaling.local.keeper import Keeper, KeeperError
+from scaling.local import limits, pidns
+from scaling.local.keeper import Keeper, KeeperError, set_open_files
 from scaling.local.state import ProcessEntry, RunState
 
 # Popen objects of the children this interpreter started: polling them reaps a child that
@@ -176,9 +176,16 @@ def spawn(entry: ProcessEntry, secrets: Mapping[str, str], *, keeper: Keeper | N
     # Sentinel rewrites its config (auth-pass, requirepass) and Redis its AOF: files the
     # servers create must stay private like the ones we write.
     umask = 0o077
+    nofile = limits.limit_for(entry.open_files) if entry.open_files else None
     if keeper is not None:
         entry.pid, entry.create_time = keeper.spawn(
-            entry.argv, env=env, log=entry.log, cwd=entry.cwd, ids=_ids(entry.user), umask=umask
+            entry.argv,
+            env=env,
+            log=entry.log,
+            cwd=entry.cwd,
+            ids=_ids(entry.user),
+            umask=umask,
+            nofile=nofile,
         )
         _record_namespace_init(entry)
         return
@@ -197,6 +204,7 @@ def spawn(entry: ProcessEntry, secrets: Mapping[str, str], *, keeper: Keeper | N
             group=gid,
             extra_groups=groups,
             umask=umask,
+            preexec_fn=set_open_files(nofile),
         )
     _CHILDREN[proc.pid] = proc
     entry.pid = proc.pid

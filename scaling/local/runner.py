@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 
 from scaling.local import keeper as keepers
-from scaling.local import patroni_api, procs
+from scaling.local import limits, patroni_api, procs
 from scaling.local.context import Context
 from scaling.local.credentials import load_secrets, new_secrets, save_secrets
 from scaling.local.gateway import GatewayInstance, start_gateways
@@ -38,7 +38,7 @@ from scaling.local.postgres import PostgresEndpoints, start_postgres
 from scaling.local.redis import RedisEndpoints, start_redis
 from scaling.local.state import STATE_FILE, ProcessEntry, RunState, state_dir_for
 from scaling.local.tokens import auth_summary, write_key
-from scaling.local.topology import local_topology
+from scaling.local.topology import local_spec, local_topology
 from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
 from scaling.stackconfig import (
     NAMESPACE,
@@ -421,6 +421,11 @@ def up(
     stack = stack or spec.phase.value
     folder = state_dir_for(stack, state_dir)
     say = progress or (lambda message: None)
+    # Before anything starts: every server's open files fit in the inherited hard limit.
+    try:
+        limits.check(local_spec(spec), local_topology(spec))
+    except limits.TooFewOpenFiles as error:
+        raise LocalUpError("open-file limits", str(error), "", None) from None
     with _InterruptGuard() as guard:
         _check_previous(stack, folder)
         state: RunState | None = None

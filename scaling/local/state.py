@@ -43,6 +43,8 @@ class ProcessEntry:
     # Started through scaling.local.pidns: pid is PID 1 of its PID namespace (the launcher's
     # child), so one kill ends the whole server, as a container's death does.
     pid_namespace: bool = False
+    # Soft open-file limit it starts with (scaling/render/limits.py); None: inherited.
+    open_files: int | None = None
     pid: int | None = None
     create_time: float | None = None
 

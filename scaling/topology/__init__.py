@@ -10,7 +10,10 @@ host or a role on its own.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from scaling.model import PhaseSpec
+from scaling.render.limits import open_files
 
 from .edge import gateway_nodes, nginx_nodes
 from .model import (
@@ -31,12 +34,17 @@ from .postgres import postgres_tier
 from .redis import redis_tier
 
 
+def _with_open_files(spec: PhaseSpec, node: Node) -> Node:
+    need = open_files(spec, node.tier, node.role)
+    return replace(node, open_files=need.files) if need else node
+
+
 def build_topology(spec: PhaseSpec) -> Topology:
     pg_nodes, pg_services, pg_edges = postgres_tier(spec)
     redis_nodes, redis_services, redis_edges = redis_tier(spec)
     gateways, gw_services, gw_edges, gw_scaling = gateway_nodes(spec)
     proxies, nginx_services, nginx_edges, nginx_scaling = nginx_nodes(spec, gateways)
-    nodes = (*pg_nodes, *redis_nodes, *gateways, *proxies)
+    nodes = tuple(_with_open_files(spec, n) for n in (*pg_nodes, *redis_nodes, *gateways, *proxies))
     names = [n.name for n in nodes]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:  # a programming error, caught before anything is registered

@@ -106,6 +106,9 @@ class Node:
     # Host port → node port (Docker publishes these; elsewhere a Service fronts the node).
     published: Mapping[int, int] = field(default_factory=dict)
     one_shot: bool = False
+    # Open files (RLIMIT_NOFILE) its settings need (scaling/render/limits.py); None: the
+    # platform's default serves.
+    open_files: int | None = None
 
     @property
     def stateful(self) -> bool:

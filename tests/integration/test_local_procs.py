@@ -59,3 +59,34 @@ def test_a_live_leader_is_stopped_with_its_children(tmp_path: Path) -> None:
     assert not any(
         child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children
     )
+
+
+@pytest.mark.parametrize("through_keeper", [False, True])
+def test_a_child_starts_with_the_open_files_it_needs(tmp_path: Path, through_keeper: bool) -> None:
+    """The soft open-file limit is raised to the entry's need, directly and in the run's
+    session (the keeper forks it); the hard limit stays."""
+    import resource
+
+    from scaling.local.keeper import Keeper
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    keeper = Keeper.start(tmp_path, tmp_path / "keeper.log") if through_keeper else None
+    try:
+        need = min(hard, 4096)
+        entry = ProcessEntry(
+            name="limits",
+            role="test",
+            tier="test",
+            argv=[sys.executable, "-c", "import resource, time; time.sleep(30)"],
+            log=str(tmp_path / "limits.log"),
+            open_files=need,
+        )
+        procs.spawn(entry, {}, keeper=keeper)
+        assert entry.pid is not None
+        assert psutil.Process(entry.pid).rlimit(psutil.RLIMIT_NOFILE) == (need, hard)
+        procs.stop(entry)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        if keeper is not None:
+            keeper.close()

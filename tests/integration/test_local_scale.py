@@ -1,4 +1,5 @@
-"""Scale phase, locally: Redis Cluster (3 masters + 3 replicas), 3 gateways (capped), and
+"""Scale phase, locally: Redis Cluster (3 masters + 3 replicas), the spec's 4 gateways, one
+Nginx running both replicas' workers, and
 PostgreSQL as primary + replicas + PgBouncer (Citus is not packaged for Debian here).
 
 Tests run in file order; the destructive ones come last.
@@ -7,13 +8,12 @@ Tests run in file order; the destructive ones come last.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import local_checks as checks
 import pytest
 from local_fixtures import SMALL_POOLS, start_phase
 from local_helpers import Phase
-
-from scaling.local.gateway import MAX_LOCAL_GATEWAYS
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +25,15 @@ def phase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase]:
 
 def test_topology(phase: Phase) -> None:
     summary = phase.summary
-    assert len(summary["gateways"]) == min(phase.spec.gateway.replicas, MAX_LOCAL_GATEWAYS) >= 3
+    assert len(summary["gateways"]) == phase.spec.gateway.replicas == 4
     assert summary["redis"]["mode"] == "cluster" and len(summary["redis"]["nodes"]) == 6
     assert summary["postgres"]["spec_mode"] == "citus"
     assert summary["postgres"]["mode"] == "replicated" and summary["postgres"]["pooler"]
     assert any("Citus" in note for note in summary["notes"])
-    assert any("capped" in note for note in summary["notes"])
+    # One Nginx with the workers of both replicas: the capacity of the two.
+    assert any("runs all 8 workers" in note for note in summary["notes"])
+    conf = (Path(phase.run.state.state_dir) / "nginx" / "nginx.conf").read_text()
+    assert "worker_processes 8;" in conf
     checks.check_processes_are_topology_nodes(phase)
     checks.check_all_processes_alive(phase)
 

@@ -1,0 +1,71 @@
+"""Open-file limits follow from each phase's settings: what each server needs, and the
+local runner's refusal, naming the setting, when the inherited hard limit is below it."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaling.local.limits import shortfalls
+from scaling.local.topology import local_spec, local_topology
+from scaling.render.limits import open_files
+from scaling.stackconfig import parse
+
+
+def spec_of(phase: str):  # type: ignore[no-untyped-def]
+    return parse({"sikka:phase": phase}, stack=phase)
+
+
+def test_each_server_needs_what_its_settings_hold() -> None:
+    spec = spec_of("growth")
+    nginx = open_files(spec, "nginx", "proxy")
+    assert nginx is not None and nginx.files == spec.nginx.worker_rlimit_nofile == 4608
+    gateway = open_files(spec, "gateway", "gateway")
+    # 1,000 connections + 25 % + 1,024 for Redis, listeners and logs.
+    assert gateway is not None and gateway.files == 1250 + 1024
+    redis = open_files(spec, "redis", "master")
+    assert redis is not None and redis.files == spec.redis.max_clients + 32
+    pooler = open_files(spec, "postgres", "pooler")
+    assert pooler is not None and pooler.files == 1000 + 40 + 40 + 2 * 5 + 64
+    assert open_files(spec, "redis", "sentinel") is None
+    assert open_files(spec, "postgres", "primary") is None
+
+
+def test_local_up_refuses_a_low_hard_limit_naming_each_setting() -> None:
+    spec = local_spec(spec_of("growth"))
+    lines = shortfalls(spec, local_topology(spec), 2048, can_raise=False)
+    # PgBouncer's 1,154 fit; Nginx's 4,608, Redis's 4,032 and the gateways' 2,274 do not.
+    assert sorted(line.split(":")[1] for line in lines) == [
+        "gateway.connectionsPerReplica",
+        "nginx.workerConnections",
+        "redis.maxClients",
+    ]
+    nginx_line = next(line for line in lines if "nginx.workerConnections" in line)
+    assert nginx_line.startswith("sikka:nginx.workerConnections: nginx need(s) 4608 open files")
+    assert "hard limit of 2048" in nginx_line
+    # Root raises the hard limit itself; a high enough limit leaves nothing to say.
+    assert shortfalls(spec, local_topology(spec), 2048, can_raise=True) == []
+    assert shortfalls(spec, local_topology(spec), 1_000_000, can_raise=False) == []
+
+
+@pytest.mark.parametrize("phase", ["launch", "growth", "scale"])
+def test_every_phase_fits_a_common_hard_limit(phase: str) -> None:
+    """Every phase runs locally under a hard limit of 65,536 (systemd's default
+    DefaultLimitNOFILE hard limit is 524,288; many shells give 65,536 or more)."""
+    spec = local_spec(spec_of(phase))
+    assert shortfalls(spec, local_topology(spec), 65_536, can_raise=False) == []
+
+
+def test_docker_compose_sets_each_servers_nofile() -> None:
+    import yaml
+
+    from scaling.docker.compose import render_compose
+    from scaling.topology import build_topology
+
+    spec = spec_of("growth")
+    services = yaml.safe_load(render_compose(build_topology(spec)))["services"]
+    assert services["nginx"]["ulimits"] == {"nofile": {"soft": 4608, "hard": 4608}}
+    for name in ("gateway-0", "gateway-1"):
+        assert services[name]["ulimits"]["nofile"]["soft"] == 1250 + 1024
+    assert services["redis-0"]["ulimits"]["nofile"]["hard"] == spec.redis.max_clients + 32
+    # Servers that size themselves keep the Docker default.
+    assert "ulimits" not in services["etcd-0"]
