@@ -13,6 +13,7 @@ import signal
 import sys
 
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.limits import raise_open_files
 from gateway.server import Gateway
 
 log = logging.getLogger("gateway")
@@ -57,6 +58,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    raise_open_files(settings.max_connections)
     return asyncio.run(run(settings))
 
 

@@ -11,7 +11,7 @@ realip module restores it). Half-open requests are then closed after
 ``nginx.clientTimeoutSeconds``; WebSocket upgrades are rate-limited per address (429).
 
 Sizes, from the phase (one Nginx instance; each instance keeps its own counters):
-  per-client connections  nginx.perClientConnections (default: workerConnections x
+  per-client connections  nginx.perClientConnections (default: at most workerConnections x
                           workerProcesses / 16; rules.py refuses more than a quarter)
   upgrades per address    a burst of perClientConnections (a client reconnecting all it
                           may hold at once), refilled at perClientConnections / 8 per second

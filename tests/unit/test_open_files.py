@@ -69,3 +69,12 @@ def test_docker_compose_sets_each_servers_nofile() -> None:
     assert services["redis-0"]["ulimits"]["nofile"]["hard"] == spec.redis.max_clients + 32
     # Servers that size themselves keep the Docker default.
     assert "ulimits" not in services["etcd-0"]
+
+
+def test_the_gateway_needs_what_the_platforms_give_it() -> None:
+    from gateway.limits import needed_open_files
+
+    spec = spec_of("scale")
+    need = open_files(spec, "gateway", "gateway")
+    assert need is not None
+    assert needed_open_files(spec.gateway.connections_per_replica) == need.files
