@@ -103,6 +103,11 @@ def test_nginx_published_and_proxies_gateways(growth: StackRun) -> None:
     assert "server gateway-0:8080" in conf and "server gateway-1:8080" in conf
     assert "worker_connections 4096;" in conf  # 2048 x 2 (the accept gate)
     assert "hash $sticky_key consistent;" in conf
+    # Its open files: worker_rlimit_nofile, as the container's nofile; a gateway's follow
+    # from its connections (render/limits.py).
+    assert nginx.inputs["ulimits"] == [{"name": "nofile", "soft": 4608, "hard": 4608}]
+    gateway = containers(growth)["sikka-growth-gateway-0"]
+    assert gateway.inputs["ulimits"] == [{"name": "nofile", "soft": 2274, "hard": 2274}]
 
 
 def test_growth_topology(growth: StackRun) -> None:
