@@ -4,6 +4,7 @@ server needs): each child's soft RLIMIT_NOFILE is raised to its need when it sta
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 
@@ -13,30 +14,40 @@ from scaling.topology import Topology
 
 
 def hard_limit() -> int:
-    """This process's hard open-file limit, which its children inherit (root may raise it)."""
+    """This process's hard open-file limit, which its children inherit."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return hard
 
 
-def may_raise_hard_limit() -> bool:
-    return os.geteuid() == 0
-
-
 def limit_for(files: int) -> tuple[int, int]:
     """(soft, hard) for a child that needs ``files``: its soft limit raised to that (never
-    below ours), the hard one kept (raised too only as root: :func:`check` refused else)."""
+    below ours) within the hard one, which it keeps. The child may run under another
+    account (PostgreSQL's), which could not raise its hard limit: as root,
+    :func:`raise_hard_limit` raises ours first."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     infinity = resource.RLIM_INFINITY
-    if hard != infinity and files > hard:
-        hard = files
     if soft == infinity or soft >= files:
         return soft, hard
-    return files, hard
+    return (files if hard == infinity else min(files, hard)), hard
 
 
-def shortfalls(spec: PhaseSpec, topology: Topology, hard: int, *, can_raise: bool) -> list[str]:
+def raise_hard_limit(files: int) -> None:
+    """Raise this process's hard limit to ``files`` where it may (root with
+    CAP_SYS_RESOURCE), for the children to inherit; elsewhere leave it as it is."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if os.geteuid() == 0 and hard != resource.RLIM_INFINITY and hard < files:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, files))
+
+
+def largest_need(spec: PhaseSpec, topology: Topology) -> int:
+    needs = [open_files(spec, n.tier, n.role) for n in topology.nodes]
+    return max((need.files for need in needs if need is not None), default=0)
+
+
+def shortfalls(spec: PhaseSpec, topology: Topology, hard: int) -> list[str]:
     """One line per setting whose servers need more open files than ``hard`` allows."""
-    if can_raise or hard == resource.RLIM_INFINITY:
+    if hard == resource.RLIM_INFINITY:
         return []
     found: dict[str, tuple[int, list[str]]] = {}
     for node in topology.nodes:
@@ -58,7 +69,9 @@ class TooFewOpenFiles(RuntimeError):
 
 
 def check(spec: PhaseSpec, topology: Topology) -> None:
-    """Refuse (naming each setting and the hard limit) before anything starts."""
-    lines = shortfalls(spec, topology, hard_limit(), can_raise=may_raise_hard_limit())
+    """Refuse (naming each setting and the hard limit) before anything starts; as root,
+    raise the hard limit instead, before the run's keeper inherits it."""
+    raise_hard_limit(largest_need(spec, topology))
+    lines = shortfalls(spec, topology, hard_limit())
     if lines:
         raise TooFewOpenFiles("too few open files allowed:\n  " + "\n  ".join(lines))

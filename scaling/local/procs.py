@@ -176,7 +176,10 @@ def spawn(entry: ProcessEntry, secrets: Mapping[str, str], *, keeper: Keeper | N
     # Sentinel rewrites its config (auth-pass, requirepass) and Redis its AOF: files the
     # servers create must stay private like the ones we write.
     umask = 0o077
-    nofile = limits.limit_for(entry.open_files) if entry.open_files else None
+    nofile = None
+    if entry.open_files:
+        limits.raise_hard_limit(entry.open_files)
+        nofile = limits.limit_for(entry.open_files)
     if keeper is not None:
         entry.pid, entry.create_time = keeper.spawn(
             entry.argv,

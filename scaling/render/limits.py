@@ -13,7 +13,10 @@ starting anything when the hard limit is too low); Docker containers get it as `
   redis      maxclients + 32 (the descriptors Redis keeps for itself)
   pgbouncer  max_client_conn + its server connections (both pools and the reserve)
              + 64 for listeners and logs
-Other servers (PostgreSQL, etcd, HAProxy, Sentinel) size themselves within the default.
+  haproxy    2 per connection of its maxconn (client and server side) + 64 for listeners
+             and health checks: HAProxy refuses to start when it cannot raise its limit
+             that far
+Other servers (PostgreSQL, etcd, Sentinel) size themselves within the default.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import math
 from dataclasses import dataclass
 
 from scaling.model import NGINX_MARGIN, PhaseSpec
+from scaling.render.haproxy import haproxy_maxconn
 
 GATEWAY_RESERVED_FILES = 1024
 REDIS_RESERVED_FILES = 32  # Redis's own CONFIG_MIN_RESERVED_FDS
 PGBOUNCER_RESERVED_FILES = 64
+HAPROXY_RESERVED_FILES = 64
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,9 @@ def open_files(spec: PhaseSpec, tier: str, role: str) -> OpenFiles | None:
         return gateway_open_files(spec)
     if tier == "redis" and role not in ("sentinel", "cluster-init"):
         return OpenFiles(spec.redis.max_clients + REDIS_RESERVED_FILES, "redis.maxClients")
+    if role == "router":
+        files = 2 * haproxy_maxconn(spec) + HAPROXY_RESERVED_FILES
+        return OpenFiles(files, "pooler.maxClientConn")
     if role == "pooler":
         pooler = spec.pooler
         servers = pooler.default_pool_size + pooler.read_pool_size + 2 * pooler.reserve_pool_size

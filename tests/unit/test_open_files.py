@@ -32,7 +32,7 @@ def test_each_server_needs_what_its_settings_hold() -> None:
 
 def test_local_up_refuses_a_low_hard_limit_naming_each_setting() -> None:
     spec = local_spec(spec_of("growth"))
-    lines = shortfalls(spec, local_topology(spec), 2048, can_raise=False)
+    lines = shortfalls(spec, local_topology(spec), 2048)
     # PgBouncer's 1,154 fit; Nginx's 4,608, Redis's 4,032 and the gateways' 2,274 do not.
     assert sorted(line.split(":")[1] for line in lines) == [
         "gateway.connectionsPerReplica",
@@ -42,9 +42,7 @@ def test_local_up_refuses_a_low_hard_limit_naming_each_setting() -> None:
     nginx_line = next(line for line in lines if "nginx.workerConnections" in line)
     assert nginx_line.startswith("sikka:nginx.workerConnections: nginx need(s) 4608 open files")
     assert "hard limit of 2048" in nginx_line
-    # Root raises the hard limit itself; a high enough limit leaves nothing to say.
-    assert shortfalls(spec, local_topology(spec), 2048, can_raise=True) == []
-    assert shortfalls(spec, local_topology(spec), 1_000_000, can_raise=False) == []
+    assert shortfalls(spec, local_topology(spec), 1_000_000) == []
 
 
 @pytest.mark.parametrize("phase", ["launch", "growth", "scale"])
@@ -52,7 +50,7 @@ def test_every_phase_fits_a_common_hard_limit(phase: str) -> None:
     """Every phase runs locally under a hard limit of 65,536 (systemd's default
     DefaultLimitNOFILE hard limit is 524,288; many shells give 65,536 or more)."""
     spec = local_spec(spec_of(phase))
-    assert shortfalls(spec, local_topology(spec), 65_536, can_raise=False) == []
+    assert shortfalls(spec, local_topology(spec), 65_536) == []
 
 
 def test_docker_compose_sets_each_servers_nofile() -> None:
