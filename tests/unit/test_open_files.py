@@ -33,12 +33,16 @@ def test_each_server_needs_what_its_settings_hold() -> None:
 def test_local_up_refuses_a_low_hard_limit_naming_each_setting() -> None:
     spec = local_spec(spec_of("growth"))
     lines = shortfalls(spec, local_topology(spec), 2048)
-    # PgBouncer's 1,154 fit; Nginx's 4,608, Redis's 4,032 and the gateways' 2,274 do not.
+    # PgBouncer's 1,154 fit; Nginx's 4,608, Redis's 4,032, HAProxy's 2,864 (named after
+    # pooler.maxClientConn, most of its maxconn) and the gateways' 2,274 do not.
     assert sorted(line.split(":")[1] for line in lines) == [
         "gateway.connectionsPerReplica",
         "nginx.workerConnections",
+        "pooler.maxClientConn",
         "redis.maxClients",
     ]
+    haproxy = next(line for line in lines if "pooler.maxClientConn" in line)
+    assert "haproxy-0, haproxy-1 need(s) 2864 open files" in haproxy
     nginx_line = next(line for line in lines if "nginx.workerConnections" in line)
     assert nginx_line.startswith("sikka:nginx.workerConnections: nginx need(s) 4608 open files")
     assert "hard limit of 2048" in nginx_line
