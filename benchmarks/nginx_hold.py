@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import resource
 import tempfile
 import time
@@ -116,6 +117,21 @@ async def hold(
     }
 
 
+def log_summary(run: LocalRun, tiers: tuple[str, ...] = ("nginx", "gateway")) -> dict[str, int]:
+    """Distinct warning and error lines of the Nginx and gateway logs, counted (times,
+    pids, addresses and ports blanked)."""
+    counts: Counter[str] = Counter()
+    for entry in run.state.processes:
+        if entry.tier not in tiers or not Path(entry.log).is_file():
+            continue
+        for line in Path(entry.log).read_text(errors="replace").splitlines():
+            if not re.search(r"\b(warn|error|crit|alert|emerg|WARNING|ERROR)\b", line):
+                continue
+            shape = re.sub(r"\d+", "N", line)[:160]
+            counts[f"{entry.name.rstrip('0123456789')}: {shape}"] += 1
+    return dict(counts.most_common(8))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", default="scale")
@@ -131,6 +147,7 @@ def main() -> None:
         run = up(spec, stack=args.stack, state_dir=Path(tmp) / "state")
         try:
             figures = asyncio.run(hold(run, spec, count, args.sources, args.parallel))
+            figures["log_lines"] = log_summary(run)
         finally:
             run.down()
     print(f"{args.stack}: {json.dumps(figures)}")
