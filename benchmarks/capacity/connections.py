@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 from websockets.typing import Subprotocol
 
 SUBPROTOCOL = "sikka.v1"
@@ -90,6 +90,9 @@ async def _open_one(
         return
     except TimeoutError:
         result.errors["timeout"] += 1
+        return
+    except InvalidMessage:  # the connection ended before an HTTP response was read
+        result.errors["no HTTP response"] += 1
         return
     except Exception as error:  # reset, refused by the kernel, ...: one label per kind
         result.errors[type(error).__name__] += 1
