@@ -153,26 +153,37 @@ def token(
 def bench(
     stack: StackArg,
     connections: Annotated[
-        int | None, typer.Option(help="WebSockets to open (default: gateway.maxConnections)")
+        int | None, typer.Option(help="WebSockets to open [default: gateway.maxConnections]")
     ] = None,
     trips: Annotated[
         int | None,
-        typer.Option(help="Trips (default: the table's upper figure, ≤ connections / 2)"),
+        typer.Option(help="Trips [default: the table's upper figure, ≤ connections / 2]"),
     ] = None,
-    seconds: Annotated[int, typer.Option(help="Seconds of trip load (the hold)")] = 60,
-    rounds: Annotated[int, typer.Option(help="Rounds of pgbench and redis-benchmark")] = 3,
-    pgbench_seconds: Annotated[int, typer.Option(help="Seconds per pgbench run")] = 10,
-    redis_requests: Annotated[int, typer.Option(help="Requests per redis-benchmark")] = 100_000,
+    seconds: Annotated[
+        int | None, typer.Option(help="Seconds of trip load, the hold [default: 60]")
+    ] = None,
+    rounds: Annotated[
+        int | None, typer.Option(help="Rounds of pgbench and redis-benchmark [default: 3]")
+    ] = None,
+    pgbench_seconds: Annotated[
+        int | None, typer.Option(help="Seconds per pgbench run [default: 10]")
+    ] = None,
+    redis_requests: Annotated[
+        int | None, typer.Option(help="Requests per redis-benchmark run [default: 100000]")
+    ] = None,
+    open_rate: Annotated[
+        float | None, typer.Option(help="WebSockets opened per second, at most [default: 200]")
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
-            help="Folder for <stack>.json and .md (default: benchmarks/certificates at "
-            "full size, out/bench for a smaller run)",
+            help="Folder for <stack>.json and .md [default: benchmarks/certificates, or "
+            "out/bench when a size or rate option is given]",
         ),
     ] = None,
     state_dir: Annotated[
-        Path | None, typer.Option("--state-dir", help="The phase's state folder (default: a temp)")
+        Path | None, typer.Option("--state-dir", help="The phase's state folder [default: a temp]")
     ] = None,
 ) -> None:
     """Bring the phase up locally, hold its promised WebSockets through Nginx under the trip
@@ -181,18 +192,18 @@ def bench(
     from benchmarks.capacity.run import BenchError, run_bench
 
     load(stack)  # the same validation messages as `validate`
-    full = connections is None
-    folder = out or (
-        PROJECT_DIR / "benchmarks" / "certificates" if full else PROJECT_DIR / "out" / "bench"
-    )
-    options = {
+    given = {
         "connections": connections,
         "trips": trips,
         "seconds": seconds,
         "rounds": rounds,
         "pgbench_seconds": pgbench_seconds,
         "redis_requests": redis_requests,
+        "open_rate": open_rate,
     }
+    options = {name: value for name, value in given.items() if value is not None}
+    # Only a run with every default may replace the committed certificates by default.
+    folder = out or PROJECT_DIR / ("out/bench" if options else "benchmarks/certificates")
 
     def say(message: str) -> None:
         typer.echo(f"[bench] {message}", err=True)

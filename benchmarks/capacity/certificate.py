@@ -31,7 +31,7 @@ def _verdict(
 
 
 def _ms(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f} ms"
+    return "—" if value is None else f"{value:,.1f} ms"
 
 
 def _ratio(value: float | None) -> str:
@@ -157,11 +157,13 @@ def render_markdown(cert: dict[str, Any]) -> str:
             f"directly, {pg['seconds']} s per run, {pg['rounds']} rounds alternating, "
             f"scale {pg['scale']}; TPS without the initial connection time.",
             "",
-            "| workload | direct TPS | pooler TPS | pooler / direct: median (min-max) |",
-            "|---|---|---|---|",
+            "| workload | direct TPS | pooler TPS | pooler / direct: median (min-max) "
+            "| login ms, direct | login ms, pooler |",
+            "|---|---|---|---|---|---|",
             *(
                 f"| {w} | {_list(v['direct_tps'])} | {_list(v['pooler_tps'])} | "
-                f"{_spread_text(v['ratio'])} |"
+                f"{_spread_text(v['ratio'])} | {_list(v.get('direct_connect_ms', []))} | "
+                f"{_list(v.get('pooler_connect_ms', []))} |"
                 for w, v in pg["workloads"].items()
             ),
             "",
@@ -214,8 +216,8 @@ def _counts(counts: dict[str, int]) -> str:
     return " (" + ", ".join(f"{k}: {v:,}" for k, v in counts.items()) + ")"
 
 
-def _list(values: Sequence[float]) -> str:
-    return " / ".join(f"{v:,.0f}" for v in values)
+def _list(values: Sequence[float | None]) -> str:
+    return " / ".join("—" if v is None else f"{v:,.0f}" for v in values)
 
 
 # ------------------------------------------------------------------------------- README

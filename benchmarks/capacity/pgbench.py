@@ -26,6 +26,7 @@ WORKLOADS = ("select-only", "tpcb-like")
 SCALE = 10
 _TPS = re.compile(r"tps = ([0-9.]+) \(without initial connection time\)")
 _FAILED = re.compile(r"number of failed transactions: (\d+)")
+_CONNECT = re.compile(r"initial connection time = ([0-9.]+) ms")
 
 
 class PgbenchError(RuntimeError):
@@ -58,23 +59,34 @@ def initialise(url: str, password: str, scale: int = SCALE) -> None:
     _run([pg_bin("pgbench"), "-i", "-q", "-s", str(scale), url], password, timeout=300)
 
 
-def parse_tps(output: str) -> tuple[float, int]:
-    """(TPS without the initial connection time, failed transactions) of one pgbench run."""
+@dataclass(frozen=True)
+class PgRun:
+    tps: float  # without the initial connection time
+    failed: int  # failed transactions
+    connect_ms: float | None  # how long its clients took to log in
+
+
+def parse_run(output: str) -> PgRun:
+    """One pgbench run's figures from its output."""
     found = _TPS.search(output)
     failed = _FAILED.search(output)
+    connect = _CONNECT.search(output)
+    failures = int(failed.group(1)) if failed else 0
+    connect_ms = float(connect.group(1)) if connect else None
     if not found and "actually processed: 0\n" in output:
-        # Nothing done within the run (e.g. its clients still logging in): 0, not a gap.
-        return 0.0, int(failed.group(1)) if failed else 0
+        # Nothing done within the run (its clients still logging in at the end, say): a
+        # TPS of 0, with the login time that explains it.
+        return PgRun(0.0, failures, connect_ms)
     if not found:
         raise PgbenchError(f"no TPS in pgbench's output: {output.strip()[-200:]}")
-    return float(found.group(1)), int(failed.group(1)) if failed else 0
+    return PgRun(float(found.group(1)), failures, connect_ms)
 
 
-def tps(target: PgTarget, password: str, workload: str, seconds: int) -> tuple[float, int]:
+def run_once(target: PgTarget, password: str, workload: str, seconds: int) -> PgRun:
     threads = str(min(2, target.clients))
     argv = [pg_bin("pgbench"), "-n", "-b", workload, "-c", str(target.clients), "-j", threads]
     argv += ["-T", str(seconds), target.url]
-    return parse_tps(_run(argv, password, timeout=seconds + 120))
+    return parse_run(_run(argv, password, timeout=seconds + 120))
 
 
 def compare_pgbench(
@@ -87,30 +99,38 @@ def compare_pgbench(
     workloads: Sequence[str] = WORKLOADS,
 ) -> dict[str, Any]:
     initialise(direct.url, password)
-    runs: dict[str, dict[str, list[float]]] = {w: {"direct": [], "pooler": []} for w in workloads}
-    failed = 0
+    runs: dict[str, dict[str, list[PgRun]]] = {w: {"direct": [], "pooler": []} for w in workloads}
     for round_number in range(rounds):
         order = (direct, pooler) if round_number % 2 == 0 else (pooler, direct)
         for workload in workloads:
             for target in order:
-                value, failures = tps(target, password, workload, seconds)
-                runs[workload][target.name].append(round(value, 1))
-                failed += failures
+                runs[workload][target.name].append(run_once(target, password, workload, seconds))
+    every = [r for by in runs.values() for done in by.values() for r in done]
     result: dict[str, Any] = {
         "direct_clients": direct.clients,
         "pooler_clients": pooler.clients,
         "seconds": seconds,
         "rounds": rounds,
         "scale": SCALE,
-        "failed_transactions": failed,
+        "failed_transactions": sum(r.failed for r in every),
         "workloads": {},
     }
-    for workload, tps_by in runs.items():
-        each = [round(r, 3) for r in ratios(tps_by["pooler"], tps_by["direct"])]
+    for workload, by in runs.items():
+        direct_tps = [round(r.tps, 1) for r in by["direct"]]
+        pooler_tps = [round(r.tps, 1) for r in by["pooler"]]
+        each = [round(r, 3) for r in ratios(pooler_tps, direct_tps)]
         result["workloads"][workload] = {
-            "direct_tps": tps_by["direct"],
-            "pooler_tps": tps_by["pooler"],
+            "direct_tps": direct_tps,
+            "pooler_tps": pooler_tps,
+            # How long the run's clients took to log in (pgbench's "initial connection
+            # time"); a run spent logging in does no transaction.
+            "direct_connect_ms": [_ms(r.connect_ms) for r in by["direct"]],
+            "pooler_connect_ms": [_ms(r.connect_ms) for r in by["pooler"]],
             "ratios": each,
             "ratio": spread(each),
         }
     return result
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value)

@@ -259,7 +259,7 @@ def run_bench(
         say(f"starting the {the_plan.phase} phase (local runner, state in {state_dir})")
         try:
             run = runner.up(spec, stack=f"bench-{name}", state_dir=state_dir, progress=say)
-        except runner.LocalUpError as error:
+        except (runner.LocalUpError, runner.AlreadyRunning) as error:
             raise BenchError(str(error)) from None
         try:
             conns, trips = asyncio.run(

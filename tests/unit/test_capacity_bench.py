@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from benchmarks.capacity import certificate, plan
-from benchmarks.capacity.pgbench import PgbenchError, parse_tps
+from benchmarks.capacity.pgbench import PgbenchError, PgRun, parse_run
 from benchmarks.capacity.redisbench import parse_csv
 from benchmarks.capacity.stats import percentile, ratios, spread
 from scaling.model import Phase
@@ -84,12 +84,13 @@ def test_tool_outputs_are_parsed() -> None:
     out = (
         "number of transactions actually processed: 9000\n"
         "number of failed transactions: 2 (0.0%)\n"
+        "initial connection time = 812.345 ms\n"
         "tps = 1234.567890 (without initial connection time)\n"
     )
-    assert parse_tps(out) == (1234.56789, 2)
-    assert parse_tps("number of transactions actually processed: 0\n") == (0.0, 0)
+    assert parse_run(out) == PgRun(1234.56789, 2, 812.345)
+    assert parse_run("number of transactions actually processed: 0\n") == PgRun(0.0, 0, None)
     with pytest.raises(PgbenchError):
-        parse_tps("connection to server failed")
+        parse_run("connection to server failed")
     csv = '"test","rps","avg_latency_ms"\n"SET","81234.5","0.3"\n"GET","90000.0","0.2"\n'
     assert parse_csv(csv) == {"SET": 81234.5, "GET": 90000.0}
 
@@ -244,3 +245,16 @@ def test_committed_markdown_is_rendered_from_its_json() -> None:
     for path in sorted(certificate.CERTIFICATES.glob("*.json")):
         cert = json.loads(path.read_text())
         assert path.with_suffix(".md").read_text() == certificate.render_markdown(cert)
+
+
+def test_bad_bench_options_are_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from scaling.cli import main
+
+    state = tmp_path / "state"
+    argv = ["bench", "launch", "--connections", "20", "--trips", "11", "--state-dir", str(state)]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "bench launch: --trips: between 1 and 10 for 20 connections" in err
+    assert not state.exists() and not (tmp_path / "out").exists()
