@@ -235,8 +235,9 @@ def load_certificates(folder: Path = CERTIFICATES) -> list[dict[str, Any]]:
 def readme_table(certs: Sequence[dict[str, Any]]) -> str:
     rows = [
         "| stack | WebSockets held / promised | refused, errors | fan-out p50 / p99 | loss "
-        "| pooler / direct (median) | Redis / plain SET, GET (median) | verdict | measured |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| pooler / direct (median) | Redis / plain SET, GET (median) | verdict | measured "
+        "| load average |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cert in certs:
         conns, trips, pg, rd = cert["connections"], cert["trips"], cert["pgbench"], cert["redis"]
@@ -259,7 +260,8 @@ def readme_table(certs: Sequence[dict[str, Any]]) -> str:
             f"| {conns['refused']:,}, {conns['errors']:,} "
             f"| {_ms(latency['p50'])} / {_ms(latency['p99'])} "
             f"| {trips['loss']:,} of {trips['expected']:,} "
-            f"| {pooler} | {redis_ratio} | {cert['overall']} | {cert['date'][:10]} |"
+            f"| {pooler} | {redis_ratio} | {cert['overall']} | {cert['date'][:10]} "
+            f"| {cert['machine']['load_average'][0]} |"
         )
     return "\n".join(rows) + "\n"
 
