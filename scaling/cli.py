@@ -153,37 +153,37 @@ def token(
 def bench(
     stack: StackArg,
     connections: Annotated[
-        int | None, typer.Option(help="WebSockets to open [default: gateway.maxConnections]")
+        int | None, typer.Option(help="WebSockets to open (default: gateway.maxConnections)")
     ] = None,
     trips: Annotated[
         int | None,
-        typer.Option(help="Trips [default: the table's upper figure, ≤ connections / 2]"),
+        typer.Option(help="Trips (default: the table's upper figure, ≤ connections / 2)"),
     ] = None,
     seconds: Annotated[
-        int | None, typer.Option(help="Seconds of trip load, the hold [default: 60]")
+        int | None, typer.Option(help="Seconds of trip load, the hold (default: 60)")
     ] = None,
     rounds: Annotated[
-        int | None, typer.Option(help="Rounds of pgbench and redis-benchmark [default: 3]")
+        int | None, typer.Option(help="Rounds of pgbench and redis-benchmark (default: 3)")
     ] = None,
     pgbench_seconds: Annotated[
-        int | None, typer.Option(help="Seconds per pgbench run [default: 10]")
+        int | None, typer.Option(help="Seconds per pgbench run (default: 10)")
     ] = None,
     redis_requests: Annotated[
-        int | None, typer.Option(help="Requests per redis-benchmark run [default: 100000]")
+        int | None, typer.Option(help="Requests per redis-benchmark run (default: 100000)")
     ] = None,
     open_rate: Annotated[
-        float | None, typer.Option(help="WebSockets opened per second, at most [default: 200]")
+        float | None, typer.Option(help="WebSockets opened per second, at most (default: 200)")
     ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
-            help="Folder for <stack>.json and .md [default: benchmarks/certificates, or "
-            "out/bench when a size or rate option is given]",
+            help="Folder for <stack>.json and .md (default: benchmarks/certificates, or "
+            "out/bench when a size or rate option is given)",
         ),
     ] = None,
     state_dir: Annotated[
-        Path | None, typer.Option("--state-dir", help="The phase's state folder [default: a temp]")
+        Path | None, typer.Option("--state-dir", help="The phase's state folder (default: a temp)")
     ] = None,
 ) -> None:
     """Bring the phase up locally, hold its promised WebSockets through Nginx under the trip
