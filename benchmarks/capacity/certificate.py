@@ -168,6 +168,13 @@ def render_markdown(cert: dict[str, Any]) -> str:
             ),
             "",
         ]
+        if any(0 in v["pooler_tps"] or 0 in v["direct_tps"] for v in pg["workloads"].values()):
+            lines += [
+                "A TPS of 0: no transaction completed within the run, its clients still logging "
+                "in when it ended (pgbench's run time includes the logins; see "
+                "`--pgbench-seconds`).",
+                "",
+            ]
     rd = cert["redis"]
     lines += ["## Redis against a plain redis-server (redis-benchmark)", ""]
     if rd.get("error"):
