@@ -15,7 +15,7 @@ PATRONI_REQUIREMENTS := images/postgres-patroni/requirements.txt
 STACKS := launch growth scale
 STACK ?= growth
 
-.PHONY: setup system-packages lint test unit demo down bench clean
+.PHONY: setup system-packages lint test unit demo down bench bench-readme bench-sync clean
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -63,7 +63,16 @@ down:
 	$(BIN)/sikka-scaling local down $(STACK)
 
 # Benchmarks print measured figures (ratios within one run); they assert nothing.
+# `make bench STACK=launch`: the phase's capacity certificate (benchmarks/certificates/), then
+# `make bench-readme` puts its figures in the README; `make bench-sync`: what synchronous
+# replication costs a commit.
 bench: setup
+	$(BIN)/sikka-scaling bench $(STACK)
+
+bench-readme: $(BIN)/sikka-scaling
+	$(BIN)/python -m benchmarks.capacity.readme README.md
+
+bench-sync: setup
 	$(BIN)/python -m benchmarks.sync_commit
 
 clean:

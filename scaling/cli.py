@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -146,6 +147,79 @@ def token(
     except TokenError as error:
         typer.echo(f"sikka-scaling token: {error}", err=True)
         raise typer.Exit(code=1) from None
+
+
+@app.command()
+def bench(
+    stack: StackArg,
+    connections: Annotated[
+        int | None, typer.Option(help="WebSockets to open (default: gateway.maxConnections)")
+    ] = None,
+    trips: Annotated[
+        int | None,
+        typer.Option(help="Trips (default: the table's upper figure, ≤ connections / 2)"),
+    ] = None,
+    seconds: Annotated[
+        int | None, typer.Option(help="Seconds of trip load, the hold (default: 60)")
+    ] = None,
+    rounds: Annotated[
+        int | None, typer.Option(help="Rounds of pgbench and redis-benchmark (default: 3)")
+    ] = None,
+    pgbench_seconds: Annotated[
+        int | None, typer.Option(help="Seconds per pgbench run (default: 10)")
+    ] = None,
+    redis_requests: Annotated[
+        int | None, typer.Option(help="Requests per redis-benchmark run (default: 100000)")
+    ] = None,
+    open_rate: Annotated[
+        float | None, typer.Option(help="WebSockets opened per second, at most (default: 200)")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for <stack>.json and .md (default: benchmarks/certificates, or "
+            "out/bench when a size or rate option is given)",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", help="The phase's state folder (default: a temp)")
+    ] = None,
+) -> None:
+    """Bring the phase up locally, hold its promised WebSockets through Nginx under the trip
+    load, compare pgbench (pooler / direct) and redis-benchmark (phase / plain), write its
+    capacity certificate (JSON + Markdown) and stop the phase, whatever happens."""
+    from benchmarks.capacity.run import BenchError, run_bench
+
+    load(stack)  # the same validation messages as `validate`
+    given = {
+        "connections": connections,
+        "trips": trips,
+        "seconds": seconds,
+        "rounds": rounds,
+        "pgbench_seconds": pgbench_seconds,
+        "redis_requests": redis_requests,
+        "open_rate": open_rate,
+    }
+    options = {name: value for name, value in given.items() if value is not None}
+    # Only a run with every default may replace the committed certificates by default.
+    folder = out or PROJECT_DIR / ("out/bench" if options else "benchmarks/certificates")
+
+    def say(message: str) -> None:
+        typer.echo(f"[bench] {message}", err=True)
+
+    try:
+        cert = run_bench(stack, options=options, out=folder, state_dir=state_dir, progress=say)
+    except BenchError as error:
+        _fail(f"bench {stack}: {error}")
+    except KeyboardInterrupt as stopped:
+        signum = int(getattr(stopped, "signum", signal.SIGINT))
+        name = signal.Signals(signum).name
+        typer.echo(f"bench {stack}: stopped by {name}; the phase was stopped", err=True)
+        raise typer.Exit(code=128 + signum) from None
+    for verdict in cert["verdicts"]:
+        typer.echo(f"{verdict['result']:<16} {verdict['promise']}: {verdict['measured']}")
+    typer.echo(f"certificate: {folder / (cert['stack'] + '.md')} ({cert['overall']})")
 
 
 def main(argv: list[str] | None = None) -> int:

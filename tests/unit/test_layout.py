@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("scaling", "components")
+PACKAGES = ("scaling", "components", "benchmarks")
 
 # Layer of each module prefix (longest prefix wins). A module may import its own layer or
 # lower ones only.
@@ -31,6 +31,8 @@ LAYERS = {
     "scaling.cli": 5,  # the CLI and the Pulumi components are the top: both use views
     "scaling.local.cli": 5,
     "components": 5,
+    # Benchmarks run phases with the local runner; `sikka-scaling bench` calls them.
+    "benchmarks": 5,
 }
 
 
