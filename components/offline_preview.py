@@ -11,7 +11,7 @@ import asyncio
 import json
 import runpy
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ class Registered:
     retain_on_delete: bool = False
     delete_before_replace: bool = False
     urn: str = ""
+    parent: str = ""  # the parent's URN ("" for none)
+    custom: bool = True  # False for a ComponentResource
     depends_on: tuple[str, ...] = ()  # URNs of the resources it was registered to wait for
 
     def secret_paths(self) -> set[str]:
@@ -99,6 +101,8 @@ class RecordingMonitor(mocks.MockMonitor):
                 retain_on_delete=bool(request.retainOnDelete),
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 urn=response.urn,
+                parent=request.parent,
+                custom=bool(request.custom),
                 depends_on=tuple(request.dependencies),
             )
             if last is None or (last.type, last.name) != (entry.type, entry.name):
@@ -172,13 +176,16 @@ def run_stack(
     secret_values: Mapping[str, str] | None = None,
     previous_outputs: Mapping[str, Any] | None = None,
     stack_file: Path | None = None,
+    program: Callable[[], None] | None = None,
 ) -> StackRun:
     """Runs __main__.py for ``stack``; raises what the program raises (ConfigError, ...).
 
     ``previous_outputs``: the outputs of the stack's last update (what a StackReference to
     itself reads), e.g. the ``exports`` of an earlier run; none means a first deployment.
     ``stack_file``: the stack file to evaluate (default: the project's Pulumi.<stack>.yaml);
-    the program reads that file and no other."""
+    the program reads that file and no other.
+    ``program``: evaluated instead of __main__.py (a benchmark's floor program), under the
+    same mocks and config."""
     recorder = Recorder(previous_outputs=dict(previous_outputs or {}))
     _ensure_event_loop()
     pulumi.runtime.set_mocks(
@@ -214,7 +221,11 @@ def run_stack(
 
         pulumi.export = capture
         try:
-            namespace = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+            if program is None:
+                namespace = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+            else:
+                program()
+                namespace = {}
         finally:
             pulumi.export = real_export
         outputs.update(namespace)
