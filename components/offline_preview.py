@@ -47,7 +47,7 @@ class Registered:
     @cached_property
     def inputs(self) -> dict[str, Any]:
         """The inputs with every secret unwrapped."""
-        return _plain(self.engine_inputs)  # type: ignore[no-any-return]
+        return _plain(self.engine_inputs)
 
     @cached_property
     def raw(self) -> dict[str, Any]:
