@@ -78,12 +78,15 @@ class DockerRuntime:
         return registered
 
     def _envs(self, node: Node) -> pulumi.Output[list[str]]:
+        """The plain variables, then the secret ones (the whole list a secret Output when
+        any is), in one Output.all over the secrets alone: a plain string needs no Output."""
         plain = [f"{key}={value}" for key, value in node.env.items()]
-        secret = [
-            pulumi.Output.concat(variable, "=", self.secrets[name])
-            for variable, name in node.secret_env.items()
-        ]
-        return pulumi.Output.all(*plain, *secret).apply(list)
+        variables = list(node.secret_env)
+
+        def joined(values: list[str]) -> list[str]:
+            return [*plain, *(f"{v}={x}" for v, x in zip(variables, values, strict=True))]
+
+        return pulumi.Output.all(*(self.secrets[n] for n in node.secret_env.values())).apply(joined)
 
     def _volumes(
         self, prefix: str, node: Node, parent: pulumi.Resource

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import runpy
+import threading
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +32,27 @@ SECRET_SIG = rpc._special_sig_key
 class Registered:
     type: str
     name: str
-    inputs: dict[str, Any]
-    raw: dict[str, Any]  # inputs as sent to the engine, secrets still wrapped
+    # The inputs as the mock engine deserialized them (secrets still wrapped) and as they
+    # were sent (a protobuf Struct); ``inputs`` and ``raw`` are derived on first use.
+    engine_inputs: dict[str, Any] = field(repr=False)
+    engine_object: Any = field(repr=False)
     protect: bool = False
     retain_on_delete: bool = False
     delete_before_replace: bool = False
     urn: str = ""
+    parent: str = ""  # the parent's URN ("" for none)
+    custom: bool = True  # False for a ComponentResource
     depends_on: tuple[str, ...] = ()  # URNs of the resources it was registered to wait for
+
+    @cached_property
+    def inputs(self) -> dict[str, Any]:
+        """The inputs with every secret unwrapped."""
+        return _plain(self.engine_inputs)
+
+    @cached_property
+    def raw(self) -> dict[str, Any]:
+        """The inputs as sent to the engine, secrets still wrapped."""
+        return _struct_to_dict(self.engine_object)
 
     def secret_paths(self) -> set[str]:
         found: set[str] = set()
@@ -61,8 +77,12 @@ class Recorder(pulumi.runtime.Mocks):
     resources: list[Registered] = field(default_factory=list)
     # What a StackReference to the stack itself reads: its last update's outputs.
     previous_outputs: dict[str, Any] = field(default_factory=dict)
+    # The inputs of the resource this thread is registering, as the mock engine deserialized
+    # them, handed to RecordingMonitor so that it need not deserialize them again.
+    handoff: threading.local = field(default_factory=threading.local, repr=False)
 
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.handoff.inputs = args.inputs
         if args.typ == "pulumi:pulumi:StackReference":
             outputs = dict(self.previous_outputs)
             return args.name, {"name": args.name, "outputs": outputs, "secretOutputNames": []}
@@ -85,20 +105,24 @@ class RecordingMonitor(mocks.MockMonitor):
         self.recorder = recorder
 
     def RegisterResource(self, request: Any) -> Any:
+        self.recorder.handoff.inputs = None
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
-            raw = _struct_to_dict(request.object)
             last = self.recorder.resources[-1] if self.recorder.resources else None
-            inputs = rpc.deserialize_properties(request.object)
+            inputs = self.recorder.handoff.inputs
+            if inputs is None:
+                inputs = rpc.deserialize_properties(request.object)
             entry = Registered(
                 request.type,
                 request.name,
-                _plain(inputs),
-                raw,
+                inputs,
+                request.object,
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 urn=response.urn,
+                parent=request.parent,
+                custom=bool(request.custom),
                 depends_on=tuple(request.dependencies),
             )
             if last is None or (last.type, last.name) != (entry.type, entry.name):
@@ -172,13 +196,16 @@ def run_stack(
     secret_values: Mapping[str, str] | None = None,
     previous_outputs: Mapping[str, Any] | None = None,
     stack_file: Path | None = None,
+    program: Callable[[], None] | None = None,
 ) -> StackRun:
     """Runs __main__.py for ``stack``; raises what the program raises (ConfigError, ...).
 
     ``previous_outputs``: the outputs of the stack's last update (what a StackReference to
     itself reads), e.g. the ``exports`` of an earlier run; none means a first deployment.
     ``stack_file``: the stack file to evaluate (default: the project's Pulumi.<stack>.yaml);
-    the program reads that file and no other."""
+    the program reads that file and no other.
+    ``program``: evaluated instead of __main__.py (a benchmark's floor program), under the
+    same mocks and config."""
     recorder = Recorder(previous_outputs=dict(previous_outputs or {}))
     _ensure_event_loop()
     pulumi.runtime.set_mocks(
@@ -214,7 +241,11 @@ def run_stack(
 
         pulumi.export = capture
         try:
-            namespace = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+            if program is None:
+                namespace = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+            else:
+                program()
+                namespace = {}
         finally:
             pulumi.export = real_export
         outputs.update(namespace)

@@ -10,7 +10,10 @@ import yaml
 from support.pulumi_stack import Registered, StackRun, run_stack
 
 from components.secrets import CONFIG_KEYS
+from scaling import stackconfig
+from scaling.render import patroni
 from scaling.render.patroni import REST_PORT
+from scaling.topology import build_topology
 
 CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
@@ -278,3 +281,29 @@ def test_a_deployed_pre_patroni_stack_keeps_its_postgres_volumes() -> None:
     new = {v.inputs["name"] for urn, v in volumes.items() if "postgres:Postgres" in urn}
     new -= {i["name"] for i in PRE_PATRONI_VOLUMES.values()}
     assert new == {f"sikka-growth-etcd-{i}-data" for i in range(3)}
+
+
+@pytest.mark.parametrize("synchronous", ["strict", "off"])
+def test_patroni_yml_is_the_same_text_with_or_without_libyaml(
+    monkeypatch: pytest.MonkeyPatch, synchronous: str
+) -> None:
+    """The program renders patroni.yml with libyaml's emitter when PyYAML has it; PyYAML's
+    pure-Python emitter, its fallback, must write the very same file (a different text would
+    replace every Patroni member)."""
+    spec = stackconfig.parse(
+        {"sikka:phase": "growth", "sikka:postgres": {"synchronousMode": synchronous}},
+        stack="growth",
+    )
+
+    def members_files() -> dict[str, str]:
+        return {
+            f"{node.name}:{f.path}": f.content
+            for node in build_topology(spec).nodes
+            for f in node.files
+            if f.path.endswith("patroni.yml")
+        }
+
+    rendered = members_files()
+    monkeypatch.setattr(patroni, "YAML_DUMPER", yaml.SafeDumper)
+    assert len(rendered) == len(MEMBERS)
+    assert members_files() == rendered
