@@ -16,7 +16,12 @@ from collections.abc import Coroutine
 from typing import Any
 
 from gateway.config import ConfigError, Settings, load_settings
-from gateway.limits import AcceptErrorHandler, needed_open_files, raise_open_files_limit
+from gateway.limits import (
+    AcceptErrorHandler,
+    connection_cap,
+    needed_open_files,
+    raise_open_files_limit,
+)
 from gateway.processes import ConnectionCount, supervise
 from gateway.server import Gateway
 
@@ -84,11 +89,21 @@ def main() -> int:
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    raise_open_files_limit(
+    soft, _ = raise_open_files_limit(
         needed_open_files(
             settings.max_connections, settings.redis_max_connections, settings.processes
         )
     )
+    cap = connection_cap(settings.max_connections, settings.redis_max_connections, soft)
+    if cap < settings.max_connections:
+        log.error(
+            "serving at most %d connections instead of WEBSOCKET_MAX_CONNECTIONS=%d "
+            "(open-file limit %d); the others are refused with 1013",
+            cap,
+            settings.max_connections,
+            soft,
+        )
+        settings = dataclasses.replace(settings, max_connections=cap)
     if settings.processes == 1:
         return run_loop(settings, run(settings))
     count = ConnectionCount(shared=True)

@@ -34,6 +34,15 @@ def needed_open_files(max_connections: int, redis_connections: int, processes: i
     return max_connections + redis_connections + SPARE_FILES
 
 
+def connection_cap(max_connections: int, redis_connections: int, soft_limit: int) -> int:
+    """The connections a process can really hold under ``soft_limit`` descriptors: when
+    that is fewer than WEBSOCKET_MAX_CONNECTIONS the gateway refuses the rest with 1013
+    (and /healthz says "full", so balancers go elsewhere) rather than let accept() fail."""
+    if soft_limit == resource.RLIM_INFINITY:
+        return max_connections
+    return max(1, min(max_connections, soft_limit - redis_connections - SPARE_FILES))
+
+
 def raise_open_files_limit(needed: int) -> tuple[int, int]:
     """Raise this process's soft RLIMIT_NOFILE to ``needed`` (hard limit permitting) and
     return (soft, hard) afterwards. Logs an error when the hard limit is too low."""
@@ -48,12 +57,11 @@ def raise_open_files_limit(needed: int) -> tuple[int, int]:
     if soft != resource.RLIM_INFINITY and soft < needed:
         log.error(
             "open-file limit %d (hard limit %s) is below the %d this gateway needs for "
-            "WEBSOCKET_MAX_CONNECTIONS: connections past ~%d will fail to be accepted; "
-            "raise the hard limit (ulimit -Hn, Docker ulimits, the container runtime)",
+            "WEBSOCKET_MAX_CONNECTIONS: raise the hard limit (ulimit -Hn, Docker ulimits, "
+            "the container runtime's default)",
             soft,
             "unlimited" if hard == resource.RLIM_INFINITY else hard,
             needed,
-            max(0, soft - SPARE_FILES),
         )
     return soft, hard
 
@@ -61,7 +69,9 @@ def raise_open_files_limit(needed: int) -> tuple[int, int]:
 class AcceptErrorHandler:
     """Event-loop exception handler that turns the loop's per-accept() "out of system
     resource" reports into one line per interval with their count and the limit; every
-    other report goes to the default handler."""
+    other report goes to the default handler. (asyncio reports each failed accept() and
+    pauses that listener for a second; uvloop's libuv accepts and closes such connections
+    without reporting them, which connection_cap keeps from happening.)"""
 
     def __init__(self, open_connections: Any = None, interval: float = 10.0) -> None:
         self._throttled = ThrottledLog(

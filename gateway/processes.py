@@ -88,7 +88,7 @@ def supervise(processes: int, worker: Callable[[int], int]) -> int:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        index = children.pop(pid, None)
+        index = children.pop(pid, -1)
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             worst = max(worst, 2 if code == 2 else 1)
