@@ -9,7 +9,8 @@ client processes (one driver and ``--riders`` riders per trip, one location per 
 driver, riders on other gateways than their driver) and prints, per variant: connections
 held, fan-out latency p50/p90/p99/max measured by the clients (driver send -> rider receive,
 one clock), loss, error frames, the gateways' CPU (percent of one core and microseconds per
-delivered frame) and memory (RSS growth per connection).
+delivered frame, and per update a driver sent, which does not depend on how fast the
+clients read) and memory (RSS growth per connection).
 
 Variants (``--variants``, comma-separated):
 
@@ -56,6 +57,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive free ports (GATEWAY_PROCESSES workers serve
+    /metrics on GATEWAY_METRICS_PORT + i), outside the ephemeral range the clients use."""
+    for base in range(20000, 32000, 16):
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no block of free ports")
 
 
 @dataclass
@@ -121,8 +136,10 @@ def start_gateways(
     variant: Variant, redis_port: int, count: int, per_gateway: int, logdir: Path
 ) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
     procs, ports = [], []
+    # Metrics ports: one per process, in one block (GATEWAY_PROCESSES uses base + i).
+    metrics_base = free_port_block(count)
     for i in range(1 if variant.reuseport else count):
-        port, metrics_port = free_port(), free_port()
+        port, metrics_port = free_port(), metrics_base + i
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "REDIS_"))}
         env |= {
             "PYTHONPATH": str(variant.source),
@@ -233,6 +250,10 @@ async def measure(
             result["cpu_us_per_delivery"] = (
                 round(1e6 * cpu_share / per_second, 1) if per_second else None
             )
+            published = result["published"] / args.seconds
+            result["cpu_us_per_update"] = (
+                round(1e6 * cpu_share / published, 1) if published else None
+            )
             peak_rss = max(s[2] for s in window)
             held = result["connections_opened"]
             result["rss_mb"] = round(peak_rss / 2**20, 1)
@@ -254,9 +275,11 @@ COLUMNS = (
     ("max_ms", "max ms"),
     ("loss", "loss"),
     ("error_frames", "err frames"),
+    ("closed_early", "closed"),
     ("deliveries_per_second", "deliv/s"),
     ("gateway_cpu_percent", "gw CPU %"),
     ("cpu_us_per_delivery", "gw us/deliv"),
+    ("cpu_us_per_update", "gw us/update"),
     ("kb_per_connection", "KB/conn"),
 )
 
@@ -296,7 +319,8 @@ def main() -> None:
                     print(f"round {round_no + 1}: {variant.name} ...", flush=True)
                     outcome = asyncio.run(measure(variant, redis_port, args, work))
                     results[variant.name].append(outcome)
-                    print("   ", json.dumps({k: outcome.get(k) for k, _ in COLUMNS}), flush=True)
+                    shown = [k for k, _ in COLUMNS] + ["error_samples", "published"]
+                    print("   ", json.dumps({k: outcome.get(k) for k in shown}), flush=True)
         finally:
             redis.terminate()
             redis.wait(10)

@@ -123,6 +123,7 @@ async def _slice(
     token_for: TokenFor,
     compression: str | None,
     open_concurrency: int,
+    settle: float = 3.0,
 ) -> _Tally:
     tally = _Tally()
     gate = asyncio.Semaphore(open_concurrency)
@@ -221,7 +222,7 @@ async def _slice(
         if dws is not None:
             tasks.append(asyncio.create_task(drive(k, dws, trip_id(t), len(live))))
             tasks.append(asyncio.create_task(watch_driver(dws)))
-    await asyncio.sleep(max(0.0, stop_at - time.time()) + 3.0)  # let the last frames land
+    await asyncio.sleep(max(0.0, stop_at - time.time()) + settle)  # the last frames land
     del loop
     for task in tasks:
         task.cancel()
@@ -283,6 +284,7 @@ async def run_trip_load(
     processes: int = 1,
     compression: str | None = "deflate",
     open_concurrency: int = 200,
+    settle: float = 3.0,
 ) -> dict[str, Any]:
     """Open ``trips`` drivers and ``trips * riders_per_trip`` riders over ``urls``, drive
     one location per ``interval`` per driver for ``warmup + seconds``, and return counts
@@ -290,7 +292,8 @@ async def run_trip_load(
 
     ``processes`` > 1 runs the clients in that many processes (trips dealt round-robin);
     ``token_for`` must then be picklable (a module-level function). ``compression`` is what
-    the clients offer (``"deflate"`` as browsers do, or None); the gateway decides.
+    the clients offer (``"deflate"`` as browsers do, or None); the gateway decides. A
+    frame not received within ``settle`` seconds after the last send counts as lost.
     """
     if not urls:
         raise ValueError("at least one URL is needed")
@@ -303,6 +306,7 @@ async def run_trip_load(
         "token_for": token_for,
         "compression": compression,
         "open_concurrency": max(1, open_concurrency // max(1, processes)),
+        "settle": settle,
     }
     if processes <= 1:
         tallies = [await _slice(trips=list(range(trips)), **base)]
