@@ -101,11 +101,17 @@ class FanoutBackend(ABC):
     """
 
     def __init__(
-        self, on_message: MessageCallback, max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
+        self,
+        on_message: MessageCallback,
+        max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS,
+        publish_slots: int | None = None,
     ) -> None:
         self._on_message = on_message
         self.max_connections = max_connections
-        self._publish_slots = asyncio.Semaphore(max(1, max_connections - RESERVED_CONNECTIONS))
+        # Publishes in flight at once (the others wait): by default one per pooled
+        # connection; backends that pipeline publishes over one connection allow more.
+        slots = publish_slots or max(1, max_connections - RESERVED_CONNECTIONS)
+        self._publish_slots = asyncio.Semaphore(slots)
         self._publish_failures = ThrottledLog(log, "publish to redis failed after retries")
         self._publish_retries = ThrottledLog(log, "publish to redis failed; retrying")
         self._wanted: set[str] = set()
@@ -227,7 +233,9 @@ class _SingleMasterBackend(FanoutBackend):
         control_channel: str,
         max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS,
     ) -> None:
-        super().__init__(on_message, max_connections)
+        # Publishes share pipelines on one connection: bound them by batches, not by
+        # the pool.
+        super().__init__(on_message, max_connections, publish_slots=MAX_BATCH * 8)
         # Subscribed for the whole lifetime so the pub/sub connection exists
         # (and its failure is noticed) even while no trip is watched.
         self._control_channel = control_channel

@@ -145,3 +145,35 @@ def test_failed_publish_retried_and_logged_once(caplog: pytest.LogCaptureFixture
     assert backend.published == [b"1"]
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["publish to redis failed; retrying: MaxConnectionsError: Too many connections"]
+
+
+class Slow(Flaky):
+    """Publishes that take a while, counting how many run at once."""
+
+    def __init__(self) -> None:
+        FanoutBackend.__init__(self, lambda channel, payload: None, max_connections=4)
+        self.failures = 0
+        self.published: list[bytes] = []
+        self.running = 0
+        self.most = 0
+
+    async def _publish(self, channel: str, payload: bytes) -> None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(0.01)
+        self.running -= 1
+        self.published.append(payload)
+
+
+def test_publishes_beyond_the_pool_wait_for_a_connection() -> None:
+    """A pool of 4 (2 for publishing, 2 reserved): 50 publishes at once all succeed,
+    never more than 2 in flight (the cluster backend's per-node pools work this way)."""
+
+    async def scenario() -> Slow:
+        backend = Slow()
+        await asyncio.gather(*(backend.publish("trip:x", b"%d" % n) for n in range(50)))
+        return backend
+
+    backend = run(scenario())
+    assert sorted(backend.published) == sorted(b"%d" % n for n in range(50))
+    assert backend.most == 2
