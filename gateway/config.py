@@ -19,12 +19,19 @@ RedisMode = Literal["standalone", "sentinel", "cluster"]
 REDIS_MODES: tuple[RedisMode, ...] = ("standalone", "sentinel", "cluster")
 AuthMode = Literal["required", "disabled"]
 AUTH_MODES: tuple[AuthMode, ...] = ("required", "disabled")
+Compression = Literal["none", "deflate"]
+COMPRESSIONS: tuple[Compression, ...] = ("none", "deflate")
+EventLoop = Literal["uvloop", "asyncio"]
+EVENT_LOOPS: tuple[EventLoop, ...] = ("uvloop", "asyncio")
 
 DEFAULT_METRICS_PORT = 9102
 # A driver sends a position every second or so and a rider subscribes to a few trips:
 # 20 frames/s with bursts of 40 is far above any real client and far below a flood.
 DEFAULT_RATE_LIMIT = 20.0
 DEFAULT_RATE_BURST = 40
+# Redis connections one gateway process may open for publishing (per node on a cluster);
+# the stacks derive it from the phase (scaling/render/gateway_env.py).
+DEFAULT_REDIS_MAX_CONNECTIONS = 64
 
 
 class ConfigError(ValueError):
@@ -69,6 +76,17 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     rate_limit: float = DEFAULT_RATE_LIMIT
     rate_burst: int = DEFAULT_RATE_BURST
+    # permessage-deflate: off by default (it costs ~40 KB of zlib state per connection
+    # and CPU per frame, for ~150-byte frames it barely shrinks).
+    compression: Compression = "none"
+    event_loop: EventLoop = "uvloop"
+    redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
+    # Processes serving the port together (SO_REUSEPORT); max_connections is shared.
+    processes: int = 1
+
+    @property
+    def reuse_port(self) -> bool:
+        return self.processes > 1
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int:
@@ -120,6 +138,14 @@ def parse_host_ports(name: str, raw: str) -> tuple[tuple[str, int], ...]:
     if not result:
         raise ConfigError(name, "must list at least one host:port")
     return tuple(result)
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first is the default), case-insensitive."""
+    text = env.get(name, "").strip().lower() or choices[0]
+    if text not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(choices)}, got {text!r}")
+    return text
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -188,6 +214,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     rate_limit = _float(env, "GATEWAY_RATE_LIMIT", DEFAULT_RATE_LIMIT, 0.1, 10_000.0)
     rate_burst = _int(env, "GATEWAY_RATE_BURST", DEFAULT_RATE_BURST, 1, 10_000)
     auth = load_auth(env)
+    compression: Compression = (
+        "deflate" if _choice(env, "GATEWAY_COMPRESSION", COMPRESSIONS) == "deflate" else "none"
+    )
+    event_loop: EventLoop = (
+        "asyncio" if _choice(env, "GATEWAY_EVENT_LOOP", EVENT_LOOPS) == "asyncio" else "uvloop"
+    )
+    processes = _int(env, "GATEWAY_PROCESSES", 1, 1, 64)
+    if processes > max_connections:
+        raise ConfigError(
+            "GATEWAY_PROCESSES",
+            f"must be at most WEBSOCKET_MAX_CONNECTIONS ({max_connections}), got {processes}",
+        )
+    redis_max_connections = _int(
+        env, "REDIS_MAX_CONNECTIONS", DEFAULT_REDIS_MAX_CONNECTIONS, 4, 100_000
+    )
 
     mode_text = env.get("REDIS_MODE", "").strip().lower() or "standalone"
     if mode_text not in REDIS_MODES:
@@ -231,4 +272,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth=auth,
         rate_limit=rate_limit,
         rate_burst=rate_burst,
+        compression=compression,
+        event_loop=event_loop,
+        redis_max_connections=redis_max_connections,
+        processes=processes,
     )

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 # Trip ids become Redis channel names. Restricting the alphabet keeps clients
 # from injecting cluster hash tags ("{...}") or glob characters, and the length
 # cap bounds memory per subscription.
@@ -173,27 +175,30 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
     raise ProtocolError("unknown type")
 
 
-def _dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+def _dumps(obj: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON, ready to go out as a text frame's payload as it is (orjson:
+    several times cheaper than json.dumps, and no str -> bytes step before the socket).
+    Frames only ever hold finite numbers (parse_client_frame checks them)."""
+    return orjson.dumps(obj)
 
 
-def welcome(gateway_id: str) -> str:
+def welcome(gateway_id: str) -> bytes:
     return _dumps({"type": "welcome", "gateway": gateway_id})
 
 
-def subscribed(trip_id: str) -> str:
+def subscribed(trip_id: str) -> bytes:
     return _dumps({"type": "subscribed", "trip_id": trip_id})
 
 
-def unsubscribed(trip_id: str) -> str:
+def unsubscribed(trip_id: str) -> bytes:
     return _dumps({"type": "unsubscribed", "trip_id": trip_id})
 
 
-def error(message: str) -> str:
+def error(message: str) -> bytes:
     return _dumps({"type": "error", "error": message})
 
 
-def location_event(frame: Location, gateway_id: str, server_ts: float) -> str:
+def location_event(frame: Location, gateway_id: str, server_ts: float) -> bytes:
     """The message published to Redis and delivered verbatim to subscribers.
 
     ``gateway`` names the instance the driver is connected to and ``server_ts``
@@ -213,11 +218,11 @@ def location_event(frame: Location, gateway_id: str, server_ts: float) -> str:
     )
 
 
-def event_server_ts(payload: str) -> float | None:
+def event_server_ts(payload: str | bytes) -> float | None:
     """Extract ``server_ts`` from a published event, or None if unusable."""
     try:
-        obj = json.loads(payload)
-    except ValueError:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
         return None
     value = obj.get("server_ts") if isinstance(obj, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -20,8 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from gateway import protocol
@@ -37,6 +38,7 @@ from gateway.auth import (
 from gateway.config import Settings
 from gateway.fanout import FanoutBackend, MessageCallback, PublishError, create_backend
 from gateway.metrics import Metrics
+from gateway.processes import ConnectionCount
 from gateway.ratelimit import Strikes, TokenBucket
 
 log = logging.getLogger(__name__)
@@ -47,9 +49,10 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 65536
 # Bounds the memory one client can pin on this instance.
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 100
-# Outbound frames buffered per client before it is considered too slow and
-# dropped; a rider's app only needs the latest positions anyway.
-OUTBOUND_QUEUE_SIZE = 256
+# Outbound bytes buffered for one client (beyond what its socket took) before it is
+# considered too slow and dropped: about 300 location frames. A rider's app only needs
+# the latest positions anyway.
+OUTBOUND_BUFFER_BYTES = 65536
 # Upper bound for one /healthz Redis check, so probes never hang.
 HEALTH_TIMEOUT = 1.0
 # Upper bound for verifying one token (a JWKS fetch included).
@@ -66,10 +69,14 @@ TOKEN_PARAMETER = "token"
 RATE_LIMITED = 4429
 
 BackendFactory = Callable[[Settings, MessageCallback], FanoutBackend]
+# Frame types sent to clients (gateway_messages_out_total{type}).
+OUT_KINDS = ("welcome", "subscribed", "unsubscribed", "location", "error")
 
 
 class Client:
     """One WebSocket connection and everything this instance holds for it."""
+
+    __slots__ = ("bucket", "claims", "dropped", "expiry", "plain", "strikes", "trips", "ws")
 
     def __init__(self, ws: ServerConnection, claims: Claims, settings: Settings) -> None:
         self.ws = ws
@@ -81,11 +88,18 @@ class Client:
         self.strikes = Strikes(settings.rate_burst, settings.rate_limit / 10, now)
         self.expiry: asyncio.TimerHandle | None = None
         self.trips: set[str] = set()
-        # (frame, type for metrics, origin server_ts for latency or None)
-        self.queue: asyncio.Queue[tuple[str, str, float | None]] = asyncio.Queue(
-            OUTBOUND_QUEUE_SIZE
-        )
         self.dropped = False
+        # No extension (permessage-deflate) negotiated: every frame to this client is the
+        # same bytes on the wire as to any other such client, so one encoded frame serves
+        # them all.
+        self.plain = not ws.protocol.extensions
+
+
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` (UTF-8 JSON) framed as an unmasked, unfragmented WebSocket text frame,
+    as a server sends it to a client without extensions: built once per fan-out message
+    and written as it is to every such subscriber."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
 class Gateway:
@@ -93,8 +107,12 @@ class Gateway:
         self,
         settings: Settings,
         backend_factory: BackendFactory = create_backend,
+        count: ConnectionCount | None = None,
     ) -> None:
         self.settings = settings
+        # Open connections against WEBSOCKET_MAX_CONNECTIONS: this process's, or those of
+        # every process sharing the port (GATEWAY_PROCESSES).
+        self._count = count or ConnectionCount()
         self.metrics = Metrics()
         self.backend = backend_factory(settings, self._on_fanout)
         auth = settings.auth
@@ -120,6 +138,9 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self.port: int = settings.port
         self.metrics_port: int = settings.metrics_port
+        # Label lookups cost a lock and a dict each: bind the hot ones once.
+        self._out = {kind: self.metrics.messages_out.labels(kind) for kind in OUT_KINDS}
+        self._in_location = self.metrics.messages_in.labels("location")
 
     # ----------------------------------------------------------- lifecycle
 
@@ -139,6 +160,10 @@ class Gateway:
             # Bounds how long a close (drain, limit, slow client) waits for a
             # client that never answers the close frame.
             close_timeout=2,
+            compression="deflate" if self.settings.compression == "deflate" else None,
+            # Several processes may share the port (GATEWAY_PROCESSES): the kernel
+            # spreads new connections over them.
+            reuse_port=self.settings.reuse_port,
         )
         self.port = _bound_port(self._server, self.port)
         self._metrics_server = await serve(
@@ -224,7 +249,7 @@ class Gateway:
 
     @property
     def full(self) -> bool:
-        return len(self._clients) >= self.settings.max_connections
+        return self._count.value >= self.settings.max_connections
 
     def _livez(self, connection: ServerConnection) -> Response:
         """Liveness: the event loop answers. Stays 200 while full, draining or cut off
@@ -281,7 +306,7 @@ class Gateway:
             log.debug("refused a connection: %d %s", claims.code, claims.reason)
             await ws.close(claims.code, claims.reason[:120])
             return
-        if self.full:
+        if not self._count.take(self.settings.max_connections):
             self.metrics.rejected_connections.labels("limit").inc()
             await ws.close(CloseCode.TRY_AGAIN_LATER, "connection limit reached, try again later")
             return
@@ -290,7 +315,6 @@ class Gateway:
         self._clients.add(client)
         self._no_clients.clear()
         self.metrics.open_connections.set(len(self._clients))
-        writer = asyncio.create_task(self._write_loop(client))
         if claims.expires_at is not None and self.verifier is not None:
             # Verification tolerates the leeway; so does the open connection.
             left = claims.expires_at + self.verifier.leeway - time.time()
@@ -307,12 +331,10 @@ class Gateway:
             if client.expiry is not None:
                 client.expiry.cancel()
             self._clients.discard(client)
+            self._count.release()
             self.metrics.open_connections.set(len(self._clients))
             for trip_id in list(client.trips):
                 await self._leave(client, trip_id)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
             if not self._clients:
                 self._no_clients.set()
 
@@ -397,7 +419,7 @@ class Gateway:
             await self._leave(client, frame.trip_id)
             self._send(client, protocol.unsubscribed(frame.trip_id), "unsubscribed")
         else:
-            self.metrics.messages_in.labels("location").inc()
+            self._in_location.inc()
             denial = client.claims.publish_denial(frame.trip_id)
             if denial is not None:
                 self.metrics.denied_frames.labels("forbidden").inc()
@@ -431,40 +453,55 @@ class Gateway:
 
     # ------------------------------------------------------------ outbound
 
-    def _on_fanout(self, channel: str, payload: str) -> None:
-        """Called by the backend for every message on a subscribed channel."""
-        trip_id = channel.removeprefix(protocol.CHANNEL_PREFIX)
-        local = self._subscribers.get(trip_id)
+    def _on_fanout(self, channel: str, payload: bytes) -> None:
+        """Called by the backend for every message on a subscribed channel: writes it to
+        every local subscriber at once, from one encoded frame (no task or queue per
+        client)."""
+        local = self._subscribers.get(channel[len(protocol.CHANNEL_PREFIX) :])
         if not local:
             return
-        server_ts = protocol.event_server_ts(payload)
-        for client in list(local):
-            self._send(client, payload, "location", server_ts)
+        frame = text_frame(payload)
+        sent = 0
+        for client in tuple(local):
+            sent += self._write(client, payload, frame)
+        if sent:
+            self._out["location"].inc(sent)
+            server_ts = protocol.event_server_ts(payload)
+            if server_ts is not None:
+                # Wall clocks of different hosts can disagree slightly; clamp so skew
+                # never produces a negative observation.
+                latency = max(0.0, time.time() - server_ts)
+                for _ in range(sent):
+                    self.metrics.fanout_latency.observe(latency)
 
-    def _send(self, client: Client, frame: str, kind: str, server_ts: float | None = None) -> None:
-        if client.dropped:
-            return
-        try:
-            client.queue.put_nowait((frame, kind, server_ts))
-        except asyncio.QueueFull:
-            # Never block fan-out on one slow reader: disconnect it instead.
+    def _send(self, client: Client, payload: bytes, kind: str) -> None:
+        """Send one frame of this instance's own (welcome, replies, errors)."""
+        if self._write(client, payload, None):
+            self._out[kind].inc()
+
+    def _write(self, client: Client, payload: bytes, frame: bytes | None) -> bool:
+        """Write one text frame now, without waiting: ``frame`` is ``payload`` already
+        framed for clients without extensions (None: frame it here). A client that let
+        more than OUTBOUND_BUFFER_BYTES pile up is closed with 1008 instead: fan-out never
+        waits for one slow reader. Writes are synchronous and whole, so frames never
+        interleave with the library's own (pings, close)."""
+        ws = client.ws
+        if client.dropped or ws.protocol.state is not State.OPEN:
+            return False
+        transport = ws.transport
+        if transport.get_write_buffer_size() > OUTBOUND_BUFFER_BYTES:
             client.dropped = True
             self.metrics.dropped_slow_clients.inc()
-            reason = "client too slow, reconnect"
-            self._spawn(self._close(client, CloseCode.POLICY_VIOLATION, reason))
-
-    async def _write_loop(self, client: Client) -> None:
-        try:
-            while True:
-                frame, kind, server_ts = await client.queue.get()
-                await client.ws.send(frame)
-                self.metrics.messages_out.labels(kind).inc()
-                if server_ts is not None:
-                    # Wall clocks of different hosts can disagree slightly;
-                    # clamp so skew never produces a negative observation.
-                    self.metrics.fanout_latency.observe(max(0.0, time.time() - server_ts))
-        except ConnectionClosed:
-            pass
+            self._spawn(
+                self._close(client, CloseCode.POLICY_VIOLATION, "client too slow, reconnect")
+            )
+            return False
+        if client.plain:
+            transport.write(text_frame(payload) if frame is None else frame)
+        else:  # permessage-deflate: the connection's own compressor frames it
+            ws.protocol.send_text(payload)
+            ws.send_data()
+        return True
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

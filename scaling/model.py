@@ -400,6 +400,12 @@ class GatewaySpec(Section):
     # Prometheus scrapes /metrics here, a port clients never reach.
     metrics_port: Annotated[int, Field(ge=1024, le=65535)] = 9102
     auth: GatewayAuthSpec = GatewayAuthSpec()
+    # permessage-deflate on the clients' WebSockets: ~40 KB of zlib state per connection
+    # and CPU per frame, for ~150-byte location frames it barely shrinks.
+    compression: bool = False
+    # Gateway processes per replica sharing its port (SO_REUSEPORT) and its
+    # connectionsPerReplica: more than 1 only where a replica has more than one core.
+    processes: Annotated[int, Field(ge=1, le=64)] = 1
 
 
 class NginxSpec(Section):

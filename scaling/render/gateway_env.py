@@ -7,6 +7,7 @@ One function per concern, fed with endpoints, so Docker (container names), the l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from scaling.model import PhaseSpec
@@ -51,8 +52,32 @@ def gateway_env(
             spec.gateway.drain_seconds if drain_seconds is None else drain_seconds
         ),
         "SCALING_PHASE": spec.phase.value,
+        "GATEWAY_COMPRESSION": "deflate" if spec.gateway.compression else "none",
+        "GATEWAY_PROCESSES": str(spec.gateway.processes),
+        "REDIS_MAX_CONNECTIONS": str(redis_max_connections(spec)),
         **auth_env(spec),
     }
+
+
+# Share of Redis's maxclients the gateways' publish pools may take together; the rest is
+# for their pub/sub connections, replication, Sentinel and operators.
+REDIS_CLIENTS_SHARE = 0.5
+# Below this a pool cannot ride out a short Redis stall without queueing publishes.
+MIN_REDIS_POOL = 16
+
+
+def redis_max_connections(spec: PhaseSpec) -> int:
+    """REDIS_MAX_CONNECTIONS of one gateway process (per cluster node): half of Redis's
+    ``maxClients`` shared by the most gateway processes the phase may run
+    (``maxReplicas x processes``), and never more than one per WebSocket the process may
+    hold (a connection has at most one publish in flight: the gateway reads a client's
+    next frame once its last publish returned). Publishes beyond the pool wait for a free
+    connection instead of failing."""
+    gateway = spec.gateway
+    processes = gateway.max_replicas * gateway.processes
+    share = math.floor(spec.redis.max_clients * REDIS_CLIENTS_SHARE / processes)
+    per_process = math.ceil(gateway.connections_per_replica / gateway.processes)
+    return max(MIN_REDIS_POOL, min(share, per_process))
 
 
 def auth_env(spec: PhaseSpec) -> dict[str, str]:

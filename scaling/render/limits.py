@@ -8,8 +8,10 @@ starting anything when the hard limit is too low); Docker containers get it as `
 
   nginx      worker_rlimit_nofile: a descriptor per worker slot and an eighth more
              (scaling/model.py); nginx sets it on its workers itself, within the hard limit
-  gateway    its connectionsPerReplica + 25 % (reconnects overlap, as in Nginx's margin)
-             + 1,024 for its Redis connections, listeners and logs
+  gateway    what gateway/limits.py computes for itself: its connectionsPerReplica (it
+             refuses beyond them with 1013, reconnects included), its Redis publish pool
+             (REDIS_MAX_CONNECTIONS, per master on a cluster) and 256 for listeners, the
+             pub/sub connections, probes and logs
   redis      maxclients + 32 (the descriptors Redis keeps for itself)
   pgbouncer  max_client_conn + its server connections (both pools and the reserve)
              + 64 for listeners and logs
@@ -21,13 +23,13 @@ Other servers (PostgreSQL, etcd, Sentinel) size themselves within the default.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from scaling.model import NGINX_MARGIN, PhaseSpec
+from scaling.model import PhaseSpec
+from scaling.render.gateway_env import redis_max_connections
 from scaling.render.haproxy import haproxy_maxconn
 
-GATEWAY_RESERVED_FILES = 1024
+GATEWAY_SPARE_FILES = 256  # gateway/limits.py SPARE_FILES
 REDIS_RESERVED_FILES = 32  # Redis's own CONFIG_MIN_RESERVED_FDS
 PGBOUNCER_RESERVED_FILES = 64
 HAPROXY_RESERVED_FILES = 64
@@ -42,8 +44,12 @@ class OpenFiles:
 
 
 def gateway_open_files(spec: PhaseSpec) -> OpenFiles:
-    connections = spec.gateway.connections_per_replica
-    files = math.ceil(connections * (1 + NGINX_MARGIN)) + GATEWAY_RESERVED_FILES
+    pools = spec.redis.masters if spec.redis.mode == "cluster" else 1
+    files = (
+        spec.gateway.connections_per_replica
+        + redis_max_connections(spec) * pools
+        + GATEWAY_SPARE_FILES
+    )
     return OpenFiles(files, "gateway.connectionsPerReplica")
 
 

@@ -24,6 +24,23 @@ def test_defaults() -> None:
     assert s.auth.allowed_origins == ()
 
 
+def test_fanout_settings() -> None:
+    s = load_settings(STANDALONE)
+    assert (s.compression, s.event_loop, s.processes) == ("none", "uvloop", 1)
+    assert (s.redis_max_connections, s.reuse_port) == (64, False)
+    t = load_settings(
+        {
+            **STANDALONE,
+            "GATEWAY_COMPRESSION": "Deflate",
+            "GATEWAY_EVENT_LOOP": "asyncio",
+            "GATEWAY_PROCESSES": "4",
+            "REDIS_MAX_CONNECTIONS": "416",
+        }
+    )
+    assert (t.compression, t.event_loop, t.processes) == ("deflate", "asyncio", 4)
+    assert (t.redis_max_connections, t.reuse_port) == (416, True)
+
+
 def test_auth_settings() -> None:
     s = load_settings(
         {
@@ -128,6 +145,17 @@ BAD = [
     ({"GATEWAY_METRICS_PORT": "0"}, "GATEWAY_METRICS_PORT", "between 1 and 65535"),
     ({"GATEWAY_RATE_LIMIT": "0"}, "GATEWAY_RATE_LIMIT", "between"),
     ({"GATEWAY_RATE_BURST": "many"}, "GATEWAY_RATE_BURST", "must be an integer"),
+    ({"GATEWAY_COMPRESSION": "gzip"}, "GATEWAY_COMPRESSION", "must be one of none, deflate"),
+    ({"GATEWAY_EVENT_LOOP": "trio"}, "GATEWAY_EVENT_LOOP", "must be one of uvloop, asyncio"),
+    ({"GATEWAY_PROCESSES": "0"}, "GATEWAY_PROCESSES", "between 1 and 64"),
+    ({"GATEWAY_PROCESSES": "four"}, "GATEWAY_PROCESSES", "must be an integer"),
+    (
+        {"GATEWAY_PROCESSES": "4", "WEBSOCKET_MAX_CONNECTIONS": "3"},
+        "GATEWAY_PROCESSES",
+        "at most WEBSOCKET_MAX_CONNECTIONS (3)",
+    ),
+    ({"REDIS_MAX_CONNECTIONS": "2"}, "REDIS_MAX_CONNECTIONS", "between 4 and 100000"),
+    ({"REDIS_MAX_CONNECTIONS": "lots"}, "REDIS_MAX_CONNECTIONS", "must be an integer"),
 ]
 
 

@@ -187,3 +187,65 @@ def test_sigterm_drains_with_1001_and_exits_zero(redis_standalone: gw_redis.Redi
     # It waited for the drain window before giving up on the stubborn client.
     assert drain - 0.2 <= took <= drain + 6, took
     assert "draining" in output
+
+
+@pytest.mark.integration
+def test_several_processes_share_the_port_and_the_connection_limit(
+    redis_standalone: gw_redis.RedisProc,
+) -> None:
+    """GATEWAY_PROCESSES=3 on one port: updates cross between the processes through Redis,
+    the container holds WEBSOCKET_MAX_CONNECTIONS in all (the next client gets 1013), and
+    SIGTERM drains every process and exits 0."""
+    port = gw_redis.free_port()
+    metrics = gw_redis.free_port()
+    env = gateway_env(
+        GATEWAY_HOST="127.0.0.1",
+        GATEWAY_PORT=str(port),
+        GATEWAY_METRICS_PORT=str(metrics),
+        GATEWAY_ID="gw-multi",
+        GATEWAY_PROCESSES="3",
+        WEBSOCKET_MAX_CONNECTIONS="12",
+        REDIS_URL=f"redis://127.0.0.1:{redis_standalone.port}/0",
+        REDIS_PASSWORD=gw_redis.PASSWORD,
+        GATEWAY_DRAIN_SECONDS="1",
+    )
+
+    async def scenario() -> tuple[set[str], int]:
+        await wait_healthy(port)
+        clients = []
+        gateways: set[str] = set()
+        for n in range(12):
+            jwt = token("driver" if n == 0 else "rider", "trip-multi", sub=f"u{n}")
+            ws = await connect(f"ws://127.0.0.1:{port}/", subprotocols=bearer(jwt))
+            gateways.add((await recv_json(ws))["gateway"])
+            clients.append(ws)
+        for ws in clients[1:]:
+            await ws.send(json.dumps({"type": "subscribe", "trip_id": "trip-multi"}))
+            assert (await recv_json(ws))["type"] == "subscribed"
+        await clients[0].send(
+            json.dumps(
+                {"type": "location", "trip_id": "trip-multi", "lat": 1.5, "lng": 2.5, "ts": 3.0}
+            )
+        )
+        for ws in clients[1:]:
+            update = await recv_json(ws)
+            assert (update["type"], update["lat"]) == ("location", 1.5)
+        jwt = token("rider", "trip-multi", sub="u13")
+        extra = await connect(f"ws://127.0.0.1:{port}/", subprotocols=bearer(jwt))
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(extra.recv(), 5)
+        assert info.value.rcvd is not None
+        for ws in clients:
+            await ws.close()
+        return gateways, info.value.rcvd.code
+
+    with gateway_process(env) as proc:
+        gateways, refused = run(scenario(), 60)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+    assert refused == 1013
+    assert gateways <= {"gw-multi-p0", "gw-multi-p1", "gw-multi-p2"}
+    assert proc.returncode == 0, output
+    assert "starting 3 gateway processes" in output
+    for n in range(3):  # each on the shared port, with a metrics port of its own
+        assert f"gw-multi-p{n} listening on 127.0.0.1:{port}, metrics on {metrics + n}" in output

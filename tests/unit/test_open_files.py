@@ -67,7 +67,8 @@ def test_docker_compose_sets_each_servers_nofile() -> None:
     services = yaml.safe_load(render_compose(build_topology(spec)))["services"]
     assert services["nginx"]["ulimits"] == {"nofile": {"soft": 4608, "hard": 4608}}
     for name in ("gateway-0", "gateway-1"):
-        assert services[name]["ulimits"]["nofile"]["soft"] == 1250 + 1024
+        # 1,000 connections per gateway, a publish pool of 1,000 and 256 spare.
+        assert services[name]["ulimits"]["nofile"]["soft"] == 1000 + 1000 + 256
     assert services["redis-0"]["ulimits"]["nofile"]["hard"] == spec.redis.max_clients + 32
     # Servers that size themselves keep the Docker default.
     assert "ulimits" not in services["etcd-0"]
@@ -75,8 +76,14 @@ def test_docker_compose_sets_each_servers_nofile() -> None:
 
 def test_the_gateway_needs_what_the_platforms_give_it() -> None:
     from gateway.limits import needed_open_files
+    from scaling.render.gateway_env import redis_max_connections
 
     spec = spec_of("scale")
     need = open_files(spec, "gateway", "gateway")
     assert need is not None
-    assert needed_open_files(spec.gateway.connections_per_replica) == need.files
+    # The platforms give at least what the gateway asks for itself (a cluster's pool is
+    # per master, so the platform figure counts it once per master).
+    own = needed_open_files(
+        spec.gateway.connections_per_replica, redis_max_connections(spec), spec.gateway.processes
+    )
+    assert need.files == own + redis_max_connections(spec) * (spec.redis.masters - 1)

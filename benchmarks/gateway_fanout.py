@@ -1,0 +1,351 @@
+"""Fan-out cost of the gateway: variants side by side under one trip load, on 127.0.0.1.
+
+    python -m benchmarks.gateway_fanout [--trips 400] [--riders 4] [--seconds 15]
+        [--gateways 2] [--rounds 1] [--variants before,after,...] [--baseline-ref REF]
+
+Starts one ``redis-server`` on a free port, then for each variant (alternating, ``--rounds``
+times) starts the gateways, opens the trip load of :mod:`benchmarks.loadgen` from separate
+client processes (one driver and ``--riders`` riders per trip, one location per second per
+driver, riders on other gateways than their driver) and prints, per variant: connections
+held, fan-out latency p50/p90/p99/max measured by the clients (driver send -> rider receive,
+one clock), loss, error frames, the gateways' CPU (percent of one core and microseconds per
+delivered frame, and per update a driver sent, which does not depend on how fast the
+clients read) and memory (RSS growth per connection).
+
+Variants (``--variants``, comma-separated):
+
+* ``before`` - the gateway at ``--baseline-ref`` (default ``HEAD``), extracted with
+  ``git archive``, with its defaults (permessage-deflate on, asyncio loop).
+* ``after`` - this tree's gateway with its defaults.
+* ``after-deflate`` - this tree with ``GATEWAY_COMPRESSION=deflate``.
+* ``after-asyncio`` - this tree with ``GATEWAY_EVENT_LOOP=asyncio``.
+* ``after-reuseport`` - this tree, one gateway on one port with ``GATEWAY_PROCESSES`` =
+  ``--gateways`` (SO_REUSEPORT) instead of ``--gateways`` gateways on their own ports.
+
+The machine is shared: compare the variants of one run with each other (ratios), not with
+figures of another run. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.loadgen import run_trip_load
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive free ports (GATEWAY_PROCESSES workers serve
+    /metrics on GATEWAY_METRICS_PORT + i), outside the ephemeral range the clients use."""
+    for base in range(20000, 32000, 16):
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no block of free ports")
+
+
+@dataclass
+class Variant:
+    name: str
+    source: Path  # what goes on PYTHONPATH
+    env: dict[str, str] = field(default_factory=dict)
+    reuseport: bool = False
+
+
+def extract_baseline(ref: str, into: Path) -> Path:
+    """The gateway package as committed at ``ref``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", ref, "gateway"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    tar_path = into / "baseline.tar"
+    tar_path.write_bytes(archive)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(into / "baseline", filter="data")
+    return into / "baseline"
+
+
+def variants(names: list[str], baseline: Path | None, gateways: int) -> list[Variant]:
+    known = {
+        "before": lambda: Variant("before", baseline or ROOT),
+        "after": lambda: Variant("after", ROOT),
+        "after-deflate": lambda: Variant("after-deflate", ROOT, {"GATEWAY_COMPRESSION": "deflate"}),
+        "after-asyncio": lambda: Variant("after-asyncio", ROOT, {"GATEWAY_EVENT_LOOP": "asyncio"}),
+        "after-reuseport": lambda: Variant(
+            "after-reuseport", ROOT, {"GATEWAY_PROCESSES": str(gateways)}, reuseport=True
+        ),
+    }
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown variants: {', '.join(unknown)} (known: {', '.join(known)})")
+    return [known[n]() for n in names]
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(workdir), "--maxclients", "10000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def start_gateways(
+    variant: Variant, redis_port: int, count: int, per_gateway: int, logdir: Path
+) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
+    procs, ports = [], []
+    # Metrics ports: one per process, in one block (GATEWAY_PROCESSES uses base + i).
+    metrics_base = free_port_block(count)
+    for i in range(1 if variant.reuseport else count):
+        port, metrics_port = free_port(), metrics_base + i
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "REDIS_"))}
+        env |= {
+            "PYTHONPATH": str(variant.source),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_METRICS_PORT": str(metrics_port),
+            "GATEWAY_ID": f"{variant.name}-{i}",
+            "GATEWAY_AUTH_MODE": "disabled",
+            "GATEWAY_LOG_LEVEL": "WARNING",
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "WEBSOCKET_MAX_CONNECTIONS": str(per_gateway),
+            **variant.env,
+        }
+        log = (logdir / f"{variant.name}-{i}.log").open("ab")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "gateway"], env=env, cwd=logdir, stdout=log, stderr=log
+            )
+        )
+        ports.append(port)
+    for port in ports:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway on {port} not healthy; see {logdir}")
+            time.sleep(0.1)
+    return procs, ports
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _tree(pids: list[int]) -> list[psutil.Process]:
+    out = []
+    for pid in pids:
+        try:
+            parent = psutil.Process(pid)
+            out.append(parent)
+            out.extend(parent.children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _sample(pids: list[int]) -> tuple[float, float, int]:
+    """(wall time, CPU seconds, RSS bytes) of the gateway processes and their children."""
+    cpu, rss = 0.0, 0
+    for proc in _tree(pids):
+        try:
+            t = proc.cpu_times()
+            cpu += t.user + t.system
+            rss += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return time.time(), cpu, rss
+
+
+async def measure(
+    variant: Variant, redis_port: int, args: argparse.Namespace, logdir: Path
+) -> dict[str, Any]:
+    connections = args.trips * (1 + args.riders)
+    per_gateway = (connections // args.gateways) + args.trips + 100
+    if variant.reuseport:
+        per_gateway = connections + 100
+    procs, ports = start_gateways(variant, redis_port, args.gateways, per_gateway, logdir)
+    try:
+        pids = [p.pid for p in procs]
+        await asyncio.sleep(1.0)
+        idle = _sample(pids)
+        samples: list[tuple[float, float, int]] = []
+
+        async def sampler() -> None:
+            while True:
+                samples.append(_sample(pids))
+                await asyncio.sleep(0.5)
+
+        sampling = asyncio.create_task(sampler())
+        result = await run_trip_load(
+            [f"ws://127.0.0.1:{p}/" for p in ports],
+            trips=args.trips,
+            riders_per_trip=args.riders,
+            seconds=args.seconds,
+            warmup=args.warmup,
+            processes=args.client_processes,
+        )
+        sampling.cancel()
+        window = [s for s in samples if result["window_start"] <= s[0] <= result["window_end"]]
+        if len(window) >= 2:
+            (t0, c0, _), (t1, c1, _) = window[0], window[-1]
+            cpu_share = (c1 - c0) / (t1 - t0)
+            result["gateway_cpu_percent"] = round(100 * cpu_share, 1)
+            per_second = result["deliveries_per_second"] or 0
+            result["cpu_us_per_delivery"] = (
+                round(1e6 * cpu_share / per_second, 1) if per_second else None
+            )
+            published = result["published"] / args.seconds
+            result["cpu_us_per_update"] = (
+                round(1e6 * cpu_share / published, 1) if published else None
+            )
+            peak_rss = max(s[2] for s in window)
+            held = result["connections_opened"]
+            result["rss_mb"] = round(peak_rss / 2**20, 1)
+            result["kb_per_connection"] = (
+                round((peak_rss - idle[2]) / 1024 / held, 1) if held else None
+            )
+        result["gateway_processes"] = len(_tree(pids))
+        return result
+    finally:
+        stop(procs)
+
+
+COLUMNS = (
+    ("connections_opened", "held"),
+    ("connection_errors", "conn err"),
+    ("p50_ms", "p50 ms"),
+    ("p90_ms", "p90 ms"),
+    ("p99_ms", "p99 ms"),
+    ("max_ms", "max ms"),
+    ("loss", "loss"),
+    ("error_frames", "err frames"),
+    ("closed_early", "closed"),
+    ("deliveries_per_second", "deliv/s"),
+    ("gateway_cpu_percent", "gw CPU %"),
+    ("cpu_us_per_delivery", "gw us/deliv"),
+    ("cpu_us_per_update", "gw us/update"),
+    ("kb_per_connection", "KB/conn"),
+)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if value < 0.01 else f"{value:.1f}"
+    return str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trips", type=int, default=400)
+    parser.add_argument("--riders", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--gateways", type=int, default=2)
+    parser.add_argument("--client-processes", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--variants", default="before,after")
+    parser.add_argument("--baseline-ref", default="HEAD")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args()
+
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    with tempfile.TemporaryDirectory(prefix="gw-fanout-") as tmp:
+        work = Path(tmp)
+        baseline = extract_baseline(args.baseline_ref, work) if "before" in names else None
+        chosen = variants(names, baseline, args.gateways)
+        redis, redis_port = start_redis(work)
+        results: dict[str, list[dict[str, Any]]] = {v.name: [] for v in chosen}
+        try:
+            for round_no in range(args.rounds):
+                for variant in chosen:
+                    print(f"round {round_no + 1}: {variant.name} ...", flush=True)
+                    outcome = asyncio.run(measure(variant, redis_port, args, work))
+                    results[variant.name].append(outcome)
+                    shown = [k for k, _ in COLUMNS] + ["error_samples", "published"]
+                    print("   ", json.dumps({k: outcome.get(k) for k in shown}), flush=True)
+        finally:
+            redis.terminate()
+            redis.wait(10)
+            for log in work.glob("*.log"):
+                text = log.read_text(errors="replace")
+                if "Traceback" in text or "ERROR" in text:
+                    print(f"--- {log.name} (last lines)\n" + "\n".join(text.splitlines()[-15:]))
+
+    print()
+    print(
+        f"{args.trips} trips x ({args.riders} riders + 1 driver) = "
+        f"{args.trips * (1 + args.riders)} connections over {args.gateways} gateway processes, "
+        f"1 location/s per driver, {args.seconds:g} s measured after {args.warmup:g} s; "
+        f"{args.client_processes} client process(es); "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+        f"Python {platform.python_version()}"
+    )
+    header = ["variant", "round"] + [label for _, label in COLUMNS]
+    print(" | ".join(header))
+    for name, runs in results.items():
+        for i, outcome in enumerate(runs):
+            print(" | ".join([name, str(i + 1)] + [_fmt(outcome.get(k)) for k, _ in COLUMNS]))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
