@@ -21,7 +21,8 @@ def test_each_server_needs_what_its_settings_hold() -> None:
     assert nginx is not None and nginx.files == spec.nginx.worker_rlimit_nofile == 4608
     gateway = open_files(spec, "gateway", "gateway")
     # 1,000 connections + 25 % + 1,024 for Redis, listeners and logs.
-    assert gateway is not None and gateway.files == 1250 + 1024
+    # 1,000 connections, a publish pool of 1,000 (REDIS_MAX_CONNECTIONS), 256 spare.
+    assert gateway is not None and gateway.files == 1000 + 1000 + 256
     redis = open_files(spec, "redis", "master")
     assert redis is not None and redis.files == spec.redis.max_clients + 32
     pooler = open_files(spec, "postgres", "pooler")
@@ -34,7 +35,7 @@ def test_local_up_refuses_a_low_hard_limit_naming_each_setting() -> None:
     spec = local_spec(spec_of("growth"))
     lines = shortfalls(spec, local_topology(spec), 2048)
     # PgBouncer's 1,154 fit; Nginx's 4,608, Redis's 4,032, HAProxy's 2,864 (named after
-    # pooler.maxClientConn, most of its maxconn) and the gateways' 2,274 do not.
+    # pooler.maxClientConn, most of its maxconn) and the gateways' 2,256 do not.
     assert sorted(line.split(":")[1] for line in lines) == [
         "gateway.connectionsPerReplica",
         "nginx.workerConnections",
