@@ -34,6 +34,7 @@ from local_helpers import (
 
 from scaling.local import patroni_api, runner
 from scaling.local.gateway import MAX_LOCAL_GATEWAYS
+from scaling.local.postgres import pooler_process_name
 from scaling.local.topology import local_topology, nodes
 
 REPLICATION_TIMEOUT = 20.0
@@ -47,7 +48,13 @@ def check_processes_are_topology_nodes(phase: Phase) -> None:
     kept = {n.name for n in wanted if n.role == "gateway" and n.ordinal < MAX_LOCAL_GATEWAYS}
     wanted = [n for n in wanted if n.role != "gateway" or n.name in kept]
     started = {p.name: p.role for p in phase.run.state.processes}
-    assert started == {n.name: n.role for n in wanted}
+    # A pooler node is pooler.processes PgBouncer processes, each recorded on its own.
+    expected = {
+        pooler_process_name(n.name, k) if n.role == "pooler" else n.name: n.role
+        for n in wanted
+        for k in range(phase.spec.pooler.processes if n.role == "pooler" else 1)
+    }
+    assert started == expected
 
 
 def check_all_processes_alive(phase: Phase) -> None:
