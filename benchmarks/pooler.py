@@ -14,13 +14,16 @@ What is compared with what:
   straight to the leader (no router). That is the best PostgreSQL does with as many backends
   as the poolers hold open; it also fits ``max_connections``, which 10x the clients would not.
   The ratio pooler/direct is then what pooling costs a client, routers included.
+* **router** (phases with Patroni): the same ``direct_clients`` through the HAProxy routers,
+  the door a client without the pooler uses in this phase; pooler/router is what PgBouncer
+  itself costs, the hop every path to the leader takes left out.
 * **before** (unless ``--no-before``): the same poolers as ``pooler.processes = 1`` would render
   them, started by this benchmark from the same renderer, beside the phase's own.
 
-Rounds alternate (direct, pooler, before, direct, ...) so the machine's other load spreads
-over every variant; before each round the idle server connections the poolers keep are closed
-(``pg_terminate_backend`` as the superuser), so every variant starts from the same empty
-PostgreSQL. ``-i`` runs once, directly, at a small scale. Login time is pgbench's "initial
+Rounds alternate (direct, router, pooler, before, direct, ...) so the machine's other load
+spreads over every variant; before each round the idle server connections the poolers keep
+are closed (``pg_terminate_backend`` as the superuser), so every variant starts from the same
+empty PostgreSQL. ``-i`` runs once, directly, at a small scale. Login time is pgbench's "initial
 connection time" of each pooler round: every client logs in (SCRAM) before the run starts.
 pgbench's ``-T`` includes that time, and its tps excludes it. Prints figures, asserts nothing.
 """
@@ -161,6 +164,7 @@ def compare_pooler(
     *,
     direct_clients: int,
     variants: dict[str, str | Sequence[str]] | None = None,
+    routes: dict[str, str] | None = None,
     release: Callable[[], None] | None = None,
     threads: int = 2,
     scale: int = 4,
@@ -169,14 +173,17 @@ def compare_pooler(
     """pgbench through ``pooler_dsn`` (``clients`` clients spread over its hosts) and straight
     to ``direct_dsn`` (``direct_clients`` clients), in alternating rounds.
 
-    ``variants``: more poolers to measure in the same rounds (name -> DSN). ``release`` runs
+    ``variants``: more poolers to measure in the same rounds (name -> DSN); ``routes``: more
+    pooler-less doors (name -> DSN, e.g. the routers), each given ``direct_clients`` clients
+    and each a baseline the poolers' ratios are also taken to. ``release`` runs
     before every round (close the poolers' idle server connections, so that the direct round
     finds PostgreSQL's connections free). Returns, per workload, each variant's tps per round
     and its ratio to the direct round beside it (min/median/max), and each pooler variant's
     login time for ``clients`` clients.
     """
+    baselines = ["direct", *(routes or {})]
     targets: dict[str, list[str]] = {"direct": [direct_dsn]}
-    for name, dsn in {"pooler": pooler_dsn, **(variants or {})}.items():
+    for name, dsn in {**(routes or {}), "pooler": pooler_dsn, **(variants or {})}.items():
         dsns = [dsn] if isinstance(dsn, str) else list(dsn)
         targets[name] = [one for d in dsns for one in split_hosts(d)]
     if initialize:
@@ -190,7 +197,8 @@ def compare_pooler(
         "rounds": rounds,
         "threads": threads,
         "scale": scale,
-        "pooler_hosts": {name: len(dsns) for name, dsns in targets.items() if name != "direct"},
+        "baselines": baselines,
+        "hosts": {name: len(dsns) for name, dsns in targets.items()},
         "workloads": {},
     }
     for workload in workloads:
@@ -201,43 +209,53 @@ def compare_pooler(
             for name, dsns in targets.items():
                 if release is not None:
                     release()
-                count = direct_clients if name == "direct" else clients
+                count = direct_clients if name in baselines else clients
                 got = run_spread(dsns, password, workload, count, threads, seconds)
                 tps[name].append(got.tps)
                 login[name].append(got.connect_seconds)
                 failed[name] += got.failed
         summary: dict[str, Any] = {"tps": tps, "login_seconds": login, "failed": failed}
         for name in targets:
-            if name == "direct":
+            if name in baselines:
                 continue
-            ratios = [p / d for p, d in zip(tps[name], tps["direct"], strict=True)]
-            summary[f"{name}_ratio"] = {"rounds": ratios, **spread(ratios)}
+            for base in baselines:
+                ratios = [p / d for p, d in zip(tps[name], tps[base], strict=True)]
+                key = f"{name}_ratio" if base == "direct" else f"{name}_ratio_{base}"
+                summary[key] = {"rounds": ratios, **spread(ratios)}
             summary[f"{name}_login"] = spread(login[name])
         result["workloads"][workload] = summary
     return result
 
 
 def report(result: dict[str, Any]) -> str:
+    baselines = result.get("baselines", ["direct"])
     lines = [
-        f"pgbench: {result['clients']} clients through each pooler variant "
-        f"({result['pooler_hosts']} addresses), {result['direct_clients']} direct; "
-        f"{result['rounds']} alternating rounds of {result['seconds']:.0f} s, "
-        f"-j {result['threads']}, scale {result['scale']}",
+        f"pgbench: {result['clients']} clients through each pooler variant, "
+        f"{result['direct_clients']} through {', '.join(baselines)} (addresses: "
+        f"{result['hosts']}); {result['rounds']} alternating rounds of "
+        f"{result['seconds']:.0f} s, -j {result['threads']}, scale {result['scale']}",
     ]
     for workload, summary in result["workloads"].items():
         lines.append(f"{workload}:")
         for name, values in summary["tps"].items():
             row = f"  {name:<8} tps " + " ".join(f"{v:>8.0f}" for v in values)
-            if name != "direct":
-                ratio, login = summary[f"{name}_ratio"], summary[f"{name}_login"]
-                row += (
-                    f"   / direct min {ratio['min']:.2f} median {ratio['median']:.2f} "
-                    f"max {ratio['max']:.2f}   login {result['clients']} clients "
-                    f"{login['min']:.2f}/{login['median']:.2f}/{login['max']:.2f} s"
-                )
+            count = result["direct_clients"] if name in baselines else result["clients"]
+            if name not in baselines:
+                for base in baselines:
+                    key = f"{name}_ratio" if base == "direct" else f"{name}_ratio_{base}"
+                    ratio = summary[key]
+                    row += (
+                        f"   / {base} {ratio['min']:.2f} {ratio['median']:.2f} {ratio['max']:.2f}"
+                    )
+            login = spread(summary["login_seconds"][name])
+            row += (
+                f"   login {count} clients "
+                f"{login['min']:.2f}/{login['median']:.2f}/{login['max']:.2f} s"
+            )
             if summary["failed"][name]:
                 row += f"   ({summary['failed'][name]} failed transactions)"
             lines.append(row)
+    lines.append("(ratios and login times: min median max over the rounds)")
     return "\n".join(lines)
 
 
@@ -361,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 workloads=tuple(args.workload or WORKLOADS),
                 direct_clients=server_connections,
                 variants=variants,
+                routes={"router": pg["primary"]} if pg["members"] else None,
                 release=release_idle(
                     superuser, run.secrets["postgres-superuser-password"], spec.postgres.user
                 ),
