@@ -204,3 +204,13 @@ def test_supervisor_stops_the_pooler_when_one_process_ends(tmp_path: Path) -> No
     assert "a pgbouncer process ended" in (tmp_path / "stderr").read_text()
     # The other one was asked to stop (SIGINT), not left serving alone.
     assert log.read_text().count("stopped") == 1
+
+
+def test_kubernetes_sidecar_keeps_the_whole_pools() -> None:
+    """StackGres runs one PgBouncer per PostgreSQL pod: nothing to divide there."""
+    from scaling.kubernetes.postgres import pgbouncer_ini
+
+    ini = pgbouncer_ini(spec("scale", processes=4))
+    assert ini["default_pool_size"] == "85"
+    assert ini["reserve_pool_size"] == "10"
+    assert "so_reuseport" not in ini
