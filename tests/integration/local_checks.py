@@ -36,6 +36,7 @@ from scaling.local import patroni_api, runner
 from scaling.local.gateway import MAX_LOCAL_GATEWAYS
 from scaling.local.postgres import pooler_process_name
 from scaling.local.topology import local_topology, nodes
+from scaling.render.pgbouncer import process_share
 
 REPLICATION_TIMEOUT = 20.0
 
@@ -165,8 +166,11 @@ def _pool_servers(phase: Phase) -> int:
 
 
 def check_pgbouncer_serves_10x_pool(phase: Phase) -> None:
-    pool = phase.spec.pooler.default_pool_size + phase.spec.pooler.reserve_pool_size
-    clients = 10 * pool
+    clients = 10 * (phase.spec.pooler.default_pool_size + phase.spec.pooler.reserve_pool_size)
+    # The console answers from one process of the first pooler (whichever the kernel picks):
+    # its share of the pools is what it may open.
+    shares = [process_share(phase.spec, k) for k in range(phase.spec.pooler.processes)]
+    pool = max(share.default_pool_size + share.reserve_pool_size for share in shares)
     url = phase.summary["postgres"]["pooler"]
     barrier = threading.Barrier(clients, timeout=30)
 
