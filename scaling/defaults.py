@@ -31,6 +31,7 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "defaultPoolSize": 12,
             "readPoolSize": 12,
             "reservePoolSize": 3,
+            "processes": 1,
         },
         "redis": {"mode": "standalone", "maxMemoryMb": 256, "maxClients": 1000, "storageGb": 1},
         "gateway": {
@@ -63,7 +64,9 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "synchronousMode": "on",
         },
         # max_client_conn: 20 % of peak concurrent users hold a pooled session at once.
-        # Two PgBouncers: each one's pools fit in PostgreSQL's connections twice over.
+        # Two PgBouncers: each one's pools fit in PostgreSQL's connections twice over. Two
+        # processes each (so_reuseport), each with half its pooler's pools: one process
+        # saturates a core at 10x oversubscription (benchmarks/pooler.py).
         "pooler": {
             "enabled": True,
             "replicas": 2,
@@ -71,6 +74,7 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "defaultPoolSize": 40,
             "readPoolSize": 40,
             "reservePoolSize": 5,
+            "processes": 2,
         },
         "redis": {
             "mode": "sentinel",
@@ -119,6 +123,7 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
             "defaultPoolSize": 85,
             "readPoolSize": 85,
             "reservePoolSize": 10,
+            "processes": 2,
         },
         "redis": {
             "mode": "cluster",

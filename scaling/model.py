@@ -288,6 +288,11 @@ class PoolerSpec(Section):
     # of pools: more than one, and losing one loses no client for longer than a reconnect.
     # Under Patroni as many HAProxy routers stand between them and the PostgreSQL members.
     replicas: Annotated[int, Field(ge=1, le=16)] = 1
+    # PgBouncer processes per pooler (PgBouncer is single-threaded): they share the listen
+    # address with so_reuseport, the kernel spreads clients over them, and the pooler's pools,
+    # reserve and max_db_connections are divided between them (scaling.render.pgbouncer).
+    # Docker and the local runner; on Kubernetes StackGres runs one PgBouncer per pod.
+    processes: Annotated[int, Field(ge=1, le=16)] = 1
     router_image: Image = "haproxy:3.2.4"
 
 

@@ -126,6 +126,15 @@ def pooler_within_postgres(s: Sections) -> Iterator[ConfigIssue]:
                 f"(postgres.maxConnections {pg.max_connections} - "
                 f"{pg.superuser_reserved_connections} reserved)",
             )
+    # Each process of a pooler gets its share of every pool (scaling.render.pgbouncer): at
+    # least one server connection each, or a process would queue its clients forever.
+    for key, size, _ in pools:
+        if pooler.processes > size:
+            yield _issue(
+                "pooler.processes",
+                f"{pooler.processes} processes cannot share pooler.{key} {size}: each PgBouncer "
+                f"process needs a server connection of its own (at most {size} processes)",
+            )
     if pooler.max_client_conn < pooler.default_pool_size:
         yield _issue(
             "pooler.maxClientConn",

@@ -33,6 +33,7 @@ from scaling.model import POOLER_ADMIN_USER, SUPERUSER
 from scaling.render.endpoints import Endpoint
 from scaling.render.pgbouncer import (
     PoolerLayout,
+    config_name,
     read_only_database,
     render_pgbouncer_hba,
     render_pgbouncer_ini,
@@ -264,38 +265,50 @@ def start_pgbouncer(ctx: Context, node: Node, endpoint: Endpoint) -> Endpoint:
         client_networks=(LOOPBACK_NETWORK,),
         unix_socket_dir="",
     )
-    ini = folder / "pgbouncer.ini"
-    for path, text in (
-        (ini, render_pgbouncer_ini(spec, layout)),
-        (Path(layout.hba_file), render_pgbouncer_hba(spec, layout)),
-    ):
-        path.write_text(text)
-        ctx.chown_pg(path)
-    entry = ctx.start(
-        ProcessEntry(
-            name=node.name,
-            role=node.role,
-            tier=node.tier,
-            argv=["pgbouncer", str(ini)],
-            log=ctx.log_path(node.name),
-            host=endpoint.host,
-            port=endpoint.port,
-            user=ctx.pg_user,
-            cwd=str(folder),
+    hba = Path(layout.hba_file)
+    hba.write_text(render_pgbouncer_hba(spec, layout))
+    ctx.chown_pg(hba)
+    # The pooler's processes share its address (so_reuseport), each recorded on its own
+    # (pid, log) for `local status` and `down`; the first one carries the node's name.
+    entries = []
+    for process in range(spec.pooler.processes):
+        ini = folder / config_name(spec, process)
+        ini.write_text(render_pgbouncer_ini(spec, layout, process))
+        ctx.chown_pg(ini)
+        name = pooler_process_name(node.name, process)
+        entries.append(
+            ctx.start(
+                ProcessEntry(
+                    name=name,
+                    role=node.role,
+                    tier=node.tier,
+                    argv=["pgbouncer", str(ini)],
+                    log=ctx.log_path(name),
+                    host=endpoint.host,
+                    port=endpoint.port,
+                    user=ctx.pg_user,
+                    cwd=str(folder),
+                )
+            )
         )
-    )
     ctx.endpoints[node.name] = endpoint
     databases = [spec.postgres.database]
     if replicas:
         databases.append(read_only_database(spec))
-    for dbname in databases:
-        health.wait_until(
-            f"pgbouncer serves {dbname}",
-            lambda db=dbname: _answers(ctx, endpoint, db),  # type: ignore[misc]
-            START_TIMEOUT,
-            process=entry,
-        )
+    for entry in entries:
+        for dbname in databases:
+            health.wait_until(
+                f"pgbouncer serves {dbname}",
+                lambda db=dbname: _answers(ctx, endpoint, db),  # type: ignore[misc]
+                START_TIMEOUT,
+                process=entry,
+            )
     return endpoint
+
+
+def pooler_process_name(node: str, process: int) -> str:
+    """``pgbouncer-0`` for a pooler's first process, ``pgbouncer-0.1`` for its second."""
+    return node if process == 0 else f"{node}.{process}"
 
 
 def start_postgres(ctx: Context) -> PostgresEndpoints:

@@ -40,17 +40,70 @@ def read_only_database(spec: PhaseSpec) -> str:
     return spec.postgres.database + READ_ONLY_SUFFIX
 
 
-def render_pgbouncer_ini(spec: PhaseSpec, layout: PoolerLayout) -> str:
+@dataclass(frozen=True)
+class ProcessShare:
+    """What one PgBouncer process of a pooler gets.
+
+    PgBouncer is single-threaded; ``pooler.processes`` processes share the pooler's listen
+    address with ``so_reuseport`` and the kernel spreads new clients over them. Each process
+    has pools of its own, so the pooler's pools and reserve are divided between them (the
+    first processes take the remainder: the shares add up to the pooler's figures exactly) and
+    so is its part of PostgreSQL's connections (``max_db_connections``). Every process admits
+    ``maxClientConn`` clients: the kernel's spread is uneven, and when one process dies the
+    others take its new clients; server connections, not clients, are what PostgreSQL's
+    budget bounds.
+    """
+
+    default_pool_size: int
+    read_pool_size: int
+    reserve_pool_size: int
+    max_db_connections: int
+    max_client_conn: int
+
+
+def _part(total: int, parts: int, index: int) -> int:
+    return total // parts + (1 if index < total % parts else 0)
+
+
+def process_share(spec: PhaseSpec, process: int = 0) -> ProcessShare:
+    pool = spec.pooler
+    count = pool.processes
+    if not 0 <= process < count:
+        raise ValueError(f"process {process} of a pooler with {count} process(es)")
+    return ProcessShare(
+        default_pool_size=_part(pool.default_pool_size, count, process),
+        read_pool_size=_part(pool.read_pool_size, count, process),
+        reserve_pool_size=_part(pool.reserve_pool_size, count, process),
+        max_db_connections=spec.postgres.usable_connections // (pool.replicas * count),
+        max_client_conn=pool.max_client_conn,
+    )
+
+
+def config_name(spec: PhaseSpec, process: int = 0) -> str:
+    """pgbouncer.ini, or pgbouncer-<process>.ini when a pooler runs several processes."""
+    return "pgbouncer.ini" if spec.pooler.processes == 1 else f"pgbouncer-{process}.ini"
+
+
+def render_pgbouncer_ini(spec: PhaseSpec, layout: PoolerLayout, process: int = 0) -> str:
+    """Process ``process``'s configuration (all processes of a pooler listen on
+    ``layout.listen``; ``layout``'s log and pid files must be that process's own)."""
     pg, pool = spec.postgres, spec.pooler
+    share = process_share(spec, process)
     databases = [
         f"{pg.database} = host={layout.primary.host} port={layout.primary.port} "
-        f"dbname={pg.database} pool_size={pool.default_pool_size}"
+        f"dbname={pg.database} pool_size={share.default_pool_size}"
     ]
     if layout.replica_hosts:
         databases.append(
             f"{read_only_database(spec)} = host={','.join(layout.replica_hosts)} "
-            f"port={layout.replica_port} dbname={pg.database} pool_size={pool.read_pool_size}"
+            f"port={layout.replica_port} dbname={pg.database} pool_size={share.read_pool_size}"
         )
+    reuse = (
+        f";; Process {process + 1} of {pool.processes}: they share this address "
+        "(so_reuseport), each with its share of the pools.\nso_reuseport = 1\n"
+        if pool.processes > 1
+        else ""
+    )
     optional = "".join(
         f"{key} = {value}\n"
         for key, value in (
@@ -67,7 +120,7 @@ def render_pgbouncer_ini(spec: PhaseSpec, layout: PoolerLayout) -> str:
 [pgbouncer]
 listen_addr = {layout.listen.host}
 listen_port = {layout.listen.port}
-unix_socket_dir = {layout.unix_socket_dir}
+{reuse}unix_socket_dir = {layout.unix_socket_dir}
 {optional};; Who may connect to what, and from where: {layout.hba_file} (scram-sha-256).
 auth_type = hba
 auth_hba_file = {layout.hba_file}
@@ -77,13 +130,13 @@ admin_users = {POOLER_ADMIN_USER}
 stats_users = {POOLER_ADMIN_USER}
 
 pool_mode = {pool.pool_mode}
-max_client_conn = {pool.max_client_conn}
-default_pool_size = {pool.default_pool_size}
-reserve_pool_size = {pool.reserve_pool_size}
+max_client_conn = {share.max_client_conn}
+default_pool_size = {share.default_pool_size}
+reserve_pool_size = {share.reserve_pool_size}
 reserve_pool_timeout = 3
 ;; Never open more server connections per database than PostgreSQL lets clients have,
-;; shared between the phase's {pool.replicas} PgBouncer(s).
-max_db_connections = {pg.usable_connections // pool.replicas}
+;; shared between the phase's {pool.replicas} PgBouncer(s) x {pool.processes} process(es).
+max_db_connections = {share.max_db_connections}
 
 ;; When a backend is down, clients get an error within seconds instead of hanging.
 server_connect_timeout = 5
@@ -130,4 +183,25 @@ def userlist_sh(user: str, variable: str) -> str:
         f'escaped=$(printf \'%s\' "${variable}" | sed \'s/"/""/g\')\n'
         + 'printf \'"%s" "%s"\\n\' '
         + f'"{user}" "$escaped"'
+    )
+
+
+def supervise_sh(configs: list[str]) -> str:
+    """Shell running one PgBouncer per configuration in one container: a stop signal goes to
+    every process (SIGINT: each finishes its transactions), and when one process ends the
+    others are stopped too, so that the container exits and its restart policy starts the
+    pooler again whole, instead of leaving it serving with fewer processes unnoticed."""
+    if len(configs) == 1:
+        return f"exec pgbouncer {configs[0]}\n"
+    starts = "".join(f'pgbouncer {config} & pids="$pids $!"\n' for config in configs)
+    return (
+        'pids=""\nstopping=0\n'
+        + starts
+        + "trap 'stopping=1; kill -INT $pids 2>/dev/null || true' INT\n"
+        + "trap 'stopping=1; kill -TERM $pids 2>/dev/null || true' TERM\n"
+        + "while kill -0 $pids 2>/dev/null; do sleep 1; done\n"
+        + "[ $stopping = 1 ] || kill -INT $pids 2>/dev/null || true\n"
+        + "wait\n"
+        + '[ $stopping = 1 ] || { echo "a pgbouncer process ended: stopping the pooler" >&2; '
+        + "exit 1; }\n"
     )

@@ -30,8 +30,10 @@ from scaling.render.patroni import (
 from scaling.render.pgbouncer import (
     POOLER_PORT,
     PoolerLayout,
+    config_name,
     render_pgbouncer_hba,
     render_pgbouncer_ini,
+    supervise_sh,
     userlist_sh,
 )
 from scaling.render.postgres import (
@@ -353,11 +355,16 @@ def pooler_node(spec: PhaseSpec, layout: PoolerLayout, name: str, ordinal: int) 
     # the application role's line and the console user's, each from its own secret.
     app = SECRET_VARIABLES["postgres-password"]
     admin = SECRET_VARIABLES["pgbouncer-admin-password"]
+    # pooler.processes PgBouncers in the one container, sharing its port (so_reuseport).
+    configs = [
+        (config_name(spec, k), render_pgbouncer_ini(spec, layout, k))
+        for k in range(spec.pooler.processes)
+    ]
     start = (
         "set -eu\numask 077\n"
         f"{{\n{userlist_sh(spec.postgres.user, app)}\n{userlist_sh(POOLER_ADMIN_USER, admin)}\n"
         "} > /run/pgbouncer/userlist.txt\n"
-        "exec pgbouncer /etc/pgbouncer/pgbouncer.ini\n"
+        + supervise_sh([f"/etc/pgbouncer/{name}" for name, _ in configs])
     )
     return Node(
         name=name,
@@ -370,9 +377,7 @@ def pooler_node(spec: PhaseSpec, layout: PoolerLayout, name: str, ordinal: int) 
         entrypoint=("sh", "-c", start),
         secret_env=_secret("postgres-password") | _secret("pgbouncer-admin-password"),
         files=(
-            ConfigFile(
-                "/etc/pgbouncer/pgbouncer.ini", render_pgbouncer_ini(spec, layout), "pgbouncer.ini"
-            ),
+            *(ConfigFile(f"/etc/pgbouncer/{name}", text, name) for name, text in configs),
             ConfigFile(layout.hba_file, render_pgbouncer_hba(spec, layout), "pgbouncer_hba.conf"),
         ),
         tmpfs=("/run/pgbouncer",),

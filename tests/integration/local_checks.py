@@ -33,7 +33,9 @@ from local_helpers import (
 )
 
 from scaling.local import patroni_api, runner
+from scaling.local.postgres import pooler_process_name
 from scaling.local.topology import local_topology, nodes
+from scaling.render.pgbouncer import process_share
 
 REPLICATION_TIMEOUT = 20.0
 
@@ -44,7 +46,13 @@ def check_processes_are_topology_nodes(phase: Phase) -> None:
     topology = local_topology(phase.spec)
     wanted = [n for n in topology.nodes if not n.one_shot]
     started = {p.name: p.role for p in phase.run.state.processes}
-    assert started == {n.name: n.role for n in wanted}
+    # A pooler node is pooler.processes PgBouncer processes, each recorded on its own.
+    expected = {
+        pooler_process_name(n.name, k) if n.role == "pooler" else n.name: n.role
+        for n in wanted
+        for k in range(phase.spec.pooler.processes if n.role == "pooler" else 1)
+    }
+    assert started == expected
 
 
 def check_all_processes_alive(phase: Phase) -> None:
@@ -155,8 +163,11 @@ def _pool_servers(phase: Phase) -> int:
 
 
 def check_pgbouncer_serves_10x_pool(phase: Phase) -> None:
-    pool = phase.spec.pooler.default_pool_size + phase.spec.pooler.reserve_pool_size
-    clients = 10 * pool
+    clients = 10 * (phase.spec.pooler.default_pool_size + phase.spec.pooler.reserve_pool_size)
+    # The console answers from one process of the first pooler (whichever the kernel picks):
+    # its share of the pools is what it may open.
+    shares = [process_share(phase.spec, k) for k in range(phase.spec.pooler.processes)]
+    pool = max(share.default_pool_size + share.reserve_pool_size for share in shares)
     url = phase.summary["postgres"]["pooler"]
     barrier = threading.Barrier(clients, timeout=30)
 

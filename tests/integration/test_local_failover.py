@@ -291,16 +291,22 @@ def test_killed_member_rejoins_as_a_replica(
 def test_pgbouncer_killed_writes_continue_through_the_other(
     phase: Phase, writer: Writer, figures: dict[str, Any]
 ) -> None:
-    poolers = [e.name for e in phase.run.state.processes if e.role == "pooler"]
-    assert len(poolers) == 2
-    victim = poolers[0]  # the URL's first host: where the writer is connected
-    phase.run.kill_process(victim)
+    poolers = [e for e in phase.run.state.processes if e.role == "pooler"]
+    assert len(poolers) == 2 * phase.spec.pooler.processes
+    # The URL's first host (where the writer is connected): every process of that pooler.
+    first = poolers[0]
+    victims = [e.name for e in poolers if (e.host, e.port) == (first.host, first.port)]
+    assert len(victims) == phase.spec.pooler.processes
+    victim = first.name
+    for name in victims:
+        phase.run.kill_process(name)
     killed = time.monotonic()
     resumed = wait_resumed(writer, killed)
     time.sleep(1)
     gap = writer.longest_gap(killed - 1, time.monotonic())
     rows = check_rows(phase, writer)
-    phase.run.start_process(victim)
+    for name in victims:
+        phase.run.start_process(name)
     report(
         figures,
         "c_kill_pgbouncer",

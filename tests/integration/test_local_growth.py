@@ -29,7 +29,8 @@ def test_topology(phase: Phase) -> None:
     assert summary["redis"]["mode"] == "sentinel" and len(summary["redis"]["sentinels"]) == 3
     roles = [p["role"] for p in summary["processes"]]
     assert roles.count("sentinel") == 3 and roles.count("replica") == 4  # 2 pg + 2 redis
-    assert (roles.count("dcs"), roles.count("router"), roles.count("pooler")) == (3, 2, 2)
+    # Two PgBouncers, each pooler.processes (2) processes on its address.
+    assert (roles.count("dcs"), roles.count("router"), roles.count("pooler")) == (3, 2, 4)
     assert len(url_hosts(summary["postgres"]["pooler"])) == 2
     assert summary["postgres"]["leader"] == "postgres-0"  # the member that bootstrapped
     checks.check_processes_are_topology_nodes(phase)

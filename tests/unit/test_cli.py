@@ -58,7 +58,8 @@ def test_validate_unknown_stack_is_a_usage_error(tmp_path: Path, monkeypatch) ->
             {
                 "docker-compose.yml",
                 "nginx.conf",
-                "pgbouncer.ini",
+                "pgbouncer-0.ini",
+                "pgbouncer-1.ini",
                 "pgbouncer_hba.conf",
                 "patroni-postgres-0.yml",
                 "patroni-postgres-1.yml",

@@ -173,16 +173,25 @@ def test_patroni_image_can_be_pulled_instead() -> None:
 @pytest.mark.parametrize("name", ["pgbouncer-0", "pgbouncer-1"])
 def test_growth_pgbouncers_pool_through_the_routers(growth: StackRun, name: str) -> None:
     pgbouncer = containers(growth)[f"sikka-growth-{name}"]
-    ini = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer.ini")
-    assert "pool_mode = transaction" in ini
-    assert "auth_type = hba" in ini
-    assert "max_client_conn = 1000" in ini
-    # Writes through the routers to the leader, reads through them to the replicas.
-    assert "sikka = host=postgres port=5432 dbname=sikka pool_size=40" in ini
-    assert "sikka_ro = host=postgres-replicas port=5433 dbname=sikka pool_size=40" in ini
-    assert "reserve_pool_size = 5" in ini  # 2 x (40 + 5) fit the primary's 97 connections
-    # Together the two PgBouncers never open more than PostgreSQL's 97 client connections.
-    assert "max_db_connections = 48\n" in ini
+    # Two PgBouncer processes per container (pooler.processes), each with half the pools.
+    first, second = (uploaded(pgbouncer, f"/etc/pgbouncer/pgbouncer-{k}.ini") for k in range(2))
+    for ini in (first, second):
+        assert "pool_mode = transaction" in ini
+        assert "auth_type = hba" in ini
+        assert "max_client_conn = 1000" in ini
+        assert "listen_port = 6432\n" in ini
+        assert "so_reuseport = 1\n" in ini
+        # Writes through the routers to the leader, reads through them to the replicas.
+        assert "sikka = host=postgres port=5432 dbname=sikka pool_size=20" in ini
+        assert "sikka_ro = host=postgres-replicas port=5433 dbname=sikka pool_size=20" in ini
+        # 2 poolers x 2 processes never open more than PostgreSQL's 97 client connections.
+        assert "max_db_connections = 24\n" in ini
+    # reservePoolSize 5 split 3 + 2: 2 x (40 + 5) fit the primary's 97 connections.
+    assert "reserve_pool_size = 3\n" in first
+    assert "reserve_pool_size = 2\n" in second
+    script = pgbouncer.inputs["entrypoints"][2]
+    assert "pgbouncer /etc/pgbouncer/pgbouncer-0.ini &" in script
+    assert "pgbouncer /etc/pgbouncer/pgbouncer-1.ini &" in script
     aliases = pgbouncer.inputs["networksAdvanced"][0]["aliases"]
     assert aliases == [name, "pgbouncer"]
 
@@ -191,7 +200,7 @@ def test_growth_pgbouncer_console_is_the_admin_roles_alone(growth: StackRun) -> 
     """The application role is no PgBouncer admin; the console user answers from loopback
     only, the application role reaches its two databases from the private network."""
     pgbouncer = containers(growth)["sikka-growth-pgbouncer-1"]
-    ini = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer.ini")
+    ini = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer-1.ini")
     assert "admin_users = pgbouncer_admin\n" in ini
     assert "stats_users = pgbouncer_admin\n" in ini
     assert "auth_hba_file = /etc/pgbouncer/pgbouncer_hba.conf" in ini

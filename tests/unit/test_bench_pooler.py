@@ -1,0 +1,52 @@
+"""The pooler benchmark's pure parts: how a multi-host DSN is split over pgbench runs and how
+rounds are summarised (the benchmark itself runs against real servers and prints figures)."""
+
+from __future__ import annotations
+
+from psycopg.conninfo import conninfo_to_dict
+
+from benchmarks.pooler import report, split_hosts, spread
+
+
+def test_a_multi_host_url_becomes_one_dsn_per_host() -> None:
+    dsns = split_hosts("postgresql://sikka@127.0.3.1:6432,127.0.3.2:6433/sikka")
+    assert [conninfo_to_dict(d) for d in dsns] == [
+        {"user": "sikka", "host": "127.0.3.1", "port": "6432", "dbname": "sikka"},
+        {"user": "sikka", "host": "127.0.3.2", "port": "6433", "dbname": "sikka"},
+    ]
+
+
+def test_one_port_serves_every_host() -> None:
+    dsns = split_hosts("host=a,b port=6432 dbname=sikka")
+    assert [conninfo_to_dict(d)["port"] for d in dsns] == ["6432", "6432"]
+
+
+def test_spread_is_min_median_max() -> None:
+    assert spread([0.9, 0.5, 0.7]) == {"min": 0.5, "median": 0.7, "max": 0.9}
+
+
+def test_report_prints_every_variant_with_its_ratio() -> None:
+    result = {
+        "clients": 800,
+        "direct_clients": 80,
+        "rounds": 2,
+        "seconds": 15.0,
+        "threads": 2,
+        "scale": 4,
+        "baselines": ["direct"],
+        "hosts": {"direct": 1, "pooler": 2},
+        "workloads": {
+            "select-only": {
+                "tps": {"direct": [100.0, 200.0], "pooler": [90.0, 100.0]},
+                "login_seconds": {"direct": [0.1, 0.2], "pooler": [1.0, 3.0]},
+                "failed": {"direct": 0, "pooler": 2},
+                "pooler_ratio": {"rounds": [0.9, 0.5], **spread([0.9, 0.5])},
+                "pooler_login": spread([1.0, 3.0]),
+            }
+        },
+    }
+    text = report(result)
+    assert "/ direct 0.50 0.70 0.90" in text
+    assert "login 800 clients 1.00/2.00/3.00 s" in text
+    assert "login 80 clients 0.10/0.15/0.20 s" in text
+    assert "(2 failed transactions)" in text
