@@ -107,7 +107,7 @@ def test_nginx_published_and_proxies_gateways(growth: StackRun) -> None:
     # from its connections (render/limits.py).
     assert nginx.inputs["ulimits"] == [{"name": "nofile", "soft": 4608, "hard": 4608}]
     gateway = containers(growth)["sikka-growth-gateway-0"]
-    assert gateway.inputs["ulimits"] == [{"name": "nofile", "soft": 2274, "hard": 2274}]
+    assert gateway.inputs["ulimits"] == [{"name": "nofile", "soft": 2256, "hard": 2256}]
 
 
 def test_growth_topology(growth: StackRun) -> None:
