@@ -31,6 +31,7 @@ pgbench's ``-T`` includes that time, and its tps excludes it. Prints figures, as
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -46,6 +47,8 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from scaling.local.procs import pg_bin
 
 WORKLOADS = {"select-only": ["-S"], "tpcb-like": []}
 TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.M)
@@ -79,9 +82,9 @@ def split_hosts(dsn: str) -> list[str]:
 def pgbench(
     dsn: str, password: str, args: Sequence[str], timeout: float
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PGPASSWORD": password}
+    env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
     return subprocess.run(
-        ["pgbench", *args, dsn], capture_output=True, text=True, env=env, timeout=timeout
+        [pg_bin("pgbench"), *args, dsn], capture_output=True, text=True, env=env, timeout=timeout
     )
 
 
@@ -92,21 +95,41 @@ def pgbench(
 LOGIN_ROOM = 0.03
 
 
+class PgbenchError(RuntimeError):
+    """pgbench could not run, or its output has no figures."""
+
+
+def parse_run(output: str) -> PgbenchResult:
+    """One pgbench run's figures from its output. A run whose clients were still logging in
+    when it ended processed nothing and prints no tps: a tps of 0 (run_spread then reruns
+    it with more room for the logins)."""
+    tps, connect, failed = TPS.search(output), CONNECT.search(output), FAILED.search(output)
+    failures = int(failed.group(1)) if failed else 0
+    connect_seconds = float(connect.group(1)) / 1000 if connect else 0.0
+    if tps is None and "actually processed: 0\n" in output:
+        return PgbenchResult(0.0, connect_seconds, failures)
+    if tps is None or connect is None:
+        raise PgbenchError(f"no tps in pgbench's output: {output.strip()[-300:]}")
+    return PgbenchResult(float(tps.group(1)), connect_seconds, failures)
+
+
 def run_pgbench(
     dsn: str, password: str, workload: str, clients: int, threads: int, duration: int
 ) -> PgbenchResult:
     args = ["-n", *WORKLOADS[workload], "-c", str(clients), "-j", str(min(threads, clients))]
     done = pgbench(dsn, password, [*args, "-T", str(duration)], timeout=duration + 120)
-    tps, connect = TPS.search(done.stdout), CONNECT.search(done.stdout)
-    if done.returncode != 0 or tps is None or connect is None:
-        raise RuntimeError(
+    # Exit code 2: some clients failed, the others' figures are still printed.
+    if done.returncode not in (0, 2):
+        raise PgbenchError(
             f"pgbench {' '.join(args)} failed ({done.returncode}): "
             f"{(done.stderr + done.stdout).strip()[-800:]}"
         )
-    failed = FAILED.search(done.stdout)
-    return PgbenchResult(
-        float(tps.group(1)), float(connect.group(1)) / 1000, int(failed.group(1)) if failed else 0
-    )
+    try:
+        return parse_run(done.stdout)
+    except PgbenchError as error:
+        raise PgbenchError(
+            f"pgbench {' '.join(args)} ({done.returncode}): {done.stderr.strip()[-500:]} {error}"
+        ) from None
 
 
 def run_spread(
@@ -189,7 +212,7 @@ def compare_pooler(
     if initialize:
         done = pgbench(direct_dsn, password, ["-i", "-q", "-s", str(scale)], timeout=300)
         if done.returncode != 0:
-            raise RuntimeError(f"pgbench -i failed: {done.stderr.strip()[-500:]}")
+            raise PgbenchError(f"pgbench -i failed: {done.stderr.strip()[-500:]}")
     result: dict[str, Any] = {
         "clients": clients,
         "direct_clients": direct_clients,
@@ -219,7 +242,9 @@ def compare_pooler(
             if name in baselines:
                 continue
             for base in baselines:
-                ratios = [p / d for p, d in zip(tps[name], tps[base], strict=True)]
+                ratios = [
+                    p / d if d > 0 else math.inf for p, d in zip(tps[name], tps[base], strict=True)
+                ]
                 key = f"{name}_ratio" if base == "direct" else f"{name}_ratio_{base}"
                 summary[key] = {"rounds": ratios, **spread(ratios)}
             summary[f"{name}_login"] = spread(login[name])
@@ -354,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_spec(PROJECT_DIR / f"Pulumi.{args.stack}.yaml", parse_set_options(args.set))
     if not spec.pooler.enabled:
         parser.error(f"the {args.stack} phase has no pooler (pooler.enabled=true to add one)")
-    if shutil.which("pgbench") is None:
+    if shutil.which(pg_bin("pgbench")) is None:
         parser.error("pgbench is not installed")
     server_connections = spec.pooler.replicas * spec.pooler.default_pool_size
     with tempfile.TemporaryDirectory(prefix="sikka-bench-pooler-") as tmp:

@@ -153,9 +153,9 @@ def render_markdown(cert: dict[str, Any]) -> str:
         lines += [pg.get("skipped") or f"Failed: {pg['error']}", ""]
     else:
         lines += [
-            f"{pg['pooler_clients']} clients through the pooler against {pg['direct_clients']} "
-            f"directly, {pg['seconds']} s per run, {pg['rounds']} rounds alternating, "
-            f"scale {pg['scale']}; TPS without the initial connection time.",
+            f"{pg['pooler_clients']} clients through the pooler{_addresses(pg)} against "
+            f"{pg['direct_clients']} directly, {pg['seconds']} s per run, {pg['rounds']} rounds "
+            f"alternating, scale {pg['scale']}; TPS without the initial connection time.",
             "",
             "| workload | direct TPS | pooler TPS | pooler / direct: median (min-max) "
             "| login ms, direct | login ms, pooler |",
@@ -221,6 +221,12 @@ def _counts(counts: dict[str, int]) -> str:
     if not counts:
         return ""
     return " (" + ", ".join(f"{k}: {v:,}" for k, v in counts.items()) + ")"
+
+
+def _addresses(pg: dict[str, Any]) -> str:
+    """Over how many pooler addresses its clients were spread (older certificates: unsaid)."""
+    count = pg.get("pooler_addresses")
+    return f" (spread evenly over its {count} addresses)" if count else ""
 
 
 def _list(values: Sequence[float | None]) -> str:

@@ -124,7 +124,9 @@ def make_plan(
     per_client = spec.nginx.per_client_connections
     per_address = max(1, per_client // 2)
     addresses = tuple(source_address(i) for i in range(math.ceil(wanted / per_address)))
-    pool = spec.pooler.default_pool_size
+    # The server connections the poolers may open to the primary, all together: direct gets
+    # that many clients, the poolers 10 x as many (spread over their addresses).
+    pool = spec.pooler.replicas * spec.pooler.default_pool_size
     return Plan(
         stack=stack,
         phase=spec.phase.value,

@@ -15,13 +15,18 @@ import datetime
 import json
 import resource
 import signal
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks.capacity import certificate, connections, machine, pgbench, plan, redisbench
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from benchmarks import pooler
+from benchmarks.capacity import certificate, connections, machine, plan, redisbench, stats
 from benchmarks.capacity.trips import run_trip_load
 from scaling.local import runner
 from scaling.local.credentials import generate_password
@@ -34,6 +39,8 @@ from scaling.stackfiles import stack_name, stack_path
 # are processes of their own).
 SPARE_DESCRIPTORS = 256
 TOKEN_TTL_SECONDS = 3 * 3600
+# pgbench -i's scale, made once before the rounds.
+PGBENCH_SCALE = 10
 
 Progress = Callable[[str], None]
 
@@ -155,23 +162,62 @@ def _direct_url(summary: dict[str, Any]) -> str:
     return str(leader["url"] if leader else pg["primary"])
 
 
-def measure_pgbench(the_plan: plan.Plan, run: runner.LocalRun, say: Progress) -> dict[str, Any]:
+def pgbench_figures(result: dict[str, Any]) -> dict[str, Any]:
+    """The certificate's pgbench part from benchmarks.pooler.compare_pooler's result: per
+    workload the TPS and login time of every round, and pooler / direct round by round
+    (rounds whose direct TPS is 0 left out)."""
+    figures: dict[str, Any] = {
+        "direct_clients": result["direct_clients"],
+        "pooler_clients": result["clients"],
+        "pooler_addresses": result["hosts"]["pooler"],
+        "seconds": result["seconds"],
+        "rounds": result["rounds"],
+        "scale": result["scale"],
+        "failed_transactions": sum(sum(w["failed"].values()) for w in result["workloads"].values()),
+        "workloads": {},
+    }
+    for workload, summary in result["workloads"].items():
+        direct_tps = [round(t, 1) for t in summary["tps"]["direct"]]
+        pooler_tps = [round(t, 1) for t in summary["tps"]["pooler"]]
+        each = [round(r, 3) for r in stats.ratios(pooler_tps, direct_tps)]
+        figures["workloads"][workload] = {
+            "direct_tps": direct_tps,
+            "pooler_tps": pooler_tps,
+            "direct_connect_ms": [round(s * 1000) for s in summary["login_seconds"]["direct"]],
+            "pooler_connect_ms": [round(s * 1000) for s in summary["login_seconds"]["pooler"]],
+            "ratios": each,
+            "ratio": stats.spread(each),
+        }
+    return figures
+
+
+def measure_pgbench(
+    the_plan: plan.Plan, spec: PhaseSpec, run: runner.LocalRun, say: Progress
+) -> dict[str, Any]:
     summary = run.summary
     if not the_plan.pooler or not summary["postgres"]["pooler"]:
         return {"skipped": f"the {the_plan.phase} phase has no pooler (pooler.enabled: false)"}
     say(f"pgbench: pooler against direct, {the_plan.rounds} rounds")
-    # The first PgBouncer: pgbench follows libpq, which tries a multi-host URL's hosts in turn.
-    pooler_url = summary["postgres"]["pooler"]
+    direct = _direct_url(summary)
     try:
-        return pgbench.compare_pgbench(
-            pgbench.PgTarget("direct", _direct_url(summary), the_plan.pgbench_direct_clients),
-            pgbench.PgTarget("pooler", pooler_url, the_plan.pgbench_pooler_clients),
-            password=run.secrets["postgres-password"],
+        result = pooler.compare_pooler(
+            direct,
+            summary["postgres"]["pooler"],  # its clients spread over every pooler address
+            run.secrets["postgres-password"],
+            clients=the_plan.pgbench_pooler_clients,
             seconds=the_plan.pgbench_seconds,
             rounds=the_plan.rounds,
+            direct_clients=the_plan.pgbench_direct_clients,
+            release=pooler.release_idle(
+                make_conninfo(direct, user="postgres"),
+                run.secrets["postgres-superuser-password"],
+                spec.postgres.user,
+            ),
+            scale=PGBENCH_SCALE,
         )
-    except (pgbench.PgbenchError, OSError) as error:
+    except (pooler.PgbenchError, OSError, subprocess.SubprocessError, psycopg.Error) as error:
         return {"error": str(error)}
+    return pgbench_figures(result)
 
 
 def measure_redis(
@@ -270,7 +316,7 @@ def run_bench(
                     say,
                 )
             )
-            pg = measure_pgbench(the_plan, run, say)
+            pg = measure_pgbench(the_plan, spec, run, say)
             rd = measure_redis(the_plan, spec, run, say)
             notes = list(run.summary.get("notes", []))
         finally:

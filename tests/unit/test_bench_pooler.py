@@ -3,9 +3,10 @@ rounds are summarised (the benchmark itself runs against real servers and prints
 
 from __future__ import annotations
 
+import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from benchmarks.pooler import report, split_hosts, spread
+from benchmarks.pooler import PgbenchError, PgbenchResult, parse_run, report, split_hosts, spread
 
 
 def test_a_multi_host_url_becomes_one_dsn_per_host() -> None:
@@ -50,3 +51,18 @@ def test_report_prints_every_variant_with_its_ratio() -> None:
     assert "login 800 clients 1.00/2.00/3.00 s" in text
     assert "login 80 clients 0.10/0.15/0.20 s" in text
     assert "(2 failed transactions)" in text
+
+
+def test_pgbench_output_is_parsed() -> None:
+    out = (
+        "number of transactions actually processed: 9000\n"
+        "number of failed transactions: 2 (0.0%)\n"
+        "initial connection time = 812.345 ms\n"
+        "tps = 1234.567890 (without initial connection time)\n"
+    )
+    assert parse_run(out) == PgbenchResult(1234.56789, 0.812345, 2)
+    # Clients still logging in when the run ended: nothing processed, a tps of 0.
+    nothing = "initial connection time = 5100.0 ms\nnumber of transactions actually processed: 0\n"
+    assert parse_run(nothing) == PgbenchResult(0.0, 5.1, 0)
+    with pytest.raises(PgbenchError):
+        parse_run("connection to server failed")

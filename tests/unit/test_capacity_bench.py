@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from benchmarks.capacity import certificate, plan
-from benchmarks.capacity.pgbench import PgbenchError, PgRun, parse_run
 from benchmarks.capacity.redisbench import parse_csv
+from benchmarks.capacity.run import pgbench_figures
 from benchmarks.capacity.stats import percentile, ratios, spread
 from scaling.model import Phase
 from scaling.stackconfig import parse
@@ -80,19 +80,46 @@ def test_statistics() -> None:
     assert ratios([1.0, 2.0, 3.0], [2.0, 0.0, 3.0]) == [0.5, 1.0]
 
 
-def test_tool_outputs_are_parsed() -> None:
-    out = (
-        "number of transactions actually processed: 9000\n"
-        "number of failed transactions: 2 (0.0%)\n"
-        "initial connection time = 812.345 ms\n"
-        "tps = 1234.567890 (without initial connection time)\n"
-    )
-    assert parse_run(out) == PgRun(1234.56789, 2, 812.345)
-    assert parse_run("number of transactions actually processed: 0\n") == PgRun(0.0, 0, None)
-    with pytest.raises(PgbenchError):
-        parse_run("connection to server failed")
+def test_redis_benchmark_csv_is_parsed() -> None:
     csv = '"test","rps","avg_latency_ms"\n"SET","81234.5","0.3"\n"GET","90000.0","0.2"\n'
     assert parse_csv(csv) == {"SET": 81234.5, "GET": 90000.0}
+
+
+def test_the_pooler_comparison_becomes_the_certificates_pgbench_part() -> None:
+    compared = {
+        "clients": 400,
+        "direct_clients": 40,
+        "seconds": 10,
+        "rounds": 3,
+        "threads": 2,
+        "scale": 10,
+        "baselines": ["direct"],
+        "hosts": {"direct": 1, "pooler": 2},
+        "workloads": {
+            "select-only": {
+                "tps": {"direct": [100.0, 0.0, 200.04], "pooler": [90.0, 50.0, 100.0]},
+                "login_seconds": {"direct": [0.1, 0.2, 0.1], "pooler": [1.2345, 3.0, 2.0]},
+                "failed": {"direct": 1, "pooler": 2},
+            }
+        },
+    }
+    figures = pgbench_figures(compared)
+    assert figures["pooler_clients"] == 400
+    assert figures["pooler_addresses"] == 2
+    assert figures["failed_transactions"] == 3
+    workload = figures["workloads"]["select-only"]
+    assert workload["direct_tps"] == [100.0, 0.0, 200.0]
+    assert workload["pooler_connect_ms"] == [1234, 3000, 2000]
+    # The round whose direct run did nothing gives no ratio.
+    assert workload["ratios"] == [0.9, 0.5]
+    assert workload["ratio"] == spread([0.9, 0.5])
+    # What the certificate reads from it.
+    cert = sample_certificate()
+    cert["pgbench"] = figures
+    assert "select-only 0.70x" in certificate.readme_table([cert])
+    markdown = certificate.render_markdown(cert)
+    assert "| select-only | 100 / 0 / 200 | 90 / 50 / 100 | 0.70x (0.50-0.90) |" in markdown
+    assert "400 clients through the pooler (spread evenly over its 2 addresses)" in markdown
 
 
 def sample_certificate() -> dict[str, Any]:
