@@ -324,7 +324,12 @@ def test_the_client_opens_counts_and_times_the_trip_load() -> None:
                 await connections.close_all(opened)
         return counts, figures, extensions
 
-    counts, figures, extensions = asyncio.run(scenario())
+    # A loop of its own: asyncio.run would unset the current loop the Pulumi tests rely on.
+    loop = asyncio.new_event_loop()
+    try:
+        counts, figures, extensions = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
     # drivers of trips 0, 1, 2 on a, b, a; rider k of trip t on (t + 1 + k) % 2: a, b
     # for each trip, so every trip's updates cross gateways
     assert counts["held"] == counts["attempted"] == count
