@@ -2,15 +2,19 @@
 
     python -m benchmarks.gateway_fanout [--trips 400] [--riders 4] [--seconds 15]
         [--gateways 2] [--rounds 1] [--variants before,after,...] [--baseline-ref REF]
+        [--compression deflate|none]
 
 Starts one ``redis-server`` on a free port, then for each variant (alternating, ``--rounds``
-times) starts the gateways, opens the trip load of :mod:`benchmarks.loadgen` from separate
-client processes (one driver and ``--riders`` riders per trip, one location per second per
-driver, riders on other gateways than their driver) and prints, per variant: connections
-held, fan-out latency p50/p90/p99/max measured by the clients (driver send -> rider receive,
-one clock), loss, error frames, the gateways' CPU (percent of one core and microseconds per
-delivered frame, and per update a driver sent, which does not depend on how fast the
-clients read) and memory (RSS growth per connection).
+times) starts the gateways and runs the capacity bench's client on them, connecting to the
+gateways directly: :mod:`benchmarks.capacity.connections` opens and counts the connections
+(one driver and ``--riders`` riders per trip, riders on other gateways than their driver),
+:mod:`benchmarks.capacity.trips` runs the trip load on them (one location per second per
+driver). It prints, per variant: connections held at the end, fan-out latency
+p50/p90/p99/max measured by the clients (driver send -> rider receive, one clock), loss,
+error frames, the gateways' CPU (percent of one core and microseconds per delivered frame,
+and per update a driver sent, which does not depend on how fast the clients read), memory
+(RSS growth per connection) and the client's own CPU (one process: near 100 % means the
+client, not the gateway, is the limit).
 
 Variants (``--variants``, comma-separated):
 
@@ -47,10 +51,13 @@ from typing import Any
 
 import psutil
 
-from benchmarks.loadgen import run_trip_load
+from benchmarks.capacity import connections, plan
+from benchmarks.capacity.trips import run_trip_load
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+OPEN_RATE = 2000.0  # connections started per second
+OPEN_CONCURRENCY = 200  # handshakes in flight
 
 
 def free_port() -> int:
@@ -212,6 +219,64 @@ def _sample(pids: list[int]) -> tuple[float, float, int]:
     return time.time(), cpu, rss
 
 
+def gateway_of(index: int, trips: int, gateways: int) -> int:
+    """The gateway of connection ``index`` (numbered as plan.members does): trip t's driver
+    on gateway t, its k-th rider on t + 1 + k (mod ``gateways``), so that updates cross
+    gateways through Redis as they do in production."""
+    if index < trips:
+        return index % gateways
+    rider, trip = divmod(index - trips, trips)
+    return (trip + 1 + rider) % gateways
+
+
+async def trip_load(urls: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Open the trips' connections to the gateways, run the trip load on them, count what
+    is held at the end; the figures flattened for the table."""
+    count = args.trips * (1 + args.riders)
+    opened = await connections.open_connections(
+        lambda i: urls[gateway_of(i, args.trips, len(urls))],
+        count,
+        source_for=lambda i: "127.0.0.1",
+        token_for=lambda i: None,  # the gateways run with GATEWAY_AUTH_MODE=disabled
+        rate=OPEN_RATE,
+        concurrency=OPEN_CONCURRENCY,
+        compression=None if args.compression == "none" else args.compression,
+    )
+    try:
+        figures = await run_trip_load(
+            {i: o.ws for i, o in opened.connections.items()},
+            plan.members(count, args.trips),
+            [f"bench-{t}" for t in range(args.trips)],
+            seconds=args.seconds,
+        )
+        counts = connections.tally(opened)
+    finally:
+        await connections.close_all(opened)
+    latency = figures["latency_ms"]
+    return {
+        "window_start": figures["window"][0],
+        "window_end": figures["window"][1],
+        "seconds": args.seconds,
+        "connections_opened": counts["opened"],
+        "connections_held": counts["held"],
+        "connections_refused": counts["refused"],
+        "connection_errors": counts["errors"],
+        "errors_by": counts["errors_by"],
+        "published": figures["sent"],
+        "expected_deliveries": figures["expected"],
+        "delivered": figures["received"],
+        "loss": figures["loss"] / figures["expected"] if figures["expected"] else None,
+        "error_frames": sum(figures["error_frames"].values()),
+        "error_samples": sorted(figures["error_frames"]),
+        "deliveries_per_second": figures["deliveries_per_second"],
+        "p50_ms": latency["p50"],
+        "p90_ms": latency["p90"],
+        "p99_ms": latency["p99"],
+        "max_ms": latency["max"],
+        "client_cpu_percent": figures["client_cpu_percent"],
+    }
+
+
 async def measure(
     variant: Variant, redis_port: int, args: argparse.Namespace, logdir: Path
 ) -> dict[str, Any]:
@@ -232,14 +297,7 @@ async def measure(
                 await asyncio.sleep(0.5)
 
         sampling = asyncio.create_task(sampler())
-        result = await run_trip_load(
-            [f"ws://127.0.0.1:{p}/" for p in ports],
-            trips=args.trips,
-            riders_per_trip=args.riders,
-            seconds=args.seconds,
-            warmup=args.warmup,
-            processes=args.client_processes,
-        )
+        result = await trip_load([f"ws://127.0.0.1:{p}/" for p in ports], args)
         sampling.cancel()
         window = [s for s in samples if result["window_start"] <= s[0] <= result["window_end"]]
         if len(window) >= 2:
@@ -250,7 +308,7 @@ async def measure(
             result["cpu_us_per_delivery"] = (
                 round(1e6 * cpu_share / per_second, 1) if per_second else None
             )
-            published = result["published"] / args.seconds
+            published = result["published"] / result["seconds"]
             result["cpu_us_per_update"] = (
                 round(1e6 * cpu_share / published, 1) if published else None
             )
@@ -267,7 +325,8 @@ async def measure(
 
 
 COLUMNS = (
-    ("connections_opened", "held"),
+    ("connections_opened", "opened"),
+    ("connections_held", "held"),
     ("connection_errors", "conn err"),
     ("p50_ms", "p50 ms"),
     ("p90_ms", "p90 ms"),
@@ -275,12 +334,12 @@ COLUMNS = (
     ("max_ms", "max ms"),
     ("loss", "loss"),
     ("error_frames", "err frames"),
-    ("closed_early", "closed"),
     ("deliveries_per_second", "deliv/s"),
     ("gateway_cpu_percent", "gw CPU %"),
     ("cpu_us_per_delivery", "gw us/deliv"),
     ("cpu_us_per_update", "gw us/update"),
     ("kb_per_connection", "KB/conn"),
+    ("client_cpu_percent", "client CPU %"),
 )
 
 
@@ -296,10 +355,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trips", type=int, default=400)
     parser.add_argument("--riders", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--gateways", type=int, default=2)
-    parser.add_argument("--client-processes", type=int, default=1)
+    parser.add_argument(
+        "--compression",
+        choices=("deflate", "none"),
+        default="deflate",
+        help="what the clients offer (browsers offer deflate); the gateway decides",
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--variants", default="before,after")
     parser.add_argument("--baseline-ref", default="HEAD")
@@ -333,8 +396,8 @@ def main() -> None:
     print(
         f"{args.trips} trips x ({args.riders} riders + 1 driver) = "
         f"{args.trips * (1 + args.riders)} connections over {args.gateways} gateway processes, "
-        f"1 location/s per driver, {args.seconds:g} s measured after {args.warmup:g} s; "
-        f"{args.client_processes} client process(es); "
+        f"1 location/s per driver for {args.seconds} s, one client process offering "
+        f"compression {args.compression}; "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
         f"Python {platform.python_version()}"
     )

@@ -4,6 +4,9 @@ count what happened to every attempt.
 Interface (what the capacity run uses; another client can stand in for it)::
 
     opened = await open_connections(url, count, source_for=..., token_for=..., rate=...)
+    # url: one URL (Nginx) or a function of the index (gateways directly, as
+    # benchmarks/gateway_fanout.py does); compression: what the client offers (None, or
+    # "deflate" as browsers do - the server decides)
     opened.connections        # the ones the gateway welcomed, by index
     opened.refused            # Counter: "http 429", "close 1013", ...
     opened.errors             # Counter: "timeout", "ConnectionResetError", ...
@@ -68,13 +71,18 @@ def close_reason(error: ConnectionClosed) -> tuple[bool, str]:
 
 
 async def _open_one(
-    url: str, index: int, address: str, token: str | None, result: OpenResult
+    url: str,
+    index: int,
+    address: str,
+    token: str | None,
+    compression: str | None,
+    result: OpenResult,
 ) -> None:
     try:
         ws = await connect(
             f"{url}?client_id=bench-{index}",
             subprotocols=_subprotocols(token),
-            compression=None,
+            compression=compression,
             proxy=None,
             open_timeout=OPEN_TIMEOUT,
             ping_interval=None,
@@ -131,23 +139,31 @@ async def _abort(ws: ClientConnection) -> None:
 
 
 async def open_connections(
-    url: str,
+    url: str | Callable[[int], str],
     count: int,
     *,
     source_for: Callable[[int], str],
     token_for: Callable[[int], str | None],
     rate: float,
     concurrency: int,
+    compression: str | None = None,
 ) -> OpenResult:
     """Open ``count`` connections, starting at most ``rate`` per second with at most
-    ``concurrency`` handshakes in flight."""
+    ``concurrency`` handshakes in flight. ``url`` is one URL for all, or the URL of
+    connection ``index``; ``compression`` is what the client offers."""
+
+    def url_for(index: int) -> str:
+        return url if isinstance(url, str) else url(index)
+
     result = OpenResult(attempted=count)
     gate = asyncio.Semaphore(concurrency)
     began = time.monotonic()
 
     async def attempt(index: int) -> None:
         async with gate:
-            await _open_one(url, index, source_for(index), token_for(index), result)
+            await _open_one(
+                url_for(index), index, source_for(index), token_for(index), compression, result
+            )
 
     tasks = []
     for index in range(count):

@@ -125,6 +125,8 @@ async def run_trip_load(
         process = psutil.Process()
         cpu_before, began = process.cpu_times(), time.monotonic()
         start = began + 0.5
+        # The sending window on the wall clock, for callers that sample other processes.
+        window_start = time.time() + 0.5
         per_driver = {d.trip: [0, 0] for d in drivers}  # trip -> [sent, failed]
         await asyncio.gather(
             *(
@@ -139,6 +141,7 @@ async def run_trip_load(
                 for i, d in enumerate(drivers)
             )
         )
+        window_end = time.time()
         expected = sum(sent * subscribed[trip] for trip, (sent, _) in per_driver.items())
         deadline = time.monotonic() + drain_seconds
         while sum(tally.received.values()) < expected and time.monotonic() < deadline:
@@ -167,8 +170,11 @@ async def run_trip_load(
         "expected": expected,
         "received": received,
         "loss": expected - received,
+        "deliveries_per_second": round(received / seconds, 1) if seconds else None,
+        "window": [window_start, window_end],
         "latency_ms": {
             "p50": _rounded(percentile(latencies, 0.50)),
+            "p90": _rounded(percentile(latencies, 0.90)),
             "p99": _rounded(percentile(latencies, 0.99)),
             "max": _rounded(max(latencies) if latencies else None),
             "samples": len(latencies),

@@ -3,6 +3,7 @@ how figures become verdicts, and the README table of the committed certificates.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from pathlib import Path
@@ -287,3 +288,89 @@ def test_bad_bench_options_are_refused_before_anything_starts(
     err = capsys.readouterr().err
     assert "bench launch: --trips: between 1 and 10 for 20 connections" in err
     assert not state.exists() and not (tmp_path / "out").exists()
+
+
+def test_the_client_opens_counts_and_times_the_trip_load() -> None:
+    """The one trip-load client (the bench's, and gateway_fanout's) against two stand-in
+    gateways on 127.0.0.1 that share their subscriptions as Redis would: every connection
+    is counted on the gateway that welcomed it, each trip's riders get every location their
+    driver sent, and the latencies are one per receipt."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    from benchmarks.capacity import connections
+    from benchmarks.capacity.trips import run_trip_load
+    from benchmarks.gateway_fanout import gateway_of
+
+    trips, riders = 3, 2
+    count = trips * (1 + riders)
+    subscribers: dict[str, set[ServerConnection]] = {}
+
+    def gateway(name: str) -> Any:
+        async def handler(ws: ServerConnection) -> None:
+            await ws.send(json.dumps({"type": "welcome", "gateway": name}))
+            async for raw in ws:
+                message = json.loads(raw)
+                if message["type"] == "subscribe":
+                    subscribers.setdefault(message["trip_id"], set()).add(ws)
+                    await ws.send(json.dumps({"type": "subscribed"}))
+                elif message["type"] == "location":
+                    for rider in subscribers.get(message["trip_id"], set()):
+                        await rider.send(raw)
+
+        return handler
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], list[str | None]]:
+        async with (
+            serve(gateway("a"), "127.0.0.1", 0) as a,
+            serve(gateway("b"), "127.0.0.1", 0) as b,
+        ):
+            urls = [f"ws://127.0.0.1:{s.sockets[0].getsockname()[1]}/" for s in (a, b)]
+            opened = await connections.open_connections(
+                lambda i: urls[gateway_of(i, trips, 2)],
+                count,
+                source_for=lambda i: "127.0.0.1",
+                token_for=lambda i: None,
+                rate=1000,
+                concurrency=10,
+                compression="deflate",
+            )
+            extensions = [
+                o.ws.response.headers.get("Sec-WebSocket-Extensions")
+                for o in opened.connections.values()
+                if o.ws.response is not None
+            ]
+            try:
+                figures = await run_trip_load(
+                    {i: o.ws for i, o in opened.connections.items()},
+                    plan.members(count, trips),
+                    [f"trip-{t}" for t in range(trips)],
+                    seconds=2,
+                )
+                counts = connections.tally(opened)
+            finally:
+                await connections.close_all(opened)
+        return counts, figures, extensions
+
+    # A loop of its own: asyncio.run would unset the current loop the Pulumi tests rely on.
+    loop = asyncio.new_event_loop()
+    try:
+        counts, figures, extensions = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    # drivers of trips 0, 1, 2 on a, b, a; rider k of trip t on (t + 1 + k) % 2: a, b
+    # for each trip, so every trip's updates cross gateways
+    assert counts["held"] == counts["attempted"] == count
+    assert counts["per_gateway"] == {"a": 5, "b": 4}
+    for trip in range(trips):
+        riding = [m.index for m in plan.members(count, trips) if m.trip == trip and not m.driver]
+        assert {gateway_of(i, trips, 2) for i in riding} == {0, 1}
+    assert len(extensions) == count
+    assert all(e is not None and "permessage-deflate" in e for e in extensions)
+    assert figures["riders_subscribed"] == trips * riders
+    assert figures["sent"] == trips * 2
+    assert figures["expected"] == figures["received"] == trips * 2 * riders
+    assert figures["loss"] == 0
+    latency = figures["latency_ms"]
+    assert latency["samples"] == figures["received"]
+    assert 0 <= latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert figures["window"][0] <= figures["window"][1]
