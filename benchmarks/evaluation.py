@@ -124,14 +124,19 @@ def _floor_resource(entry: Registered, opts: pulumi.ResourceOptions) -> pulumi.R
             required[missing.group(1)] = 1 if missing.group(1) in ("min", "max", "length") else "x"
 
 
+def _read_deployed_shape(stack: str) -> None:
+    """The StackReference read the real program makes first (its own last outputs)."""
+    organization = pulumi.get_organization() or "organization"
+    reference = pulumi.StackReference(f"{organization}/sikka-scaling/{stack}")
+    _sync_await(reference.get_output_details("deployedShape"))
+
+
 def floor_program(stack: str, resources: list[Registered]) -> Callable[[], None]:
     """A program registering ``resources`` (same classes, names and parents, in the same
     order) with trivial inputs, after the same StackReference read."""
 
     def program() -> None:
-        organization = pulumi.get_organization() or "organization"
-        reference = pulumi.StackReference(f"{organization}/sikka-scaling/{stack}")
-        _sync_await(reference.get_output_details("deployedShape"))
+        _read_deployed_shape(stack)
         by_urn: dict[str, pulumi.Resource] = {}
         for entry in resources:
             opts = pulumi.ResourceOptions(parent=by_urn.get(entry.parent))
@@ -146,9 +151,7 @@ def inputs_program(stack: str, resources: list[Registered]) -> Callable[[], None
     the SDK and the mocks, without the providers' classes or any code of ours."""
 
     def program() -> None:
-        organization = pulumi.get_organization() or "organization"
-        reference = pulumi.StackReference(f"{organization}/sikka-scaling/{stack}")
-        _sync_await(reference.get_output_details("deployedShape"))
+        _read_deployed_shape(stack)
         by_urn: dict[str, pulumi.Resource] = {}
         for entry in resources:
             opts = pulumi.ResourceOptions(parent=by_urn.get(entry.parent))

@@ -70,6 +70,13 @@ def close_reason(error: ConnectionClosed) -> tuple[bool, str]:
     return True, f"close {received.code}"
 
 
+def _count_close(result: OpenResult, closed: ConnectionClosed) -> None:
+    """A connection closed before its welcome: a refusal (a close code the gateway or Nginx
+    refuses with) or an error, under its label."""
+    is_refusal, label = close_reason(closed)
+    (result.refused if is_refusal else result.errors)[label] += 1
+
+
 async def _open_one(
     url: str,
     index: int,
@@ -93,8 +100,7 @@ async def _open_one(
         result.refused[f"http {refused.response.status_code}"] += 1
         return
     except ConnectionClosed as closed:
-        is_refusal, label = close_reason(closed)
-        (result.refused if is_refusal else result.errors)[label] += 1
+        _count_close(result, closed)
         return
     except TimeoutError:
         result.errors["timeout"] += 1
@@ -108,8 +114,7 @@ async def _open_one(
     try:
         first = await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT)
     except ConnectionClosed as closed:
-        is_refusal, label = close_reason(closed)
-        (result.refused if is_refusal else result.errors)[label] += 1
+        _count_close(result, closed)
         return
     except TimeoutError:
         result.errors["no welcome"] += 1
