@@ -90,9 +90,7 @@ def main() -> int:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     soft, _ = raise_open_files_limit(
-        needed_open_files(
-            settings.max_connections, settings.redis_max_connections, settings.processes
-        )
+        needed_open_files(settings.max_connections, settings.redis_max_connections)
     )
     cap = connection_cap(settings.max_connections, settings.redis_max_connections, soft)
     if cap < settings.max_connections:

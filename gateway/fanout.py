@@ -107,7 +107,6 @@ class FanoutBackend(ABC):
         publish_slots: int | None = None,
     ) -> None:
         self._on_message = on_message
-        self.max_connections = max_connections
         # Publishes in flight at once (the others wait): by default one per pooled
         # connection; backends that pipeline publishes over one connection allow more.
         slots = publish_slots or max(1, max_connections - RESERVED_CONNECTIONS)

@@ -27,10 +27,10 @@ SPARE_FILES = 256
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-def needed_open_files(max_connections: int, redis_connections: int, processes: int) -> int:
-    """Descriptors one gateway process needs: its share of the clients (the whole
-    limit, since SO_REUSEPORT does not balance exactly), its Redis pool and spares."""
-    del processes  # each process may end up holding any share of the connections
+def needed_open_files(max_connections: int, redis_connections: int) -> int:
+    """Descriptors one gateway process needs, however many share the port: all of the
+    clients (SO_REUSEPORT does not balance exactly, so any process may end up holding
+    any share of them), its Redis pool and spares."""
     return max_connections + redis_connections + SPARE_FILES
 
 

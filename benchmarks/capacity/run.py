@@ -28,7 +28,7 @@ from psycopg.conninfo import make_conninfo
 from benchmarks import pooler
 from benchmarks.capacity import certificate, connections, machine, plan, redisbench, stats
 from benchmarks.capacity.trips import run_trip_load
-from scaling.local import runner
+from scaling.local import limits, runner
 from scaling.local.credentials import generate_password
 from scaling.local.redis import binaries
 from scaling.local.tokens import mint
@@ -84,16 +84,14 @@ def _signals_ignored() -> Iterator[None]:
 
 def ensure_descriptors(needed: int) -> int:
     """Raise this process's open-file soft limit to ``needed`` (up to the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return soft
-    if hard != resource.RLIM_INFINITY and hard < needed:
+    soft, hard = limits.limit_for(needed)
+    if soft != resource.RLIM_INFINITY and soft < needed:
         raise BenchError(
             f"--connections needs {needed} open files and the hard limit is {hard}: "
             f"raise it (ulimit -Hn {needed}) or pass fewer --connections"
         )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-    return needed
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
 
 
 def token_factory(

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_needed_and_cap() -> None:
-    assert needed_open_files(10_000, 64, 1) == 10_000 + 64 + SPARE_FILES
+    assert needed_open_files(10_000, 64) == 10_000 + 64 + SPARE_FILES
     assert connection_cap(10_000, 64, 1_048_576) == 10_000
     assert connection_cap(10_000, 64, 1024) == 1024 - 64 - SPARE_FILES
     assert connection_cap(10_000, 64, 100) == 1

@@ -84,7 +84,5 @@ def test_the_gateway_needs_what_the_platforms_give_it() -> None:
     assert need is not None
     # The platforms give at least what the gateway asks for itself (a cluster's pool is
     # per master, so the platform figure counts it once per master).
-    own = needed_open_files(
-        spec.gateway.connections_per_replica, redis_max_connections(spec), spec.gateway.processes
-    )
+    own = needed_open_files(spec.gateway.connections_per_replica, redis_max_connections(spec))
     assert need.files == own + redis_max_connections(spec) * (spec.redis.masters - 1)
