@@ -19,7 +19,9 @@ LAYERS = {
     "scaling.rules": 0,
     "scaling.stackconfig": 0,
     "scaling.stackfiles": 0,
+    "scaling.metrics.model": 0,  # the records sources produce and the advisor judges
     "scaling.render": 1,
+    "scaling.advisor": 1,  # pure decisions over measurements; the alert rules share its table
     "scaling.topology": 2,
     "scaling.docker": 3,
     "scaling.kubernetes": 3,
