@@ -14,6 +14,7 @@ from scaling import stackfiles
 from scaling.bundle import render_bundle
 from scaling.issues import ConfigError, one_line
 from scaling.local.cli import local_app
+from scaling.metrics.cli import check as check_command
 from scaling.model import PhaseSpec
 from scaling.stackconfig import load_stack_file
 
@@ -253,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # The local runner (scaling/local): `sikka-scaling local up|down|status <stack>`.
 app.add_typer(local_app, name="local")
+# Measuring a live phase (scaling/metrics): `sikka-scaling check <stack>`.
+app.command("check")(check_command)
 
 
 if __name__ == "__main__":

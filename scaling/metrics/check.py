@@ -1,0 +1,114 @@
+"""`sikka-scaling check`: measure a live phase, keep the evidence, judge it, report it.
+
+The I/O of the check lives here and in the sources (:mod:`.direct`, :mod:`.prometheus`);
+every decision — the level of a reading, whether a breach was sustained over the window,
+what to recommend — is the advisor's (scaling/advisor), fed with the Samples gathered here:
+the direct mode's history file, or Prometheus's range queries over the window.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scaling.advisor.levels import Judgement, Level, judge_all
+from scaling.metrics import direct, history
+from scaling.metrics import prometheus as prom
+from scaling.metrics.endpoints import Endpoints
+from scaling.metrics.exitcodes import CheckExit
+from scaling.metrics.model import Sample
+from scaling.model import PhaseSpec
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one check gathered: the latest Sample and the evidence over the window."""
+
+    latest: Sample
+    window: tuple[Sample, ...]  # oldest first, the latest included
+    notes: tuple[str, ...] = ()
+    history_file: str | None = None
+    damaged: tuple[str, ...] = field(default=())
+
+
+def pulumi_note() -> str | None:
+    """Stack outputs need the Pulumi CLI; said plainly when it is not there."""
+    if shutil.which("pulumi") is None:
+        return (
+            "the Pulumi CLI is not on PATH: endpoints come from --local, --endpoints or the "
+            "single-part flags, not from the stack's outputs"
+        )
+    return None
+
+
+def observe_direct(
+    endpoints: Endpoints,
+    spec: PhaseSpec,
+    window: float,
+    history_file: Path | None,
+) -> Observation:
+    """Measure every part now, append the Sample to the history, read the window back."""
+    measured = direct.measure(endpoints, spec)
+    notes = list(measured.notes)
+    if history_file is None:
+        return Observation(measured.sample, (measured.sample,), tuple(notes))
+    history.append(history_file, measured.sample)
+    past = history.read(history_file, since=measured.sample.at - window)
+    return Observation(
+        measured.sample,
+        past.samples or (measured.sample,),
+        tuple(notes),
+        str(history_file),
+        past.damaged,
+    )
+
+
+def observe_prometheus(url: str, spec: PhaseSpec, window: float, step: float) -> Observation:
+    client = prom.Client(url)
+    try:
+        now = time.time()
+        latest = prom.instant_sample(client, spec, now)
+        samples = prom.range_samples(client, spec, window, step, now) if window > 0 else []
+    finally:
+        client.close()
+    ranged = [s for s in samples if s.at < latest.at]
+    return Observation(latest, (*ranged, latest))
+
+
+def judged(observation: Observation, spec: PhaseSpec) -> list[Judgement]:
+    return judge_all(observation.latest.readings, spec)
+
+
+def exit_code(judgements: list[Judgement], recommended: bool) -> CheckExit:
+    """The highest code that applies (see :class:`CheckExit`)."""
+    levels = {j.level for j in judgements}
+    if Level.UNREACHABLE in levels:
+        return CheckExit.UNREACHABLE
+    if recommended:
+        return CheckExit.RECOMMENDED
+    if Level.CRITICAL in levels:
+        return CheckExit.CRITICAL
+    if Level.WARNING in levels:
+        return CheckExit.WARNING
+    return CheckExit.OK
+
+
+def reading_row(j: Judgement) -> dict[str, Any]:
+    r = j.reading
+    return {
+        "key": r.key,
+        "tier": r.tier,
+        "instance": r.instance,
+        "value": r.value,
+        "limit": r.limit,
+        "unit": r.unit,
+        "percent": None if j.percent is None else round(j.percent, 2),
+        "level": None if j.level is None else j.level.value,
+        "warning_from": None if j.band is None else round(j.band.warning_from, 2),
+        "critical_from": None if j.band is None else j.band.critical_from,
+        "threshold_key": None if j.band is None else f"sikka:{j.band.config_key}",
+        "error": r.error,
+    }
