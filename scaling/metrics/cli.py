@@ -146,7 +146,7 @@ def _part_flags(
         "postgres": hostports(postgres, "--postgres"),
         "poolers": hostports(pgbouncer, "--pgbouncer"),
         "redis": hostports(redis, "--redis"),
-        "gateways": tuple(gateway) if gateway else None,
+        "gateways": tuple((url,) for url in gateway) if gateway else None,
         "nginx": tuple(nginx) if nginx else None,
         "host": False if no_host else None,
     }

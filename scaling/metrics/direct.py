@@ -66,16 +66,14 @@ def probes(endpoints: Endpoints, spec: PhaseSpec | None) -> list[tuple[Reading, 
             "bytes",
             partial(redis.probe_node, node, e.redis_password),
         )
-    per_process = None
-    if spec is not None:
-        per_process = float(spec.gateway.connections_per_replica // spec.gateway.processes)
-    for url in e.gateways:
+    per_gateway = float(spec.gateway.connections_per_replica) if spec is not None else None
+    for urls in e.gateways:
         add(
             "gateway.connections",
             "gateway",
-            url,
+            urls[0],
             "connections",
-            partial(gateway.probe_gateway, url, per_process),
+            partial(gateway.probe_gateway, urls, per_gateway),
         )
     capacity = float(spec.nginx.instance_capacity) if spec is not None else None
     for url in e.nginx:

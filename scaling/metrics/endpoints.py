@@ -46,7 +46,8 @@ class Endpoints:
     redis: tuple[HostPort, ...] = ()  # every data node (masters, replicas)
     sentinels: tuple[HostPort, ...] = ()
     redis_password: str | None = field(default=None, repr=False)
-    gateways: tuple[str, ...] = ()  # every /metrics URL (one per gateway process)
+    # Every gateway: the /metrics URLs of its processes (worker i on metrics_port + i).
+    gateways: tuple[tuple[str, ...], ...] = ()
     nginx: tuple[str, ...] = ()  # every stub_status URL
     prometheus: str | None = None
     host: bool = True  # probe this machine with psutil
@@ -128,9 +129,7 @@ def from_summary(
     sentinels = [parse_hostport(n, "redis.sentinels") for n in redis.get("sentinels", [])]
     processes = spec.gateway.processes if spec is not None else 1
     gateways = [
-        url
-        for g in doc.get("gateways", [])
-        for url in _gateway_metrics(str(g["metrics_url"]), processes)
+        tuple(_gateway_metrics(str(g["metrics_url"]), processes)) for g in doc.get("gateways", [])
     ]
     nginx = doc.get("nginx") or {}
     prometheus = (doc.get("prometheus") or {}).get("url")

@@ -137,7 +137,11 @@ def measures(spec: PhaseSpec) -> list[Measure]:
             "gateway",
             "connections",
             "max by (instance) (gateway_open_connections)",
-            "max by (instance) (gateway_connection_limit)",
+            # The gateway's own cap; a gateway that does not export it is judged against
+            # the stack's gateway.maxConnections.
+            "max by (instance) (gateway_connection_limit)"
+            " or max by (instance) (gateway_open_connections) * 0"
+            f" + {spec.gateway.connections_per_replica}",
         ),
         Measure(
             "gateway.active_trips",

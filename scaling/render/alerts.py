@@ -4,9 +4,8 @@ Every rule watches what the checker reads under one reading key, and takes its n
 :mod:`scaling.advisor.levels` for that key: a ``...High`` rule (severity ``critical``) at the
 phase's threshold and an ``...Elevated`` rule (severity ``warning``) where the warning band
 starts, both held for the sustained window. So an alert fires exactly where the checker says
-"critical: past this, promote", and no number is written twice. Metric names are those of
-node_exporter, postgres_exporter, redis_exporter, nginx-prometheus-exporter and the
-reference gateway's own /metrics.
+"critical: past this, promote", and no number is written twice. The PromQL of each key is
+:mod:`scaling.metrics.queries`: the very expressions the Prometheus check queries.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 
 from scaling.advisor.levels import SUSTAINED_SECONDS, Level, band_for
+from scaling.metrics.queries import measure
 from scaling.model import PhaseSpec
 
 SUSTAINED = f"{SUSTAINED_SECONDS // 60}m"  # a spike is not a reason to promote
@@ -26,7 +26,6 @@ SUSTAINED = f"{SUSTAINED_SECONDS // 60}m"  # a spike is not a reason to promote
 class _Watch:
     name: str  # the rules are <name>High and <name>Elevated
     key: str  # the reading key the checker judges with the same band
-    expr: str  # a percentage of the limit
     summary: str
 
 
@@ -37,6 +36,7 @@ def _number(value: float) -> str:
 def _rules(watch: _Watch, spec: PhaseSpec) -> list[dict[str, Any]]:
     band = band_for(watch.key, spec)
     assert band is not None, f"no threshold judges {watch.key}"
+    expr = measure(spec, watch.key).percent()
     nxt = spec.phase.next
     action = f"promote to the {nxt.value} stack" if nxt else "optimise or add shards/nodes"
     phase = spec.phase.value
@@ -44,7 +44,7 @@ def _rules(watch: _Watch, spec: PhaseSpec) -> list[dict[str, Any]]:
     return [
         {
             "alert": f"{watch.name}High",
-            "expr": f"{watch.expr} >= {threshold}",
+            "expr": f"{expr} >= {threshold}",
             "for": SUSTAINED,
             "labels": {"severity": Level.CRITICAL.value, "phase": phase},
             "annotations": {
@@ -55,7 +55,7 @@ def _rules(watch: _Watch, spec: PhaseSpec) -> list[dict[str, Any]]:
         },
         {
             "alert": f"{watch.name}Elevated",
-            "expr": f"{watch.expr} >= {start}",
+            "expr": f"{expr} >= {start}",
             "for": SUSTAINED,
             "labels": {"severity": Level.WARNING.value, "phase": phase},
             "annotations": {
@@ -68,44 +68,35 @@ def _rules(watch: _Watch, spec: PhaseSpec) -> list[dict[str, Any]]:
 
 
 def _watches(spec: PhaseSpec) -> list[_Watch]:
-    gw, nginx = spec.gateway, spec.nginx
+    gw = spec.gateway
     return [
         _Watch(
-            "HostCpu",
-            "host.cpu",
-            '100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m])))',
-            "CPU use of {{ $labels.instance }} is {{ $value | humanize }} %",
+            "HostCpu", "host.cpu", "CPU use of {{ $labels.instance }} is {{ $value | humanize }} %"
         ),
         _Watch(
             "HostMemory",
             "host.memory",
-            "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)",
             "Memory use of {{ $labels.instance }} is {{ $value | humanize }} %",
         ),
         _Watch(
             "PostgresConnections",
             "postgres.connections",
-            "100 * sum by (instance) (pg_stat_activity_count)"
-            " / on (instance) max by (instance) (pg_settings_max_connections)",
             "PostgreSQL {{ $labels.instance }} uses {{ $value | humanize }} % of max_connections",
         ),
         _Watch(
             "GatewayConnections",
             "gateway.connections",
-            f"100 * gateway_open_connections / {gw.connections_per_replica}",
             "Gateway {{ $labels.instance }} holds {{ $value | humanize }} % of its "
             f"{gw.connections_per_replica} WebSocket connections",
         ),
         _Watch(
             "NginxConnections",
             "nginx.connections",
-            f"100 * nginx_connections_active / {nginx.instance_capacity}",
             "Nginx {{ $labels.instance }} uses {{ $value | humanize }} % of its worker connections",
         ),
         _Watch(
             "RedisMemory",
             "redis.memory",
-            "100 * redis_memory_used_bytes / (redis_memory_max_bytes > 0)",
             "Redis {{ $labels.instance }} uses {{ $value | humanize }} % of maxmemory",
         ),
     ]

@@ -1,11 +1,12 @@
-"""Every gateway process's /metrics (Prometheus text, parsed with prometheus_client's own
-parser): open WebSockets against ``gateway_connection_limit``, active trip channels, and the
-messages in and out per second — the counters scraped twice, :data:`RATE_INTERVAL` apart."""
+"""Every gateway's /metrics, from each of its processes (Prometheus text, parsed with
+prometheus_client's own parser): open WebSockets against ``gateway_connection_limit``, active
+trip channels, and the messages in and out per second — the counters scraped twice,
+:data:`RATE_INTERVAL` apart."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,59 +29,52 @@ def parse(text: str) -> dict[str, float]:
 
 def readings_from(
     instance: str,
-    first: Mapping[str, float],
-    second: Mapping[str, float],
+    first: Sequence[Mapping[str, float]],
+    second: Sequence[Mapping[str, float]],
     seconds: float,
     fallback_limit: float | None = None,
 ) -> tuple[list[Reading], list[str]]:
-    """Readings of two scrapes ``seconds`` apart (gauges from the second)."""
+    """Readings of one gateway from two scrapes of each of its processes, ``seconds``
+    apart. Its processes' figures add up, except ``gateway_connection_limit``: the cap they
+    share, which every process reports (taken once)."""
     notes: list[str] = []
-    limit = second.get("gateway_connection_limit")
-    if limit is None:
-        limit = fallback_limit
+    limits = [s["gateway_connection_limit"] for s in second if "gateway_connection_limit" in s]
+    limit = max(limits) if limits else fallback_limit
+    if not limits:
         notes.append(
             f"gateway {instance}: exports no gateway_connection_limit; judged against the "
-            f"stack's connectionsPerReplica ({fallback_limit})"
+            f"stack's gateway.maxConnections ({fallback_limit})"
         )
-    if "gateway_open_connections" not in second:
+    if not second or any("gateway_open_connections" not in s for s in second):
+        missing = "no gateway_open_connections in its /metrics"
         return [
-            unreachable(
-                "gateway.connections",
-                "gateway",
-                instance,
-                "no gateway_open_connections in its /metrics",
-                "connections",
-            )
+            unreachable("gateway.connections", "gateway", instance, missing, "connections")
         ], notes
+
+    def total(scrapes: Sequence[Mapping[str, float]], name: str) -> float:
+        return sum(s[name] for s in scrapes)
+
     readings = [
         Reading(
             "gateway.connections",
             "gateway",
             instance,
-            second["gateway_open_connections"],
+            total(second, "gateway_open_connections"),
             limit or None,
             "connections",
         ),
     ]
-    if "gateway_active_trips" in second:
-        readings.append(
-            Reading(
-                "gateway.active_trips",
-                "gateway",
-                instance,
-                second["gateway_active_trips"],
-                None,
-                "trips",
-            )
-        )
+    if all("gateway_active_trips" in s for s in second):
+        trips = total(second, "gateway_active_trips")
+        readings.append(Reading("gateway.active_trips", "gateway", instance, trips, None, "trips"))
     else:
         notes.append(f"gateway {instance}: exports no gateway_active_trips")
     for key, name in (
         ("gateway.messages_in", "gateway_messages_in_total"),
         ("gateway.messages_out", "gateway_messages_out_total"),
     ):
-        if name in first and name in second and seconds > 0:
-            rate = max(second[name] - first[name], 0.0) / seconds
+        if seconds > 0 and all(name in s for s in (*first, *second)):
+            rate = max(total(second, name) - total(first, name), 0.0) / seconds
             readings.append(Reading(key, "gateway", instance, rate, None, "messages/s"))
     return readings, notes
 
@@ -90,20 +84,26 @@ def _instance(url: str) -> str:
 
 
 def probe_gateway(
-    url: str, fallback_limit: float | None = None, interval: float = RATE_INTERVAL
+    urls: Sequence[str], fallback_limit: float | None = None, interval: float = RATE_INTERVAL
 ) -> tuple[list[Reading], list[str]]:
-    instance = _instance(url)
+    """One gateway: the /metrics of each of its processes (worker i on metrics_port + i)."""
+    instance = _instance(urls[0])
     try:
         with httpx.Client(timeout=TIMEOUT) as client:
+
+            def scrape() -> list[dict[str, float]]:
+                found = []
+                for url in urls:
+                    response = client.get(url)
+                    response.raise_for_status()
+                    found.append(parse(response.text))
+                return found
+
             start = time.monotonic()
-            first = client.get(url)
-            first.raise_for_status()
+            first = scrape()
             time.sleep(interval)
-            second = client.get(url)
-            second.raise_for_status()
+            second = scrape()
             seconds = time.monotonic() - start
-        return readings_from(
-            instance, parse(first.text), parse(second.text), seconds, fallback_limit
-        )
+        return readings_from(instance, first, second, seconds, fallback_limit)
     except (httpx.HTTPError, ValueError) as error:
         return [unreachable("gateway.connections", "gateway", instance, error, "connections")], []
