@@ -99,7 +99,9 @@ def test_warning_runs(launch: PhaseSpec) -> None:
 def test_instances_are_separate(launch: PhaseSpec) -> None:
     hot = _history([90] * 11, instance="primary")
     cool = _history([10] * 11, instance="replica")
-    merged = [Sample(a.at, "direct", a.readings + b.readings) for a, b in zip(hot, cool, strict=True)]
+    merged = [
+        Sample(a.at, "direct", a.readings + b.readings) for a, b in zip(hot, cool, strict=True)
+    ]
     assert [b.instance for b in sustained_breaches(merged, launch)] == ["primary"]
 
 
