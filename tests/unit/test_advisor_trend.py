@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from scaling.advisor.trend import Point, fit, soonest, trends
@@ -9,7 +11,7 @@ from scaling.metrics.model import Reading, Sample
 from scaling.stackconfig import parse
 
 
-def _points(values: list[float], step: float = 60.0) -> list[Point]:
+def _points(values: Sequence[float], step: float = 60.0) -> list[Point]:
     return [Point(1_790_000_000 + i * step, v) for i, v in enumerate(values)]
 
 

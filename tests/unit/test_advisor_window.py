@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from scaling.advisor.levels import SUSTAINED_SECONDS, Level
@@ -19,7 +21,7 @@ def launch() -> PhaseSpec:
 
 
 def _history(
-    percents: list[float | None], *, step: float = 60.0, instance: str = "pg"
+    percents: Sequence[float | None], *, step: float = 60.0, instance: str = "pg"
 ) -> list[Sample]:
     """One postgres.connections reading (limit 100) per sample; None = unreachable."""
     return [
