@@ -1,7 +1,7 @@
 """Levels of a measurement, from the phase's own thresholds: the one table the alert rules
 (:mod:`scaling.render.alerts`) read too, so the checker and Prometheus cannot disagree.
 
-Which threshold judges a reading is decided by the last segment of its key:
+Which threshold judges a reading is decided by the last word of its key:
 
 ==================  ==================================  =====================================
 key ends in         threshold (``sikka:thresholds.*``)  examples
@@ -9,7 +9,8 @@ key ends in         threshold (``sikka:thresholds.*``)  examples
 ``cpu``             ``cpuPercent``                      host.cpu
 ``memory``          ``memoryPercent``                   host.memory, redis.memory
 ``connections``     ``connectionsPercent``              postgres.connections, gateway.connections,
-                                                        nginx.connections
+                                                        nginx.connections,
+                                                        pgbouncer.server_connections
 ``clients``         ``connectionsPercent``              pgbouncer.clients, redis.clients
 ==================  ==================================  =====================================
 
@@ -85,8 +86,9 @@ class Band:
 
 
 def threshold_field(key: str) -> str | None:
-    """The Thresholds field that judges readings with this key, if any."""
-    return DIMENSIONS.get(key.rsplit(".", 1)[-1])
+    """The Thresholds field that judges readings with this key, if any: by the last word of
+    its last segment ("pgbouncer.server_connections" is judged as connections)."""
+    return DIMENSIONS.get(key.rsplit(".", 1)[-1].rsplit("_", 1)[-1])
 
 
 def band_for(key: str, spec: PhaseSpec) -> Band | None:
