@@ -22,6 +22,9 @@ from scaling.metrics.exitcodes import CheckExit
 from scaling.metrics.model import Sample
 from scaling.model import PhaseSpec
 
+# How far back the evidence reaches, in windows: a run covering the window starts before it.
+EVIDENCE_SPAN = 2
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -56,7 +59,9 @@ def observe_direct(
     if history_file is None:
         return Observation(measured.sample, (measured.sample,), tuple(notes))
     history.append(history_file, measured.sample)
-    past = history.read(history_file, since=measured.sample.at - window)
+    # A breach covers the window when its run starts at least `window` before the latest
+    # sample: the samples just before the window's start are part of the evidence.
+    past = history.read(history_file, since=measured.sample.at - EVIDENCE_SPAN * window)
     return Observation(
         measured.sample,
         past.samples or (measured.sample,),
@@ -71,7 +76,8 @@ def observe_prometheus(url: str, spec: PhaseSpec, window: float, step: float) ->
     try:
         now = time.time()
         latest = prom.instant_sample(client, spec, now)
-        samples = prom.range_samples(client, spec, window, step, now) if window > 0 else []
+        span = EVIDENCE_SPAN * window
+        samples = prom.range_samples(client, spec, span, step, now) if window > 0 else []
     finally:
         client.close()
     ranged = [s for s in samples if s.at < latest.at]

@@ -50,7 +50,14 @@ HistoryOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document")]
-Multi = Annotated[list[str] | None, typer.Option()]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="A stack value the phase was started with (`local up --set`), e.g. "
+        "gateway.connectionsPerReplica=10 (repeatable)",
+    ),
+]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 
@@ -78,12 +85,13 @@ def _resolve(
     prometheus: str | None,
     state_dir: Path | None,
     parts: dict[str, Any],
+    overrides: list[str],
 ) -> tuple[Any, Any, Path]:
     """(spec, endpoints or None for Prometheus, the stack's state folder)."""
     from scaling.issues import ConfigError
+    from scaling.local.runner import load_spec, parse_set_options
     from scaling.local.state import state_dir_for
     from scaling.metrics import endpoints as ep
-    from scaling.stackconfig import load_stack_file
     from scaling.stackfiles import StackFileNotFound, stack_name, stack_path
 
     chosen = [
@@ -105,8 +113,8 @@ def _resolve(
     except StackFileNotFound as error:
         raise typer.BadParameter(str(error), param_hint="STACK") from None
     try:
-        spec = load_stack_file(path)
-    except ConfigError as error:
+        spec = load_spec(path, parse_set_options(overrides))
+    except (ConfigError, ValueError) as error:
         raise _fail(str(error)) from None
     folder = state_dir_for(name, state_dir)
     if prometheus:
@@ -183,6 +191,7 @@ def check(
     ] = None,
     as_json: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    overrides: SetOpt = None,
     postgres: Annotated[
         list[str] | None,
         typer.Option("--postgres", help="A PostgreSQL member HOST:PORT (repeatable; $PGPASSWORD)"),
@@ -228,6 +237,7 @@ def check(
         prometheus=prometheus,
         state_dir=state_dir,
         parts=parts,
+        overrides=overrides or [],
     )
     if prometheus and (watch or history_file):
         raise typer.BadParameter(

@@ -138,7 +138,7 @@ def measures(spec: PhaseSpec) -> list[Measure]:
             "connections",
             "max by (instance) (gateway_open_connections)",
             # The gateway's own cap; a gateway that does not export it is judged against
-            # the stack's gateway.maxConnections.
+            # the stack's gateway.connectionsPerReplica.
             "max by (instance) (gateway_connection_limit)"
             " or max by (instance) (gateway_open_connections) * 0"
             f" + {spec.gateway.connections_per_replica}",

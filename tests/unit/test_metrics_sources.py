@@ -73,7 +73,7 @@ def test_gateway_without_its_cap_is_judged_against_the_stack() -> None:
     assert readings[0].limit == 500
     assert notes == [
         "gateway gw:9102: exports no gateway_connection_limit; judged against the stack's "
-        "gateway.maxConnections (500)"
+        "gateway.connectionsPerReplica (500)"
     ]
 
 

@@ -43,7 +43,7 @@ def readings_from(
     if not limits:
         notes.append(
             f"gateway {instance}: exports no gateway_connection_limit; judged against the "
-            f"stack's gateway.maxConnections ({fallback_limit})"
+            f"stack's gateway.connectionsPerReplica ({fallback_limit})"
         )
     if not second or any("gateway_open_connections" not in s for s in second):
         missing = "no gateway_open_connections in its /metrics"
