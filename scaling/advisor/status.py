@@ -20,6 +20,10 @@
 
 ``summary`` is the short form: phase, next phase, verdict and exit code, utilisation,
 progress, time to the next phase and the immediate recommendations' titles.
+
+``check`` (:func:`check_document`) is what ``check --json`` prints: one row per reading of
+the latest sample with its level and band, the runs over the window (sustained breaches,
+pending ones, sustained warnings), the estimate, the recommendations and the verdict.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from scaling.advisor.levels import SUSTAINED_SECONDS, Judgement, Level, band_for
 from scaling.advisor.recommend import Advice, Bucket, duration, recommend
 from scaling.advisor.trend import trends
 from scaling.advisor.verdict import Outcome, decide
+from scaling.advisor.window import Run
 from scaling.metrics.model import ReadinessCheck, Sample
 from scaling.model import PhaseSpec
 
@@ -271,4 +276,67 @@ def summary_document(a: Assessment) -> dict[str, Any]:
         "progressPercentage": full["phaseProgress"]["progressPercentage"],
         "estimatedTimeToNextPhase": full["timeline"]["estimatedTimeToNextPhase"],
         "immediate": [r["title"] for r in full["recommendations"]["immediate"]],
+    }
+
+
+def _run(run: Run) -> dict[str, Any]:
+    return {
+        "key": run.key,
+        "instance": run.instance,
+        "level": run.level.value,
+        "thresholdKey": run.band.config_key,
+        "levelFrom": run.start,
+        "since": _iso(run.since),
+        "seconds": round(run.duration, 1),
+        "window": run.window,
+        "samples": run.samples,
+        "latest": round(run.latest, 1),
+        "peak": round(run.peak, 1),
+        "over": round(run.over, 1),
+        "sustained": run.sustained,
+    }
+
+
+def check_document(a: Assessment) -> dict[str, Any]:
+    est = estimate(a.latest or Sample(0.0, "direct", ()), a.spec)
+    return {
+        "stack": a.advice.stack,
+        "phase": a.spec.phase.value,
+        "nextStack": a.advice.next_stack,
+        "measuredAt": _iso(a.latest.at if a.latest else None),
+        "source": a.latest.source if a.latest else None,
+        "samples": len(a.history),
+        "readings": [
+            {
+                "key": j.reading.key,
+                "tier": j.reading.tier,
+                "instance": j.reading.instance,
+                "value": j.reading.value,
+                "limit": j.reading.limit,
+                "unit": j.reading.unit,
+                "percent": None if j.percent is None else round(j.percent, 1),
+                "level": None if j.level is None else j.level.value,
+                "warningFrom": None if j.band is None else j.band.warning_from,
+                "criticalFrom": None if j.band is None else j.band.critical_from,
+                "thresholdKey": None if j.band is None else j.band.config_key,
+                "error": j.reading.error,
+            }
+            for j in a.judgements
+        ],
+        "breaches": [_run(r) for r in a.advice.breaches],
+        "pending": [_run(r) for r in a.advice.pending],
+        "warnings": [_run(r) for r in a.advice.warnings],
+        "estimate": {
+            "concurrentUsers": est.concurrent_users,
+            "maxConcurrentUsers": est.max_concurrent_users,
+            "concurrentTrips": est.concurrent_trips,
+            "maxConcurrentTrips": est.max_concurrent_trips,
+            "utilizationPercentage": est.utilization_percentage,
+        },
+        "recommendations": {
+            bucket.value: [r.to_dict() for r in a.advice.bucket(bucket)] for bucket in Bucket
+        },
+        "verdict": a.outcome.verdict.label,
+        "exitCode": a.outcome.exit_code,
+        "reasons": list(a.outcome.reasons),
     }

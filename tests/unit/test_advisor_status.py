@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scaling.advisor.status import assess, status_document, summary_document
+from scaling.advisor.status import assess, check_document, status_document, summary_document
 from scaling.metrics.model import ReadinessCheck, Reading, Sample
 from scaling.model import PhaseSpec
 from scaling.stackconfig import parse
@@ -155,3 +155,29 @@ def test_empty_history() -> None:
     assert doc["currentCapacity"]["concurrentUsers"] is None
     assert doc["verdict"]["exitCode"] == 0
     assert doc["timeline"]["estimatedTimeToNextPhase"] == "unknown"
+
+
+def test_check_document_rows_and_runs() -> None:
+    spec = _spec("launch")  # connections: warning from 60 %, critical at 80 %
+    history = [
+        Sample(
+            T0 + 60 * i,
+            "prometheus",
+            (
+                Reading("gateway.connections", "gateway", "g", 450, 500, "connections"),
+                Reading("postgres.replica_lag_seconds", "postgres", "r", 0.5, None, "seconds"),
+            ),
+        )
+        for i in range(4)
+    ]
+    doc = check_document(assess(history, spec))
+    gateway, lag = doc["readings"]
+    assert gateway["level"] == "critical" and gateway["percent"] == 90.0
+    assert (gateway["warningFrom"], gateway["criticalFrom"]) == (60.0, 80.0)
+    assert gateway["thresholdKey"] == "thresholds.connectionsPercent"
+    assert lag["level"] is None and lag["thresholdKey"] is None
+    assert doc["breaches"] == [] and doc["source"] == "prometheus" and doc["samples"] == 4
+    (pending,) = doc["pending"]
+    assert pending["seconds"] == 180 and pending["over"] == 10.0 and not pending["sustained"]
+    assert doc["verdict"] == "warning" and doc["exitCode"] == 3
+    json.dumps(doc, allow_nan=False)
