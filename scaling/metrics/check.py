@@ -12,13 +12,10 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from scaling.advisor.levels import Judgement, Level, judge_all
 from scaling.metrics import direct, history
 from scaling.metrics import prometheus as prom
 from scaling.metrics.endpoints import Endpoints
-from scaling.metrics.exitcodes import CheckExit
 from scaling.metrics.model import Sample
 from scaling.model import PhaseSpec
 
@@ -82,39 +79,3 @@ def observe_prometheus(url: str, spec: PhaseSpec, window: float, step: float) ->
         client.close()
     ranged = [s for s in samples if s.at < latest.at]
     return Observation(latest, (*ranged, latest))
-
-
-def judged(observation: Observation, spec: PhaseSpec) -> list[Judgement]:
-    return judge_all(observation.latest.readings, spec)
-
-
-def exit_code(judgements: list[Judgement], recommended: bool) -> CheckExit:
-    """The highest code that applies (see :class:`CheckExit`)."""
-    levels = {j.level for j in judgements}
-    if Level.UNREACHABLE in levels:
-        return CheckExit.UNREACHABLE
-    if recommended:
-        return CheckExit.RECOMMENDED
-    if Level.CRITICAL in levels:
-        return CheckExit.CRITICAL
-    if Level.WARNING in levels:
-        return CheckExit.WARNING
-    return CheckExit.OK
-
-
-def reading_row(j: Judgement) -> dict[str, Any]:
-    r = j.reading
-    return {
-        "key": r.key,
-        "tier": r.tier,
-        "instance": r.instance,
-        "value": r.value,
-        "limit": r.limit,
-        "unit": r.unit,
-        "percent": None if j.percent is None else round(j.percent, 2),
-        "level": None if j.level is None else j.level.value,
-        "warning_from": None if j.band is None else round(j.band.warning_from, 2),
-        "critical_from": None if j.band is None else j.band.critical_from,
-        "threshold_key": None if j.band is None else f"sikka:{j.band.config_key}",
-        "error": r.error,
-    }

@@ -1,7 +1,8 @@
 """`sikka-scaling check <stack>`: measure a live phase and judge it (and, from the same
 measurements, `status` and `summary`). Registered on the top-level app by scaling/cli.py.
 
-Exit codes: :class:`scaling.metrics.exitcodes.CheckExit`.
+Exit codes: :class:`scaling.advisor.verdict.Verdict` (0, 3-6), :data:`CANNOT_RUN` (1), usage
+errors (2).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from scaling.metrics.exitcodes import CheckExit
 
 StackArg = Annotated[str, typer.Argument(help="Stack name (launch, growth, scale) or stack file")]
 LocalOpt = Annotated[
@@ -72,9 +71,14 @@ def parse_duration(text: str, option: str) -> float:
     return number * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
-def _fail(message: str, code: CheckExit = CheckExit.ERROR) -> typer.Exit:
+# The check could not run (bad stack file, no local phase, unreadable endpoints or history):
+# beside the verdicts of scaling.advisor.verdict.Verdict (0, 3-6) and usage errors (2).
+CANNOT_RUN = 1
+
+
+def _fail(message: str) -> typer.Exit:
     typer.echo(message, err=True)
-    return typer.Exit(code=int(code))
+    return typer.Exit(code=CANNOT_RUN)
 
 
 def _resolve(
@@ -221,8 +225,9 @@ def check(
     """Measure a live phase, judge every reading against the phase's thresholds, and say
     whether a breach sustained over the window calls for promotion or optimisation.
 
-    Exit codes: 0 fine, 3 warning, 4 critical now, 5 promotion/optimisation recommended,
-    6 a part unreachable (the highest that applies); 1 the check could not run, 2 usage."""
+    Exit codes: 0 fine, 3 warning, 4 promotion/optimisation recommended (a breach sustained
+    over the window), 5 critical now, 6 a part unreachable (the highest that applies);
+    1 the check could not run, 2 usage error."""
     from scaling.advisor.levels import SUSTAINED_SECONDS
     from scaling.metrics import history
     from scaling.metrics.check import observe_direct, observe_prometheus
@@ -247,7 +252,7 @@ def check(
     range_step = parse_duration(step, "--step") if step else max(15.0, seconds / 20)
     path = None if no_history else (history_file or history.default_path(folder))
     taken = 0
-    code = CheckExit.OK
+    code = 0
     while True:
         try:
             if prometheus:
@@ -257,7 +262,7 @@ def check(
         except history.HistoryError as error:
             raise _fail(f"check {spec.stack or stack}: {error}") from None
         document, text = report(stack, spec, observation, seconds)
-        code = CheckExit(document["exit_code"])
+        code = int(document["exitCode"])
         typer.echo(json.dumps(document, indent=2) if as_json else text)
         taken += 1
         if watch is None or (count is not None and taken >= count):
@@ -266,4 +271,4 @@ def check(
             time.sleep(watch)
         except KeyboardInterrupt:
             break
-    raise typer.Exit(code=int(code))
+    raise typer.Exit(code=code)

@@ -51,8 +51,8 @@ def table(rows: Sequence[Mapping[str, Any]], title: str, width: int = 140) -> st
         level = row["level"] or "-"
         percent = "-" if row["percent"] is None else f"{row['percent']:.1f} %"
         note = row["error"] or ""
-        if not note and row.get("critical_from") is not None and row["level"]:
-            note = f"warning ≥ {row['warning_from']:g} %, critical ≥ {row['critical_from']:g} %"
+        if not note and row.get("criticalFrom") is not None and row["level"]:
+            note = f"warning ≥ {row['warningFrom']:g} %, critical ≥ {row['criticalFrom']:g} %"
         limit = (
             "-"
             if row["limit"] is None or row["unit"] == "percent"

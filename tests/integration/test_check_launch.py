@@ -18,7 +18,7 @@ from check_helpers import one, readings, run_check
 from local_fixtures import start_phase
 from local_helpers import Phase, new_marker, open_client, pg_connect, run_async, wait_for
 
-from scaling.metrics.exitcodes import CheckExit
+from scaling.advisor.verdict import Verdict
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def test_every_part_measured_with_real_numbers(phase: Phase) -> None:
     print("\n" + json.dumps(doc["readings"], indent=1))
     assert doc["source"] == "direct" and doc["phase"] == "launch"
     assert not doc["unreachable"], doc["unreachable"]
-    assert code == doc["exit_code"] and code != CheckExit.UNREACHABLE
+    assert code == doc["exitCode"] and code != Verdict.UNREACHABLE
 
     cpu = one(doc, "host.cpu")
     assert 0 <= cpu["value"] <= 100 and cpu["level"] in ("optimal", "warning", "critical")
@@ -102,7 +102,7 @@ def test_endpoints_document_reaches_the_same_parts(phase: Phase, tmp_path: Path)
     document.write_text(json.dumps(phase.summary))
     code, doc = run_check(phase, "--endpoints", str(document), "--no-history")
     _, local_doc = run_check(phase, "--local", "--no-history")
-    assert not doc["unreachable"] and code != CheckExit.UNREACHABLE
+    assert not doc["unreachable"] and code != Verdict.UNREACHABLE
 
     def parts(d: dict) -> set[tuple[str, str]]:
         return {(r["key"], r["instance"]) for r in d["readings"] if r["tier"] != "host"}
@@ -114,7 +114,7 @@ def test_endpoints_document_reaches_the_same_parts(phase: Phase, tmp_path: Path)
         "gateway.connections",
         "nginx.connections",
     }
-    assert doc["evidence"]["history_file"] is None
+    assert doc["evidence"]["historyFile"] is None
 
 
 def test_stopped_redis_is_unreachable_not_zero(phase: Phase) -> None:
@@ -125,7 +125,7 @@ def test_stopped_redis_is_unreachable_not_zero(phase: Phase) -> None:
     process.wait(10)
     try:
         code, doc = run_check(phase, "--local", "--window", "60s")
-        assert code == CheckExit.UNREACHABLE == doc["exit_code"], doc["outcome"]
+        assert code == Verdict.UNREACHABLE == doc["exitCode"], doc["verdict"]
         (redis_row,) = readings(doc, "redis.memory")
         assert redis_row["value"] is None and redis_row["level"] == "unreachable"
         assert "Connection" in redis_row["error"] or "refused" in redis_row["error"].lower()
@@ -138,7 +138,7 @@ def test_stopped_redis_is_unreachable_not_zero(phase: Phase) -> None:
         node = phase.redis_client("127.0.0.1", entry.port or 0)
         wait_for("redis-0 answers again", lambda: bool(node.ping()), 30)
     code, doc = run_check(phase, "--local", "--no-history")
-    assert not doc["unreachable"] and code != CheckExit.UNREACHABLE
+    assert not doc["unreachable"] and code != Verdict.UNREACHABLE
 
 
 def test_stopped_gateway_is_unreachable(phase: Phase) -> None:
@@ -149,7 +149,7 @@ def test_stopped_gateway_is_unreachable(phase: Phase) -> None:
     process.wait(10)
     try:
         code, doc = run_check(phase, "--local", "--no-history")
-        assert code == CheckExit.UNREACHABLE
+        assert code == Verdict.UNREACHABLE
         (row,) = readings(doc, "gateway.connections")
         assert row["value"] is None and row["error"]
     finally:

@@ -18,7 +18,7 @@ from check_helpers import ROOT, one
 from local_fixtures import start_phase
 from local_helpers import Phase, new_marker, open_client, pg_connect, run_async
 
-from scaling.metrics.exitcodes import CheckExit
+from scaling.advisor.verdict import Verdict
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +49,13 @@ def check(phase: Phase, history: Path, *args: str) -> list[tuple[int, dict[str, 
         docs.append(doc)
         text = text[end:].strip()
     assert docs, result.stderr
-    assert docs[-1]["exit_code"] == result.returncode
-    return [(doc["exit_code"], doc) for doc in docs]
+    assert docs[-1]["exitCode"] == result.returncode
+    return [(doc["exitCode"], doc) for doc in docs]
 
 
-def breach(doc: dict[str, Any], key: str) -> dict[str, Any] | None:
-    found = [b for b in doc["breaches"] if b["key"] == key]
+def run_of(doc: dict[str, Any], group: str, key: str) -> dict[str, Any] | None:
+    """The run of ``key`` among the document's sustained ``breaches`` or ``pending`` ones."""
+    found = [b for b in doc[group] if b["key"] == key]
     return found[0] if found else None
 
 
@@ -74,7 +75,7 @@ def test_warning_then_critical_then_promotion_once_sustained(phase: Phase, tmp_p
         pg = one(doc, "postgres.connections")
         assert pg["level"] == "warning", pg
         assert 60 <= pg["percent"] < 80
-        assert code == CheckExit.WARNING, doc["outcome"]
+        assert code == Verdict.WARNING, doc["verdict"]
 
         async def loaded() -> list[list[tuple[int, dict[str, Any]]]]:
             sockets = await _sockets(phase, 9)  # 90 % of 10
@@ -95,29 +96,32 @@ def test_warning_then_critical_then_promotion_once_sustained(phase: Phase, tmp_p
     ((code, doc),) = first
     gw = one(doc, "gateway.connections")
     assert (gw["value"], gw["limit"], gw["level"]) == (9, PER_GATEWAY, "critical")
-    assert code == CheckExit.CRITICAL  # critical now, not yet a reason to promote
-    pending = breach(doc, "gateway.connections")
+    # Critical now, not yet a reason to promote: a warning verdict, the run pending.
+    assert code == Verdict.WARNING
+    pending = run_of(doc, "pending", "gateway.connections")
     assert pending is not None and not pending["sustained"] and pending["level"] == "critical"
-    assert not doc["recommendations"]
+    assert not doc["breaches"] and not doc["recommendations"]["immediate"]
 
     codes = [c for c, _ in watched]
     print(f"\nwatched exit codes: {codes}")
     code, doc = watched[-1]
-    assert code == CheckExit.RECOMMENDED, [d["breaches"] for _, d in watched]
-    sustained = breach(doc, "gateway.connections")
+    assert code == Verdict.RECOMMEND, [d["pending"] for _, d in watched]
+    sustained = run_of(doc, "breaches", "gateway.connections")
     assert sustained is not None and sustained["sustained"] and sustained["seconds"] >= WINDOW
-    assert sustained["latest_percent"] == 90 and sustained["threshold_key"].endswith(
-        "connectionsPercent"
-    )
-    # Before the window had passed, the same breach was critical, not yet a recommendation.
-    assert codes[0] == CheckExit.CRITICAL and CheckExit.RECOMMENDED in codes
+    assert sustained["latest"] == 90 and sustained["thresholdKey"].endswith("connectionsPercent")
+    (promote,) = doc["recommendations"]["immediate"]
+    assert promote["title"] == "promote to growth"
+    assert promote["commands"] == ["pulumi preview -s growth", "sikka-scaling transition growth"]
+    assert any("gateway.connections" in reason for reason in promote["reasons"])
+    # Before the window had passed, the same breach was a warning, not yet a recommendation.
+    assert codes[0] == Verdict.WARNING and Verdict.RECOMMEND in codes
     assert doc["evidence"]["samples"] >= 4
 
 
 def test_one_spike_recommends_nothing(phase: Phase, tmp_path: Path) -> None:
     history = tmp_path / "spike.jsonl"
     ((code, _),) = check(phase, history)
-    assert code == CheckExit.OK
+    assert code == Verdict.OK
 
     async def spike() -> list[tuple[int, dict[str, Any]]]:
         sockets = await _sockets(phase, 9)
@@ -128,13 +132,14 @@ def test_one_spike_recommends_nothing(phase: Phase, tmp_path: Path) -> None:
                 await ws.close()
 
     ((code, doc),) = run_async(spike(), timeout=60)
-    assert code == CheckExit.CRITICAL and one(doc, "gateway.connections")["level"] == "critical"
+    assert code == Verdict.WARNING and one(doc, "gateway.connections")["level"] == "critical"
     after = check(phase, history, "--watch", "1", "--count", "6")
     for code, doc in after:
-        assert code != CheckExit.RECOMMENDED, doc["breaches"]
+        assert code != Verdict.RECOMMEND, doc["breaches"]
+        assert not doc["recommendations"]["immediate"]
         assert one(doc, "gateway.connections")["level"] == "optimal"
     code, doc = after[-1]
-    assert code == CheckExit.OK and doc["breaches"] == []
+    assert code == Verdict.OK and doc["breaches"] == [] and doc["pending"] == []
     # The spike is in the history that was judged.
     span = doc["evidence"]["to"] - doc["evidence"]["from"]
     assert doc["evidence"]["samples"] >= 4 and span <= 2 * WINDOW

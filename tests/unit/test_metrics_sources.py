@@ -1,5 +1,5 @@
 """The pure halves of the checker's sources: parsing what each part answers, endpoints
-from a `local up --json` document, the history file, the PromQL table and the exit codes.
+from a `local up --json` document, the history file, and the PromQL table.
 (The probes themselves run against real servers: tests/integration/test_check_*.py.)"""
 
 from __future__ import annotations
@@ -10,11 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from scaling.advisor.levels import Judgement, Level, judge
 from scaling.metrics import endpoints as ep
 from scaling.metrics import history
-from scaling.metrics.check import exit_code
-from scaling.metrics.exitcodes import CheckExit
 from scaling.metrics.model import Reading, Sample
 from scaling.metrics.probes import gateway, nginx, pgbouncer
 from scaling.metrics.probes import redis as redis_probe
@@ -218,28 +215,3 @@ def test_every_judged_measure_is_a_percentage(phase: str) -> None:
     assert f"+ {spec.gateway.connections_per_replica}" in gateway_percent
     with pytest.raises(ValueError, match=r"gateway\.active_trips has no limit"):
         measure(spec, "gateway.active_trips").percent()
-
-
-def _judged(*levels: Level | None) -> list[Judgement]:
-    spec = parse({"sikka:phase": "launch"}, stack="launch")
-    values = {Level.OPTIMAL: 1.0, Level.WARNING: 70.0, Level.CRITICAL: 95.0}
-    found = []
-    for level in levels:
-        if level is Level.UNREACHABLE:
-            reading = Reading("redis.memory", "redis", "r", None, 1.0, "bytes", "refused")
-        elif level is None:
-            reading = Reading("gateway.active_trips", "gateway", "g", 3.0, None, "trips")
-        else:
-            reading = Reading("postgres.connections", "postgres", "p", values[level], 100, "c")
-        found.append(judge(reading, spec))
-    assert [j.level for j in found] == list(levels)
-    return found
-
-
-def test_exit_codes_highest_wins() -> None:
-    assert exit_code(_judged(Level.OPTIMAL, None), recommended=False) is CheckExit.OK
-    assert exit_code(_judged(Level.WARNING, Level.OPTIMAL), False) is CheckExit.WARNING
-    assert exit_code(_judged(Level.WARNING, Level.CRITICAL), False) is CheckExit.CRITICAL
-    assert exit_code(_judged(Level.CRITICAL), recommended=True) is CheckExit.RECOMMENDED
-    assert exit_code(_judged(Level.CRITICAL, Level.UNREACHABLE), True) is CheckExit.UNREACHABLE
-    assert [int(c) for c in CheckExit] == [0, 1, 2, 3, 4, 5, 6]
