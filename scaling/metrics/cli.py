@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,6 +50,10 @@ HistoryOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document")]
+NoHistoryOpt = Annotated[
+    bool, typer.Option("--no-history", help="Neither read nor append the history")
+]
+NoHostOpt = Annotated[bool, typer.Option("--no-host", help="Do not measure this machine (psutil)")]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -127,7 +132,7 @@ def _resolve(
     try:
         if endpoints_file is not None:
             base = ep.from_document(endpoints_file, spec)
-        elif local or not given:
+        elif local or not set(given) - {"host"}:
             base = ep.from_local_state(folder, spec)
         else:
             base = ep.Endpoints(stack=name, host=True)
@@ -186,9 +191,7 @@ def check(
         int | None, typer.Option("--count", help="With --watch: stop after N samples", min=1)
     ] = None,
     history_file: HistoryOpt = None,
-    no_history: Annotated[
-        bool, typer.Option("--no-history", help="Neither read nor append the history")
-    ] = False,
+    no_history: NoHistoryOpt = False,
     step: Annotated[
         str | None,
         typer.Option("--step", help="Prometheus range step (default: window / 20, ≥ 15s)"),
@@ -218,9 +221,7 @@ def check(
         list[str] | None,
         typer.Option("--nginx-status", help="An Nginx stub_status URL (repeatable)"),
     ] = None,
-    no_host: Annotated[
-        bool, typer.Option("--no-host", help="Do not measure this machine (psutil)")
-    ] = False,
+    no_host: NoHostOpt = False,
 ) -> None:
     """Measure a live phase, judge every reading against the phase's thresholds, and say
     whether a breach sustained over the window calls for promotion or optimisation.
@@ -228,40 +229,31 @@ def check(
     Exit codes: 0 fine, 3 warning, 4 promotion/optimisation recommended (a breach sustained
     over the window), 5 critical now, 6 a part unreachable (the highest that applies);
     1 the check could not run, 2 usage error."""
-    from scaling.advisor.levels import SUSTAINED_SECONDS
-    from scaling.metrics import history
-    from scaling.metrics.check import observe_direct, observe_prometheus
     from scaling.metrics.report import report
 
-    seconds = parse_duration(window, "--window") if window else float(SUSTAINED_SECONDS)
-    parts = _part_flags(postgres, pgbouncer, redis, gateway, nginx, no_host)
-    spec, endpoints, folder = _resolve(
-        stack,
-        local=local,
-        endpoints_file=endpoints_file,
-        prometheus=prometheus,
-        state_dir=state_dir,
-        parts=parts,
-        overrides=overrides or [],
-    )
     if prometheus and (watch or history_file):
         raise typer.BadParameter(
             "the Prometheus check keeps no history: Prometheus is the history",
             param_hint="--watch/--history",
         )
-    range_step = parse_duration(step, "--step") if step else max(15.0, seconds / 20)
-    path = None if no_history else (history_file or history.default_path(folder))
+    session = _session(
+        stack,
+        local=local,
+        endpoints_file=endpoints_file,
+        prometheus=prometheus,
+        state_dir=state_dir,
+        overrides=overrides,
+        window=window,
+        step=step,
+        history_file=history_file,
+        no_history=no_history,
+        parts=_part_flags(postgres, pgbouncer, redis, gateway, nginx, no_host),
+    )
     taken = 0
     code = 0
     while True:
-        try:
-            if prometheus:
-                observation = observe_prometheus(prometheus, spec, seconds, range_step)
-            else:
-                observation = observe_direct(endpoints, spec, seconds, path)
-        except history.HistoryError as error:
-            raise _fail(f"check {spec.stack or stack}: {error}") from None
-        document, text = report(stack, spec, observation, seconds)
+        observation = session.observe()
+        document, text = report(stack, session.spec, observation, session.window)
         code = int(document["exitCode"])
         typer.echo(json.dumps(document, indent=2) if as_json else text)
         taken += 1
@@ -272,3 +264,164 @@ def check(
         except KeyboardInterrupt:
             break
     raise typer.Exit(code=code)
+
+
+@dataclass
+class _Session:
+    """One phase to measure: its spec, where its parts are, how to observe it."""
+
+    stack: str
+    spec: Any
+    endpoints: Any
+    prometheus: str | None
+    window: float
+    step: float
+    history: Path | None
+
+    def observe(self) -> Any:
+        from scaling.metrics import history
+        from scaling.metrics.check import observe_direct, observe_prometheus
+
+        try:
+            if self.prometheus:
+                return observe_prometheus(self.prometheus, self.spec, self.window, self.step)
+            return observe_direct(self.endpoints, self.spec, self.window, self.history)
+        except history.HistoryError as error:
+            raise _fail(f"check {self.stack}: {error}") from None
+
+
+def _session(
+    stack: str,
+    *,
+    local: bool,
+    endpoints_file: Path | None,
+    prometheus: str | None,
+    state_dir: Path | None,
+    overrides: list[str] | None,
+    window: str | None,
+    step: str | None,
+    history_file: Path | None,
+    no_history: bool,
+    parts: dict[str, Any],
+) -> _Session:
+    from scaling.advisor.levels import SUSTAINED_SECONDS
+    from scaling.metrics import history
+
+    seconds = parse_duration(window, "--window") if window else float(SUSTAINED_SECONDS)
+    if seconds <= 0:
+        raise typer.BadParameter("must be more than 0 seconds", param_hint="--window")
+    spec, endpoints, folder = _resolve(
+        stack,
+        local=local,
+        endpoints_file=endpoints_file,
+        prometheus=prometheus,
+        state_dir=state_dir,
+        parts=parts,
+        overrides=overrides or [],
+    )
+    return _Session(
+        stack=spec.stack or stack,
+        spec=spec,
+        endpoints=endpoints,
+        prometheus=prometheus,
+        window=seconds,
+        step=parse_duration(step, "--step") if step else max(15.0, seconds / 20),
+        history=None if no_history else (history_file or history.default_path(folder)),
+    )
+
+
+def _documents(
+    stack: str,
+    local: bool,
+    endpoints_file: Path | None,
+    prometheus: str | None,
+    window: str | None,
+    history_file: Path | None,
+    no_history: bool,
+    state_dir: Path | None,
+    overrides: list[str] | None,
+    no_host: bool,
+) -> tuple[Any, Any]:
+    """(assessment, observation) of one measurement with the readiness checks."""
+    from scaling.metrics.readiness import readiness
+    from scaling.metrics.report import assessment
+
+    session = _session(
+        stack,
+        local=local,
+        endpoints_file=endpoints_file,
+        prometheus=prometheus,
+        state_dir=state_dir,
+        overrides=overrides,
+        window=window,
+        step=None,
+        history_file=history_file,
+        no_history=no_history,
+        parts={"host": False} if no_host else {},
+    )
+    observation = session.observe()
+    checks = readiness(session.endpoints, session.spec, observation.latest, prometheus)
+    return assessment(stack, session.spec, observation, session.window, checks), observation
+
+
+def _print_document(document: dict[str, Any], as_json: bool) -> None:
+    import yaml
+
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        typer.echo(yaml.safe_dump(document, sort_keys=False, width=100, allow_unicode=True))
+
+
+def status(
+    stack: StackArg,
+    local: LocalOpt = False,
+    endpoints_file: EndpointsOpt = None,
+    prometheus: PrometheusOpt = None,
+    window: WindowOpt = None,
+    history_file: HistoryOpt = None,
+    no_history: NoHistoryOpt = False,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    overrides: SetOpt = None,
+    no_host: NoHostOpt = False,
+) -> None:
+    """The phase's status document, measured now: current phase and the next, capacity
+    and utilisation, progress from readiness checks run against the live system,
+    recommendations, configured vs measured infrastructure and the time to the next phase
+    from the measured trend. Exits with the check's verdict code."""
+    from scaling.advisor.status import status_document
+
+    a, observation = _documents(
+        stack, local, endpoints_file, prometheus, window, history_file, no_history,
+        state_dir, overrides, no_host,
+    )  # fmt: skip
+    document = status_document(a)
+    document["notes"] = list(observation.notes)
+    _print_document(document, as_json)
+    raise typer.Exit(code=a.outcome.exit_code)
+
+
+def summary(
+    stack: StackArg,
+    local: LocalOpt = False,
+    endpoints_file: EndpointsOpt = None,
+    prometheus: PrometheusOpt = None,
+    window: WindowOpt = None,
+    history_file: HistoryOpt = None,
+    no_history: NoHistoryOpt = False,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    overrides: SetOpt = None,
+    no_host: NoHostOpt = False,
+) -> None:
+    """The short form of `status`: phase, verdict, utilisation, progress, time to the next
+    phase and the immediate recommendations. Exits with the check's verdict code."""
+    from scaling.advisor.status import summary_document
+
+    a, _ = _documents(
+        stack, local, endpoints_file, prometheus, window, history_file, no_history,
+        state_dir, overrides, no_host,
+    )  # fmt: skip
+    _print_document(summary_document(a), as_json)
+    raise typer.Exit(code=a.outcome.exit_code)

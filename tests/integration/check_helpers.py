@@ -15,14 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_check(
-    phase: Phase, *args: str, stack: str | None = None, timeout: float = 90
+    phase: Phase, *args: str, stack: str | None = None, timeout: float = 90, command: str = "check"
 ) -> tuple[int, dict[str, Any]]:
-    """`check <stack> --local --json` against the phase's own state folder."""
-    command = [
+    """`check <stack> --json` (or `status`, `summary`) against the phase's own state folder."""
+    argv = [
         sys.executable,
         "-m",
         "scaling.cli",
-        "check",
+        command,
         stack or phase.spec.stack or phase.summary["stack"],
         "--state-dir",
         phase.run.state.state_dir,
@@ -30,7 +30,7 @@ def run_check(
         *args,
     ]
     result = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
     )
     assert result.stdout.strip(), f"no document (exit {result.returncode}): {result.stderr}"
     return result.returncode, json.loads(result.stdout)

@@ -133,6 +133,12 @@ def test_stopped_redis_is_unreachable_not_zero(phase: Phase) -> None:
         # The rest is still measured.
         assert one(doc, "postgres.connections")["value"] is not None
         assert one(doc, "nginx.connections")["value"] is not None
+        # Progress is asked of the live system: Redis is now a critical pending action.
+        code, status = run_check(phase, "--local", "--no-history", command="status")
+        progress = status["phaseProgress"]
+        assert "redis nodes answer" in progress["criticalActions"], progress
+        assert "postgres primary accepts writes" in progress["completedActions"]
+        assert code == Verdict.UNREACHABLE == status["verdict"]["exitCode"]
     finally:
         phase.run.start_process("redis-0")
         node = phase.redis_client("127.0.0.1", entry.port or 0)
@@ -163,3 +169,35 @@ def test_stopped_gateway_is_unreachable(phase: Phase) -> None:
             break
         time.sleep(1)
     assert not doc["unreachable"], doc["unreachable"]
+
+
+def test_status_and_summary_documents(phase: Phase) -> None:
+    code, status = run_check(phase, "--local", "--no-history", "--no-host", command="status")
+    assert (status["currentPhase"], status["nextPhase"]) == ("launch", "growth")
+    capacity = status["currentCapacity"]
+    assert capacity["maxConcurrentUsers"] == phase.spec.gateway.max_connections
+    assert capacity["concurrentUsers"] == 0 and capacity["utilizationPercentage"] == 0
+    progress = status["phaseProgress"]
+    assert set(progress["completedActions"]) >= {
+        "postgres primary accepts writes",
+        "redis nodes answer",
+        "gateways serving",
+        "nginx serving",
+    }
+    # No Prometheus runs beside this phase: said, and counted as pending.
+    assert progress["pendingActions"] == ["monitoring scrapes every target"]
+    done, total = len(progress["completedActions"]), len(progress["checks"])
+    assert progress["progressPercentage"] == round(100 * done / total, 1)
+    database = status["infrastructure"]["database"]
+    assert database["configuredMax"] == phase.spec.postgres.max_connections
+    assert database["current"] >= 1
+    assert set(status["recommendations"]) == {"immediate", "shortTerm", "longTerm"}
+    assert status["timeline"]["estimatedTimeToNextPhase"] == "unknown"  # no history, no trend
+    assert code == status["verdict"]["exitCode"]
+
+    code, summary = run_check(phase, "--local", "--no-history", "--no-host", command="summary")
+    assert (
+        summary["currentPhase"] == "launch"
+        and summary["progressPercentage"] == (progress["progressPercentage"])
+    )
+    assert code == summary["exitCode"]
