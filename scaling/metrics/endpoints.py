@@ -129,7 +129,10 @@ def from_summary(
     sentinels = [parse_hostport(n, "redis.sentinels") for n in redis.get("sentinels", [])]
     processes = spec.gateway.processes if spec is not None else 1
     gateways = [
-        tuple(_gateway_metrics(str(g["metrics_url"]), processes)) for g in doc.get("gateways", [])
+        tuple(str(u) for u in g["worker_metrics_urls"])
+        if g.get("worker_metrics_urls")
+        else tuple(_gateway_metrics(str(g["metrics_url"]), processes))
+        for g in doc.get("gateways", [])
     ]
     nginx = doc.get("nginx") or {}
     prometheus = (doc.get("prometheus") or {}).get("url")

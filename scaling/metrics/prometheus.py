@@ -18,7 +18,7 @@ import httpx
 
 from scaling.metrics.model import Reading, Sample
 from scaling.metrics.probes import unreachable
-from scaling.metrics.queries import JOB_TIERS, MAIN_KEY, Measure, measures
+from scaling.metrics.queries import JOB_TIERS, MAIN_KEY, PART_UP, Measure, measures
 from scaling.model import PhaseSpec
 
 TIMEOUT = 5.0
@@ -76,10 +76,22 @@ class Client:
             for t, _ in s["values"]
         ]
 
-    def down_targets(self, at: float) -> list[tuple[str, str]]:
-        """(job, instance) of every target whose last scrape failed."""
+    def down_targets(self, at: float) -> list[tuple[str, str, str]]:
+        """(job or tier, instance, why) of every target whose last scrape failed and every
+        part its exporter reports down."""
         data = self._get("/api/v1/query", {"query": "up == 0", "time": at})
-        return [(str(s["metric"].get("job", "")), _instance(s["metric"])) for s in data["result"]]
+        found = [
+            (job, _instance(s["metric"]), f"scrape job {job}: target down")
+            for s in data["result"]
+            for job in [str(s["metric"].get("job", ""))]
+        ]
+        for tier, metric in PART_UP.items():
+            down = self._get(
+                "/api/v1/query", {"query": f"max by (instance) ({metric}) == 0", "time": at}
+            )
+            why = f"its exporter reports {metric} 0"
+            found += [(tier, _instance(s["metric"]), why) for s in down["result"]]
+        return found
 
 
 def _instance(labels: Mapping[str, str]) -> str:
@@ -102,12 +114,12 @@ def _tier_of(job: str) -> str:
     return "monitoring"
 
 
-def _down_readings(down: list[tuple[str, str]]) -> list[Reading]:
+def _down_readings(down: list[tuple[str, str, str]]) -> list[Reading]:
     found = []
-    for job, instance in down:
+    for job, instance, why in down:
         tier = _tier_of(job)
         key, unit = MAIN_KEY[tier]
-        found.append(unreachable(key, tier, instance, f"scrape job {job}: target down", unit))
+        found.append(unreachable(key, tier, instance, why, unit))
     return found
 
 
@@ -154,7 +166,7 @@ def range_samples(
     except PrometheusError as error:
         return [Sample(at=end, source="prometheus", readings=(_failed(client.url, error),))]
     for job, instance, at in down:
-        by_time[at] += _down_readings([(job, instance)])
+        by_time[at] += _down_readings([(job, instance, f"scrape job {job}: target down")])
     return [
         Sample(at=at, source="prometheus", readings=tuple(by_time[at])) for at in sorted(by_time)
     ]

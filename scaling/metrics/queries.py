@@ -39,6 +39,15 @@ MAIN_KEY = {
     "monitoring": ("monitoring.prometheus", "targets"),
 }
 
+# An exporter answers its scrape (``up`` 1) while the part it watches is down: it says so in
+# its own gauge, 0 for that instance.
+PART_UP = {
+    "postgres": "pg_up",
+    "pgbouncer": "pgbouncer_up",
+    "redis": "redis_up",
+    "nginx": "nginx_up",
+}
+
 
 @dataclass(frozen=True)
 class Measure:

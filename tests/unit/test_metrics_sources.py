@@ -154,6 +154,12 @@ def test_endpoints_from_a_local_up_document() -> None:
         ("http://127.0.0.1:9202/metrics", "http://127.0.0.1:9203/metrics"),
     )
     assert found.nginx == ("http://127.0.0.1:8081/nginx_status",)
+    # A document that lists every worker's URL is taken at its word.
+    listed = {**GROWTH_SUMMARY, "gateways": [{"metrics_url": "http://h:1/metrics",
+              "worker_metrics_urls": ["http://h:1/metrics", "http://h:7/metrics"]}]}  # fmt: skip
+    assert ep.from_summary(listed, {}, spec).gateways == (
+        ("http://h:1/metrics", "http://h:7/metrics"),
+    )
     assert (found.postgres_user, found.postgres_password) == ("postgres", "su")
     assert (found.pooler_user, found.pooler_password, found.redis_password) == (
         "pgbouncer_admin",
