@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-STYLES = {
-    "optimal": "green",
-    "warning": "yellow",
-    "critical": "bold red",
-    "unreachable": "bold magenta",
-}
+# Units said after the number; counts (connections, keys, trips, ...) stand alone.
+SUFFIXES = {"messages/s": "/s", "seconds": " s", "milliseconds": " ms"}
 
 
 def human(value: float | None, unit: str) -> str:
@@ -30,12 +27,15 @@ def human(value: float | None, unit: str) -> str:
         return f"{value:.1f} %"
     if unit == "ratio":
         return f"{100 * value:.1f} %"
-    if float(value).is_integer():
-        return f"{int(value)} {unit}"
-    return f"{value:.2f} {unit}"
+    number = f"{int(value)}" if float(value).is_integer() else f"{value:.2f}"
+    return number + SUFFIXES.get(unit, "")
 
 
-def table(rows: Sequence[Mapping[str, Any]], title: str, width: int = 140) -> str:
+def table(rows: Sequence[Mapping[str, Any]], title: str, width: int | None = None) -> str:
+    """The readings as a table, ``width`` columns wide at most (default: the terminal's,
+    or 140 when there is none). ``band`` is where warning and critical start, in % of the
+    limit; an ``error`` column, when a part could not be measured, says why."""
+    width = width or shutil.get_terminal_size((140, 24)).columns
     t = Table(title=title, title_justify="left")
     for name, justify in (
         ("level", "left"),
@@ -43,30 +43,31 @@ def table(rows: Sequence[Mapping[str, Any]], title: str, width: int = 140) -> st
         ("instance", "left"),
         ("value", "right"),
         ("limit", "right"),
-        ("% of limit", "right"),
-        ("note", "left"),
+        ("%", "right"),
+        ("band %", "right"),
     ):
         t.add_column(name, justify=justify)  # type: ignore[arg-type]
+    errors = any(row["error"] for row in rows)
+    if errors:
+        t.add_column("error", justify="left")
     for row in rows:
-        level = row["level"] or "-"
-        percent = "-" if row["percent"] is None else f"{row['percent']:.1f} %"
-        note = row["error"] or ""
-        if not note and row.get("criticalFrom") is not None and row["level"]:
-            note = f"warning ≥ {row['warningFrom']:g} %, critical ≥ {row['criticalFrom']:g} %"
-        limit = (
-            "-"
-            if row["limit"] is None or row["unit"] == "percent"
-            else human(row["limit"], row["unit"])
-        )
+        percent = "-" if row["percent"] is None else f"{row['percent']:.1f}"
+        band = ""
+        if row.get("criticalFrom") is not None:
+            band = f"{row['warningFrom']:g}/{row['criticalFrom']:g}"
+        limit = "-"
+        if row["limit"] is not None and row["unit"] != "percent":
+            limit = human(row["limit"], row["unit"])
         t.add_row(
-            f"[{STYLES.get(level, '')}]{level}[/]" if level in STYLES else level,
+            row["level"] or "-",
             row["key"],
             row["instance"],
             human(row["value"], row["unit"]),
             limit,
             percent,
-            note,
+            band,
+            *([row["error"] or ""] if errors else []),
         )
     out = io.StringIO()
     Console(file=out, width=width, force_terminal=False, color_system=None).print(t)
-    return out.getvalue()
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())

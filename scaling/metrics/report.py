@@ -83,10 +83,10 @@ def text(document: dict[str, Any], observation: Observation) -> str:
     estimate = document.get("estimate") or {}
     if estimate.get("maxConcurrentUsers"):
         lines.append(
-            f"estimate: {estimate.get('concurrentUsers')} of {estimate['maxConcurrentUsers']} "
-            f"concurrent users, {estimate.get('concurrentTrips')} of "
-            f"{estimate.get('maxConcurrentTrips')} trips "
-            f"({estimate.get('utilizationPercentage')} % utilisation)"
+            f"estimate: {_known(estimate.get('concurrentUsers'))} of "
+            f"{estimate['maxConcurrentUsers']} concurrent users, "
+            f"{_known(estimate.get('concurrentTrips'))} of {estimate.get('maxConcurrentTrips')} "
+            f"trips ({_known(estimate.get('utilizationPercentage'))} % utilisation)"
         )
     for bucket, items in (document.get("recommendations") or {}).items():
         for item in items:
