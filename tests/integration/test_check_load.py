@@ -110,6 +110,7 @@ def test_warning_then_critical_then_promotion_once_sustained(phase: Phase, tmp_p
     assert sustained is not None and sustained["sustained"] and sustained["seconds"] >= WINDOW
     assert sustained["latest"] == 90 and sustained["thresholdKey"].endswith("connectionsPercent")
     (promote,) = doc["recommendations"]["immediate"]
+    print(f"promotion: {json.dumps(promote)}")
     assert promote["title"] == "promote to growth"
     assert promote["commands"] == ["pulumi preview -s growth", "sikka-scaling transition growth"]
     assert any("gateway.connections" in reason for reason in promote["reasons"])
