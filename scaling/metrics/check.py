@@ -34,14 +34,18 @@ class Observation:
     damaged: tuple[str, ...] = field(default=())
 
 
-def pulumi_note() -> str | None:
-    """Stack outputs need the Pulumi CLI; said plainly when it is not there."""
+def pulumi_note() -> str:
+    """Where endpoints can come from, said plainly: a deployed stack's outputs are not read
+    (the Pulumi CLI is not even here when it is not on PATH)."""
     if shutil.which("pulumi") is None:
         return (
-            "the Pulumi CLI is not on PATH: endpoints come from --local, --endpoints or the "
-            "single-part flags, not from the stack's outputs"
+            "the Pulumi CLI is not on PATH, so no stack outputs are read: give --local (a "
+            "running `local up`), --endpoints FILE or the single-part flags"
         )
-    return None
+    return (
+        "stack outputs are not read by the check: give --endpoints FILE or the single-part "
+        "flags for a deployed stack, or --prometheus URL"
+    )
 
 
 def observe_direct(

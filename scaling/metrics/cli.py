@@ -138,7 +138,10 @@ def _resolve(
             base = ep.Endpoints(stack=name, host=True)
         return spec, ep.with_overrides(base, **given), folder
     except ep.EndpointsError as error:
-        raise _fail(f"check {name}: {error}") from None
+        from scaling.metrics.check import pulumi_note
+
+        said = pulumi_note()
+        raise _fail(f"check {name}: {error}" + (f"; {said}" if said else "")) from None
 
 
 def _part_flags(
