@@ -268,7 +268,7 @@ def recommend(
             Recommendation(
                 Kind.PREPARE,
                 Bucket.LONG_TERM,
-                f"{first.key} on {first.instance} reaches its {t.target:g} % threshold in about "
+                f"{first.subject} reaches its {t.target:g} % threshold in about "
                 f"{duration(t.seconds or 0.0)}",
                 (
                     f"least-squares fit of {t.points} samples: {t.fitted_now:.1f} % now, "
