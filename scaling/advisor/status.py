@@ -248,6 +248,9 @@ def status_document(a: Assessment) -> dict[str, Any]:
             "utilizationPercentage": est.utilization_percentage,
             "concurrentUsers": est.concurrent_users,
             "concurrentTrips": est.concurrent_trips,
+            # the users and trips above count only the gateways that answered
+            "gatewaysMeasured": est.gateways_read,
+            "gatewaysUnreachable": est.gateways_unreachable,
         },
         "phaseProgress": progress(a.checks),
         "recommendations": {
@@ -332,6 +335,8 @@ def check_document(a: Assessment) -> dict[str, Any]:
             "concurrentTrips": est.concurrent_trips,
             "maxConcurrentTrips": est.max_concurrent_trips,
             "utilizationPercentage": est.utilization_percentage,
+            "gatewaysMeasured": est.gateways_read,
+            "gatewaysUnreachable": est.gateways_unreachable,
         },
         "recommendations": {
             bucket.value: [r.to_dict() for r in a.advice.bucket(bucket)] for bucket in Bucket

@@ -71,6 +71,7 @@ def test_status_shape_and_values() -> None:
     assert capacity["maxConcurrentUsers"] == 2000 and capacity["maxConcurrentTrips"] == 1200
     assert capacity["concurrentUsers"] == 900 and capacity["concurrentTrips"] == 300
     assert capacity["utilizationPercentage"] == 45.0
+    assert (capacity["gatewaysMeasured"], capacity["gatewaysUnreachable"]) == (2, 0)
     progress = doc["phaseProgress"]
     assert progress["completedActions"] == ["replicas streaming", "pooler up"]
     assert progress["pendingActions"] == ["monitoring scrapes every target"]
