@@ -180,8 +180,8 @@ def recommend(
             title = (
                 f"optimise {stack}: {len(actions)} change(s) computed from the peak load"
                 if actions
-                else f"optimise {stack}: no stack key carries this load; add nodes or "
-                "capacity to the cluster"
+                else f"optimise {stack}: every key sized from the measurements already "
+                "covers the peak at its target; look at the autoscaler and the cluster's nodes"
             )
             out.append(
                 Recommendation(
@@ -194,13 +194,14 @@ def recommend(
                 )
             )
 
-    for run in pending:
+    if pending:
+        where = ", ".join(f"{r.key} on {r.instance}" for r in pending)
         out.append(
             Recommendation(
                 Kind.WATCH,
                 Bucket.SHORT_TERM,
-                f"critical, not yet sustained: {run.key} on {run.instance}",
-                (reason(run),),
+                f"critical, not yet sustained: {where}",
+                tuple(reason(r) for r in pending),
                 (f"sikka-scaling check {stack}",),
             )
         )
@@ -268,7 +269,7 @@ def recommend(
             Recommendation(
                 Kind.PREPARE,
                 Bucket.LONG_TERM,
-                f"{first.key} on {first.instance} reaches its {t.target:g} % threshold in about "
+                f"{first.subject} reaches its {t.target:g} % threshold in about "
                 f"{duration(t.seconds or 0.0)}",
                 (
                     f"least-squares fit of {t.points} samples: {t.fitted_now:.1f} % now, "

@@ -171,7 +171,7 @@ def timeline(a: Assessment) -> dict[str, Any]:
     )
     milestones: list[dict[str, Any]] = [
         {
-            "milestone": f"{t.key} on {t.instance} reaches {t.trend.target:g} % "
+            "milestone": f"{t.subject} reaches {t.trend.target:g} % "
             f"({_threshold_key(t.key, spec)})",
             "estimatedSeconds": round(t.trend.seconds or 0.0, 1),
             "estimated": "now" if not t.trend.seconds else f"about {duration(t.trend.seconds)}",
@@ -201,7 +201,7 @@ def timeline(a: Assessment) -> dict[str, Any]:
             seconds = first.trend.seconds
             text = "now" if seconds == 0 else f"about {duration(seconds)}"
             basis = (
-                f"least-squares trend of {first.key} on {first.instance} "
+                f"least-squares trend of {first.subject} "
                 f"({first.trend.points} samples) toward {first.trend.target:g} %"
             )
     return {
@@ -215,7 +215,7 @@ def timeline(a: Assessment) -> dict[str, Any]:
 
 def _threshold_key(key: str, spec: PhaseSpec) -> str:
     band = band_for(key, spec)
-    return band.config_key if band else key
+    return band.config_key if band else "thresholds.connectionsPercent"
 
 
 def progress(checks: Sequence[ReadinessCheck]) -> dict[str, Any]:
@@ -248,6 +248,9 @@ def status_document(a: Assessment) -> dict[str, Any]:
             "utilizationPercentage": est.utilization_percentage,
             "concurrentUsers": est.concurrent_users,
             "concurrentTrips": est.concurrent_trips,
+            # the users and trips above count only the gateways that answered
+            "gatewaysMeasured": est.gateways_read,
+            "gatewaysUnreachable": est.gateways_unreachable,
         },
         "phaseProgress": progress(a.checks),
         "recommendations": {
@@ -332,6 +335,8 @@ def check_document(a: Assessment) -> dict[str, Any]:
             "concurrentTrips": est.concurrent_trips,
             "maxConcurrentTrips": est.max_concurrent_trips,
             "utilizationPercentage": est.utilization_percentage,
+            "gatewaysMeasured": est.gateways_read,
+            "gatewaysUnreachable": est.gateways_unreachable,
         },
         "recommendations": {
             bucket.value: [r.to_dict() for r in a.advice.bucket(bucket)] for bucket in Bucket

@@ -6,6 +6,11 @@ The estimate is "unknown" (``seconds`` None, with the reason) when there are few
 falling, or when it is flat: its rise over the observed span is below ``min_rise``
 percentage points (default :data:`MIN_RISE`), which a noisy but level reading never exceeds
 by chance for long. A reading already at or above the threshold has 0 seconds left.
+
+Besides every judged reading, the phase's ``utilizationPercentage`` (:mod:`.capacity`: users
+and trips against what the phase holds) is fitted as the series ``capacity.utilization``
+toward ``thresholds.connectionsPercent``: the WebSockets and trips are what the phase is
+sized for, so that line is the plainest "when do we outgrow this phase".
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scaling.advisor.capacity import estimate
 from scaling.advisor.levels import band_for
 from scaling.advisor.window import Point, series
 from scaling.metrics.model import Sample
@@ -22,6 +28,7 @@ from scaling.model import PhaseSpec
 MIN_POINTS = 3
 MIN_SPAN_SECONDS = 60.0
 MIN_RISE = 1.0  # percentage points over the observed span
+UTILIZATION = "capacity.utilization"  # the series of the phase's utilizationPercentage
 
 
 @dataclass(frozen=True)
@@ -74,10 +81,30 @@ class ReadingTrend:
     instance: str
     trend: Trend
 
+    @property
+    def subject(self) -> str:
+        if self.key == UTILIZATION:
+            return "the phase's utilisation (users and trips against its capacity)"
+        return f"{self.key} on {self.instance}"
+
+
+def utilization_trend(history: Sequence[Sample], spec: PhaseSpec) -> ReadingTrend:
+    points = [
+        Point(sample.at, est.utilization_percentage)
+        for sample in history
+        for est in [estimate(sample, spec)]
+        if est.utilization_percentage is not None
+    ]
+    target = float(spec.thresholds.connections_percent)
+    return ReadingTrend(UTILIZATION, "phase", fit(points, target))
+
 
 def trends(history: Sequence[Sample], spec: PhaseSpec) -> list[ReadingTrend]:
-    """The trend of every judged reading toward its phase threshold."""
+    """The trend of every judged reading toward its phase threshold, and of the phase's
+    utilisation (when any gateway was measured)."""
     found: list[ReadingTrend] = []
+    if any(r.key == "gateway.connections" for s in history for r in s.readings):
+        found.append(utilization_trend(history, spec))
     for key, instance in sorted({(r.key, r.instance) for s in history for r in s.readings}):
         band = band_for(key, spec)
         if band is None:

@@ -92,6 +92,7 @@ def test_one_spike_is_watched_not_acted_on() -> None:
     assert advice.bucket(Bucket.IMMEDIATE) == [] and not advice.promote
     (watch,) = advice.bucket(Bucket.SHORT_TERM)
     assert watch.kind is Kind.WATCH and "0 s of the 10 min window" in watch.reasons[0]
+    assert watch.title == "critical, not yet sustained: postgres.connections on 127.0.0.1:5432"
     outcome = decide([judge(r, spec) for r in history[-1].readings], advice)
     assert outcome.verdict is Verdict.WARNING and outcome.exit_code == 3
 
@@ -115,7 +116,7 @@ def test_scale_breach_gives_computed_actions_not_promotion() -> None:
 def test_scale_breach_without_a_key_says_so() -> None:
     advice = recommend(_history([[_cpu(90)]] * 11), _spec("scale"))
     (act,) = advice.bucket(Bucket.IMMEDIATE)
-    assert act.commands == () and "no stack key carries this load" in act.title
+    assert act.commands == () and "already covers the peak at its target" in act.title
 
 
 def test_sustained_warning_prepares_the_move() -> None:

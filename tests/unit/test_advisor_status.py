@@ -71,6 +71,7 @@ def test_status_shape_and_values() -> None:
     assert capacity["maxConcurrentUsers"] == 2000 and capacity["maxConcurrentTrips"] == 1200
     assert capacity["concurrentUsers"] == 900 and capacity["concurrentTrips"] == 300
     assert capacity["utilizationPercentage"] == 45.0
+    assert (capacity["gatewaysMeasured"], capacity["gatewaysUnreachable"]) == (2, 0)
     progress = doc["phaseProgress"]
     assert progress["completedActions"] == ["replicas streaming", "pooler up"]
     assert progress["pendingActions"] == ["monitoring scrapes every target"]
@@ -181,3 +182,22 @@ def test_check_document_rows_and_runs() -> None:
     assert pending["seconds"] == 180 and pending["over"] == 10.0 and not pending["sustained"]
     assert doc["verdict"] == "warning" and doc["exitCode"] == 3
     json.dumps(doc, allow_nan=False)
+
+
+def test_the_phase_utilisation_can_set_the_timeline() -> None:
+    spec = _spec("launch")  # 500 WebSockets, trips up to 500; connections threshold 80 %
+    history = [
+        Sample(
+            T0 + 60 * i,
+            "direct",
+            (
+                Reading("gateway.connections", "gateway", "g", 100 + 5 * i, 500, "connections"),
+                Reading("gateway.active_trips", "gateway", "g", 200 + 10 * i, None, "trips"),
+            ),
+        )
+        for i in range(5)
+    ]
+    timeline = status_document(assess(history, spec))["timeline"]
+    # trips bind: 48 % at the end, +2 points a minute, 16 minutes to 80 %
+    assert timeline["estimatedTimeToNextPhase"] == "about 16 min"
+    assert timeline["basis"].startswith("least-squares trend of the phase's utilisation")

@@ -61,7 +61,13 @@ def test_trends_over_history_pick_the_soonest() -> None:
         for i in range(6)
     ]
     found = {t.key: t for t in trends(history, spec)}
-    assert set(found) == {"host.cpu", "gateway.connections"}  # lag has no threshold
+    # lag has no threshold; the phase's utilisation is a series of its own
+    assert set(found) == {"host.cpu", "gateway.connections", "capacity.utilization"}
+    # one gateway of the phase's 2 x 1000: 37.5 % at the end, 2.5 points a minute to 85 %
+    utilization = found["capacity.utilization"].trend
+    assert utilization.target == 85 and utilization.seconds == pytest.approx(19 * 60)
+    assert found["capacity.utilization"].subject.startswith("the phase's utilisation")
+    assert found["host.cpu"].subject == "host.cpu on h"
     # gateway: 75 % at the last point, 5 points a minute: 2 minutes to 85 %
     assert found["gateway.connections"].trend.seconds == pytest.approx(120)
     assert found["host.cpu"].trend.seconds == pytest.approx(35 * 60)
