@@ -52,16 +52,6 @@ class Endpoints:
     prometheus: str | None = None
     host: bool = True  # probe this machine with psutil
 
-    def parts(self) -> dict[str, int]:
-        """How many targets each part has (for the report's header)."""
-        return {
-            "postgres": len(self.postgres),
-            "pgbouncer": len(self.poolers),
-            "redis": len(self.redis),
-            "gateway": len(self.gateways),
-            "nginx": len(self.nginx),
-        }
-
 
 def parse_hostport(text: str, where: str) -> HostPort:
     host, sep, port = text.strip().rpartition(":")
