@@ -25,7 +25,7 @@ from local_helpers import Phase, new_marker, open_client, run_async, wait_for
 from scaling.advisor.verdict import Verdict
 
 EXPORTERS = ("prometheus", "prometheus-postgres-exporter", "prometheus-redis-exporter",
-             "prometheus-nginx-exporter")  # fmt: skip
+             "prometheus-nginx-exporter", "prometheus-node-exporter")  # fmt: skip
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
@@ -57,7 +57,7 @@ def monitoring(phase: Phase, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     summary = phase.summary
     pg_port = int(summary["postgres"]["primary"].rsplit(":", 1)[1].split("/")[0])
     redis_addr = summary["redis"]["url"].removesuffix("/0")
-    ports = {name: _free_port() for name in ("prometheus", "postgres", "redis", "nginx")}
+    ports = {name: _free_port() for name in ("prometheus", "postgres", "redis", "nginx", "node")}
     # Passwords through the environment, never on a command line.
     dsn = (
         f"postgresql://postgres:{phase.superuser_password}@127.0.0.1:{pg_port}/"
@@ -87,6 +87,17 @@ def monitoring(phase: Phase, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             {},
         ),
     }
+    # The host: CPU and memory only, so the exporter stays light on a 2-core machine.
+    commands["node"] = (
+        [
+            "prometheus-node-exporter",
+            "--collector.disable-defaults",
+            "--collector.cpu",
+            "--collector.meminfo",
+            f"--web.listen-address=127.0.0.1:{ports['node']}",
+        ],
+        {},
+    )
     gateway = _hostport(summary["gateways"][0]["metrics_url"])
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "900ms"},
@@ -94,7 +105,7 @@ def monitoring(phase: Phase, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             {"job_name": "gateway", "static_configs": [{"targets": [gateway]}]},
             *(
                 {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{ports[job]}"]}]}
-                for job in ("postgres", "redis", "nginx")
+                for job in ("postgres", "redis", "nginx", "node")
             ),
         ],
     }
@@ -117,7 +128,7 @@ def monitoring(phase: Phase, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         def every_target_up() -> bool:
             targets = httpx.get(f"{url}/api/v1/targets", timeout=2).json()["data"]
             active = targets["activeTargets"]
-            return len(active) == 4 and all(t["health"] == "up" for t in active)
+            return len(active) == 5 and all(t["health"] == "up" for t in active)
 
         wait_for("Prometheus scrapes every target", every_target_up, 60)
         yield {"url": url, "processes": started, "folder": folder}
@@ -178,6 +189,10 @@ def test_prometheus_and_direct_checks_agree(phase: Phase, monitoring: dict[str, 
     assert nginx_p["limit"] == nginx_d["limit"] == phase.spec.nginx.instance_capacity
     assert abs(nginx_p["value"] - nginx_d["value"]) <= 3, (nginx_p, nginx_d)
     assert one(prom, "gateway.messages_in")["unit"] == "messages/s"
+    # The host, from node_exporter: memory is steady enough to agree within a few points.
+    memory_p, memory_d = one(prom, "host.memory"), one(direct, "host.memory")
+    assert abs(memory_p["value"] - memory_d["value"]) < 5, (memory_p, memory_d)
+    assert 0 <= one(prom, "host.cpu")["value"] <= 100
     # Same levels where both judged the same numbers.
     assert gw_p["level"] == gw_d["level"] and pg_p["level"] == pg_d["level"]
 
