@@ -201,3 +201,33 @@ def test_status_and_summary_documents(phase: Phase) -> None:
         and summary["progressPercentage"] == (progress["progressPercentage"])
     )
     assert code == summary["exitCode"]
+
+
+def test_single_part_flags_probe_only_those_parts(
+    phase: Phase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No local state needed: the parts named by flags, passwords from the clients' usual
+    environment variables."""
+    redis_port = phase.summary["redis"]["url"].rsplit(":", 1)[1].split("/")[0]
+    primary = phase.summary["postgres"]["primary"].split("@", 1)[1].split("/")[0]
+    monkeypatch.setenv("REDISCLI_AUTH", phase.redis_password)
+    monkeypatch.setenv("PGPASSWORD", phase.superuser_password)
+    code, doc = run_check(
+        phase,
+        "--redis", f"127.0.0.1:{redis_port}",
+        "--postgres", primary,
+        "--nginx-status", phase.summary["nginx"]["status_url"],
+        "--no-host",
+        "--no-history",
+    )  # fmt: skip
+    assert {r["tier"] for r in doc["readings"]} == {"redis", "postgres", "nginx"}
+    assert not doc["unreachable"] and code != Verdict.UNREACHABLE
+    assert one(doc, "redis.memory")["value"] > 0
+    assert one(doc, "postgres.connections")["value"] >= 1
+    # A wrong password is the part's own refusal, reported as unreachable.
+    monkeypatch.setenv("REDISCLI_AUTH", "wrong")
+    code, doc = run_check(
+        phase, "--redis", f"127.0.0.1:{redis_port}", "--no-host", "--no-history"
+    )  # fmt: skip
+    assert code == Verdict.UNREACHABLE
+    assert "invalid username-password" in one(doc, "redis.memory")["error"].lower()
