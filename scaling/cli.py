@@ -14,6 +14,9 @@ from scaling import stackfiles
 from scaling.bundle import render_bundle
 from scaling.issues import ConfigError, one_line
 from scaling.local.cli import local_app
+from scaling.metrics.cli import check as check_command
+from scaling.metrics.cli import status as status_command
+from scaling.metrics.cli import summary as summary_command
 from scaling.model import PhaseSpec
 from scaling.stackconfig import load_stack_file
 
@@ -253,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
 
 # The local runner (scaling/local): `sikka-scaling local up|down|status <stack>`.
 app.add_typer(local_app, name="local")
+# Measuring a live phase (scaling/metrics): `sikka-scaling check|status|summary <stack>`.
+app.command("check")(check_command)
+app.command("status")(status_command)
+app.command("summary")(summary_command)
 
 
 if __name__ == "__main__":

@@ -1,87 +1,109 @@
 """Prometheus alerting rules from the phase's thresholds (alerts.yml).
 
-The same PhaseSpec numbers drive the stacks, the metrics checker and these rules, so an
-alert fires exactly where the phase says "past this, promote". Metric names are those of
-node_exporter, postgres_exporter, redis_exporter, nginx-prometheus-exporter and the
-reference gateway's own /metrics.
+Every rule watches what the checker reads under one reading key, and takes its numbers from
+:mod:`scaling.advisor.levels` for that key: a ``...High`` rule (severity ``critical``) at the
+phase's threshold and an ``...Elevated`` rule (severity ``warning``) where the warning band
+starts, both held for the sustained window. So an alert fires exactly where the checker says
+"critical: past this, promote", and no number is written twice. The PromQL of each key is
+:mod:`scaling.metrics.queries`: the very expressions the Prometheus check queries.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from scaling.advisor.levels import SUSTAINED_SECONDS, Level, band_for
+from scaling.metrics.queries import measure
 from scaling.model import PhaseSpec
 
-SUSTAINED = "10m"  # a breach must last this long: a spike is not a reason to promote
+SUSTAINED = f"{SUSTAINED_SECONDS // 60}m"  # a spike is not a reason to promote
 
 
-def _rule(name: str, expr: str, threshold: int, summary: str, spec: PhaseSpec) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Watch:
+    name: str  # the rules are <name>High and <name>Elevated
+    key: str  # the reading key the checker judges with the same band
+    summary: str
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _rules(watch: _Watch, spec: PhaseSpec) -> list[dict[str, Any]]:
+    band = band_for(watch.key, spec)
+    assert band is not None, f"no threshold judges {watch.key}"
+    expr = measure(spec, watch.key).percent()
     nxt = spec.phase.next
     action = f"promote to the {nxt.value} stack" if nxt else "optimise or add shards/nodes"
-    return {
-        "alert": name,
-        "expr": f"{expr} > {threshold}",
-        "for": SUSTAINED,
-        "labels": {"severity": "warning", "phase": spec.phase.value},
-        "annotations": {
-            "summary": summary,
-            "description": f"Above {threshold} % for {SUSTAINED} in the {spec.phase.value} "
-            f"phase: {action}.",
+    phase = spec.phase.value
+    threshold, start = _number(band.critical_from), _number(band.warning_from)
+    return [
+        {
+            "alert": f"{watch.name}High",
+            "expr": f"{expr} >= {threshold}",
+            "for": SUSTAINED,
+            "labels": {"severity": Level.CRITICAL.value, "phase": phase},
+            "annotations": {
+                "summary": watch.summary,
+                "description": f"At or above {threshold} % for {SUSTAINED} in the {phase} "
+                f"phase: {action}.",
+            },
         },
-    }
+        {
+            "alert": f"{watch.name}Elevated",
+            "expr": f"{expr} >= {start}",
+            "for": SUSTAINED,
+            "labels": {"severity": Level.WARNING.value, "phase": phase},
+            "annotations": {
+                "summary": watch.summary,
+                "description": f"At or above {start} % for {SUSTAINED} in the {phase} phase, "
+                f"the warning band below its {threshold} % ({band.config_key}): watch the trend.",
+            },
+        },
+    ]
+
+
+def _watches(spec: PhaseSpec) -> list[_Watch]:
+    gw = spec.gateway
+    return [
+        _Watch(
+            "HostCpu", "host.cpu", "CPU use of {{ $labels.instance }} is {{ $value | humanize }} %"
+        ),
+        _Watch(
+            "HostMemory",
+            "host.memory",
+            "Memory use of {{ $labels.instance }} is {{ $value | humanize }} %",
+        ),
+        _Watch(
+            "PostgresConnections",
+            "postgres.connections",
+            "PostgreSQL {{ $labels.instance }} uses {{ $value | humanize }} % of max_connections",
+        ),
+        _Watch(
+            "GatewayConnections",
+            "gateway.connections",
+            "Gateway {{ $labels.instance }} holds {{ $value | humanize }} % of its "
+            f"{gw.connections_per_replica} WebSocket connections",
+        ),
+        _Watch(
+            "NginxConnections",
+            "nginx.connections",
+            "Nginx {{ $labels.instance }} uses {{ $value | humanize }} % of its worker connections",
+        ),
+        _Watch(
+            "RedisMemory",
+            "redis.memory",
+            "Redis {{ $labels.instance }} uses {{ $value | humanize }} % of maxmemory",
+        ),
+    ]
 
 
 def alert_rules(spec: PhaseSpec) -> dict[str, Any]:
-    t = spec.thresholds
-    gw, nginx = spec.gateway, spec.nginx
-    rules = [
-        _rule(
-            "HostCpuHigh",
-            '100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m])))',
-            t.cpu_percent,
-            "CPU use of {{ $labels.instance }} is {{ $value | humanize }} %",
-            spec,
-        ),
-        _rule(
-            "HostMemoryHigh",
-            "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)",
-            t.memory_percent,
-            "Memory use of {{ $labels.instance }} is {{ $value | humanize }} %",
-            spec,
-        ),
-        _rule(
-            "PostgresConnectionsHigh",
-            "100 * sum by (instance) (pg_stat_activity_count)"
-            " / on (instance) max by (instance) (pg_settings_max_connections)",
-            t.connections_percent,
-            "PostgreSQL {{ $labels.instance }} uses {{ $value | humanize }} % of max_connections",
-            spec,
-        ),
-        _rule(
-            "GatewayConnectionsHigh",
-            f"100 * gateway_open_connections / {gw.connections_per_replica}",
-            t.connections_percent,
-            "Gateway {{ $labels.instance }} holds {{ $value | humanize }} % of its "
-            f"{gw.connections_per_replica} WebSocket connections",
-            spec,
-        ),
-        _rule(
-            "NginxConnectionsHigh",
-            f"100 * nginx_connections_active / {nginx.worker_connections * nginx.worker_processes}",
-            t.connections_percent,
-            "Nginx {{ $labels.instance }} uses {{ $value | humanize }} % of its worker connections",
-            spec,
-        ),
-        _rule(
-            "RedisMemoryHigh",
-            "100 * redis_memory_used_bytes / (redis_memory_max_bytes > 0)",
-            t.memory_percent,
-            "Redis {{ $labels.instance }} uses {{ $value | humanize }} % of maxmemory",
-            spec,
-        ),
-    ]
+    rules = [rule for watch in _watches(spec) for rule in _rules(watch, spec)]
     return {"groups": [{"name": f"sikka-{spec.phase.value}-capacity", "rules": rules}]}
 
 

@@ -1,8 +1,10 @@
 """The rendered alert rules, checked and unit-tested by Prometheus's own promtool: each
-alert fires just above the phase's threshold, held for the sustained window, and not below."""
+alert fires at the phase's threshold, held for the sustained window, and not below; the
+warning rules fire where the checker's warning band starts."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scaling.advisor.levels import band_for
 from scaling.render.alerts import SUSTAINED, render_alert_rules
 from scaling.stackconfig import parse
 
@@ -25,7 +28,7 @@ def _series(values: dict[str, float]) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize("phase", ["launch", "growth", "scale"])
-def test_alerts_fire_just_above_the_phase_thresholds(tmp_path: Path, phase: str) -> None:
+def test_alerts_fire_at_the_phase_thresholds(tmp_path: Path, phase: str) -> None:
     spec = parse({"sikka:phase": phase}, stack=phase)
     rules = tmp_path / "alerts.yml"
     rules.write_text(render_alert_rules(spec))
@@ -35,12 +38,20 @@ def test_alerts_fire_just_above_the_phase_thresholds(tmp_path: Path, phase: str)
     assert check.returncode == 0, check.stdout + check.stderr
 
     t = spec.thresholds
+    band = band_for("gateway.connections", spec)
+    assert band is not None and band.critical_from == t.connections_percent
     per_gateway = spec.gateway.connections_per_replica
-    above = {  # one point above each threshold, on instance "hot"
+    above = {  # one point above each threshold on instance "hot", edge cases beside it
         'gateway_open_connections{instance="hot"}': per_gateway * (t.connections_percent + 1) / 100,
         'gateway_open_connections{instance="cool"}': per_gateway
         * (t.connections_percent - 1)
         / 100,
+        # exactly at the threshold: critical, as the checker's levels say
+        'gateway_open_connections{instance="edge"}': per_gateway * t.connections_percent / 100,
+        # just below where the warning band starts: nothing fires
+        'gateway_open_connections{instance="calm"}': math.floor(
+            per_gateway * band.warning_from / 100 - 1
+        ),
         'node_memory_MemTotal_bytes{instance="hot"}': 1000,
         'node_memory_MemAvailable_bytes{instance="hot"}': 1000 - 10 * (t.memory_percent + 1),
         'node_memory_MemTotal_bytes{instance="cool"}': 1000,
@@ -59,6 +70,22 @@ def test_alerts_fire_just_above_the_phase_thresholds(tmp_path: Path, phase: str)
     description = (
         f"for {SUSTAINED} in the {phase} phase: "
         f"{action.get(phase, 'optimise or add shards/nodes')}."
+    )
+
+    def fired_for(name: str, instance: str, summary: str) -> dict[str, object]:
+        return {
+            "exp_labels": {"severity": "critical", "phase": phase, "instance": instance},
+            "exp_annotations": {
+                "summary": summary,
+                "description": f"At or above {thresholds[name]} % {description}",
+            },
+        }
+
+    gateway_summary = "Gateway {} holds {} % of its " + f"{per_gateway} WebSocket connections"
+    warning = (
+        f"At or above {band.warning_from:g} % for {SUSTAINED} in the {phase} phase, the "
+        f"warning band below its {t.connections_percent} % (thresholds.connectionsPercent): "
+        "watch the trend."
     )
     thresholds = {
         "GatewayConnectionsHigh": t.connections_percent,
@@ -81,21 +108,44 @@ def test_alerts_fire_just_above_the_phase_thresholds(tmp_path: Path, phase: str)
                     {
                         "eval_time": "15m",
                         "alertname": name,
+                        "exp_alerts": [fired_for(name, "hot", summary)]
+                        + (
+                            [
+                                fired_for(
+                                    name,
+                                    "edge",
+                                    gateway_summary.format("edge", t.connections_percent),
+                                )
+                            ]
+                            if name == "GatewayConnectionsHigh"
+                            else []
+                        ),
+                    }
+                    for name, summary in fired.items()
+                ]
+                + [
+                    {
+                        "eval_time": "15m",
+                        "alertname": "GatewayConnectionsElevated",
                         "exp_alerts": [
                             {
                                 "exp_labels": {
                                     "severity": "warning",
                                     "phase": phase,
-                                    "instance": "hot",
+                                    "instance": instance,
                                 },
                                 "exp_annotations": {
-                                    "summary": summary,
-                                    "description": f"Above {thresholds[name]} % {description}",
+                                    "summary": gateway_summary.format(instance, percent),
+                                    "description": warning,
                                 },
                             }
+                            for instance, percent in (
+                                ("cool", t.connections_percent - 1),
+                                ("edge", t.connections_percent),
+                                ("hot", t.connections_percent + 1),
+                            )
                         ],
                     }
-                    for name, summary in fired.items()
                 ],
             }
         ],

@@ -19,12 +19,19 @@ LAYERS = {
     "scaling.rules": 0,
     "scaling.stackconfig": 0,
     "scaling.stackfiles": 0,
+    "scaling.metrics.model": 0,
+    # What each reading key is in PromQL: the alert rules and the Prometheus check share it.
+    "scaling.metrics.queries": 0,  # the records sources produce and the advisor judges
     "scaling.render": 1,
+    "scaling.advisor": 1,  # pure decisions over measurements; the alert rules share its table
     "scaling.topology": 2,
     "scaling.docker": 3,
     "scaling.kubernetes": 3,
     "scaling.local": 3,
     "scaling.exports": 3,
+    # Sources, endpoints and history of the checker; its command sits with the CLI.
+    "scaling.metrics": 3,
+    "scaling.metrics.cli": 5,
     "scaling.safety": 3,
     "scaling.bundle": 4,
     "scaling.reference": 4,

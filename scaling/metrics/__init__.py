@@ -1,0 +1,1 @@
+"""Measurements of a live phase: the records every source produces and the advisor judges."""

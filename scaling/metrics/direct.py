@@ -1,0 +1,111 @@
+"""The direct check: every probe of every target at once, one Sample.
+
+Each target is probed in its own thread with short timeouts, so the check takes about as
+long as its slowest probe (the host's CPU interval, the gateways' rate interval), however
+many parts the phase has. A probe that fails unexpectedly still yields its part's
+unreachable Reading, never a missing row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+
+from scaling.metrics.endpoints import Endpoints
+from scaling.metrics.model import Reading, Sample
+from scaling.metrics.probes import gateway, host, nginx, pgbouncer, postgres, redis, unreachable
+from scaling.model import PhaseSpec
+
+Probe = Callable[[], tuple[list[Reading], list[str]]]
+
+
+@dataclass(frozen=True)
+class Measured:
+    sample: Sample
+    notes: tuple[str, ...]
+
+
+def _host() -> tuple[list[Reading], list[str]]:
+    return host.probe(), []
+
+
+def probes(endpoints: Endpoints, spec: PhaseSpec | None) -> list[tuple[Reading, Probe]]:
+    """Every probe to run, each with the Reading to report if it fails outright."""
+    e = endpoints
+    found: list[tuple[Reading, Probe]] = []
+
+    def add(key: str, tier: str, instance: str, unit: str, run: Probe) -> None:
+        found.append((Reading(key, tier, instance, None, None, unit), run))
+
+    if e.host:
+        add("host.cpu", "host", "localhost", "percent", _host)
+    for pg in e.postgres:
+        add(
+            "postgres.connections",
+            "postgres",
+            str(pg),
+            "connections",
+            partial(postgres.probe_member, pg, e.postgres_user, e.postgres_password, e.database),
+        )
+    for pooler in e.poolers:
+        add(
+            "pgbouncer.clients",
+            "pgbouncer",
+            str(pooler),
+            "connections",
+            partial(pgbouncer.probe_pooler, pooler, e.pooler_user, e.pooler_password),
+        )
+    for node in e.redis:
+        add(
+            "redis.memory",
+            "redis",
+            str(node),
+            "bytes",
+            partial(redis.probe_node, node, e.redis_password),
+        )
+    per_gateway = float(spec.gateway.connections_per_replica) if spec is not None else None
+    for urls in e.gateways:
+        add(
+            "gateway.connections",
+            "gateway",
+            urls[0],
+            "connections",
+            partial(gateway.probe_gateway, urls, per_gateway),
+        )
+    capacity = float(spec.nginx.instance_capacity) if spec is not None else None
+    for url in e.nginx:
+        add(
+            "nginx.connections",
+            "nginx",
+            url,
+            "connections",
+            partial(nginx.probe_nginx, url, capacity),
+        )
+    return found
+
+
+def measure(endpoints: Endpoints, spec: PhaseSpec | None = None) -> Measured:
+    """One Sample of every part ``endpoints`` names, taken concurrently."""
+    at = time.time()
+    planned = probes(endpoints, spec)
+    readings: list[Reading] = []
+    notes: list[str] = []
+    if planned:
+        with ThreadPoolExecutor(max_workers=min(16, len(planned))) as pool:
+            futures = [(fallback, pool.submit(run)) for fallback, run in planned]
+            for fallback, future in futures:
+                try:
+                    found, said = future.result()
+                except Exception as error:  # a probe's own bug must not hide the part
+                    found = [
+                        unreachable(
+                            fallback.key, fallback.tier, fallback.instance, error, fallback.unit
+                        )
+                    ]
+                    said = []
+                readings += found
+                notes += said
+    return Measured(Sample(at=at, source="direct", readings=tuple(readings)), tuple(notes))
