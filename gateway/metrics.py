@@ -3,6 +3,27 @@
 Each :class:`Metrics` owns its own registry (instead of the process-global
 default) so several gateways can run in one process, as the tests do, without
 "duplicated timeseries" errors.
+
+Where they are served: ``/metrics`` on ``GATEWAY_METRICS_PORT`` (not on the clients'
+port). With ``GATEWAY_PROCESSES`` = n > 1, every worker process is a gateway of its own
+(its own connections, subscriptions and counters) and worker i serves its /metrics on
+``GATEWAY_METRICS_PORT + i`` (i = 0 .. n-1): a scraper lists all n ports, and the
+container's figures are the sum over them - except ``gateway_connection_limit``, which is
+the one cap the workers share (they count their connections together), so every worker
+reports the same value and it is taken once.
+
+What readers rely on, by name:
+
+* ``gateway_open_connections`` (gauge) - WebSockets open on this process.
+* ``gateway_connection_limit`` (gauge) - the connections accepted (by the container's
+  processes together) before new ones are refused with 1013: WEBSOCKET_MAX_CONNECTIONS,
+  or the lower cap the open-file limit allows (gateway.limits.connection_cap).
+* ``gateway_active_trips`` (gauge) - trip channels with at least one subscriber on this
+  process (the channels it is subscribed to in Redis).
+* ``gateway_messages_in_total{type}`` / ``gateway_messages_out_total{type}`` (counters) -
+  frames received from / sent to clients.
+* ``gateway_fanout_latency_seconds`` (histogram) - origin gateway's publish to delivery
+  here.
 """
 
 from __future__ import annotations
@@ -29,6 +50,18 @@ class Metrics:
         self.open_connections = Gauge(
             "gateway_open_connections",
             "WebSocket connections currently open on this instance.",
+            registry=self.registry,
+        )
+        self.connection_limit = Gauge(
+            "gateway_connection_limit",
+            "WebSocket connections accepted before new ones are refused with 1013: "
+            "WEBSOCKET_MAX_CONNECTIONS, or the lower cap the open-file limit allows "
+            "(shared by the processes of a container).",
+            registry=self.registry,
+        )
+        self.active_trips = Gauge(
+            "gateway_active_trips",
+            "Trip channels with at least one subscriber on this instance.",
             registry=self.registry,
         )
         self.messages_in = Counter(

@@ -114,6 +114,9 @@ class Gateway:
         # every process sharing the port (GATEWAY_PROCESSES).
         self._count = count or ConnectionCount()
         self.metrics = Metrics()
+        # settings.max_connections is already the open-file-derived cap when that is lower
+        # (gateway.__main__ lowers it before the gateway starts).
+        self.metrics.connection_limit.set(settings.max_connections)
         self.backend = backend_factory(settings, self._on_fanout)
         auth = settings.auth
         self.verifier: TokenVerifier | None = (
@@ -129,6 +132,8 @@ class Gateway:
         self.origins = OriginPolicy(auth.allowed_origins)
         self._clients: set[Client] = set()
         self._subscribers: dict[str, set[Client]] = {}
+        # Read at scrape time: always current, nothing to keep in step per (un)subscribe.
+        self.metrics.active_trips.set_function(lambda: len(self._subscribers))
         self._draining = False
         self._no_clients = asyncio.Event()
         self._no_clients.set()
