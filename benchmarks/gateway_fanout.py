@@ -473,7 +473,7 @@ def main() -> None:
                 for variant in chosen:
                     print(f"round {round_no + 1}: {variant.name} ...", flush=True)
                     args.round = round_no + 1
-                    outcome = asyncio.run(measure(variant, redis_env, args, work))
+                    outcome = connections.run_client(measure(variant, redis_env, args, work))
                     results[variant.name].append(outcome)
                     shown = [k for k, _ in COLUMNS] + ["error_samples", "published"]
                     print("   ", json.dumps({k: outcome.get(k) for k in shown}), flush=True)
