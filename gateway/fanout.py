@@ -66,6 +66,9 @@ CONNECT_TIMEOUT = 1.0
 # How long one blocking read on a pub/sub connection waits before looping; it
 # bounds how quickly a reader notices that it was asked to stop or rebuild.
 READ_TIMEOUT = 1.0
+# redis-py PINGs a pub/sub connection before a read once this long has passed since the
+# last command, so a dead TCP connection is noticed even without traffic.
+HEALTH_CHECK_INTERVAL = 15
 # Library-level retries per command: together about 5 s of jittered
 # exponential backoff, long enough to ride out a Sentinel failover or a
 # Redis restart without surfacing an error to the driver.
@@ -449,7 +452,7 @@ def _client_kwargs(settings: Settings) -> dict[str, Any]:
         "socket_keepalive": True,
         # Lets redis-py PING idle connections (including the pub/sub one) so
         # a half-open TCP connection is detected even without traffic.
-        "health_check_interval": 15,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
         "retry": command_retry(),
         "decode_responses": False,
         "max_connections": settings.redis_max_connections,
@@ -523,6 +526,7 @@ class _Shard:
         self.channels: set[str] = set()
         self._backend = backend
         self.task: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
 
     def start_reader(self) -> None:
         # Started after the first successful SSUBSCRIBE: reading a pub/sub
@@ -531,12 +535,24 @@ class _Shard:
             self.task = asyncio.create_task(
                 self._backend._read_shard(self), name=f"fanout-shard-{self.name}"
             )
+            self._pinger = asyncio.create_task(self._ping(), name=f"fanout-ping-{self.name}")
+
+    async def _ping(self) -> None:
+        """PING the connection every HEALTH_CHECK_INTERVAL: the reader blocks until the
+        next message (no timeout to arm per read), so redis-py's own check before a read
+        would not run while the shard is quiet. A failure here is the reader's to see."""
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_INTERVAL)
+            with contextlib.suppress(*REDIS_FAILURES):
+                await asyncio.wait_for(self.pubsub.ping(), SOCKET_TIMEOUT)
 
     async def close(self) -> None:
-        if self.task is not None and self.task is not asyncio.current_task():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
+        current = asyncio.current_task()
+        for task in (self._pinger, self.task):
+            if task is not None and task is not current:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         with contextlib.suppress(Exception):
             await self.pubsub.aclose()
         with contextlib.suppress(Exception):
@@ -616,7 +632,7 @@ class ClusterBackend(_PipelinedBackend):
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_keepalive=True,
-            health_check_interval=15,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
             # Fail fast: a dead primary is handled by re-routing its channels
             # (publishes: refreshing the slot map) to the promoted replica, not by
             # retrying it.
@@ -760,8 +776,10 @@ class ClusterBackend(_PipelinedBackend):
     async def _read_shard(self, shard: _Shard) -> None:
         try:
             while not self._closed:
+                # Blocks until a message arrives (close() cancels the reader): the busiest
+                # loop of a gateway, without a timeout armed and cancelled per message.
                 message = await shard.pubsub.get_message(
-                    ignore_subscribe_messages=False, timeout=READ_TIMEOUT
+                    ignore_subscribe_messages=False, timeout=None
                 )
                 if message is None:
                     continue

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from test_gateway_cluster import cluster_settings
 
+from gateway import fanout
 from gateway.fanout import PUBLISH_DEADLINE, ClusterBackend, PublishError
 
 pytestmark = pytest.mark.integration
@@ -198,3 +199,35 @@ def test_publishes_ride_out_a_primary_failover(
 
     figures = run(scenario(), 90)
     assert figures["slowest"] < PUBLISH_DEADLINE
+
+
+def test_a_quiet_shard_connection_is_still_pinged(
+    redis_cluster: gw_redis.ClusterSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shard reader blocks until the next message; its connection is PINGed every
+    HEALTH_CHECK_INTERVAL all the same, so a dead one is noticed without traffic."""
+    monkeypatch.setattr(fanout, "HEALTH_CHECK_INTERVAL", 0.2)
+    channel = "trip:quiet"
+
+    async def scenario() -> None:
+        backend = backend_on(redis_cluster, "gw-quiet")
+        await backend.start()
+        try:
+            assert await backend.wait_ready(10)
+            await backend.subscribe(channel)
+            assert backend._cluster is not None
+            owner = owner_of(backend._cluster, channel)
+            await asyncio.sleep(1.0)
+            clients = gw_redis.cli(int(owner.port), "CLIENT", "LIST").splitlines()
+            shard_connections = [c for c in clients if "ssub=1" in c]
+            assert len(shard_connections) == 1, clients
+            assert "cmd=ping" in shard_connections[0]
+            # ...and still delivers.
+            received: list[tuple[str, bytes]] = []
+            backend._on_message = lambda c, p: received.append((c, p))
+            await backend.publish(channel, b"after-pings")
+            await eventually(lambda: received == [(channel, b"after-pings")])
+        finally:
+            await backend.close()
+
+    run(scenario(), 30)
