@@ -2,7 +2,7 @@
 
     python -m benchmarks.gateway_fanout [--trips 400] [--riders 4] [--seconds 15]
         [--gateways 2] [--rounds 1] [--variants before,after,...] [--baseline-ref REF]
-        [--compression deflate|none] [--redis standalone|cluster]
+        [--compression deflate|none] [--redis standalone|cluster] [--together]
 
 Starts one ``redis-server`` on a free port (``--redis cluster``: a Redis Cluster of three
 primaries without replicas, which the gateways use with sharded pub/sub), then for each
@@ -275,7 +275,10 @@ def gateway_of(index: int, trips: int, gateways: int) -> int:
 
 
 async def trip_load(
-    urls: list[str], args: argparse.Namespace, opened_hook: Callable[[], None] = lambda: None
+    urls: list[str],
+    args: argparse.Namespace,
+    opened_hook: Callable[[], None] = lambda: None,
+    prefix: str = "bench",
 ) -> dict[str, Any]:
     """Open the trips' connections to the gateways, run the trip load on them, count what
     is held at the end; the figures flattened for the table."""
@@ -294,7 +297,7 @@ async def trip_load(
         figures = await run_trip_load(
             {i: o.ws for i, o in opened.connections.items()},
             plan.members(count, args.trips),
-            [f"bench-{t}" for t in range(args.trips)],
+            [f"{prefix}-{t}" for t in range(args.trips)],
             seconds=args.seconds,
         )
         counts = connections.tally(opened)
@@ -375,7 +378,9 @@ async def measure(
         def profile() -> None:
             profilers.extend(start_profilers(pids, variant.name, args))
 
-        result = await trip_load([f"ws://127.0.0.1:{p}/" for p in ports], args, profile)
+        urls = [f"ws://127.0.0.1:{p}/" for p in ports]
+        # Trips of their own: variants measured together share the Redis.
+        result = await trip_load(urls, args, profile, prefix=variant.name)
         sampling.cancel()
         for profiler in profilers:
             profiler.wait()
@@ -402,6 +407,16 @@ async def measure(
         return result
     finally:
         stop(procs)
+
+
+async def together(
+    chosen: list[Variant], redis_env: dict[str, str], args: argparse.Namespace, logdir: Path
+) -> list[dict[str, Any]]:
+    """Every variant at the same time, each with its own gateways and trips, driven by
+    this one client: on a shared machine they see the same load, so their CPU per frame
+    compares without the drift between one run and the next. (The gateways start one
+    variant after the other: start_gateways blocks until they answer.)"""
+    return list(await asyncio.gather(*(measure(v, redis_env, args, logdir) for v in chosen)))
 
 
 COLUMNS = (
@@ -451,6 +466,12 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run the variants at the same time (each with --trips trips of its own) "
+        "instead of one after the other",
+    )
+    parser.add_argument(
         "--py-spy",
         type=Path,
         help="profile every gateway process with py-spy (sampling) during the trip load; "
@@ -469,14 +490,26 @@ def main() -> None:
         redis, redis_env = start_redis(work, args.redis)
         results: dict[str, list[dict[str, Any]]] = {v.name: [] for v in chosen}
         try:
+            shown = [k for k, _ in COLUMNS] + ["error_samples", "published"]
             for round_no in range(args.rounds):
-                for variant in chosen:
-                    print(f"round {round_no + 1}: {variant.name} ...", flush=True)
-                    args.round = round_no + 1
-                    outcome = connections.run_client(measure(variant, redis_env, args, work))
+                args.round = round_no + 1
+                if args.together:
+                    print(f"round {round_no + 1}: {', '.join(names)} at once ...", flush=True)
+                    outcomes = connections.run_client(together(chosen, redis_env, args, work))
+                else:
+                    outcomes = []
+                    for variant in chosen:
+                        print(f"round {round_no + 1}: {variant.name} ...", flush=True)
+                        outcomes.append(
+                            connections.run_client(measure(variant, redis_env, args, work))
+                        )
+                for variant, outcome in zip(chosen, outcomes, strict=True):
                     results[variant.name].append(outcome)
-                    shown = [k for k, _ in COLUMNS] + ["error_samples", "published"]
-                    print("   ", json.dumps({k: outcome.get(k) for k in shown}), flush=True)
+                    print(
+                        f"    {variant.name}",
+                        json.dumps({k: outcome.get(k) for k in shown}),
+                        flush=True,
+                    )
         finally:
             stop(redis)
             for log in work.glob("*.log"):

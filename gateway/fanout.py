@@ -689,7 +689,10 @@ class ClusterBackend(_PipelinedBackend):
             for index, reply in zip(indexes, replies, strict=True):
                 results[index] = reply
 
-        await asyncio.gather(*(to_node(node, indexes) for node, indexes in by_node.values()))
+        if len(by_node) == 1:  # the usual small batch: no task per primary
+            await to_node(*next(iter(by_node.values())))
+        else:
+            await asyncio.gather(*(to_node(node, ix) for node, ix in by_node.values()))
         unreachable = False
         for index, result in enumerate(results):
             if isinstance(result, MovedError | AskError | TryAgainError):
