@@ -2,12 +2,14 @@
 
     python -m benchmarks.gateway_fanout [--trips 400] [--riders 4] [--seconds 15]
         [--gateways 2] [--rounds 1] [--variants before,after,...] [--baseline-ref REF]
-        [--compression deflate|none]
+        [--compression deflate|none] [--redis standalone|cluster] [--together]
 
-Starts one ``redis-server`` on a free port, then for each variant (alternating, ``--rounds``
-times) starts the gateways and runs the capacity bench's client on them, connecting to the
-gateways directly: :mod:`benchmarks.capacity.connections` opens and counts the connections
-(one driver and ``--riders`` riders per trip, riders on other gateways than their driver),
+Starts one ``redis-server`` on a free port (``--redis cluster``: a Redis Cluster of three
+primaries without replicas, which the gateways use with sharded pub/sub), then for each
+variant (alternating, ``--rounds`` times) starts the gateways and runs the capacity
+bench's client on them, connecting to the gateways directly:
+:mod:`benchmarks.capacity.connections` opens and counts the connections (one driver and
+``--riders`` riders per trip, riders on other gateways than their driver),
 :mod:`benchmarks.capacity.trips` runs the trip load on them (one location per second per
 driver). It prints, per variant: connections held at the end, fan-out latency
 p50/p90/p99/max measured by the clients (driver send -> rider receive, one clock), loss,
@@ -19,7 +21,7 @@ client, not the gateway, is the limit).
 Variants (``--variants``, comma-separated):
 
 * ``before`` - the gateway at ``--baseline-ref`` (default ``HEAD``), extracted with
-  ``git archive``, with its defaults (permessage-deflate on, asyncio loop).
+  ``git archive``, with its defaults.
 * ``after`` - this tree's gateway with its defaults.
 * ``after-deflate`` - this tree with ``GATEWAY_COMPRESSION=deflate``.
 * ``after-asyncio`` - this tree with ``GATEWAY_EVENT_LOOP=asyncio``.
@@ -45,6 +47,7 @@ import tarfile
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,8 @@ from benchmarks.capacity.trips import run_trip_load
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+CLUSTER_PRIMARIES = 3
 OPEN_RATE = 2000.0  # connections started per second
 OPEN_CONCURRENCY = 200  # handshakes in flight
 
@@ -118,13 +123,15 @@ def variants(names: list[str], baseline: Path | None, gateways: int) -> list[Var
     return [known[n]() for n in names]
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _redis_node(workdir: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
+    node_dir = workdir / f"redis-{port}"
+    node_dir.mkdir()
     proc = subprocess.Popen(
         [
             REDIS_SERVER,
             "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(workdir), "--maxclients", "10000",
+            "--dir", str(node_dir), "--maxclients", "10000", *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -139,8 +146,46 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("redis-server did not start")
 
 
+def start_redis(workdir: Path, mode: str) -> tuple[list[subprocess.Popen[bytes]], dict[str, str]]:
+    """The Redis processes and the gateways' REDIS_* settings for them."""
+    if mode == "standalone":
+        proc, port = _redis_node(workdir, [])
+        return [proc], {"REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    nodes = [
+        _redis_node(workdir, [*cluster, "--cluster-port", str(free_port())])
+        for _ in range(CLUSTER_PRIMARIES)
+    ]
+    procs = [proc for proc, _ in nodes]
+    addresses = [f"127.0.0.1:{port}" for _, port in nodes]
+    created = subprocess.run(
+        [REDIS_CLI, "--cluster", "create", *addresses, "--cluster-yes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    deadline = time.monotonic() + 30
+    while created.returncode == 0 and time.monotonic() < deadline:
+        infos = [
+            subprocess.run(
+                [REDIS_CLI, "-p", str(port), "CLUSTER", "INFO"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            ).stdout
+            for _, port in nodes
+        ]
+        if all("cluster_state:ok" in info for info in infos):
+            return procs, {"REDIS_MODE": "cluster", "REDIS_CLUSTER_NODES": ",".join(addresses)}
+        time.sleep(0.2)
+    stop(procs)
+    raise RuntimeError(f"redis cluster not ready:\n{created.stdout}\n{created.stderr}")
+
+
 def start_gateways(
-    variant: Variant, redis_port: int, count: int, per_gateway: int, logdir: Path
+    variant: Variant, redis_env: dict[str, str], count: int, per_gateway: int, logdir: Path
 ) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
     procs, ports = [], []
     # Metrics ports: one per process, in one block (GATEWAY_PROCESSES uses base + i).
@@ -156,7 +201,7 @@ def start_gateways(
             "GATEWAY_ID": f"{variant.name}-{i}",
             "GATEWAY_AUTH_MODE": "disabled",
             "GATEWAY_LOG_LEVEL": "WARNING",
-            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            **redis_env,
             "WEBSOCKET_MAX_CONNECTIONS": str(per_gateway),
             **variant.env,
         }
@@ -229,7 +274,12 @@ def gateway_of(index: int, trips: int, gateways: int) -> int:
     return (trip + 1 + rider) % gateways
 
 
-async def trip_load(urls: list[str], args: argparse.Namespace) -> dict[str, Any]:
+async def trip_load(
+    urls: list[str],
+    args: argparse.Namespace,
+    opened_hook: Callable[[], None] = lambda: None,
+    prefix: str = "bench",
+) -> dict[str, Any]:
     """Open the trips' connections to the gateways, run the trip load on them, count what
     is held at the end; the figures flattened for the table."""
     count = args.trips * (1 + args.riders)
@@ -242,11 +292,12 @@ async def trip_load(urls: list[str], args: argparse.Namespace) -> dict[str, Any]
         concurrency=OPEN_CONCURRENCY,
         compression=None if args.compression == "none" else args.compression,
     )
+    opened_hook()
     try:
         figures = await run_trip_load(
             {i: o.ws for i, o in opened.connections.items()},
             plan.members(count, args.trips),
-            [f"bench-{t}" for t in range(args.trips)],
+            [f"{prefix}-{t}" for t in range(args.trips)],
             seconds=args.seconds,
         )
         counts = connections.tally(opened)
@@ -277,14 +328,39 @@ async def trip_load(urls: list[str], args: argparse.Namespace) -> dict[str, Any]
     }
 
 
+def start_profilers(
+    pids: list[int], name: str, args: argparse.Namespace
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every gateway process (workers included) and on this client from the
+    moment the connections are open: the subscriptions and the trip load's sending window."""
+    if args.py_spy is None:
+        return []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    args.py_spy.mkdir(parents=True, exist_ok=True)
+    profilers = []
+    for proc in [*_tree(pids), psutil.Process()]:
+        if proc.pid in pids and proc.children():
+            continue  # a supervisor (GATEWAY_PROCESSES): its workers are profiled
+        role = "client" if proc.pid == os.getpid() else "gateway"
+        output = args.py_spy / f"{name}-r{args.round}-{role}-{proc.pid}.txt"
+        command = [
+            spy, "record", "--pid", str(proc.pid), "--duration", str(args.seconds + 3),
+            "--rate", "200", "--format", "raw", "--nonblocking", "--output", str(output),
+        ]  # fmt: skip
+        profilers.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    return profilers
+
+
 async def measure(
-    variant: Variant, redis_port: int, args: argparse.Namespace, logdir: Path
+    variant: Variant, redis_env: dict[str, str], args: argparse.Namespace, logdir: Path
 ) -> dict[str, Any]:
     connections = args.trips * (1 + args.riders)
     per_gateway = (connections // args.gateways) + args.trips + 100
     if variant.reuseport:
         per_gateway = connections + 100
-    procs, ports = start_gateways(variant, redis_port, args.gateways, per_gateway, logdir)
+    procs, ports = start_gateways(variant, redis_env, args.gateways, per_gateway, logdir)
     try:
         pids = [p.pid for p in procs]
         await asyncio.sleep(1.0)
@@ -297,8 +373,17 @@ async def measure(
                 await asyncio.sleep(0.5)
 
         sampling = asyncio.create_task(sampler())
-        result = await trip_load([f"ws://127.0.0.1:{p}/" for p in ports], args)
+        profilers: list[subprocess.Popen[bytes]] = []
+
+        def profile() -> None:
+            profilers.extend(start_profilers(pids, variant.name, args))
+
+        urls = [f"ws://127.0.0.1:{p}/" for p in ports]
+        # Trips of their own: variants measured together share the Redis.
+        result = await trip_load(urls, args, profile, prefix=variant.name)
         sampling.cancel()
+        for profiler in profilers:
+            profiler.wait()
         window = [s for s in samples if result["window_start"] <= s[0] <= result["window_end"]]
         if len(window) >= 2:
             (t0, c0, _), (t1, c1, _) = window[0], window[-1]
@@ -322,6 +407,16 @@ async def measure(
         return result
     finally:
         stop(procs)
+
+
+async def together(
+    chosen: list[Variant], redis_env: dict[str, str], args: argparse.Namespace, logdir: Path
+) -> list[dict[str, Any]]:
+    """Every variant at the same time, each with its own gateways and trips, driven by
+    this one client: on a shared machine they see the same load, so their CPU per frame
+    compares without the drift between one run and the next. (The gateways start one
+    variant after the other: start_gateways blocks until they answer.)"""
+    return list(await asyncio.gather(*(measure(v, redis_env, args, logdir) for v in chosen)))
 
 
 COLUMNS = (
@@ -363,7 +458,25 @@ def main() -> None:
         default="deflate",
         help="what the clients offer (browsers offer deflate); the gateway decides",
     )
+    parser.add_argument(
+        "--redis",
+        choices=("standalone", "cluster"),
+        default="standalone",
+        help="one redis-server, or a cluster of three primaries (sharded pub/sub)",
+    )
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run the variants at the same time (each with --trips trips of its own) "
+        "instead of one after the other",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="profile every gateway process with py-spy (sampling) during the trip load; "
+        "collapsed stacks go to DIR/<variant>-r<round>-<pid>.txt",
+    )
     parser.add_argument("--variants", default="before,after")
     parser.add_argument("--baseline-ref", default="HEAD")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
@@ -374,19 +487,31 @@ def main() -> None:
         work = Path(tmp)
         baseline = extract_baseline(args.baseline_ref, work) if "before" in names else None
         chosen = variants(names, baseline, args.gateways)
-        redis, redis_port = start_redis(work)
+        redis, redis_env = start_redis(work, args.redis)
         results: dict[str, list[dict[str, Any]]] = {v.name: [] for v in chosen}
         try:
+            shown = [k for k, _ in COLUMNS] + ["error_samples", "published"]
             for round_no in range(args.rounds):
-                for variant in chosen:
-                    print(f"round {round_no + 1}: {variant.name} ...", flush=True)
-                    outcome = asyncio.run(measure(variant, redis_port, args, work))
+                args.round = round_no + 1
+                if args.together:
+                    print(f"round {round_no + 1}: {', '.join(names)} at once ...", flush=True)
+                    outcomes = connections.run_client(together(chosen, redis_env, args, work))
+                else:
+                    outcomes = []
+                    for variant in chosen:
+                        print(f"round {round_no + 1}: {variant.name} ...", flush=True)
+                        outcomes.append(
+                            connections.run_client(measure(variant, redis_env, args, work))
+                        )
+                for variant, outcome in zip(chosen, outcomes, strict=True):
                     results[variant.name].append(outcome)
-                    shown = [k for k, _ in COLUMNS] + ["error_samples", "published"]
-                    print("   ", json.dumps({k: outcome.get(k) for k in shown}), flush=True)
+                    print(
+                        f"    {variant.name}",
+                        json.dumps({k: outcome.get(k) for k in shown}),
+                        flush=True,
+                    )
         finally:
-            redis.terminate()
-            redis.wait(10)
+            stop(redis)
             for log in work.glob("*.log"):
                 text = log.read_text(errors="replace")
                 if "Traceback" in text or "ERROR" in text:
@@ -397,7 +522,7 @@ def main() -> None:
         f"{args.trips} trips x ({args.riders} riders + 1 driver) = "
         f"{args.trips * (1 + args.riders)} connections over {args.gateways} gateway processes, "
         f"1 location/s per driver for {args.seconds} s, one client process offering "
-        f"compression {args.compression}; "
+        f"compression {args.compression}, redis {args.redis}; "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
         f"Python {platform.python_version()}"
     )

@@ -31,8 +31,14 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.config import DEFAULT_REDIS_MAX_CONNECTIONS, Settings
@@ -46,15 +52,23 @@ log = logging.getLogger(__name__)
 MessageCallback = Callable[[str, bytes], None]
 
 # Everything a Redis call can fail with short of a bug: redis-py errors
-# (connection, timeout, MOVED, READONLY...), raw socket errors and our own
-# asyncio.wait_for bounds.
-REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
+# (connection, timeout, MOVED, READONLY...), the cluster client's own (no node reachable,
+# a slot no node serves), raw socket errors and our own asyncio.wait_for bounds.
+REDIS_FAILURES: tuple[type[Exception], ...] = (
+    RedisError,
+    RedisClusterException,
+    OSError,
+    TimeoutError,
+)
 
 SOCKET_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 1.0
 # How long one blocking read on a pub/sub connection waits before looping; it
 # bounds how quickly a reader notices that it was asked to stop or rebuild.
 READ_TIMEOUT = 1.0
+# redis-py PINGs a pub/sub connection before a read once this long has passed since the
+# last command, so a dead TCP connection is noticed even without traffic.
+HEALTH_CHECK_INTERVAL = 15
 # Library-level retries per command: together about 5 s of jittered
 # exponential backoff, long enough to ride out a Sentinel failover or a
 # Redis restart without surfacing an error to the driver.
@@ -64,7 +78,7 @@ COMMAND_RETRIES = 8
 # after it began (waiting for a free connection included); then the driver is told to
 # resend.
 PUBLISH_DEADLINE = 8.0
-# Most publishes sent in one pipeline (standalone and Sentinel).
+# Most publishes sent in one pipeline (on a cluster: in one batch, a pipeline per primary).
 MAX_BATCH = 256
 # Pool connections kept out of the publishers' share: the pub/sub connection (standalone
 # and Sentinel take it from the same pool) and /healthz's PING.
@@ -149,7 +163,10 @@ class FanoutBackend(ABC):
         while True:
             attempt += 1
             try:
-                async with asyncio.timeout_at(deadline):
+                if self._publish_slots.locked():
+                    async with asyncio.timeout_at(deadline):
+                        await self._publish_slots.acquire()
+                else:  # a free slot is taken at once: no timeout to arm and cancel
                     await self._publish_slots.acquire()
             except TimeoutError:
                 failure: Exception = TimeoutError(
@@ -217,7 +234,65 @@ class FanoutBackend(ABC):
             self._on_message(channel_text, data)
 
 
-class _SingleMasterBackend(FanoutBackend):
+class _PipelinedBackend(FanoutBackend):
+    """Publishes made while a pipeline is in flight go out together in the next one: one
+    round trip, one socket write and a fraction of redis-py's per-command cost (~20
+    instead of ~70 us of CPU per publish, measured) per batch. An error fails only the
+    publishes it concerns, which FanoutBackend.publish retries."""
+
+    def __init__(
+        self, on_message: MessageCallback, max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
+    ) -> None:
+        # Publishes share pipelines: bound them by batches, not by the pool.
+        super().__init__(on_message, max_connections, publish_slots=MAX_BATCH * 8)
+        # Publishes waiting for the next pipeline, and the task sending them.
+        self._batch: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        # Pipelines sent; exposed for tests.
+        self.pipelines = 0
+
+    @abstractmethod
+    async def _send_batch(self, publishes: list[tuple[str, bytes]]) -> list[Any]:
+        """Send ``publishes`` as one pipeline (or one per server); per publish its
+        result, or the exception that failed it."""
+
+    async def _publish(self, channel: str, payload: bytes) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._batch.append((channel, payload, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="fanout-publisher")
+        await done
+
+    async def _flush(self) -> None:
+        while self._batch:
+            batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
+            self.pipelines += 1
+            try:
+                results = await self._send_batch([(c, p) for c, p, _ in batch])
+            except BaseException as exc:
+                failure = exc if isinstance(exc, Exception) else RedisConnectionError("closed")
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(failure)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, _, done), result in zip(batch, results, strict=True):
+                if done.done():
+                    continue
+                if isinstance(result, Exception):
+                    done.set_exception(result)
+                else:
+                    done.set_result(None)
+
+    async def _stop_flusher(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._flusher
+
+
+class _SingleMasterBackend(_PipelinedBackend):
     """Shared logic for standalone and Sentinel: one master at a time.
 
     One client (pooled connections) publishes; one dedicated pub/sub
@@ -232,9 +307,7 @@ class _SingleMasterBackend(FanoutBackend):
         control_channel: str,
         max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS,
     ) -> None:
-        # Publishes share pipelines on one connection: bound them by batches, not by
-        # the pool.
-        super().__init__(on_message, max_connections, publish_slots=MAX_BATCH * 8)
+        super().__init__(on_message, max_connections)
         # Subscribed for the whole lifetime so the pub/sub connection exists
         # (and its failure is noticed) even while no trip is watched.
         self._control_channel = control_channel
@@ -245,9 +318,6 @@ class _SingleMasterBackend(FanoutBackend):
         # order as the local subscription changes that caused them.
         self._lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
-        # Publishes waiting for the next pipeline, and the task sending them.
-        self._batch: list[tuple[str, bytes, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
 
     @abstractmethod
     def _make_client(self) -> Redis: ...
@@ -354,47 +424,15 @@ class _SingleMasterBackend(FanoutBackend):
             log.warning("pub/sub command failed (%s); scheduling resubscribe", exc)
             self._rebuild.set()
 
-    async def _publish(self, channel: str, payload: bytes) -> None:
-        """Publishes made while a pipeline is in flight go out together in the next one
-        (one round trip and a fraction of redis-py's per-command cost: ~20 instead of
-        ~70 us of CPU per publish, measured); an error fails that batch's publishes,
-        which FanoutBackend.publish retries."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._batch.append((channel, payload, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="fanout-publisher")
-        await done
-
-    async def _flush(self) -> None:
-        while self._batch:
-            batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
-            try:
-                assert self._client is not None
-                pipe = self._client.pipeline(transaction=False)
-                for channel, payload, _ in batch:
-                    pipe.publish(channel, payload)
-                results = await pipe.execute(raise_on_error=False)
-            except BaseException as exc:
-                failure = exc if isinstance(exc, Exception) else RedisConnectionError("closed")
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_exception(failure)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, _, done), result in zip(batch, results, strict=True):
-                if done.done():
-                    continue
-                if isinstance(result, Exception):
-                    done.set_exception(result)
-                else:
-                    done.set_result(None)
+    async def _send_batch(self, publishes: list[tuple[str, bytes]]) -> list[Any]:
+        assert self._client is not None
+        pipe = self._client.pipeline(transaction=False)
+        for channel, payload in publishes:
+            pipe.publish(channel, payload)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._flusher
+        await self._stop_flusher()
         await self._close_connections()
 
     async def healthy(self) -> bool:
@@ -414,7 +452,7 @@ def _client_kwargs(settings: Settings) -> dict[str, Any]:
         "socket_keepalive": True,
         # Lets redis-py PING idle connections (including the pub/sub one) so
         # a half-open TCP connection is detected even without traffic.
-        "health_check_interval": 15,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
         "retry": command_retry(),
         "decode_responses": False,
         "max_connections": settings.redis_max_connections,
@@ -488,6 +526,7 @@ class _Shard:
         self.channels: set[str] = set()
         self._backend = backend
         self.task: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
 
     def start_reader(self) -> None:
         # Started after the first successful SSUBSCRIBE: reading a pub/sub
@@ -496,23 +535,41 @@ class _Shard:
             self.task = asyncio.create_task(
                 self._backend._read_shard(self), name=f"fanout-shard-{self.name}"
             )
+            self._pinger = asyncio.create_task(self._ping(), name=f"fanout-ping-{self.name}")
+
+    async def _ping(self) -> None:
+        """PING the connection every HEALTH_CHECK_INTERVAL: the reader blocks until the
+        next message (no timeout to arm per read), so redis-py's own check before a read
+        would not run while the shard is quiet. A failure here is the reader's to see."""
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_INTERVAL)
+            with contextlib.suppress(*REDIS_FAILURES):
+                await asyncio.wait_for(self.pubsub.ping(), SOCKET_TIMEOUT)
 
     async def close(self) -> None:
-        if self.task is not None and self.task is not asyncio.current_task():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
+        current = asyncio.current_task()
+        for task in (self._pinger, self.task):
+            if task is not None and task is not current:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         with contextlib.suppress(Exception):
             await self.pubsub.aclose()
         with contextlib.suppress(Exception):
             await self.client.aclose()
 
 
-class ClusterBackend(FanoutBackend):
+class ClusterBackend(_PipelinedBackend):
     """Redis Cluster with sharded pub/sub.
 
-    Publishing uses ``SPUBLISH`` through :class:`RedisCluster`, which routes
-    by hash slot and follows MOVED/failover with its retry policy. Subscribing
+    Publishing uses ``SPUBLISH``, pipelined: each batch is split by the primary owning
+    each channel's hash slot (the slot map of :class:`RedisCluster`) and sent as one
+    pipeline per primary, over a connection of this backend's own to that primary. A
+    publish refused with a redirection (MOVED, ASK, TRYAGAIN: the slot moved or is
+    moving) is sent again on its own through :class:`RedisCluster`, which follows the
+    redirection and updates the slot map; one whose primary cannot be reached fails
+    (FanoutBackend.publish retries it with backoff) and has the slot map refreshed, so
+    the retries reach the promoted replica after a failover. Subscribing
     uses one pub/sub connection per primary that owns a wanted channel; when a
     primary dies, or Redis pushes an ``sunsubscribe`` because the slot moved,
     the affected channels are re-routed to the current owner after refreshing
@@ -523,6 +580,9 @@ class ClusterBackend(FanoutBackend):
         super().__init__(on_message, settings.redis_max_connections)
         self._settings = settings
         self._cluster: RedisCluster | None = None
+        # Pipelined publishes: one client per primary, by node name.
+        self._publishers: dict[str, Redis] = {}
+        self._refreshing: asyncio.Task[None] | None = None
         self._shards: dict[str, _Shard] = {}
         self._owner: dict[str, str] = {}  # channel -> shard name holding it
         self._orphans: set[str] = set()  # wanted but currently not subscribed
@@ -545,6 +605,15 @@ class ClusterBackend(FanoutBackend):
 
     async def close(self) -> None:
         self._closed = True
+        await self._stop_flusher()
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refreshing
+        for publisher in list(self._publishers.values()):
+            with contextlib.suppress(Exception):
+                await publisher.aclose()
+        self._publishers.clear()
         if self._repairer is not None:
             self._repairer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -555,6 +624,23 @@ class ClusterBackend(FanoutBackend):
         if self._cluster is not None:
             await self._cluster.aclose()
 
+    def _node_client(self, node: ClusterNode) -> Redis:
+        return Redis(
+            host=node.host,
+            port=int(node.port),
+            password=self._settings.redis_password,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_keepalive=True,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+            # Fail fast: a dead primary is handled by re-routing its channels
+            # (publishes: refreshing the slot map) to the promoted replica, not by
+            # retrying it.
+            retry=Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.05), 1),
+            # One pipeline in flight per primary (one flusher); one spare.
+            max_connections=2,
+        )
+
     def _shard_for(self, channel: str) -> _Shard:
         assert self._cluster is not None
         node = self._cluster.get_node_from_key(channel, replica=False)
@@ -562,20 +648,79 @@ class ClusterBackend(FanoutBackend):
             raise RedisConnectionError(f"no node owns the slot of {channel!r}")
         shard = self._shards.get(node.name)
         if shard is None:
-            client = Redis(
-                host=node.host,
-                port=int(node.port),
-                password=self._settings.redis_password,
-                socket_timeout=SOCKET_TIMEOUT,
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_keepalive=True,
-                health_check_interval=15,
-                # Fail fast: a dead primary is handled by re-routing its
-                # channels to the promoted replica, not by retrying it.
-                retry=Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.05), 1),
-            )
+            client = self._node_client(node)
             shard = self._shards[node.name] = _Shard(self, node.name, client)
         return shard
+
+    async def _send_batch(self, publishes: list[tuple[str, bytes]]) -> list[Any]:
+        cluster = self._cluster
+        assert cluster is not None
+        if not cluster.nodes_manager.slots_cache:  # nothing sent yet: no slot map
+            await cluster.initialize()
+        results: list[Any] = [None] * len(publishes)
+        by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for index, (channel, _) in enumerate(publishes):
+            try:
+                node = cluster.get_node_from_key(channel, replica=False)
+            except REDIS_FAILURES as exc:  # no slot map yet, or the slot has no owner
+                results[index] = exc
+                continue
+            if node is None:
+                results[index] = RedisConnectionError(f"no node owns the slot of {channel!r}")
+                continue
+            by_node.setdefault(node.name, (node, []))[1].append(index)
+
+        async def to_node(node: ClusterNode, indexes: list[int]) -> None:
+            publisher = self._publishers.get(node.name)
+            if publisher is None:
+                publisher = self._publishers[node.name] = self._node_client(node)
+            pipe = publisher.pipeline(transaction=False)
+            for index in indexes:
+                pipe.execute_command("SPUBLISH", *publishes[index])
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except REDIS_FAILURES as exc:
+                replies = [exc] * len(indexes)
+                # Reconnected from scratch next time (the node may be gone for good).
+                if self._publishers.get(node.name) is publisher:
+                    del self._publishers[node.name]
+                with contextlib.suppress(Exception):
+                    await publisher.aclose()
+            for index, reply in zip(indexes, replies, strict=True):
+                results[index] = reply
+
+        if len(by_node) == 1:  # the usual small batch: no task per primary
+            await to_node(*next(iter(by_node.values())))
+        else:
+            await asyncio.gather(*(to_node(node, ix) for node, ix in by_node.values()))
+        unreachable = False
+        for index, result in enumerate(results):
+            if isinstance(result, MovedError | AskError | TryAgainError):
+                # The slot moved (or is moving): RedisCluster follows the redirection
+                # and updates the slot map the next batches are split by.
+                try:
+                    results[index] = await cluster.spublish(*publishes[index])
+                except REDIS_FAILURES as exc:
+                    results[index] = exc
+            elif isinstance(result, Exception):
+                unreachable = True
+        if unreachable:
+            self._refresh_slots()
+        return results
+
+    def _refresh_slots(self) -> None:
+        """Reload the slot map in the background (one reload at a time): a primary did
+        not answer, and the retried publishes must reach whichever node owns its slots
+        once the cluster has promoted a replica."""
+        if self._closed or (self._refreshing is not None and not self._refreshing.done()):
+            return
+
+        async def refresh() -> None:
+            assert self._cluster is not None
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self._cluster.nodes_manager.initialize()
+
+        self._refreshing = asyncio.create_task(refresh(), name="fanout-slots")
 
     async def _ssubscribe_locked(self, channel: str) -> None:
         shard = self._shard_for(channel)
@@ -634,8 +779,10 @@ class ClusterBackend(FanoutBackend):
     async def _read_shard(self, shard: _Shard) -> None:
         try:
             while not self._closed:
+                # Blocks until a message arrives (close() cancels the reader): the busiest
+                # loop of a gateway, without a timeout armed and cancelled per message.
                 message = await shard.pubsub.get_message(
-                    ignore_subscribe_messages=False, timeout=READ_TIMEOUT
+                    ignore_subscribe_messages=False, timeout=None
                 )
                 if message is None:
                     continue
@@ -686,10 +833,6 @@ class ClusterBackend(FanoutBackend):
                     delay = backoff.compute(failures)
                     log.warning("re-routing subscriptions failed (%s); retry in %.2fs", exc, delay)
                     await asyncio.sleep(delay)
-
-    async def _publish(self, channel: str, payload: bytes) -> None:
-        assert self._cluster is not None
-        await self._cluster.spublish(channel, payload)
 
     async def healthy(self) -> bool:
         if self._cluster is None or self._orphans:

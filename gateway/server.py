@@ -71,6 +71,8 @@ RATE_LIMITED = 4429
 BackendFactory = Callable[[Settings, MessageCallback], FanoutBackend]
 # Frame types sent to clients (gateway_messages_out_total{type}).
 OUT_KINDS = ("welcome", "subscribed", "unsubscribed", "location", "error")
+# Frame types received from clients (gateway_messages_in_total{type}).
+IN_KINDS = ("subscribe", "unsubscribe", "location", "invalid")
 
 
 class Client:
@@ -114,6 +116,9 @@ class Gateway:
         # every process sharing the port (GATEWAY_PROCESSES).
         self._count = count or ConnectionCount()
         self.metrics = Metrics()
+        # settings.max_connections is already the open-file-derived cap when that is lower
+        # (gateway.__main__ lowers it before the gateway starts).
+        self.metrics.connection_limit.set(settings.max_connections)
         self.backend = backend_factory(settings, self._on_fanout)
         auth = settings.auth
         self.verifier: TokenVerifier | None = (
@@ -129,6 +134,8 @@ class Gateway:
         self.origins = OriginPolicy(auth.allowed_origins)
         self._clients: set[Client] = set()
         self._subscribers: dict[str, set[Client]] = {}
+        # Read at scrape time: always current, nothing to keep in step per (un)subscribe.
+        self.metrics.active_trips.set_function(lambda: len(self._subscribers))
         self._draining = False
         self._no_clients = asyncio.Event()
         self._no_clients.set()
@@ -140,7 +147,9 @@ class Gateway:
         self.metrics_port: int = settings.metrics_port
         # Label lookups cost a lock and a dict each: bind the hot ones once.
         self._out = {kind: self.metrics.messages_out.labels(kind) for kind in OUT_KINDS}
-        self._in_location = self.metrics.messages_in.labels("location")
+        self._in = {kind: self.metrics.messages_in.labels(kind) for kind in IN_KINDS}
+        self._out_location = self._out["location"]
+        self._in_location = self._in["location"]
 
     # ----------------------------------------------------------- lifecycle
 
@@ -390,19 +399,19 @@ class Gateway:
         try:
             frame = protocol.parse_client_frame(raw)
         except protocol.ProtocolError as exc:
-            self.metrics.messages_in.labels("invalid").inc()
+            self._in["invalid"].inc()
             self._send(client, protocol.error(str(exc)), "error")
             return
         except Exception:
             # The parser raises nothing else (tests throw arbitrary input at it); should
             # it ever, the client still gets its error frame and keeps its connection.
             log.exception("unexpected error parsing a client frame")
-            self.metrics.messages_in.labels("invalid").inc()
+            self._in["invalid"].inc()
             self._send(client, protocol.error("invalid frame"), "error")
             return
 
         if isinstance(frame, protocol.Subscribe):
-            self.metrics.messages_in.labels("subscribe").inc()
+            self._in["subscribe"].inc()
             denial = client.claims.subscribe_denial(frame.trip_id)
             if denial is not None:
                 self.metrics.denied_frames.labels("forbidden").inc()
@@ -415,7 +424,7 @@ class Gateway:
                 await self._join(client, frame.trip_id)
             self._send(client, protocol.subscribed(frame.trip_id), "subscribed")
         elif isinstance(frame, protocol.Unsubscribe):
-            self.metrics.messages_in.labels("unsubscribe").inc()
+            self._in["unsubscribe"].inc()
             await self._leave(client, frame.trip_id)
             self._send(client, protocol.unsubscribed(frame.trip_id), "unsubscribed")
         else:
@@ -462,17 +471,17 @@ class Gateway:
             return
         frame = text_frame(payload)
         sent = 0
-        for client in tuple(local):
+        # _write never changes the set (closing a client is left to a task).
+        for client in local:
             sent += self._write(client, payload, frame)
         if sent:
-            self._out["location"].inc(sent)
+            self._out_location.inc(sent)
             server_ts = protocol.event_server_ts(payload)
             if server_ts is not None:
                 # Wall clocks of different hosts can disagree slightly; clamp so skew
                 # never produces a negative observation.
                 latency = max(0.0, time.time() - server_ts)
-                for _ in range(sent):
-                    self.metrics.fanout_latency.observe(latency)
+                self.metrics.fanout_latency.observe(latency, sent)
 
     def _send(self, client: Client, payload: bytes, kind: str) -> None:
         """Send one frame of this instance's own (welcome, replies, errors)."""

@@ -9,7 +9,6 @@ plain redis-server. Ctrl-C, SIGTERM or SIGHUP stop the phase and exit 128 + the 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import json
@@ -306,7 +305,7 @@ def run_bench(
         except (runner.LocalUpError, runner.AlreadyRunning) as error:
             raise BenchError(str(error)) from None
         try:
-            conns, trips = asyncio.run(
+            conns, trips = connections.run_client(
                 measure_websockets(
                     the_plan,
                     run.summary["nginx"]["ws_url"],

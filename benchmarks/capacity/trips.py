@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import psutil
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -48,12 +49,12 @@ class _Tally:
     counting: bool = True
 
 
-def _location(trip_id: str, sequence: int) -> str:
-    # Coordinates stay in range whatever the sequence; ts carries the send time.
+def _location(trip_id: str, sequence: int) -> bytes:
+    # Coordinates stay in range whatever the sequence; ts carries the send time. UTF-8
+    # JSON, sent as a text frame as it is (orjson: no str step, a fraction of json's CPU).
     lat = 52.5 + (sequence % 100) / 10_000
-    return json.dumps(
-        {"type": "location", "trip_id": trip_id, "lat": lat, "lng": 13.4, "ts": time.time()},
-        separators=(",", ":"),
+    return orjson.dumps(
+        {"type": "location", "trip_id": trip_id, "lat": lat, "lng": 13.4, "ts": time.time()}
     )
 
 
@@ -61,7 +62,11 @@ async def _read(ws: ClientConnection, member: Member, tally: _Tally) -> None:
     try:
         async for raw in ws:
             now = time.time()
-            message: Any = json.loads(raw)
+            try:
+                message: Any = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                tally.errors["unreadable frame"] += 1
+                continue
             kind = message.get("type") if isinstance(message, dict) else None
             if kind == "location":
                 if tally.counting and member.index in tally.eligible:
@@ -85,7 +90,7 @@ async def _drive(
         if delay > 0:
             await asyncio.sleep(delay)
         try:
-            await ws.send(_location(trip_id, second))
+            await ws.send(_location(trip_id, second), text=True)
         except ConnectionClosed:
             sent[1] += 1  # a send the closed connection could not take
             continue

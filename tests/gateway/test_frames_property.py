@@ -27,6 +27,7 @@ from test_gateway_process import ROOT, gateway_env, wait_healthy
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from gateway import protocol
 from gateway.protocol import (
     Location,
     ProtocolError,
@@ -129,6 +130,45 @@ def test_numbers_of_any_length_are_refused_or_read(number: int) -> None:
         assert len(str(number)) > 32 or "frame too large" in str(error), error
         return
     assert isinstance(parsed, Location) and parsed.ts == float(number)
+
+
+def _reference_parse(frame: str) -> Any:
+    """parse_client_frame's outcome with json.loads (and its number hooks) as the only
+    JSON reader: the frame it returns, or the refusal's text."""
+    original = protocol._loads
+    protocol._loads = _json_only
+    try:
+        return parse_client_frame(frame)
+    except ProtocolError as error:
+        return str(error)
+    finally:
+        protocol._loads = original
+
+
+def _json_only(data: str) -> Any:
+    try:
+        return json.loads(
+            data,
+            parse_constant=protocol._reject_constant,
+            parse_int=protocol._parse_int,
+            parse_float=protocol._parse_float,
+        )
+    except ProtocolError:
+        raise
+    except (ValueError, RecursionError):
+        raise ProtocolError("invalid JSON") from None
+
+
+@settings(PROPERTY, max_examples=1000)
+@given(TEXT_FRAMES)
+def test_the_fast_reader_decides_as_json_loads_would(frame: str) -> None:
+    """orjson reads most frames; every frame gets the same frame or refusal as when
+    json.loads with the number limits reads it."""
+    try:
+        parsed: Any = parse_client_frame(frame)
+    except ProtocolError as error:
+        parsed = str(error)
+    assert parsed == _reference_parse(frame)
 
 
 def true_depth(value: Any) -> int:
