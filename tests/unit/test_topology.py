@@ -52,6 +52,17 @@ def test_growth_nodes_roles_and_replication() -> None:
         "gateway-0": ("gateway", None),
         "gateway-1": ("gateway", None),
         "nginx": ("proxy", None),
+        # Monitoring: an exporter per PostgreSQL member, per PgBouncer and per Nginx, one
+        # for the host and one reading every Redis server; Prometheus scrapes them all.
+        "node-exporter": ("exporter", None),
+        "postgres-exporter-0": ("exporter", None),
+        "postgres-exporter-1": ("exporter", None),
+        "postgres-exporter-2": ("exporter", None),
+        "pgbouncer-exporter-0": ("exporter", None),
+        "pgbouncer-exporter-1": ("exporter", None),
+        "redis-exporter": ("exporter", None),
+        "nginx-exporter-0": ("exporter", None),
+        "prometheus": ("prometheus", None),
     }
     monitors = {(e.source, e.target) for e in topology.edges if e.kind == "monitors"}
     assert monitors == {(f"redis-sentinel-{i}", "redis-0") for i in range(3)}
