@@ -231,11 +231,12 @@ def test_growth_pgbouncers_pool_through_the_routers(growth: StackRun, name: str)
 
 def test_growth_pgbouncer_console_is_the_admin_roles_alone(growth: StackRun) -> None:
     """The application role is no PgBouncer admin; the console user answers from loopback
-    only, the application role reaches its two databases from the private network."""
+    only, the application role reaches its two databases from the private network, the
+    exporters' monitoring user reads the console's statistics (stats_users, SHOW only)."""
     pgbouncer = containers(growth)["sikka-growth-pgbouncer-1"]
     ini = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer-1.ini")
     assert "admin_users = pgbouncer_admin\n" in ini
-    assert "stats_users = pgbouncer_admin\n" in ini
+    assert "stats_users = pgbouncer_admin, sikka_monitor\n" in ini
     assert "auth_hba_file = /etc/pgbouncer/pgbouncer_hba.conf" in ini
     hba = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer_hba.conf")
     rules = [line.split() for line in hba.splitlines() if not line.startswith("#")]
@@ -244,12 +245,18 @@ def test_growth_pgbouncer_console_is_the_admin_roles_alone(growth: StackRun) -> 
         ["host", "pgbouncer", "pgbouncer_admin", "127.0.0.1/32", "scram-sha-256"],
         ["host", "pgbouncer", "pgbouncer_admin", "::1/128", "scram-sha-256"],
         ["host", "sikka,sikka_ro", "sikka", subnet, "scram-sha-256"],
+        ["host", "pgbouncer", "sikka_monitor", subnet, "scram-sha-256"],
     ]
     # Each user's auth-file line comes from its own secret.
-    assert set(env(pgbouncer)) == {"DATABASE_PASSWORD", "PGBOUNCER_ADMIN_PASSWORD"}
-    assert env(pgbouncer)["PGBOUNCER_ADMIN_PASSWORD"] != env(pgbouncer)["DATABASE_PASSWORD"]
+    assert set(env(pgbouncer)) == {
+        "DATABASE_PASSWORD",
+        "PGBOUNCER_ADMIN_PASSWORD",
+        "MONITORING_PASSWORD",
+    }
+    assert len({env(pgbouncer)[k] for k in env(pgbouncer)}) == 3
     script = pgbouncer.inputs["entrypoints"][2]
     assert '"pgbouncer_admin" "$escaped"' in script and '"sikka" "$escaped"' in script
+    assert '"sikka_monitor" "$escaped"' in script
 
 
 def test_superuser_is_postgres_and_the_app_role_is_not(launch: StackRun) -> None:
@@ -344,6 +351,7 @@ def test_each_container_gets_only_the_secrets_it_uses(stack: str) -> None:
         "REWIND_PASSWORD",
         "RESTAPI_PASSWORD",
         "DATABASE_PASSWORD",
+        "MONITORING_PASSWORD",
     }
     for name, held in secrets.items():
         if name.startswith("gateway-"):
@@ -359,10 +367,16 @@ def test_each_container_gets_only_the_secrets_it_uses(stack: str) -> None:
             assert held == set(), name
         elif name.startswith("postgres-"):
             assert held == (
-                patroni if stack == "growth" else {"POSTGRES_PASSWORD", "DATABASE_PASSWORD"}
+                patroni
+                if stack == "growth"
+                else {"POSTGRES_PASSWORD", "DATABASE_PASSWORD", "MONITORING_PASSWORD"}
             ), name
         elif name.startswith("pgbouncer"):
-            assert held == {"DATABASE_PASSWORD", "PGBOUNCER_ADMIN_PASSWORD"}, name
+            assert held == {
+                "DATABASE_PASSWORD",
+                "PGBOUNCER_ADMIN_PASSWORD",
+                "MONITORING_PASSWORD",
+            }, name
         else:
             assert held == {"REDIS_PASSWORD"}, name
     if stack == "growth":  # each kind of node was checked

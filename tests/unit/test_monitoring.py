@@ -226,3 +226,58 @@ def test_promtool_accepts_every_rendered_prometheus_yml_and_alerts(
             text=True,
         )
         assert config.returncode == 0, config.stdout + config.stderr
+
+
+def test_monitoring_role_is_least_privilege() -> None:
+    from scaling.render.postgres_start import startup_sql
+
+    sql = startup_sql(
+        "sikka",
+        superuser_password="s",
+        password="p",
+        replication_password=None,
+        keep_slots=[],
+        monitoring_password="m'x",
+    )
+    assert (
+        f'ALTER ROLE "{MONITORING_USER}" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
+        "NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT 3 PASSWORD 'm''x';" in sql
+    )
+    # Any membership an older deployment gave is revoked, then pg_monitor alone granted.
+    revoke = sql.index(f"WHERE rolname = '{MONITORING_USER}') LOOP")
+    assert revoke < sql.index(f'GRANT pg_monitor TO "{MONITORING_USER}";')
+    assert sql.count("GRANT ") == 1
+    # Without a monitoring password, no monitoring statement at all.
+    assert MONITORING_USER not in startup_sql(
+        "sikka", superuser_password="s", password="p", replication_password=None, keep_slots=[]
+    )
+
+
+@pytest.mark.parametrize("stack", ["launch", "growth"])
+def test_postgres_and_pgbouncer_admit_the_monitoring_user_from_the_private_network_only(
+    stack: str,
+) -> None:
+    spec = spec_of(stack)
+    topology = build_topology(spec)
+    subnet = str(spec.docker_subnet)
+    primary = topology.node("postgres-0")
+    text = "\n".join(
+        f.content for f in primary.files if "hba" in f.render_name or "patroni" in f.render_name
+    )
+    rules = [
+        line.split() for line in text.splitlines() if MONITORING_USER in line and "host" in line
+    ]
+    assert rules, text
+    for rule in rules:
+        # pg_hba.conf's columns, or Patroni's pg_hba list items ("- host ...").
+        words = [w for w in rule if w != "-"]
+        assert words == ["host", "postgres", MONITORING_USER, subnet, "scram-sha-256"]
+    for pooler in topology.with_role("pooler"):
+        files = {f.render_name: f.content for f in pooler.files}
+        hba = files["pgbouncer_hba.conf"].splitlines()
+        assert [line.split() for line in hba if MONITORING_USER in line] == [
+            ["host", "pgbouncer", MONITORING_USER, subnet, "scram-sha-256"]
+        ]
+        ini = next(c for n, c in files.items() if n.endswith(".ini"))
+        assert f"stats_users = pgbouncer_admin, {MONITORING_USER}\n" in ini
+        assert "admin_users = pgbouncer_admin\n" in ini

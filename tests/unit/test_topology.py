@@ -225,6 +225,13 @@ def test_postgres_secrets_go_to_postgres_and_pgbouncer_only(stack: str) -> None:
         assert holders["patroni-api-password"] == members
         assert holders["postgres-password"] == members | poolers
         assert holders["pgbouncer-admin-password"] == poolers
+        # The monitoring role's: the members apply it, the poolers list it, the
+        # PostgreSQL and PgBouncer exporters log in with it.
+        exporters = {f"postgres-exporter-{i}" for i in range(3)} | {
+            "pgbouncer-exporter-0",
+            "pgbouncer-exporter-1",
+        }
+        assert holders["monitoring-password"] == members | poolers | exporters
         # Routers and the DCS hold no secret at all.
         for node in topology.group("haproxy") + topology.group("etcd"):
             assert not node.secret_env, node.name
