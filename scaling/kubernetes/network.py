@@ -105,8 +105,11 @@ def scraped_ports(topology: Topology, job: str) -> list[int]:
     """The ports Prometheus scrapes for a job (a gateway's every worker), each once."""
     found: list[int] = []
     for scrape in monitoring_jobs(topology):
-        if scrape.name == job:
-            found += [t.port for t in scrape.targets if t.port not in found]
+        if scrape.name != job:
+            continue
+        for target in scrape.targets:
+            if target.port not in found:
+                found.append(target.port)
     return found
 
 
