@@ -47,6 +47,11 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
         "nginx": {"workerConnections": 1024, "workerProcesses": 2, "perClientConnections": 64},
         "thresholds": {"cpuPercent": 60, "memoryPercent": 70, "connectionsPercent": 80},
         "autoscaling": {"enabled": False},
+        # Prometheus (Docker): its documentation's 1-2 bytes a sample, at 4 samples a minute
+        # for an estimated ~15k series (launch), ~50k (growth), ~100k (scale): about 1, 7 and
+        # 26 GB over the days kept, in volumes of 5, 20 and 50 GB; past 80 % of the volume
+        # Prometheus drops its oldest blocks instead of filling the disk.
+        "monitoring": {"retentionDays": 7, "storageGb": 5},
     },
     Phase.GROWTH: {
         "platform": "docker",
@@ -97,6 +102,7 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
         "nginx": {"workerConnections": 2048, "workerProcesses": 3, "perClientConnections": 256},
         "thresholds": {"cpuPercent": 70, "memoryPercent": 75, "connectionsPercent": 85},
         "autoscaling": {"enabled": False},
+        "monitoring": {"retentionDays": 15, "storageGb": 20},
     },
     Phase.SCALE: {
         "platform": "kubernetes",
@@ -152,5 +158,6 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
         # At scale the HPA holds CPU at 70 % and memory at 80 %; alerts fire above that.
         "thresholds": {"cpuPercent": 70, "memoryPercent": 80, "connectionsPercent": 85},
         "autoscaling": {"enabled": True, "cpuTargetPercent": 70, "memoryTargetPercent": 80},
+        "monitoring": {"retentionDays": 30, "storageGb": 50},
     },
 }

@@ -145,7 +145,9 @@ def measures(spec: PhaseSpec) -> list[Measure]:
             "gateway.connections",
             "gateway",
             "connections",
-            "max by (instance) (gateway_open_connections)",
+            # A gateway of several processes is one instance (label "worker" apart): its
+            # connections and trips are the sum of its workers', its cap is shared (max).
+            "sum by (instance) (gateway_open_connections)",
             # The gateway's own cap; a gateway that does not export it is judged against
             # the stack's gateway.connectionsPerReplica.
             "max by (instance) (gateway_connection_limit)"
@@ -156,7 +158,7 @@ def measures(spec: PhaseSpec) -> list[Measure]:
             "gateway.active_trips",
             "gateway",
             "trips",
-            "max by (instance) (gateway_active_trips)",
+            "sum by (instance) (gateway_active_trips)",
         ),
         Measure(
             "gateway.messages_in",
