@@ -181,7 +181,7 @@ def test_a_gateway_of_several_processes_is_judged_by_their_sum(tmp_path: Path) -
                         "exp_alerts": [
                             {
                                 "exp_labels": {
-                                    "severity": "warning",
+                                    "severity": "critical",
                                     "phase": "growth",
                                     "instance": "hot",
                                 },
@@ -189,7 +189,7 @@ def test_a_gateway_of_several_processes_is_judged_by_their_sum(tmp_path: Path) -
                                     "summary": f"Gateway hot holds {t.connections_percent + 2} "
                                     f"% of its {spec.gateway.connections_per_replica} WebSocket "
                                     "connections",
-                                    "description": f"Above {t.connections_percent} % for "
+                                    "description": f"At or above {t.connections_percent} % for "
                                     f"{SUSTAINED} in the growth phase: promote to the scale "
                                     "stack.",
                                 },
