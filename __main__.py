@@ -23,6 +23,7 @@ pulumi.export(
     },
 )
 pulumi.export("redis", platform.redis.endpoints)
+pulumi.export("monitoring", platform.monitoring.endpoints)
 for name, uri in platform.connection_uris.items():  # database_uri, redis_uri, ... (secret)
     pulumi.export(name, uri)
 pulumi.export("thresholds", spec.thresholds.model_dump(by_alias=True))

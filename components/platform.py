@@ -1,4 +1,4 @@
-"""Platform: composes Postgres, Redis, WebSocketGateway and Nginx for one phase."""
+"""Platform: composes Postgres, Redis, WebSocketGateway, Nginx and Monitoring for one phase."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pulumi
 from components.config import StackConfigError
 from components.deployed import previous_shape
 from components.gateway import WebSocketGateway
+from components.monitoring import Monitoring
 from components.nginx import Nginx
 from components.postgres import Postgres
 from components.redis import Redis
@@ -45,6 +46,7 @@ class Platform(pulumi.ComponentResource):
     redis: Redis
     gateway: WebSocketGateway
     nginx: Nginx
+    monitoring: Monitoring
     connection_uris: dict[str, pulumi.Output[str]]
     deployed_shape: dict[str, Any]
 
@@ -78,6 +80,12 @@ class Platform(pulumi.ComponentResource):
             f"{name}-nginx",
             tier_args,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway]),
+        )
+        # Last: it reads every other tier, and a failing exporter never holds them up.
+        self.monitoring = Monitoring(
+            f"{name}-monitoring",
+            tier_args,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.nginx]),
         )
         # URIs carrying a password exist only as Pulumi secrets.
         self.connection_uris = {

@@ -17,6 +17,7 @@ CONFIG_KEYS = {
     "postgres-rewind-password": "postgresRewindPassword",
     "patroni-api-password": "patroniApiPassword",
     "redis-password": "redisPassword",
+    "monitoring-password": "monitoringPassword",
     "gateway-jwt-secret": "gatewayJwtSecret",
 }
 # Characters of a generated secret (alphanumeric, ~5.95 bits each): 32 for passwords, 64

@@ -47,6 +47,9 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
         "nginx": {"workerConnections": 1024, "workerProcesses": 2, "perClientConnections": 64},
         "thresholds": {"cpuPercent": 60, "memoryPercent": 70, "connectionsPercent": 80},
         "autoscaling": {"enabled": False},
+        # Prometheus: about 1.5 bytes a sample; the volume holds the retention with room
+        # to spare (the phase's series x 4 samples a minute x the days kept).
+        "monitoring": {"retentionDays": 7, "storageGb": 5},
     },
     Phase.GROWTH: {
         "platform": "docker",
@@ -97,6 +100,7 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
         "nginx": {"workerConnections": 2048, "workerProcesses": 3, "perClientConnections": 256},
         "thresholds": {"cpuPercent": 70, "memoryPercent": 75, "connectionsPercent": 85},
         "autoscaling": {"enabled": False},
+        "monitoring": {"retentionDays": 15, "storageGb": 20},
     },
     Phase.SCALE: {
         "platform": "kubernetes",
@@ -152,5 +156,6 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
         # At scale the HPA holds CPU at 70 % and memory at 80 %; alerts fire above that.
         "thresholds": {"cpuPercent": 70, "memoryPercent": 80, "connectionsPercent": 85},
         "autoscaling": {"enabled": True, "cpuTargetPercent": 70, "memoryTargetPercent": 80},
+        "monitoring": {"retentionDays": 30, "storageGb": 50},
     },
 }

@@ -12,6 +12,7 @@ from typing import Any
 from scaling.render.endpoints import Endpoint
 from scaling.render.pgbouncer import read_only_database
 from scaling.topology import Node, Service, Topology
+from scaling.topology.monitoring import monitoring_jobs
 from scaling.topology.network import node_host, on_kubernetes, service_host
 from scaling.topology.postgres import patroni_scope
 
@@ -185,3 +186,15 @@ def connection_uris(topology: Topology) -> dict[str, tuple[str, str, str]]:
     else:
         uris["redis_uri"] = redis_uri("redis", redis["redis_endpoint"])
     return uris
+
+
+def monitoring_endpoints(topology: Topology) -> dict[str, Any]:
+    """Where the phase's Prometheus answers (on the private network) and the scrape jobs it
+    runs. On Kubernetes the cluster's Prometheus Operator runs it: no address of ours."""
+    spec = topology.spec
+    jobs = [job.name for job in monitoring_jobs(topology) if job.targets]
+    servers = topology.with_role("prometheus")
+    if on_kubernetes(spec) or not servers:
+        return {"prometheus_url": None, "scrape_jobs": jobs}
+    server = servers[0]
+    return {"prometheus_url": f"http://{server.name}:{server.ports['http']}", "scrape_jobs": jobs}

@@ -224,6 +224,8 @@ REPLICATION_USER = "replicator"
 POOLER_ADMIN_USER = "pgbouncer_admin"
 # Patroni's pg_rewind role (scaling.render.postgres_start.rewind_role_sql).
 REWIND_USER = "rewinder"
+# The exporters' login: pg_monitor on PostgreSQL, a stats_users entry on PgBouncer.
+MONITORING_USER = "sikka_monitor"
 
 
 class PostgresSpec(Section):
@@ -499,6 +501,26 @@ class AutoscalingSpec(Section):
     memory_target_percent: Percent = 80
 
 
+class MonitoringSpec(Section):
+    """The phase's Prometheus and the exporters it scrapes (scaling/topology/monitoring.py)."""
+
+    prometheus_image: Image = "prom/prometheus:v3.5.0"
+    node_exporter_image: Image = "prom/node-exporter:v1.9.1"
+    postgres_exporter_image: Image = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1"
+    pgbouncer_exporter_image: Image = "prometheuscommunity/pgbouncer-exporter:v0.11.0"
+    redis_exporter_image: Image = "oliver006/redis_exporter:v1.67.0"
+    nginx_exporter_image: Image = "nginx/nginx-prometheus-exporter:1.4.2"
+    # Every target is scraped, and every rule evaluated, this often (seconds). The alert
+    # rules' rate() windows (5m) hold many samples at any of these.
+    scrape_interval_seconds: Annotated[int, Field(ge=5, le=300)] = 15
+    evaluation_interval_seconds: Annotated[int, Field(ge=5, le=300)] = 15
+    # How long Prometheus keeps samples, and the volume that holds them. Prometheus also
+    # stops at 80 % of the volume (retention by size), so a full disk never stops it.
+    retention_days: Annotated[int, Field(ge=1, le=3650)]
+    storage_gb: StorageGb
+    port: Port = 9090
+
+
 class KubernetesSpec(Section):
     # None: derived from the stack name (sikka-<stack>), so two stacks never share one.
     namespace: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")] | None = None
@@ -540,6 +562,7 @@ class PhaseSpec(Section):
     nginx: NginxSpec
     thresholds: Thresholds
     autoscaling: AutoscalingSpec
+    monitoring: MonitoringSpec
     kubernetes: KubernetesSpec = KubernetesSpec()
     docker: DockerSpec = DockerSpec()
     # Stateful resources (volumes, namespace, database clusters) are created with Pulumi's

@@ -25,6 +25,7 @@ from scaling.model import (
     DockerSpec,
     GatewaySpec,
     KubernetesSpec,
+    MonitoringSpec,
     NginxSpec,
     Phase,
     PhaseSpec,
@@ -48,6 +49,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "nginx": NginxSpec,
     "thresholds": Thresholds,
     "autoscaling": AutoscalingSpec,
+    "monitoring": MonitoringSpec,
     "kubernetes": KubernetesSpec,
     "docker": DockerSpec,
 }
@@ -66,6 +68,7 @@ SECRET_KEYS = (
     "postgresRewindPassword",
     "patroniApiPassword",
     "redisPassword",
+    "monitoringPassword",
     "gatewayJwtSecret",
 )
 

@@ -57,6 +57,8 @@ SECRETS_FILE = "secrets.json"
 # replicate (under Patroni: whoever leads when `down` runs), and the DCS they lock in last.
 _STOP_ORDER = {"nginx": 0, "gateway": 1, "redis": 2, "postgres": 3}
 _ROLE_ORDER = {
+    "prometheus": 0,
+    "exporter": 0,
     "proxy": 0,
     "gateway": 0,
     "sentinel": 0,

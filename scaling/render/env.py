@@ -22,6 +22,8 @@ SECRET_VARIABLES = {
     "postgres-rewind-password": "PATRONI_REWIND_PASSWORD",
     "patroni-api-password": "PATRONI_RESTAPI_PASSWORD",
     "redis-password": "REDIS_PASSWORD",
+    # The exporters' login on PostgreSQL (pg_monitor) and PgBouncer (stats_users), Docker.
+    "monitoring-password": "MONITORING_PASSWORD",
     # The key the gateways verify HS256 client tokens with (and token issuers sign with).
     "gateway-jwt-secret": "GATEWAY_JWT_SECRET",
 }
@@ -44,6 +46,8 @@ def required_secrets(spec: PhaseSpec) -> tuple[str, ...]:
     if not on_kubernetes and spec.postgres.read_replicas and spec.postgres.mode == "replicated":
         needed += ["postgres-rewind-password", "patroni-api-password"]
     needed.append("redis-password")
+    if not on_kubernetes:  # StackGres's exporter logs in with its own credentials
+        needed.append("monitoring-password")
     if spec.gateway.auth.shared_secret:
         needed.append("gateway-jwt-secret")
     return tuple(needed)

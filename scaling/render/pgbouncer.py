@@ -34,6 +34,8 @@ class PoolerLayout:
     unix_socket_dir: str = ""
     logfile: str = ""
     pidfile: str = ""
+    # The exporters' login (a stats_users entry, SHOW commands only), or None where none runs.
+    monitoring_user: str | None = None
 
 
 def read_only_database(spec: PhaseSpec) -> str:
@@ -127,7 +129,7 @@ auth_hba_file = {layout.hba_file}
 auth_file = {layout.auth_file}
 ;; The console is {POOLER_ADMIN_USER}'s alone: the application role is no admin.
 admin_users = {POOLER_ADMIN_USER}
-stats_users = {POOLER_ADMIN_USER}
+stats_users = {", ".join(_stats_users(layout))}
 
 pool_mode = {pool.pool_mode}
 max_client_conn = {share.max_client_conn}
@@ -153,9 +155,15 @@ ignore_startup_parameters = extra_float_digits,options
 LOOPBACK = ("127.0.0.1/32", "::1/128")
 
 
+def _stats_users(layout: PoolerLayout) -> list[str]:
+    monitoring = [layout.monitoring_user] if layout.monitoring_user else []
+    return [POOLER_ADMIN_USER, *monitoring]
+
+
 def render_pgbouncer_hba(spec: PhaseSpec, layout: PoolerLayout) -> str:
     """PgBouncer's own pg_hba: the application role to its databases from the client
-    networks, the console user to the console from loopback; nothing else."""
+    networks, the console user to the console from loopback, the monitoring user (where
+    exporters run) to the console from the client networks; nothing else."""
     pg = spec.postgres
     databases = f"{pg.database},{read_only_database(spec)}"
 
@@ -168,6 +176,10 @@ def render_pgbouncer_hba(spec: PhaseSpec, layout: PoolerLayout) -> str:
         *(rule("pgbouncer", POOLER_ADMIN_USER, address) for address in LOOPBACK),
         *(rule(databases, pg.user, network) for network in layout.client_networks),
     ]
+    if layout.monitoring_user:
+        lines += [
+            rule("pgbouncer", layout.monitoring_user, network) for network in layout.client_networks
+        ]
     return "\n".join(lines) + "\n"
 
 

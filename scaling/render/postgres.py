@@ -20,6 +20,8 @@ class PostgresLayout:
     hba_file: str = "/etc/postgresql/pg_hba.conf"
     # Networks allowed to connect over TCP (the private Docker network, or loopback).
     private_networks: tuple[str, ...] = ("127.0.0.0/8",)
+    # The monitoring role's login (exporters read the server), or None where none runs.
+    monitoring_user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ def render_pg_hba_conf(spec: PhaseSpec, layout: PostgresLayout) -> str:
         f"# private network; {user}: database {db} only. Nothing else matches: refused.",
         "# TYPE  DATABASE     USER          ADDRESS          METHOD",
     ]
-    return "\n".join(header + hba_rules(spec, layout.private_networks)) + "\n"
+    rules = hba_rules(spec, layout.private_networks, monitoring_user=layout.monitoring_user)
+    return "\n".join(header + rules) + "\n"
 
 
 def hba_rules(
@@ -130,6 +133,7 @@ def hba_rules(
     *,
     rewind_user: str | None = None,
     superuser_socket: str = "scram-sha-256",
+    monitoring_user: str | None = None,
 ) -> list[str]:
     """One rule per role; the first match wins and a connection no rule matches is refused.
 
@@ -142,7 +146,9 @@ def hba_rules(
     * anyone else (PgBouncer's console user has no PostgreSQL role at all), or the
       application role asking for another database: refused;
     * under Patroni, its pg_rewind role (``rewind_user``): the ``postgres`` database from the
-      private network, so that a former leader can rewind itself from the new one.
+      private network, so that a former leader can rewind itself from the new one;
+    * the monitoring role (``monitoring_user``, where exporters run): the ``postgres``
+      database from the private network.
 
     ``superuser_socket``: how the superuser authenticates on the socket. Patroni's members
     use ``peer`` (the server's own system account only): Patroni and the role script then
@@ -165,6 +171,8 @@ def hba_rules(
             lines.append(rule("host", "replication", REPLICATION_USER, network))
         if rewind_user is not None:
             lines.append(rule("host", "postgres", rewind_user, network))
+        if monitoring_user is not None:
+            lines.append(rule("host", "postgres", monitoring_user, network))
         lines.append(rule("host", db, user, network))
     return lines
 

@@ -5,7 +5,9 @@ Roles (least privilege): the superuser is ``postgres`` (the image's ``POSTGRES_U
 its own secret, admitted by pg_hba over the socket and loopback only); the application role
 (``postgres.user``) logs in and owns its database and that database's ``public`` schema,
 nothing more (no SUPERUSER, CREATEROLE, CREATEDB, REPLICATION, BYPASSRLS, no membership in
-any role); ``replicator`` only replicates.
+any role); ``replicator`` only replicates; where exporters read the server, the monitoring
+role (``sikka_monitor``) logs in to the ``postgres`` database and holds ``pg_monitor`` alone
+(PostgreSQL's read-only statistics role), with at most a few connections.
 
 At every start, before the server listens, the primary runs :func:`startup_sql` (on the
 ``postgres`` database) and :func:`database_sql` (on the application's) in single-user mode:
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scaling.model import REWIND_USER, SUPERUSER
+from scaling.model import MONITORING_USER, REWIND_USER, SUPERUSER
 from scaling.render.postgres import REPLICATION_USER, SLOT_PREFIX
 
 # Prints its argument as a SQL string literal (single quotes doubled).
@@ -35,12 +37,19 @@ SUPERUSER_PASSWORD_ENV = "POSTGRES_PASSWORD"
 APP_PASSWORD_ENV = "DATABASE_PASSWORD"
 REPLICATION_PASSWORD_ENV = "REPLICATION_PASSWORD"
 REWIND_PASSWORD_ENV = "REWIND_PASSWORD"
+MONITORING_PASSWORD_ENV = "MONITORING_PASSWORD"
 
 # Exactly what the application role may do: log in. Everything else is said explicitly, so
 # that ALTER ROLE takes away what an older deployment gave.
 APP_ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"
 REPLICATION_ROLE_ATTRIBUTES = "LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"
 REWIND_ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+# The exporters' role: log in, read the statistics (pg_monitor), hold at most a few of the
+# server's connections (one exporter keeps one open).
+MONITORING_ROLE_ATTRIBUTES = (
+    "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT 3"
+)
+MONITORING_GRANT = "pg_monitor"
 # What pg_rewind calls on its source server (PostgreSQL's documentation of pg_rewind).
 REWIND_FUNCTIONS = (
     "pg_ls_dir(text, boolean, boolean)",
@@ -90,6 +99,7 @@ def startup_sql(
     password: str,
     replication_password: str | None,
     keep_slots: Sequence[str],
+    monitoring_password: str | None = None,
 ) -> str:
     """The cluster-wide statements the primary runs at start, on the ``postgres`` database
     (single-user mode, ``-j``: a statement ends with a semicolon and an empty line; psql
@@ -130,6 +140,8 @@ def startup_sql(
             f"{_literal(REPLICATION_USER)}) THEN ALTER ROLE {_ident(REPLICATION_USER)} "
             "WITH NOLOGIN; END IF; END $$;"
         )
+    if monitoring_password is not None:
+        statements += monitoring_role_statements(monitoring_password)
     kept = ", ".join(_literal(slot) for slot in keep_slots) or "''"
     statements.append(
         "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots"
@@ -178,6 +190,18 @@ _OWNED_OBJECTS = (
 )
 
 
+def monitoring_role_statements(password: str) -> list[str]:
+    """The monitoring role with exactly :data:`MONITORING_ROLE_ATTRIBUTES` and membership in
+    ``pg_monitor`` alone (whatever an older deployment granted it is revoked first)."""
+    return [
+        _ensure_role(MONITORING_USER),
+        f"ALTER ROLE {_ident(MONITORING_USER)} WITH {MONITORING_ROLE_ATTRIBUTES} "
+        f"PASSWORD {_literal(password)};",
+        revoke_memberships_sql(MONITORING_USER),
+        f"GRANT {MONITORING_GRANT} TO {_ident(MONITORING_USER)};",
+    ]
+
+
 def rewind_role_sql(password: str) -> str:
     """Patroni's pg_rewind role: it lets a former leader rewind itself from the new one, with
     its login, least privilege, password and the functions pg_rewind calls and nothing
@@ -215,11 +239,13 @@ def database_sql(user: str, database: str) -> str:
 # Markers standing for the passwords in the Python-rendered SQL, and the shell substitution
 # each one becomes (statements are written once, in Python).
 _SU, _PW, _RPW, _RWD = "\x00SU\x00", "\x00PW\x00", "\x00RPW\x00", "\x00RWD\x00"
+_MON = "\x00MON\x00"
 _MARKERS = {
     _SU: SUPERUSER_PASSWORD_ENV,
     _PW: APP_PASSWORD_ENV,
     _RPW: REPLICATION_PASSWORD_ENV,
     _RWD: REWIND_PASSWORD_ENV,
+    _MON: MONITORING_PASSWORD_ENV,
 }
 
 
@@ -230,10 +256,13 @@ def _heredoc(text: str) -> str:
     return f"cat <<SQL\n{text}SQL"
 
 
-def startup_sql_sh(user: str, *, replication: bool, keep_slots: Sequence[str]) -> str:
+def startup_sql_sh(
+    user: str, *, replication: bool, keep_slots: Sequence[str], monitoring: bool = False
+) -> str:
     """Shell printing :func:`startup_sql` with the passwords of ``$POSTGRES_PASSWORD``
-    (superuser), ``$DATABASE_PASSWORD`` and ``$REPLICATION_PASSWORD`` (needs
-    :data:`SQL_LITERAL_SH`); a test holds the two byte for byte equal."""
+    (superuser), ``$DATABASE_PASSWORD``, ``$REPLICATION_PASSWORD`` and, with ``monitoring``,
+    ``$MONITORING_PASSWORD`` (needs :data:`SQL_LITERAL_SH`); a test holds the two byte for
+    byte equal."""
     return _heredoc(
         startup_sql(
             user,
@@ -241,6 +270,7 @@ def startup_sql_sh(user: str, *, replication: bool, keep_slots: Sequence[str]) -
             password=_PW,
             replication_password=_RPW if replication else None,
             keep_slots=keep_slots,
+            monitoring_password=_MON if monitoring else None,
         )
     )
 
@@ -262,13 +292,14 @@ def sql_functions_sh(
     replication: bool,
     keep_slots: Sequence[str],
     rewind: bool = False,
+    monitoring: bool = False,
 ) -> str:
     """Shell functions printing the start-up SQL: ``startup_sql``, ``database_sql`` and, for
     Patroni's leaders, ``rewind_sql``."""
     functions = f"""\
 {SQL_LITERAL_SH}
 startup_sql() {{
-{startup_sql_sh(user, replication=replication, keep_slots=keep_slots)}
+{startup_sql_sh(user, replication=replication, keep_slots=keep_slots, monitoring=monitoring)}
 }}
 database_sql() {{
 {database_sql_sh(user, database)}
@@ -279,15 +310,24 @@ database_sql() {{
 
 
 def primary_start_script(
-    conf: str, user: str, database: str, *, replication: bool, keep_slots: Sequence[str]
+    conf: str,
+    user: str,
+    database: str,
+    *,
+    replication: bool,
+    keep_slots: Sequence[str],
+    monitoring: bool = False,
 ) -> str:
     """Runs as root in the official image: applies :func:`startup_sql` and
     :func:`database_sql` to an initialised data directory, then hands over to the image's
     entrypoint (first start: initdb, then :func:`init_roles_script`)."""
     single = f'gosu postgres postgres --single -j -D "$PGDATA" -c config_file={conf}'
+    functions = sql_functions_sh(
+        user, database, replication=replication, keep_slots=keep_slots, monitoring=monitoring
+    )
     return f"""\
 set -eu
-{sql_functions_sh(user, database, replication=replication, keep_slots=keep_slots)}
+{functions}
 if [ -s "$PGDATA/PG_VERSION" ]; then
   startup_sql | {single} postgres > /dev/null
   database_sql | {single} {_ident(database)} > /dev/null
@@ -297,19 +337,27 @@ exec docker-entrypoint.sh postgres -c config_file={conf}
 
 
 def init_roles_script(
-    user: str, database: str, *, replication: bool, keep_slots: Sequence[str]
+    user: str,
+    database: str,
+    *,
+    replication: bool,
+    keep_slots: Sequence[str],
+    monitoring: bool = False,
 ) -> str:
     """The image runs this once, when it initialises the volume (docker-entrypoint-initdb.d,
     as the superuser ``$POSTGRES_USER`` against its temporary socket-only server, after
     creating ``$POSTGRES_DB``): the same SQL as every later start, through psql."""
     psql = 'psql -v ON_ERROR_STOP=1 -q --no-psqlrc --username "$POSTGRES_USER"'
+    functions = sql_functions_sh(
+        user, database, replication=replication, keep_slots=keep_slots, monitoring=monitoring
+    )
     return f"""\
 #!/bin/sh
 # Runs once, when the primary's volume is initialised: the roles with least privilege, and
 # the application role owning its database. Later starts apply the same SQL (primary-start.sh).
 # (The image sources a script that is not executable: no `set -u` leaks into its entrypoint.)
 set -e
-{sql_functions_sh(user, database, replication=replication, keep_slots=keep_slots)}
+{functions}
 startup_sql | {psql} --dbname postgres
 database_sql | {psql} --dbname "$POSTGRES_DB"
 """

@@ -30,6 +30,7 @@ from .model import (
     Topology,
     Volume,
 )
+from .monitoring import monitoring_tier
 from .postgres import postgres_tier
 from .redis import redis_tier
 
@@ -44,7 +45,9 @@ def build_topology(spec: PhaseSpec) -> Topology:
     redis_nodes, redis_services, redis_edges = redis_tier(spec)
     gateways, gw_services, gw_edges, gw_scaling = gateway_nodes(spec)
     proxies, nginx_services, nginx_edges, nginx_scaling = nginx_nodes(spec, gateways)
-    nodes = tuple(_with_open_files(spec, n) for n in (*pg_nodes, *redis_nodes, *gateways, *proxies))
+    served = (*pg_nodes, *redis_nodes, *gateways, *proxies)
+    monitors, monitor_edges = monitoring_tier(spec, served)
+    nodes = tuple(_with_open_files(spec, n) for n in (*served, *monitors))
     names = [n.name for n in nodes]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:  # a programming error, caught before anything is registered
@@ -53,7 +56,7 @@ def build_topology(spec: PhaseSpec) -> Topology:
         spec=spec,
         nodes=nodes,
         services=(*pg_services, *redis_services, *gw_services, *nginx_services),
-        edges=(*pg_edges, *redis_edges, *gw_edges, *nginx_edges),
+        edges=(*pg_edges, *redis_edges, *gw_edges, *nginx_edges, *monitor_edges),
         scaling=(gw_scaling, nginx_scaling),
     )
 

@@ -14,8 +14,8 @@ from typing import Literal, TypeVar
 
 from scaling.model import PhaseSpec
 
-Tier = Literal["postgres", "redis", "gateway", "nginx"]
-TIERS: tuple[Tier, ...] = ("postgres", "redis", "gateway", "nginx")
+Tier = Literal["postgres", "redis", "gateway", "nginx", "monitoring"]
+TIERS: tuple[Tier, ...] = ("postgres", "redis", "gateway", "nginx", "monitoring")
 
 Role = Literal[
     "primary",  # Postgres read-write (or the Citus coordinator's primary)
@@ -33,9 +33,12 @@ Role = Literal[
     "proxy",  # Nginx
     "dcs",  # etcd: Patroni's leader lock
     "router",  # HAProxy: sends clients to the Patroni leader or to healthy replicas
+    "prometheus",  # the phase's Prometheus (scaling/topology/monitoring.py)
+    "exporter",  # reads a server's figures and serves them to Prometheus
 ]
 
-EdgeKind = Literal["replicates-from", "monitors", "pools", "proxies-to", "connects-to"]
+# "scrapes": an exporter reads the node's figures (Prometheus scrapes the exporter).
+EdgeKind = Literal["replicates-from", "monitors", "pools", "proxies-to", "connects-to", "scrapes"]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ an SGShardedCluster), whose Services the operator creates under these names."""
 
 from __future__ import annotations
 
-from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
+from scaling.model import MONITORING_USER, POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
 from scaling.render.etcd import CLIENT_PORT, PEER_PORT, EtcdMember, etcd_arguments
@@ -109,6 +109,7 @@ def _single_node(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]
         port=PG_PORT,
         hba_file=f"{CONF_DIR}/pg_hba.conf",
         private_networks=(str(spec.docker_subnet),),
+        monitoring_user=MONITORING_USER,
     )
     conf = ConfigFile(
         f"{CONF_DIR}/postgresql.conf", render_postgresql_conf(spec, layout), "postgresql.conf"
@@ -116,13 +117,15 @@ def _single_node(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]
     hba = ConfigFile(f"{CONF_DIR}/pg_hba.conf", render_pg_hba_conf(spec, layout), "pg_hba.conf")
     start = ConfigFile(
         f"{CONF_DIR}/primary-start.sh",
-        primary_start_script(conf.path, pg.user, pg.database, replication=False, keep_slots=[]),
+        primary_start_script(
+            conf.path, pg.user, pg.database, replication=False, keep_slots=[], monitoring=True
+        ),
         "primary-start.sh",
     )
     # The image runs it once, on an empty volume; primary-start.sh applies the same SQL later.
     init = ConfigFile(
         "/docker-entrypoint-initdb.d/10-roles.sh",
-        init_roles_script(pg.user, pg.database, replication=False, keep_slots=[]),
+        init_roles_script(pg.user, pg.database, replication=False, keep_slots=[], monitoring=True),
         "10-roles.sh",
     )
     primary = Node(
@@ -137,7 +140,9 @@ def _single_node(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]
         # The official image makes POSTGRES_USER its superuser, with POSTGRES_PASSWORD: that
         # is `postgres`; the application role is created by the scripts above.
         env={"POSTGRES_USER": SUPERUSER, "POSTGRES_DB": pg.database, "PGDATA": DATA_DIR},
-        secret_env=_secret("postgres-superuser-password") | _secret("postgres-password"),
+        secret_env=_secret("postgres-superuser-password")
+        | _secret("postgres-password")
+        | _secret("monitoring-password"),
         files=(conf, hba, start, init),
         volumes=(_volume(PRIMARY, spec),),
         health=_ready(),
@@ -209,10 +214,13 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
     etcd, members = _etcd_nodes(spec)
     roles = ConfigFile(
         f"{PATRONI_DIR}/roles.sh",
-        roles_script(spec, SOCKET_DIR, PG_PORT, f"http://127.0.0.1:{REST_PORT}"),
+        roles_script(spec, SOCKET_DIR, PG_PORT, f"http://127.0.0.1:{REST_PORT}", monitoring=True),
         "patroni-roles.sh",
     )
-    secrets = dict(PATRONI_SECRET_VARIABLES) | ROLES_SECRET_VARIABLES
+    # The leader's role script also applies the monitoring role's password.
+    secrets = (
+        dict(PATRONI_SECRET_VARIABLES) | ROLES_SECRET_VARIABLES | _secret("monitoring-password")
+    )
     nodes: list[Node] = [*etcd]
     edges: list[Edge] = []
     for index in range(1 + replica_count(spec)):
@@ -231,6 +239,7 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
             etcd_hosts=tuple(m.client for m in members),
             private_networks=(str(spec.docker_subnet),),
             roles_script=f"sh {roles.path}",
+            monitoring_user=MONITORING_USER,
         )
         config = ConfigFile(
             f"{PATRONI_DIR}/patroni.yml", render_patroni_yml(spec, layout), f"patroni-{name}.yml"
@@ -331,6 +340,7 @@ def _pool_targets(spec: PhaseSpec, primary: Endpoint, replicas: Endpoint | None)
         auth_file="/run/pgbouncer/userlist.txt",
         hba_file="/etc/pgbouncer/pgbouncer_hba.conf",
         client_networks=(str(spec.docker_subnet),),
+        monitoring_user=MONITORING_USER,
     )
 
 
@@ -355,6 +365,7 @@ def pooler_node(spec: PhaseSpec, layout: PoolerLayout, name: str, ordinal: int) 
     # the application role's line and the console user's, each from its own secret.
     app = SECRET_VARIABLES["postgres-password"]
     admin = SECRET_VARIABLES["pgbouncer-admin-password"]
+    monitor = SECRET_VARIABLES["monitoring-password"]
     # pooler.processes PgBouncers in the one container, sharing its port (so_reuseport).
     configs = [
         (config_name(spec, k), render_pgbouncer_ini(spec, layout, k))
@@ -363,7 +374,8 @@ def pooler_node(spec: PhaseSpec, layout: PoolerLayout, name: str, ordinal: int) 
     start = (
         "set -eu\numask 077\n"
         f"{{\n{userlist_sh(spec.postgres.user, app)}\n{userlist_sh(POOLER_ADMIN_USER, admin)}\n"
-        "} > /run/pgbouncer/userlist.txt\n"
+        + (f"{userlist_sh(layout.monitoring_user, monitor)}\n" if layout.monitoring_user else "")
+        + "} > /run/pgbouncer/userlist.txt\n"
         + supervise_sh([f"/etc/pgbouncer/{name}" for name, _ in configs])
     )
     return Node(
@@ -375,7 +387,9 @@ def pooler_node(spec: PhaseSpec, layout: PoolerLayout, name: str, ordinal: int) 
         image=spec.pooler.image,
         ports={"pgbouncer": POOLER_PORT},
         entrypoint=("sh", "-c", start),
-        secret_env=_secret("postgres-password") | _secret("pgbouncer-admin-password"),
+        secret_env=_secret("postgres-password")
+        | _secret("pgbouncer-admin-password")
+        | (_secret("monitoring-password") if layout.monitoring_user else {}),
         files=(
             *(ConfigFile(f"/etc/pgbouncer/{name}", text, name) for name, text in configs),
             ConfigFile(layout.hba_file, render_pgbouncer_hba(spec, layout), "pgbouncer_hba.conf"),

@@ -152,7 +152,9 @@ def test_preview_lists_resources_and_secret_exports(capsys: pytest.CaptureFixtur
     assert main(["preview", "launch", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     types = [r["type"] for r in document["resources"]]
-    assert types.count("docker:index/container:Container") == 4
+    # PostgreSQL, Redis, a gateway, Nginx; Prometheus and its exporters (host, PostgreSQL,
+    # Redis, Nginx).
+    assert types.count("docker:index/container:Container") == 9
     assert document["secret_exports"] == ["database_uri", "redis_uri"]
     envs = {r["name"]: r["secret_inputs"] for r in document["resources"]}
     assert envs["sikka-launch-redis-redis-0"] == ["envs"]

@@ -154,9 +154,15 @@ def test_data_containers_stop_gracefully_one_at_a_time(stack: str) -> None:
     run = run_stack(stack)
     by_host = {r.inputs["hostname"]: r for r in run.of_type(CONTAINER)}
     # PostgreSQL alone: fast shutdown; under Patroni, Patroni stops it (fast) and hands the
-    # leader lock over first; etcd leaves its cluster cleanly on SIGTERM.
+    # leader lock over first; etcd leaves its cluster cleanly on SIGTERM; Prometheus writes
+    # its head block out on SIGTERM.
     postgres = ("SIGTERM", 120) if stack == "growth" else ("SIGINT", 120)
-    graceful = {"postgres": postgres, "redis": ("SIGTERM", 120), "etcd": ("SIGTERM", 30)}
+    graceful = {
+        "postgres": postgres,
+        "redis": ("SIGTERM", 120),
+        "etcd": ("SIGTERM", 30),
+        "prometheus": ("SIGTERM", 120),
+    }
     stateful = [host for host, c in by_host.items() if c.inputs.get("volumes")]
     assert {host.split("-")[0] for host in stateful} == set(graceful) - (
         set() if stack == "growth" else {"etcd"}
@@ -185,6 +191,7 @@ def test_volumes_are_named_from_the_stack_not_the_network() -> None:
     assert names == sorted(
         [f"sikka-growth-{group}-{i}-data" for group in ("etcd", "postgres") for i in range(3)]
         + [f"sikka-growth-redis-{i}-data" for i in range(3)]
+        + ["sikka-growth-prometheus-data"]
     )
     assert run.of_type("docker:index/network:Network")[0].inputs["name"] == "elsewhere"
 

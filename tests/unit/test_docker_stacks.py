@@ -41,13 +41,30 @@ def test_launch_registers_one_of_each(launch: StackRun) -> None:
     assert sorted(containers(launch)) == [
         "sikka-launch-gateway-0",
         "sikka-launch-nginx",
+        "sikka-launch-nginx-exporter-0",
+        "sikka-launch-node-exporter",
         "sikka-launch-postgres-0",
+        "sikka-launch-postgres-exporter-0",
+        "sikka-launch-prometheus",
         "sikka-launch-redis-0",
+        "sikka-launch-redis-exporter",
     ]
     images = sorted(
         r.inputs["name"] for r in launch.of_type("docker:index/remoteImage:RemoteImage")
     )
-    assert images == ["nginx:1.29.3", "postgres:17.6-bookworm", "valkey/valkey:8.1.4"]
+    monitoring = parse({"sikka:phase": "launch"}, stack="launch").monitoring
+    assert images == sorted(
+        [
+            "nginx:1.29.3",
+            "postgres:17.6-bookworm",
+            "valkey/valkey:8.1.4",
+            monitoring.prometheus_image,
+            monitoring.node_exporter_image,
+            monitoring.postgres_exporter_image,
+            monitoring.redis_exporter_image,
+            monitoring.nginx_exporter_image,
+        ]
+    )
     (gateway_image,) = launch.of_type("docker:index/image:Image")
     assert gateway_image.inputs["imageName"] == "ghcr.io/sikka-scaling/gateway:0.1.0"
     assert gateway_image.inputs["build"]["context"].endswith("/gateway")
@@ -70,6 +87,7 @@ def test_components_are_typed_and_parented(launch: StackRun) -> None:
         "sikka:redis:Redis",
         "sikka:gateway:WebSocketGateway",
         "sikka:nginx:Nginx",
+        "sikka:monitoring:Monitoring",
     }
     primary = containers(launch)["sikka-launch-postgres-0"]
     assert primary.name == "sikka-launch-postgres-postgres-0"
@@ -135,6 +153,15 @@ def test_growth_topology(growth: StackRun) -> None:
                 "gateway-0",
                 "gateway-1",
                 "nginx",
+                "node-exporter",
+                "postgres-exporter-0",
+                "postgres-exporter-1",
+                "postgres-exporter-2",
+                "pgbouncer-exporter-0",
+                "pgbouncer-exporter-1",
+                "redis-exporter",
+                "nginx-exporter-0",
+                "prometheus",
             )
         ]
     )
@@ -159,6 +186,12 @@ def test_growth_images_carry_the_phase_postgres(growth: StackRun) -> None:
         spec.pooler.image,
         spec.redis.image,
         spec.nginx.image,
+        spec.monitoring.prometheus_image,
+        spec.monitoring.node_exporter_image,
+        spec.monitoring.postgres_exporter_image,
+        spec.monitoring.pgbouncer_exporter_image,
+        spec.monitoring.redis_exporter_image,
+        spec.monitoring.nginx_exporter_image,
     }
 
 
@@ -198,11 +231,12 @@ def test_growth_pgbouncers_pool_through_the_routers(growth: StackRun, name: str)
 
 def test_growth_pgbouncer_console_is_the_admin_roles_alone(growth: StackRun) -> None:
     """The application role is no PgBouncer admin; the console user answers from loopback
-    only, the application role reaches its two databases from the private network."""
+    only, the application role reaches its two databases from the private network, the
+    exporters' monitoring user reads the console's statistics (stats_users, SHOW only)."""
     pgbouncer = containers(growth)["sikka-growth-pgbouncer-1"]
     ini = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer-1.ini")
     assert "admin_users = pgbouncer_admin\n" in ini
-    assert "stats_users = pgbouncer_admin\n" in ini
+    assert "stats_users = pgbouncer_admin, sikka_monitor\n" in ini
     assert "auth_hba_file = /etc/pgbouncer/pgbouncer_hba.conf" in ini
     hba = uploaded(pgbouncer, "/etc/pgbouncer/pgbouncer_hba.conf")
     rules = [line.split() for line in hba.splitlines() if not line.startswith("#")]
@@ -211,12 +245,18 @@ def test_growth_pgbouncer_console_is_the_admin_roles_alone(growth: StackRun) -> 
         ["host", "pgbouncer", "pgbouncer_admin", "127.0.0.1/32", "scram-sha-256"],
         ["host", "pgbouncer", "pgbouncer_admin", "::1/128", "scram-sha-256"],
         ["host", "sikka,sikka_ro", "sikka", subnet, "scram-sha-256"],
+        ["host", "pgbouncer", "sikka_monitor", subnet, "scram-sha-256"],
     ]
     # Each user's auth-file line comes from its own secret.
-    assert set(env(pgbouncer)) == {"DATABASE_PASSWORD", "PGBOUNCER_ADMIN_PASSWORD"}
-    assert env(pgbouncer)["PGBOUNCER_ADMIN_PASSWORD"] != env(pgbouncer)["DATABASE_PASSWORD"]
+    assert set(env(pgbouncer)) == {
+        "DATABASE_PASSWORD",
+        "PGBOUNCER_ADMIN_PASSWORD",
+        "MONITORING_PASSWORD",
+    }
+    assert len({env(pgbouncer)[k] for k in env(pgbouncer)}) == 3
     script = pgbouncer.inputs["entrypoints"][2]
     assert '"pgbouncer_admin" "$escaped"' in script and '"sikka" "$escaped"' in script
+    assert '"sikka_monitor" "$escaped"' in script
 
 
 def test_superuser_is_postgres_and_the_app_role_is_not(launch: StackRun) -> None:
@@ -295,7 +335,9 @@ def test_patroni_members_keep_the_roles_least_privileged(growth: StackRun, membe
 def test_each_container_gets_only_the_secrets_it_uses(stack: str) -> None:
     run = run_stack(stack)
     secrets = {
-        name.removeprefix(f"sikka-{stack}-"): {k for k in env(c) if k.endswith("_PASSWORD")}
+        name.removeprefix(f"sikka-{stack}-"): {
+            k for k in env(c) if k.endswith(("_PASSWORD", "_PASS")) or k == "PGPASSWORD"
+        }
         for name, c in containers(run).items()
     }
     # Patroni's own (it reads and hides them) and its role script's.
@@ -309,22 +351,37 @@ def test_each_container_gets_only_the_secrets_it_uses(stack: str) -> None:
         "REWIND_PASSWORD",
         "RESTAPI_PASSWORD",
         "DATABASE_PASSWORD",
+        "MONITORING_PASSWORD",
     }
     for name, held in secrets.items():
         if name.startswith("gateway-"):
             assert held == {"REDIS_PASSWORD"}, name  # gateways never use the database
-        elif name == "nginx" or name.startswith(("haproxy-", "etcd-")):
+        elif name.startswith("postgres-exporter-"):
+            # The monitoring role's password alone, in postgres_exporter's own variable.
+            assert held == {"DATA_SOURCE_PASS"}, name
+        elif name.startswith("pgbouncer-exporter-"):
+            assert held == {"PGPASSWORD"}, name
+        elif name in ("nginx", "prometheus", "node-exporter") or name.startswith(
+            ("haproxy-", "etcd-", "nginx-exporter-")
+        ):
             assert held == set(), name
         elif name.startswith("postgres-"):
             assert held == (
-                patroni if stack == "growth" else {"POSTGRES_PASSWORD", "DATABASE_PASSWORD"}
+                patroni
+                if stack == "growth"
+                else {"POSTGRES_PASSWORD", "DATABASE_PASSWORD", "MONITORING_PASSWORD"}
             ), name
         elif name.startswith("pgbouncer"):
-            assert held == {"DATABASE_PASSWORD", "PGBOUNCER_ADMIN_PASSWORD"}, name
+            assert held == {
+                "DATABASE_PASSWORD",
+                "PGBOUNCER_ADMIN_PASSWORD",
+                "MONITORING_PASSWORD",
+            }, name
         else:
             assert held == {"REDIS_PASSWORD"}, name
     if stack == "growth":  # each kind of node was checked
         assert {"pgbouncer-1", "haproxy-1", "etcd-2", "postgres-2"} <= set(secrets)
+        assert {"postgres-exporter-2", "pgbouncer-exporter-1", "redis-exporter"} <= set(secrets)
     gateway = containers(run)[f"sikka-{stack}-gateway-0"]
     assert not [k for k in env(gateway) if k.startswith("DATABASE")]
 
@@ -346,10 +403,11 @@ def test_growth_sentinels_watch_the_master(growth: StackRun) -> None:
 def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
     passwords = growth.of_type("random:index/randomPassword:RandomPassword")
     # application role, superuser, replication, pg_rewind, Patroni's REST API, PgBouncer
-    # console, Redis, and the gateways' HS256 key, twice as long (256+ bits)
-    assert len(passwords) == 8
+    # console, Redis, the exporters' monitoring role, and the gateways' HS256 key, twice as
+    # long (256+ bits)
+    assert len(passwords) == 9
     lengths = sorted(p.inputs["length"] for p in passwords)
-    assert lengths == [32, 32, 32, 32, 32, 32, 32, 64]
+    assert lengths == [32, 32, 32, 32, 32, 32, 32, 32, 64]
     for container in growth.of_type(CONTAINER):
         values = env(container)
         secret_vars = {
@@ -363,6 +421,9 @@ def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
             "PATRONI_REPLICATION_PASSWORD",
             "PATRONI_REWIND_PASSWORD",
             "PATRONI_RESTAPI_PASSWORD",
+            "MONITORING_PASSWORD",
+            "DATA_SOURCE_PASS",
+            "PGPASSWORD",
         }
         if secret_vars & set(values):
             assert "envs" in container.secret_paths(), container.name
@@ -372,8 +433,9 @@ def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
 
 def test_supplied_secret_replaces_generated_one() -> None:
     run = run_stack("launch", secret_values={"sikka:redisPassword": "from-config"})
-    # Still generated: the application role's, the superuser's and the gateways' key.
-    assert len(run.of_type("random:index/randomPassword:RandomPassword")) == 3
+    # Still generated: the application role's, the superuser's, the monitoring role's and
+    # the gateways' key.
+    assert len(run.of_type("random:index/randomPassword:RandomPassword")) == 4
     redis = containers(run)["sikka-launch-redis-0"]
     assert env(redis)["REDIS_PASSWORD"] == "from-config"
     assert "envs" in redis.secret_paths()

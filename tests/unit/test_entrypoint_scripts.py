@@ -50,15 +50,23 @@ def test_pgbouncer_userlist(password: str) -> None:
 @pytest.mark.parametrize("name", ["pgbouncer-0", "pgbouncer-1"])
 def test_pgbouncer_start_writes_both_users_from_their_own_secrets(name: str) -> None:
     """The pooler's entrypoint, cut before it execs pgbouncer: one auth-file line per user,
-    each from its own variable (the console user's is not the application role's)."""
+    each from its own variable (the console user's is not the application role's, and the
+    exporters' monitoring user has its own)."""
     spec = parse({"sikka:phase": "growth"}, stack="growth")
     pooler = build_topology(spec).node(name)
     script = pooler.entrypoint[2]  # type: ignore[index]
     # Cut where the auth file is written, before the PgBouncers start.
     script = script.split("/run/pgbouncer/userlist.txt")[0] + "/dev/stdout\n"
-    printed = sh(script, DATABASE_PASSWORD='a"pp', PGBOUNCER_ADMIN_PASSWORD="adm'in")
-    assert printed == render_userlist_line("sikka", 'a"pp') + render_userlist_line(
-        "pgbouncer_admin", "adm'in"
+    printed = sh(
+        script,
+        DATABASE_PASSWORD='a"pp',
+        PGBOUNCER_ADMIN_PASSWORD="adm'in",
+        MONITORING_PASSWORD="mo$n",
+    )
+    assert printed == (
+        render_userlist_line("sikka", 'a"pp')
+        + render_userlist_line("pgbouncer_admin", "adm'in")
+        + render_userlist_line("sikka_monitor", "mo$n")
     )
 
 
@@ -106,6 +114,7 @@ def test_init_script_and_start_script_apply_the_same_sql() -> None:
         "POSTGRES_PASSWORD": "su'per",
         "DATABASE_PASSWORD": "a$pp",
         "REPLICATION_PASSWORD": "re`pl",
+        "MONITORING_PASSWORD": "mo'n$",
     }
     prints = []
     for name in ("10-roles.sh", "primary-start.sh"):
@@ -119,6 +128,7 @@ def test_init_script_and_start_script_apply_the_same_sql() -> None:
         password="a$pp",
         replication_password=None,  # launch has no replicas
         keep_slots=[],
+        monitoring_password="mo'n$",
     ) + database_sql("sikka", "sikka")
 
 
@@ -158,6 +168,7 @@ def run_roles_script(tmp_path, *args: str) -> str:  # type: ignore[no-untyped-de
         "DATABASE_PASSWORD": "a$pp",
         "REPLICATION_PASSWORD": "re`pl",
         "REWIND_PASSWORD": "rew'ind",
+        "MONITORING_PASSWORD": "mo'n$",
         "RESTAPI_PASSWORD": 'a"p\\i',
         "CURL_LOG": str(tmp_path / "curl.log"),
     }
@@ -184,6 +195,7 @@ def test_patroni_roles_script_applies_the_roles_on_the_leader(tmp_path, args) ->
             password="a$pp",
             replication_password="re`pl",
             keep_slots=[],
+            monitoring_password="mo'n$",
         )
     )
     assert body.endswith(database_sql("sikka", "sikka"))

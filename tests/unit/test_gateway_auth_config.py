@@ -132,10 +132,12 @@ def test_docker_stack_passes_a_supplied_key_as_a_secret_env() -> None:
     env = dict(item.split("=", 1) for item in gateway.inputs["envs"])
     assert env["GATEWAY_JWT_SECRET"] == key
     assert "envs" in gateway.secret_paths()
-    # Still generated: the application role's, the superuser's and Redis's passwords.
+    # Still generated: the application role's, the superuser's, Redis's and the monitoring
+    # role's passwords.
     generated = {r.name for r in run.of_type("random:index/randomPassword:RandomPassword")}
     assert generated == {
         "sikka-launch-secrets-postgres-password",
         "sikka-launch-secrets-postgres-superuser-password",
         "sikka-launch-secrets-redis-password",
+        "sikka-launch-secrets-monitoring-password",
     }

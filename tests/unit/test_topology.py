@@ -52,6 +52,17 @@ def test_growth_nodes_roles_and_replication() -> None:
         "gateway-0": ("gateway", None),
         "gateway-1": ("gateway", None),
         "nginx": ("proxy", None),
+        # Monitoring: an exporter per PostgreSQL member, per PgBouncer and per Nginx, one
+        # for the host and one reading every Redis server; Prometheus scrapes them all.
+        "node-exporter": ("exporter", None),
+        "postgres-exporter-0": ("exporter", None),
+        "postgres-exporter-1": ("exporter", None),
+        "postgres-exporter-2": ("exporter", None),
+        "pgbouncer-exporter-0": ("exporter", None),
+        "pgbouncer-exporter-1": ("exporter", None),
+        "redis-exporter": ("exporter", None),
+        "nginx-exporter-0": ("exporter", None),
+        "prometheus": ("prometheus", None),
     }
     monitors = {(e.source, e.target) for e in topology.edges if e.kind == "monitors"}
     assert monitors == {(f"redis-sentinel-{i}", "redis-0") for i in range(3)}
@@ -214,6 +225,13 @@ def test_postgres_secrets_go_to_postgres_and_pgbouncer_only(stack: str) -> None:
         assert holders["patroni-api-password"] == members
         assert holders["postgres-password"] == members | poolers
         assert holders["pgbouncer-admin-password"] == poolers
+        # The monitoring role's: the members apply it, the poolers list it, the
+        # PostgreSQL and PgBouncer exporters log in with it.
+        exporters = {f"postgres-exporter-{i}" for i in range(3)} | {
+            "pgbouncer-exporter-0",
+            "pgbouncer-exporter-1",
+        }
+        assert holders["monitoring-password"] == members | poolers | exporters
         # Routers and the DCS hold no secret at all.
         for node in topology.group("haproxy") + topology.group("etcd"):
             assert not node.secret_env, node.name

@@ -47,6 +47,7 @@ def test_placeholders_cover_the_stack_secrets() -> None:
     assert sorted(SECRET_PLACEHOLDERS.values()) == [
         "DATABASE_PASSWORD",
         "GATEWAY_JWT_SECRET",
+        "MONITORING_PASSWORD",
         "PATRONI_RESTAPI_PASSWORD",
         "PATRONI_REWIND_PASSWORD",
         "PGBOUNCER_ADMIN_PASSWORD",
