@@ -101,7 +101,12 @@ def test_compose_references_secrets_never_values() -> None:
         pgbouncer = compose["services"][name]
         assert '"$$DATABASE_PASSWORD"' in pgbouncer["entrypoint"][2]
         assert '"$$PGBOUNCER_ADMIN_PASSWORD"' in pgbouncer["entrypoint"][2]
-        assert set(pgbouncer["environment"]) == {"DATABASE_PASSWORD", "PGBOUNCER_ADMIN_PASSWORD"}
+        assert '"$$MONITORING_PASSWORD"' in pgbouncer["entrypoint"][2]  # the exporter's line
+        assert set(pgbouncer["environment"]) == {
+            "DATABASE_PASSWORD",
+            "PGBOUNCER_ADMIN_PASSWORD",
+            "MONITORING_PASSWORD",
+        }
     for name in ("haproxy-0", "haproxy-1", "etcd-0", "etcd-1", "etcd-2"):
         assert "environment" not in compose["services"][name], name
     # The members answer to their own names; clients reach them through the routers.
