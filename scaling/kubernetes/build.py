@@ -8,6 +8,7 @@ from scaling.topology import Topology, build_topology
 
 from .gateway import gateway_manifests
 from .manifests import PART_OF, Manifest, labels, obj
+from .monitoring import monitoring_manifests
 from .network import network_policies
 from .nginx import nginx_manifests
 from .postgres import operator_manifests, postgres_manifests
@@ -45,6 +46,7 @@ def topology_manifests(topology: Topology) -> list[Manifest]:
     manifests += [*redis_manifests(topology), policies.pop("redis")]
     manifests += [*gateway_manifests(topology), policies.pop("gateway")]
     manifests += [*nginx_manifests(topology), policies.pop("nginx")]
+    manifests += [*monitoring_manifests(topology), policies.pop("monitoring")]
     assert not policies, f"unplaced NetworkPolicies: {sorted(policies)}"
     keys = [m.key for m in manifests]
     duplicates = {k for k in keys if keys.count(k) > 1}

@@ -1,11 +1,14 @@
 """NetworkPolicies: default-deny ingress, then one allow-list per tier.
 
-* Nginx: anyone on its HTTP port; stub_status only from pods of the namespace.
-* gateways: only Nginx, on the gateway port; /metrics (the "metrics" port) only from
-  Prometheus pods (label ``app.kubernetes.io/name=prometheus``, as the Prometheus
+* Nginx: anyone on its HTTP port; stub_status only from pods of the namespace; its
+  exporter's port only from Prometheus pods.
+* gateways: only Nginx, on the gateway port; /metrics (every worker's metrics port) only
+  from Prometheus pods (label ``app.kubernetes.io/name=prometheus``, as the Prometheus
   Operator and the prometheus Helm chart set it), in any namespace.
-* Redis: gateways on the client ports (6379, 26379); Redis pods, Sentinels and the
-  cluster-init Job among themselves on every port (replication, cluster bus).
+* Redis: gateways and the Redis exporter on the client ports (6379, 26379); Redis pods,
+  Sentinels and the cluster-init Job among themselves on every port (replication, cluster
+  bus).
+* monitoring (the Redis exporter): Prometheus pods on its metrics port, nothing else.
 * Postgres: the Postgres pods themselves (replication, Patroni, Citus coordinator → workers)
   and the StackGres operator's namespace (it manages pods through Patroni's API), nothing
   else of ours: gateways never use the database. The application services that will are
@@ -23,6 +26,7 @@ from typing import Any
 from scaling.model import PhaseSpec
 from scaling.topology import Tier as NodeTier
 from scaling.topology import Topology
+from scaling.topology.monitoring import NGINX_EXPORTER_PORT, monitoring_jobs
 
 from . import postgres
 from .manifests import Manifest, ObjectTier, component_selector, labels, obj
@@ -84,6 +88,7 @@ def nginx_policy(topology: Topology) -> Manifest:
                 "from": [{"podSelector": {}}],
                 "ports": _ports(*node_ports(topology, "nginx", "status")),
             },
+            {"from": _scrapers(), "ports": _ports(NGINX_EXPORTER_PORT)},
         ],
     )
 
@@ -96,9 +101,21 @@ def _scrapers() -> list[dict[str, Any]]:
     return [{"namespaceSelector": {}, "podSelector": {"matchLabels": dict(SCRAPER_LABELS)}}]
 
 
+def scraped_ports(topology: Topology, job: str) -> list[int]:
+    """The ports Prometheus scrapes for a job (a gateway's every worker), each once."""
+    found: list[int] = []
+    for scrape in monitoring_jobs(topology):
+        if scrape.name != job:
+            continue
+        for target in scrape.targets:
+            if target.port not in found:
+                found.append(target.port)
+    return found
+
+
 def gateway_policy(topology: Topology) -> Manifest:
     rules = [{"from": _from("nginx"), "ports": _ports(*node_ports(topology, "gateway", "http"))}]
-    metrics = node_ports(topology, "gateway", "metrics")
+    metrics = scraped_ports(topology, "gateway")
     if metrics:
         rules.append({"from": _scrapers(), "ports": _ports(*metrics)})
     return _policy(
@@ -115,11 +132,22 @@ def redis_policy(topology: Topology) -> Manifest:
         component_selector("redis"),
         [
             {
-                "from": _from("gateway"),
+                "from": _from("gateway", "monitoring"),
                 "ports": _ports(*node_ports(topology, "redis", "redis", "sentinel")),
             },
             {"from": _from("redis")},
         ],
+    )
+
+
+def monitoring_policy(topology: Topology) -> Manifest:
+    ports = node_ports(topology, "monitoring", "metrics")
+    return _policy(
+        topology.spec,
+        "monitoring",
+        "monitoring-ingress",
+        component_selector("monitoring"),
+        [{"from": _scrapers(), "ports": _ports(*ports)}] if ports else [],
     )
 
 
@@ -150,4 +178,5 @@ def network_policies(topology: Topology) -> list[Manifest]:
         redis_policy(topology),
         gateway_policy(topology),
         nginx_policy(topology),
+        monitoring_policy(topology),
     ]

@@ -5,7 +5,8 @@ The nginx.conf, its path, the command and the ports are the topology's nginx nod
 gateways' headless Service, re-resolved through kube-dns (``server <fqdn>:<port> resolve``
 in a ``zone``, nginx >= 1.27.3), clients are hashed consistently on their ``client_id``,
 WebSocket upgrades are passed through with long timeouts, and ``stub_status`` answers on an
-internal-only listener.
+internal-only listener, which the nginx-prometheus-exporter container in the same pod reads
+over loopback (scaling.kubernetes.monitoring).
 
 Nginx runs as its image's non-root user: it listens on unprivileged ports (the Service maps
 ``nginx.port`` → 8080) and keeps its pid and temp files in an emptyDir, so the root
@@ -23,6 +24,7 @@ from scaling.topology.edge import NGINX, NGINX_K8S_RUNTIME_DIR
 
 from . import pods
 from .manifests import Manifest, labels, obj, selector_labels
+from .monitoring import nginx_exporter_container
 from .policy import autoscaler, disruption_budget
 from .security import (
     NGINX_UID,
@@ -106,7 +108,8 @@ def deployment(topology: Topology) -> Manifest:
     }
     pod = pod_spec(
         pods.uid(node, NGINX_UID),
-        [container],
+        # The exporter beside it reads stub_status over loopback (the ``nginx`` PodMonitor).
+        [container, nginx_exporter_container(topology, node)],
         [*config_volumes, empty_dir("runtime", size_mi=256)],
         terminationGracePeriodSeconds=PRE_STOP_SECONDS + stop.grace_seconds,
         topologySpreadConstraints=[

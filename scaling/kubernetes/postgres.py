@@ -398,6 +398,12 @@ def _configurations(spec: PhaseSpec, *, pooling: bool) -> dict[str, Any]:
     return configurations
 
 
+# StackGres's exporter runs in every instance; its collector reads them and, with autobind,
+# creates the PodMonitors the cluster's Prometheus Operator scrapes (scaling.kubernetes.
+# monitoring). Changing it touches no data (the field is read by the operator alone).
+OBSERVABILITY = {"prometheusAutobind": True}
+
+
 def sg_cluster(topology: Topology) -> Manifest:
     """The ``postgres`` group: a primary and its streaming replicas, Patroni electing."""
     spec = topology.spec
@@ -417,6 +423,7 @@ def sg_cluster(topology: Topology) -> Manifest:
             "configurations": {
                 **_configurations(spec, pooling=pooling),
                 "credentials": _credentials(),
+                "observability": dict(OBSERVABILITY),
             },
             "pods": _pods(spec, nodes, pooling=pooling),
             "managedSql": {"scripts": [{"sgScript": SCRIPT_NAME}]},
@@ -461,7 +468,10 @@ def sg_sharded_cluster(topology: Topology) -> Manifest:
             # "sync-all" (every replica synchronous) instead of this cluster-wide mode.
             "replication": replication(spec, min(len(coordinator), per_shard)),
             "metadata": _metadata(spec),
-            "configurations": {"credentials": _credentials()},
+            "configurations": {
+                "credentials": _credentials(),
+                "observability": dict(OBSERVABILITY),
+            },
             "coordinator": {
                 "instances": len(coordinator),
                 "replication": replication(spec, len(coordinator)),

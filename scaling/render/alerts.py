@@ -61,7 +61,9 @@ def alert_rules(spec: PhaseSpec) -> dict[str, Any]:
         ),
         _rule(
             "GatewayConnectionsHigh",
-            f"100 * gateway_open_connections / {gw.connections_per_replica}",
+            # A gateway of several processes serves each one's figures apart (label
+            # "worker"): its connections are their sum, against the replica's capacity.
+            f"100 * sum by (instance) (gateway_open_connections) / {gw.connections_per_replica}",
             t.connections_percent,
             "Gateway {{ $labels.instance }} holds {{ $value | humanize }} % of its "
             f"{gw.connections_per_replica} WebSocket connections",

@@ -24,6 +24,9 @@ so a member added to the phase is scraped without anything else changing:
   ``metricsPort + i``, and every worker port is a target.
 * **Prometheus** scrapes itself too, evaluates ``alerts.yml`` (scaling.render.alerts) and
   keeps ``monitoring.retentionDays`` days in its volume, or 80 % of it, whichever is less.
+  On Kubernetes there is no Prometheus node: the cluster's Prometheus Operator scrapes the
+  phase through PodMonitors made from the same jobs and loads the rules as a PrometheusRule
+  (scaling.kubernetes.monitoring).
 
 :func:`monitoring_jobs` lists the jobs as node names and ports; :func:`scrape_jobs` resolves
 them to addresses with the view's ``address(node, port)`` (Docker: the node's name; the
@@ -434,14 +437,16 @@ def monitoring_tier(spec: PhaseSpec, nodes: Sequence[Node]) -> tuple[list[Node],
     """The monitoring nodes for the phase's other ``nodes``, and what each one scrapes."""
     exporters = exporter_nodes(spec, nodes)
     everything = [*nodes, *exporters]
-    prometheus = prometheus_node(spec, everything)
+    # On Kubernetes the cluster's Prometheus (Prometheus Operator) scrapes the phase through
+    # its PodMonitors and loads its PrometheusRule (scaling.kubernetes.monitoring).
+    servers = [] if on_kubernetes(spec) else [prometheus_node(spec, everything)]
     edges = [
         Edge(target.exporter, target.node, "scrapes")
-        for job in _jobs(spec, [*everything, prometheus])
+        for job in _jobs(spec, [*everything, *servers])
         for target in job.targets
         if target.exporter != target.node
     ]
-    return [*exporters, prometheus], edges
+    return [*exporters, *servers], edges
 
 
 def monitoring_jobs(topology: Topology) -> list[ScrapeJob]:

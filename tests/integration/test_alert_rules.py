@@ -106,3 +106,53 @@ def test_alerts_fire_just_above_the_phase_thresholds(tmp_path: Path, phase: str)
         ["promtool", "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_gateway_of_several_processes_is_judged_by_their_sum(tmp_path: Path) -> None:
+    """Each worker serves its own /metrics (label ``worker``): two workers each holding just
+    over half the threshold make one gateway over it."""
+    spec = parse({"sikka:phase": "growth", "sikka:gateway": {"processes": 2}}, stack="growth")
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(render_alert_rules(spec))
+    t = spec.thresholds
+    half = spec.gateway.connections_per_replica * (t.connections_percent + 2) / 200
+    series = {f'gateway_open_connections{{instance="hot",worker="{w}"}}': half for w in (0, 1)}
+    tests = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": _series(series),
+                "alert_rule_test": [
+                    {
+                        "eval_time": "15m",
+                        "alertname": "GatewayConnectionsHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "phase": "growth",
+                                    "instance": "hot",
+                                },
+                                "exp_annotations": {
+                                    "summary": f"Gateway hot holds {t.connections_percent + 2} "
+                                    f"% of its {spec.gateway.connections_per_replica} WebSocket "
+                                    "connections",
+                                    "description": f"Above {t.connections_percent} % for "
+                                    f"{SUSTAINED} in the growth phase: promote to the scale "
+                                    "stack.",
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "alerts_test.yml"
+    test_file.write_text(yaml.safe_dump(tests, sort_keys=False))
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

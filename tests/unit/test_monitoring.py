@@ -130,16 +130,23 @@ def test_a_view_names_the_addresses() -> None:
 def test_kubernetes_leaves_postgres_to_stackgres_and_the_host_to_the_cluster() -> None:
     topology = build_topology(spec_of("scale"))
     monitors = {n.name: n.role for n in topology.tier("monitoring")}
-    assert monitors == {"redis-exporter": "exporter", "prometheus": "prometheus"}
+    assert monitors == {"redis-exporter": "exporter"}
     jobs = {job.name: job for job in monitoring_jobs(topology)}
     assert not jobs["postgres"].targets and not jobs["pgbouncer"].targets
     # Nginx's exporter runs beside it in its pod: the target is the Nginx pod.
     assert {t.exporter for t in jobs["nginx"].targets} == {n.name for n in topology.tier("nginx")}
 
 
+SCALE_ON_DOCKER = {
+    "sikka:platform": "docker",
+    "sikka:autoscaling": {"enabled": False},
+    "sikka:postgres": {"mode": "replicated"},
+}
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_prometheus_keeps_the_phase_retention_in_its_own_volume(stack: str) -> None:
-    spec = spec_of(stack)
+    spec = spec_of(stack, **(SCALE_ON_DOCKER if stack == "scale" else {}))
     prometheus = build_topology(spec).node("prometheus")
     (volume,) = prometheus.volumes
     assert volume.name == "prometheus-data" and volume.size_gb == spec.monitoring.storage_gb

@@ -65,5 +65,7 @@ def test_writable_paths_are_volumes_so_the_root_filesystem_can_stay_read_only(
 
 def test_images_are_the_phase_images(manifests: list[Manifest], spec: Any) -> None:
     expected = {spec.redis.image, spec.gateway.image, spec.nginx.image}
+    # The exporters the phase runs itself (PostgreSQL's is StackGres's).
+    expected |= {spec.monitoring.redis_exporter_image, spec.monitoring.nginx_exporter_image}
     used = {c["image"] for _, t in pod_templates(manifests) for c in containers(t["spec"])}
     assert used == expected
