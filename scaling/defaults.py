@@ -47,8 +47,10 @@ PHASE_DEFAULTS: dict[Phase, dict[str, Any]] = {
         "nginx": {"workerConnections": 1024, "workerProcesses": 2, "perClientConnections": 64},
         "thresholds": {"cpuPercent": 60, "memoryPercent": 70, "connectionsPercent": 80},
         "autoscaling": {"enabled": False},
-        # Prometheus: about 1.5 bytes a sample; the volume holds the retention with room
-        # to spare (the phase's series x 4 samples a minute x the days kept).
+        # Prometheus (Docker): its documentation's 1-2 bytes a sample, at 4 samples a minute
+        # for an estimated ~15k series (launch), ~50k (growth), ~100k (scale): about 1, 7 and
+        # 26 GB over the days kept, in volumes of 5, 20 and 50 GB; past 80 % of the volume
+        # Prometheus drops its oldest blocks instead of filling the disk.
         "monitoring": {"retentionDays": 7, "storageGb": 5},
     },
     Phase.GROWTH: {

@@ -502,7 +502,9 @@ class AutoscalingSpec(Section):
 
 
 class MonitoringSpec(Section):
-    """The phase's Prometheus and the exporters it scrapes (scaling/topology/monitoring.py)."""
+    """The phase's Prometheus and the exporters it scrapes (scaling/topology/monitoring.py).
+    On Kubernetes the cluster's Prometheus Operator runs Prometheus (its retention and volume
+    are its own); the exporter images and the scrape interval apply there too."""
 
     prometheus_image: Image = "prom/prometheus:v3.5.0"
     node_exporter_image: Image = "prom/node-exporter:v1.9.1"

@@ -95,13 +95,14 @@ def test_compose_references_secrets_never_values() -> None:
     assert member["PATRONI_REWIND_PASSWORD"].startswith("${PATRONI_REWIND_PASSWORD:?")
     assert member["PATRONI_RESTAPI_PASSWORD"].startswith("${PATRONI_RESTAPI_PASSWORD:?")
     assert member["DATABASE_PASSWORD"].startswith("${DATABASE_PASSWORD:?")
+    assert member["MONITORING_PASSWORD"].startswith("${MONITORING_PASSWORD:?")
     assert member["PATRONI_RESTAPI_USERNAME"] == "patroni"
     # Shell variables meant for the container are escaped from compose's interpolation.
     for name in ("pgbouncer-0", "pgbouncer-1"):
         pgbouncer = compose["services"][name]
         assert '"$$DATABASE_PASSWORD"' in pgbouncer["entrypoint"][2]
         assert '"$$PGBOUNCER_ADMIN_PASSWORD"' in pgbouncer["entrypoint"][2]
-        assert '"$$MONITORING_PASSWORD"' in pgbouncer["entrypoint"][2]  # the exporter's line
+        assert '"$$MONITORING_PASSWORD"' in pgbouncer["entrypoint"][2]
         assert set(pgbouncer["environment"]) == {
             "DATABASE_PASSWORD",
             "PGBOUNCER_ADMIN_PASSWORD",

@@ -288,3 +288,23 @@ def test_postgres_and_pgbouncer_admit_the_monitoring_user_from_the_private_netwo
         ini = next(c for n, c in files.items() if n.endswith(".ini"))
         assert f"stats_users = pgbouncer_admin, {MONITORING_USER}\n" in ini
         assert "admin_users = pgbouncer_admin\n" in ini
+
+
+def test_the_stack_exports_where_prometheus_answers_and_what_it_scrapes() -> None:
+    from scaling.exports import monitoring_endpoints
+
+    docker = monitoring_endpoints(build_topology(spec_of("growth")))
+    assert docker == {
+        "prometheus_url": "http://prometheus:9090",
+        "scrape_jobs": ["prometheus", "node", "postgres", "pgbouncer", "redis", "gateway", "nginx"],
+    }
+    kubernetes = monitoring_endpoints(build_topology(spec_of("scale")))
+    assert kubernetes == {"prometheus_url": None, "scrape_jobs": ["redis", "gateway", "nginx"]}
+
+
+def test_compose_keeps_prometheus_data_in_a_volume_named_from_the_stack() -> None:
+    compose = yaml.safe_load(render_bundle(spec_of("launch"))["docker-compose.yml"])
+    assert compose["volumes"]["prometheus-data"]["name"] == "sikka-launch-prometheus-data"
+    prometheus = compose["services"]["prometheus"]
+    assert "prometheus-data:/prometheus" in prometheus["volumes"]
+    assert "ports" not in prometheus  # answers on the private network only
