@@ -43,12 +43,20 @@ POOL_GAUGES = {
     "sv_used": ("pools_server_used_connections", "Server connections idle past server_check"),
     "sv_login": ("pools_server_login_connections", "Server connections logging in"),
 }
-# SHOW DATABASES column -> (metric suffix, help).
+# SHOW DATABASES columns -> (metric suffix, help); reserve_pool is reserve_pool_size after
+# PgBouncer 1.23.
 DATABASE_GAUGES = {
-    "pool_size": ("databases_pool_size", "Maximum server connections of the pool"),
-    "reserve_pool": ("databases_reserve_pool", "Extra server connections allowed"),
-    "current_connections": ("databases_current_connections", "Server connections open"),
+    ("pool_size",): ("databases_pool_size", "Maximum server connections of the pool"),
+    ("reserve_pool", "reserve_pool_size"): (
+        "databases_reserve_pool",
+        "Extra server connections allowed",
+    ),
+    ("max_connections",): ("databases_max_connections", "Server connections allowed (0: any)"),
+    ("current_connections",): ("databases_current_connections", "Server connections open"),
 }
+# The upstream exporter's labels of the databases family: the PgBouncer alias (name), the
+# server database it stands for, and where and how it pools.
+DATABASE_LABELS = ("name", "database", "host", "port", "pool_mode", "force_user")
 # SHOW STATS column -> (metric suffix, help, scale to base units).
 STAT_COUNTERS = {
     "total_xact_count": ("stats_sql_transactions_pooled", "Transactions pooled", 1.0),
@@ -128,12 +136,13 @@ def _families(conn: psycopg.Connection[Any]) -> Iterator[GaugeMetricFamily | Cou
                 family.add_metric([str(row["database"]), str(row["user"])], value)
         yield family
     databases = _rows(conn, "SHOW DATABASES")
-    for column, (suffix, text) in DATABASE_GAUGES.items():
-        family = GaugeMetricFamily(f"pgbouncer_{suffix}", text, labels=["database"])
+    for columns, (suffix, text) in DATABASE_GAUGES.items():
+        family = GaugeMetricFamily(f"pgbouncer_{suffix}", text, labels=list(DATABASE_LABELS))
         for row in databases:
-            value = _number(row.get(column))
+            value = next((_number(row[c]) for c in columns if c in row), None)
             if value is not None:
-                family.add_metric([str(row["name"])], value)
+                labels = ["" if row.get(k) is None else str(row[k]) for k in DATABASE_LABELS]
+                family.add_metric(labels, value)
         yield family
     stats = _rows(conn, "SHOW STATS")
     for column, (suffix, text, scale) in STAT_COUNTERS.items():

@@ -69,10 +69,15 @@ class _Console:
         ],
         "SHOW DATABASES": [
             {
-                "name": "app",
+                "name": "app_ro",
                 "host": "127.0.0.1",
+                "port": 5433,
+                "database": "app",
+                "force_user": None,
                 "pool_size": 40,
                 "reserve_pool": 5,
+                "pool_mode": "transaction",
+                "max_connections": 0,
                 "current_connections": 5,
             },
         ],
@@ -124,7 +129,17 @@ def test_console_rows_become_series(monkeypatch: pytest.MonkeyPatch) -> None:
     assert series["pgbouncer_pools_client_active_connections"] == [(app, 7.0)]
     assert series["pgbouncer_pools_client_waiting_connections"] == [(app, 2.0)]
     assert series["pgbouncer_pools_server_active_connections"] == [(app, 5.0)]
-    assert series["pgbouncer_databases_pool_size"] == [({"database": "app"}, 40.0)]
+    alias = {
+        "name": "app_ro",
+        "database": "app",
+        "host": "127.0.0.1",
+        "port": "5433",
+        "pool_mode": "transaction",
+        "force_user": "",
+    }
+    assert series["pgbouncer_databases_pool_size"] == [(alias, 40.0)]
+    assert series["pgbouncer_databases_reserve_pool"] == [(alias, 5.0)]
+    assert series["pgbouncer_databases_current_connections"] == [(alias, 5.0)]
     assert series["pgbouncer_config_max_client_connections"] == [({}, 1000.0)]
     assert series["pgbouncer_stats_queries_pooled_total"] == [({"database": "app"}, 130.0)]
     # microseconds on the console, seconds in Prometheus
