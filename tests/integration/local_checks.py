@@ -747,8 +747,13 @@ def check_monitoring_values(phase: Phase) -> None:
     assert all(value >= 0 for _, value in gateways)
     if instances["pgbouncer"]:
         assert by_instance("pgbouncer_up") == dict.fromkeys(instances["pgbouncer"], 1.0)
+        shares = [process_share(spec, k) for k in range(spec.pooler.processes)]
         limits = by_instance("pgbouncer_config_max_client_connections")
-        assert set(limits) == instances["pgbouncer"] and all(v > 0 for v in limits.values())
+        assert limits == dict.fromkeys(instances["pgbouncer"], float(shares[0].max_client_conn))
+        # Each scrape reaches one of the pooler's processes, each with its share of the pool.
+        pools = by_instance(f'pgbouncer_databases_pool_size{{name="{spec.postgres.database}"}}')
+        assert set(pools) == instances["pgbouncer"]
+        assert set(pools.values()) <= {float(share.default_pool_size) for share in shares}
 
 
 def check_monitoring_keeps_secrets(phase: Phase) -> None:
