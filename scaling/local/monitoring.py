@@ -140,7 +140,7 @@ def _binary(group: str) -> str:
     name = BINARIES[group]
     found = shutil.which(name)
     if found is None:
-        raise RuntimeError(f"{name} is not installed (Debian package {name}; `make deps`)")
+        raise RuntimeError(f"{name} is not installed (Debian package {name}; `make system-packages` installs it)")
     return found
 
 
