@@ -275,10 +275,8 @@ def _jobs(spec: PhaseSpec, nodes: Sequence[Node]) -> list[ScrapeJob]:
     by_group: dict[str, list[Node]] = {}
     for node in nodes:
         by_group.setdefault(node.group, []).append(node)
-    exporter_of = {
-        (POSTGRES_EXPORTER, n.ordinal): n for n in by_group.get(POSTGRES_EXPORTER, [])
-    } | {(PGBOUNCER_EXPORTER, n.ordinal): n for n in by_group.get(PGBOUNCER_EXPORTER, [])}
-    exporter_of |= {(NGINX_EXPORTER, n.ordinal): n for n in by_group.get(NGINX_EXPORTER, [])}
+    # An exporter of one server per node carries that server's ordinal in its own group.
+    exporter_of = {(n.group, n.ordinal): n for n in nodes if n.role == "exporter"}
     jobs: list[ScrapeJob] = []
     for node in by_group.get(PROMETHEUS, []):
         jobs.append(ScrapeJob(PROMETHEUS, "monitoring", "/metrics", (_own(node, "http"),)))

@@ -126,3 +126,17 @@ def test_objects_holding_data_are_protected_and_retained(case: tuple[str, StackR
         body = r.inputs
         manifest = manifests[(body["apiVersion"], body["kind"], body["metadata"]["name"])]
         assert (r.protect, r.retain_on_delete) == (manifest.holds_data,) * 2, manifest.key
+
+
+def test_monitoring_objects_belong_to_the_monitoring_component(
+    case: tuple[str, StackRun],
+) -> None:
+    stack, run = case
+    (component,) = [r for r in run.resources if r.type == "sikka:monitoring:Monitoring"]
+    children = {r.type for r in run.resources if r.parent == component.urn}
+    assert {
+        "kubernetes:monitoring.coreos.com/v1:PrometheusRule",
+        "kubernetes:monitoring.coreos.com/v1:PodMonitor",
+        "kubernetes:apps/v1:Deployment",
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+    } <= children, stack
