@@ -140,7 +140,9 @@ def _binary(group: str) -> str:
     name = BINARIES[group]
     found = shutil.which(name)
     if found is None:
-        raise RuntimeError(f"{name} is not installed (Debian package {name}; `make system-packages` installs it)")
+        raise RuntimeError(
+            f"{name} is not installed (Debian package {name}; `make system-packages` installs it)"
+        )
     return found
 
 
