@@ -7,7 +7,8 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # etcd-server, haproxy and python3-venv: Patroni's DCS, the router that follows its leader, and
 # the system Python's venv that runs Patroni as the postgres account (scaling/local/patroni.py).
 APT_PACKAGES := postgresql pgbouncer redis-server redis-sentinel redis-tools nginx libnginx-mod-stream \
-	prometheus etcd-server etcd-client haproxy python3-venv
+	prometheus prometheus-alertmanager prometheus-node-exporter prometheus-postgres-exporter \
+	prometheus-redis-exporter prometheus-nginx-exporter etcd-server etcd-client haproxy python3-venv
 # Patroni runs as the postgres account, which cannot reach a virtualenv under /root: its own
 # venv, from the system Python, inside the project.
 PATRONI_VENV ?= .venv-patroni

@@ -159,6 +159,7 @@ def _describe(summary: dict[str, Any]) -> str:
         if database.get("pooler_admin"):
             roles += f", pgbouncer console {database['pooler_admin']}"
         lines.append(f"  roles        {roles}")
+    lines += _monitoring_lines(summary)
     lines.append(f"  passwords    {summary['secrets_file']} (mode 0600)")
     auth = summary.get("gateway_auth") or {}
     if auth.get("key_file"):
@@ -172,6 +173,15 @@ def _describe(summary: dict[str, Any]) -> str:
     lines += [f"  note: {note}" for note in summary.get("notes", [])]
     lines.append(f"Stop it with: sikka-scaling local down {summary['stack']}")
     return "\n".join(lines)
+
+
+def _monitoring_lines(summary: dict[str, Any]) -> list[str]:
+    prometheus = summary.get("prometheus")
+    if not prometheus:
+        return []
+    lines = [f"  prometheus   {prometheus['url']}  (data {prometheus['tsdb']})"]
+    lines += [f"               {name:<20} {url}" for name, url in prometheus["exporters"].items()]
+    return lines
 
 
 @local_app.command("down")
@@ -246,6 +256,8 @@ def local_status(stack: StackArg, as_json: JsonOpt = False, state_dir: StateDirO
             typer.echo(_status_line(row))
         if report.get("patroni"):
             typer.echo(f"Patroni leader: {report['patroni']['leader'] or 'none'}")
+        for line in _monitoring_lines(report.get("summary") or {}):
+            typer.echo(line)
         for stray in report.get("unrecorded", []):
             typer.echo(f"{'(not recorded)':<37} pid {stray['pid']:<8} {stray['command']}")
     if not as_json and report.get("starting"):

@@ -19,12 +19,14 @@ from scaling.local import procs
 from scaling.local.keeper import Keeper
 from scaling.local.ports import PortAllocator
 from scaling.local.state import ProcessEntry, RunState
-from scaling.model import PhaseSpec
+from scaling.model import MONITORING_USER, PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.limits import open_files
 from scaling.topology import Topology
 
 POSTGRES_ACCOUNT = "postgres"
+# The secret of the exporters' login (scaling.render.env.SECRET_VARIABLES).
+MONITORING_SECRET = "monitoring-password"
 
 
 @dataclass
@@ -89,6 +91,17 @@ class Context:
             return [self.endpoints[target]]
         targets = self.topology.service(target).targets
         return [self.endpoints[name] for name in targets if name in self.endpoints]
+
+    @property
+    def monitoring_user(self) -> str | None:
+        """The exporters' login (PostgreSQL and PgBouncer admit it, the roles create it)
+        where the topology has exporters that use it; None where it has none."""
+        readers = [
+            node
+            for node in self.topology.tier("monitoring")
+            if MONITORING_SECRET in node.secret_env.values()
+        ]
+        return MONITORING_USER if readers else None
 
     def endpoint(self, target: str) -> Endpoint:
         found = self.endpoints_of(target)

@@ -5,6 +5,7 @@ only: gateways never use the database)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from scaling.local import health
 from scaling.local.context import Context, python_executable
@@ -25,16 +26,25 @@ START_TIMEOUT = 30.0
 class GatewayInstance:
     id: str
     endpoint: Endpoint
+    # The first worker's /metrics; worker i (gateway.processes > 1) serves it on port + i.
     metrics: Endpoint
+    processes: int = 1
 
-    def summary(self) -> dict[str, str]:
+    @property
+    def worker_metrics(self) -> list[Endpoint]:
+        """Every worker's /metrics listener (each counts only its own traffic)."""
+        return [Endpoint(self.metrics.host, self.metrics.port + i) for i in range(self.processes)]
+
+    def summary(self) -> dict[str, Any]:
         base = f"{self.endpoint.host}:{self.endpoint.port}"
+        urls = [f"http://{m.host}:{m.port}/metrics" for m in self.worker_metrics]
         return {
             "id": self.id,
             "url": f"ws://{base}/",
             "health_url": f"http://{base}/healthz",
             "live_url": f"http://{base}/livez",
-            "metrics_url": f"http://{self.metrics.host}:{self.metrics.port}/metrics",
+            "metrics_url": urls[0],
+            "worker_metrics_urls": urls,
         }
 
 
@@ -70,7 +80,8 @@ def _start_gateway(
     ctx: Context, node: Node, redis: RedisEndpoints, project_dir: str
 ) -> tuple[ProcessEntry, GatewayInstance]:
     port = ctx.ports.take()
-    metrics_port = ctx.ports.take()
+    # One /metrics port per worker: metrics_port + i (gateway/__main__.py).
+    metrics_port = ctx.ports.take(count=ctx.spec.gateway.processes)
     entry = ctx.start(
         ProcessEntry(
             name=node.name,
@@ -92,7 +103,10 @@ def _start_gateway(
     )
     ctx.endpoints[node.name] = Endpoint("127.0.0.1", port)
     metrics = Endpoint("127.0.0.1", metrics_port)
-    return entry, GatewayInstance(node.name, ctx.endpoints[node.name], metrics)
+    instance = GatewayInstance(
+        node.name, ctx.endpoints[node.name], metrics, ctx.spec.gateway.processes
+    )
+    return entry, instance
 
 
 def start_gateways(ctx: Context, redis: RedisEndpoints, project_dir: str) -> list[GatewayInstance]:

@@ -84,6 +84,7 @@ def member_layout(
     etcd: tuple[Endpoint, ...],
     bin_dir: str | None,
     system_user: str = "postgres",
+    monitoring_user: str | None = None,
 ) -> PatroniLayout:
     """One member's layout: it listens and is reached on its own loopback address."""
     return PatroniLayout(
@@ -101,6 +102,7 @@ def member_layout(
         roles_script=f"sh {folder / 'roles.sh'}",
         bin_dir=bin_dir,
         system_user=system_user,
+        monitoring_user=monitoring_user,
     )
 
 
@@ -129,9 +131,23 @@ def prepare_member(
     # The account Patroni runs as is the superuser on the socket (peer authentication).
     account = ctx.pg_user or getpass.getuser()
     layout = member_layout(
-        patroni_scope(ctx.spec), node.name, postgres, api, folder, etcd, pg_bin_dir(), account
+        patroni_scope(ctx.spec),
+        node.name,
+        postgres,
+        api,
+        folder,
+        etcd,
+        pg_bin_dir(),
+        account,
+        ctx.monitoring_user,
     )
-    roles = roles_script(ctx.spec, layout.socket_dir, pg_port, f"http://{api}")
+    roles = roles_script(
+        ctx.spec,
+        layout.socket_dir,
+        pg_port,
+        f"http://{api}",
+        monitoring=ctx.monitoring_user is not None,
+    )
     _write(ctx, folder / "roles.sh", roles, 0o644)
     config = folder / "patroni.yml"
     _write(ctx, config, render_patroni_yml(ctx.spec, layout), 0o600)

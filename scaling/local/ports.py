@@ -41,13 +41,23 @@ class PortAllocator:
         self._taken: set[int] = set()
         self._random = random.Random(seed)
 
-    def take(self, hosts: tuple[str, ...] = ("127.0.0.1",), *, cluster_bus: bool = False) -> int:
-        high = ephemeral_low() - 1
+    def take(
+        self,
+        hosts: tuple[str, ...] = ("127.0.0.1",),
+        *,
+        cluster_bus: bool = False,
+        count: int = 1,
+    ) -> int:
+        """A free port; with ``count`` > 1 the first of that many consecutive free ports (a
+        server whose processes listen on port + i, as the gateway's workers serve /metrics)."""
+        high = ephemeral_low() - count
         if cluster_bus:
             high = min(high, 65535) - CLUSTER_BUS_OFFSET
         for _ in range(2000):
             port = self._random.randint(LOWEST, high)
-            wanted = [port, port + CLUSTER_BUS_OFFSET] if cluster_bus else [port]
+            wanted = list(range(port, port + count))
+            if cluster_bus:
+                wanted.append(port + CLUSTER_BUS_OFFSET)
             if any(p in self._taken for p in wanted):
                 continue
             if all(is_free(p, hosts) for p in wanted):

@@ -103,13 +103,16 @@ def _answers(ctx: Context, endpoint: Endpoint, dbname: str, *, superuser: bool =
         return conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def _layout(instance_dir: Path, host: str, port: int) -> PostgresLayout:
+def _layout(
+    instance_dir: Path, host: str, port: int, monitoring_user: str | None = None
+) -> PostgresLayout:
     return PostgresLayout(
         listen_addresses=host,
         port=port,
         socket_dir=str(instance_dir / "run"),
         hba_file=str(instance_dir / "conf" / "pg_hba.conf"),
         private_networks=(LOOPBACK_NETWORK,),
+        monitoring_user=monitoring_user,
     )
 
 
@@ -173,7 +176,8 @@ def start_primary(ctx: Context, node: Node) -> Endpoint:
         )
     finally:
         pwfile.unlink(missing_ok=True)
-    conf = _write_configs(ctx, instance, _layout(instance, endpoint.host, endpoint.port))
+    layout = _layout(instance, endpoint.host, endpoint.port, ctx.monitoring_user)
+    conf = _write_configs(ctx, instance, layout)
     entry = ctx.start(_server_entry(ctx, node, data, conf, endpoint))
     ctx.endpoints[node.name] = endpoint
     health.wait_until(
@@ -197,6 +201,7 @@ def _apply_roles(ctx: Context, endpoint: Endpoint) -> None:
         password=ctx.secrets["postgres-password"],
         replication_password=None,
         keep_slots=[],
+        monitoring_password=ctx.secrets["monitoring-password"] if ctx.monitoring_user else None,
     )
     create = f'CREATE DATABASE "{pg.database}" OWNER "{pg.user}";\n'
     for dbname, sql in (
@@ -251,7 +256,12 @@ def start_pgbouncer(ctx: Context, node: Node, endpoint: Endpoint) -> Endpoint:
     write_private(
         userlist,
         render_userlist_line(spec.postgres.user, ctx.secrets["postgres-password"])
-        + render_userlist_line(POOLER_ADMIN_USER, ctx.secrets["pgbouncer-admin-password"]),
+        + render_userlist_line(POOLER_ADMIN_USER, ctx.secrets["pgbouncer-admin-password"])
+        + (
+            render_userlist_line(ctx.monitoring_user, ctx.secrets["monitoring-password"])
+            if ctx.monitoring_user
+            else ""
+        ),
         uid=uid,
         gid=gid,
     )
@@ -264,6 +274,7 @@ def start_pgbouncer(ctx: Context, node: Node, endpoint: Endpoint) -> Endpoint:
         hba_file=str(folder / "pgbouncer_hba.conf"),
         client_networks=(LOOPBACK_NETWORK,),
         unix_socket_dir="",
+        monitoring_user=ctx.monitoring_user,
     )
     hba = Path(layout.hba_file)
     hba.write_text(render_pgbouncer_hba(spec, layout))

@@ -31,6 +31,7 @@ from scaling.local.context import Context
 from scaling.local.credentials import load_secrets, new_secrets, save_secrets
 from scaling.local.gateway import GatewayInstance, start_gateways
 from scaling.local.keeper import Keeper
+from scaling.local.monitoring import MonitoringEndpoints, start_monitoring
 from scaling.local.nginx import NginxEndpoints, start_nginx
 from scaling.local.pgsummary import postgres_summary
 from scaling.local.ports import PortAllocator
@@ -55,10 +56,12 @@ SECRETS_FILE = "secrets.json"
 # `down` stops the tiers in the reverse order of `up`: clients before servers; within a
 # tier (topology roles) watchers, poolers and routers first, then replicas, then what they
 # replicate (under Patroni: whoever leads when `down` runs), and the DCS they lock in last.
-_STOP_ORDER = {"nginx": 0, "gateway": 1, "redis": 2, "postgres": 3}
+# Prometheus and its exporters go first: they only read the others (and a server gone
+# before its exporter would only fill the exporter's log).
+_STOP_ORDER = {"monitoring": -1, "nginx": 0, "gateway": 1, "redis": 2, "postgres": 3}
 _ROLE_ORDER = {
     "prometheus": 0,
-    "exporter": 0,
+    "exporter": 1,
     "proxy": 0,
     "gateway": 0,
     "sentinel": 0,
@@ -472,7 +475,10 @@ def up(
             ctx.begin("gateways")
             gateways = start_gateways(ctx, redis, str(PROJECT_DIR))
             nginx = start_nginx(ctx)
-            state.summary = _summary(spec, stack, ctx, postgres, redis, gateways, nginx, key_file)
+            monitoring = start_monitoring(ctx, gateways, nginx, str(PROJECT_DIR))
+            state.summary = _summary(
+                spec, stack, ctx, postgres, redis, gateways, nginx, monitoring, key_file
+            )
             state.complete = True
             state.save()
             # Complete: an interrupt from here on must not tear it down.
@@ -538,6 +544,7 @@ def _summary(
     redis: RedisEndpoints,
     gateways: list[GatewayInstance],
     nginx: NginxEndpoints,
+    monitoring: MonitoringEndpoints,
     key_file: Path | None,
 ) -> dict[str, Any]:
     pg = spec.postgres
@@ -561,6 +568,8 @@ def _summary(
             "pooler_admin": POOLER_ADMIN_USER if postgres.poolers else None,
         },
         "redis": redis.summary(),
+        # Prometheus (url, targets and rules APIs, TSDB folder) and every exporter's /metrics.
+        "prometheus": monitoring.summary(),
         "processes": _process_list(state),
         "logs": str(ctx.log_dir),
         "notes": ctx.notes,

@@ -8,10 +8,12 @@ import contextlib
 import threading
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import psycopg
 import redis
 from local_helpers import (
@@ -34,8 +36,10 @@ from local_helpers import (
 
 from scaling.local import patroni_api, runner
 from scaling.local.postgres import pooler_process_name
-from scaling.local.topology import local_topology, nodes
+from scaling.local.topology import REDIS_DATA_ROLES, local_topology, nodes
+from scaling.render.alerts import alert_rules
 from scaling.render.pgbouncer import process_share
+from scaling.topology.monitoring import monitoring_jobs
 
 REPLICATION_TIMEOUT = 20.0
 
@@ -632,3 +636,138 @@ def check_gateway_auth_through_nginx(phase: Phase) -> None:
         f"\n[{phase.spec.phase}] tokens: anonymous closed 4401, rider publish and stranger "
         f"refused, driver delivered in {seen['delivered'] * 1000:.0f} ms"
     )
+
+
+# ------------------------------------------------------------------------ monitoring
+
+# Prometheus picks its targets up within 5 s of starting, then scrapes every 5 s locally.
+MONITORING_TIMEOUT = 60.0
+
+
+def _prometheus(phase: Phase, path: str, **params: str) -> Any:
+    url = phase.summary["prometheus"]["url"] + path
+    reply = httpx.get(url, params=params, timeout=10)
+    reply.raise_for_status()
+    body = reply.json()
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def prometheus_query(phase: Phase, query: str) -> list[tuple[dict[str, str], float]]:
+    """An instant query's series: (labels, value)."""
+    data = _prometheus(phase, "/api/v1/query", query=query)
+    return [(row["metric"], float(row["value"][1])) for row in data["result"]]
+
+
+def expected_targets(phase: Phase) -> set[tuple[str, str, str]]:
+    """(job, instance, worker) of every target the topology says Prometheus scrapes."""
+    topology = local_topology(phase.spec)
+    return {
+        (job.name, target.node, "" if target.worker is None else str(target.worker))
+        for job in monitoring_jobs(topology)
+        for target in job.targets
+    }
+
+
+def check_monitoring_targets_up(phase: Phase) -> float:
+    """Every target of the topology's scrape jobs is scraped and up; returns the wait."""
+    expected = expected_targets(phase)
+
+    def scraped() -> set[tuple[str, str, str]]:
+        active = _prometheus(phase, "/api/v1/targets", state="active")["activeTargets"]
+        return {
+            (t["labels"]["job"], t["labels"]["instance"], t["labels"].get("worker", ""))
+            for t in active
+            if t["health"] == "up"
+        }
+
+    waited = wait_for("every scrape target is up", lambda: scraped() >= expected, 60)
+    active = _prometheus(phase, "/api/v1/targets", state="active")["activeTargets"]
+    down = [(t["scrapeUrl"], t["lastError"]) for t in active if t["health"] != "up"]
+    assert not down, down
+    assert scraped() == expected
+    # The phase's parts, counted from the spec (not from the same list the runner used).
+    jobs: dict[str, int] = {}
+    for job, _, _ in expected:
+        jobs[job] = jobs.get(job, 0) + 1
+    spec = phase.spec
+    assert jobs["gateway"] == spec.gateway.replicas * spec.gateway.processes
+    members = nodes(local_topology(spec), "postgres", "primary", "replica")
+    assert jobs["postgres"] == len(members) == 1 + spec.postgres.read_replicas
+    sentinels = phase.summary["redis"].get("sentinels", [])
+    assert jobs["redis"] == len(redis_data_nodes(phase)) + len(sentinels)
+    poolers = spec.pooler.replicas if spec.pooler.enabled else 0
+    assert jobs.get("pgbouncer", 0) == poolers
+    assert jobs["nginx"] == 1 and jobs["node"] == 1
+    return waited
+
+
+def check_monitoring_rules_loaded(phase: Phase) -> None:
+    """Prometheus evaluates the phase's alert rules (alerts.yml, from its thresholds)."""
+    groups = _prometheus(phase, "/api/v1/rules", type="alert")["groups"]
+    loaded = {rule["name"]: rule for group in groups for rule in group["rules"]}
+    wanted = {r["alert"] for group in alert_rules(phase.spec)["groups"] for r in group["rules"]}
+    assert set(loaded) == wanted
+    assert {"HostCpuHigh", "PostgresConnectionsHigh", "GatewayConnectionsHigh"} <= wanted
+    for rule in loaded.values():
+        assert rule["labels"]["phase"] == phase.spec.phase.value
+        assert rule["health"] in ("ok", "unknown"), rule  # "unknown" until first evaluated
+        assert rule["duration"] == 600  # sustained for 10 minutes
+
+
+def check_monitoring_values(phase: Phase) -> None:
+    """Each exporter's series hold what the servers say (read from the servers directly)."""
+    spec = phase.spec
+    instances = {
+        job: {node for j, node, _ in expected_targets(phase) if j == job}
+        for job in ("postgres", "redis", "gateway", "nginx", "pgbouncer")
+    }
+
+    def by_instance(query: str) -> dict[str, float]:
+        return {labels["instance"]: value for labels, value in prometheus_query(phase, query)}
+
+    assert by_instance("pg_up") == dict.fromkeys(instances["postgres"], 1.0)
+    assert by_instance("pg_settings_max_connections") == dict.fromkeys(
+        instances["postgres"], float(spec.postgres.max_connections)
+    )
+    assert by_instance("redis_up") == dict.fromkeys(instances["redis"], 1.0)
+    memory = float(spec.redis.memory_per_node_mb * 1024 * 1024)
+    data = {n.name for n in nodes(local_topology(spec), "redis", *REDIS_DATA_ROLES)}
+    assert data and data <= instances["redis"]
+    maxmemory = by_instance("redis_memory_max_bytes")
+    assert {name: maxmemory[name] for name in data} == dict.fromkeys(data, memory)
+    assert by_instance("nginx_up") == dict.fromkeys(instances["nginx"], 1.0)
+    # The exporter's own request to stub_status is an active connection.
+    assert all(v >= 1 for v in by_instance("nginx_connections_active").values())
+    total = prometheus_query(phase, "node_memory_MemTotal_bytes")
+    assert [value for _, value in total] == [float(psutil.virtual_memory().total)]
+    cpus = prometheus_query(phase, 'count(node_cpu_seconds_total{mode="idle"})')
+    assert [value for _, value in cpus] == [float(psutil.cpu_count())]
+    gateways = prometheus_query(phase, "gateway_open_connections")
+    assert {labels["instance"] for labels, _ in gateways} == instances["gateway"]
+    assert all(value >= 0 for _, value in gateways)
+    if instances["pgbouncer"]:
+        assert by_instance("pgbouncer_up") == dict.fromkeys(instances["pgbouncer"], 1.0)
+        shares = [process_share(spec, k) for k in range(spec.pooler.processes)]
+        limits = by_instance("pgbouncer_config_max_client_connections")
+        assert limits == dict.fromkeys(instances["pgbouncer"], float(shares[0].max_client_conn))
+        # Each scrape reaches one of the pooler's processes, each with its share of the pool.
+        pools = by_instance(f'pgbouncer_databases_pool_size{{name="{spec.postgres.database}"}}')
+        assert set(pools) == instances["pgbouncer"]
+        assert set(pools.values()) <= {float(share.default_pool_size) for share in shares}
+
+
+def check_monitoring_keeps_secrets(phase: Phase) -> None:
+    """No secret on an exporter's or Prometheus's command line, in their files or logs."""
+    state = Path(phase.run.state.state_dir)
+    secrets = [value for value in phase.run.secrets.values() if value]
+    monitoring = [p for p in phase.run.state.processes if p.tier == "monitoring"]
+    assert monitoring
+    for entry in monitoring:
+        command = " ".join(psutil.Process(entry.pid).cmdline())
+        assert not [s for s in secrets if s in command], entry.name
+        log = Path(entry.log).read_text(errors="replace")
+        assert not [s for s in secrets if s in log], entry.log
+    for written in (state / "prometheus").glob("*.yml"):
+        text = written.read_text()
+        assert not [s for s in secrets if s in text], written

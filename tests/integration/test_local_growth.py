@@ -37,6 +37,14 @@ def test_topology(phase: Phase) -> None:
     checks.check_all_processes_alive(phase)
 
 
+def test_prometheus_scrapes_every_exporter(phase: Phase) -> None:
+    waited = checks.check_monitoring_targets_up(phase)
+    checks.check_monitoring_rules_loaded(phase)
+    checks.check_monitoring_values(phase)
+    checks.check_monitoring_keeps_secrets(phase)
+    print(f"\n[{phase.spec.phase}] every scrape target up {waited:.1f}s after this test began")
+
+
 def test_replication_follows_the_topology(phase: Phase) -> None:
     checks.check_patroni_cluster_follows_topology(phase)
     checks.check_redis_replicas_follow_topology(phase)

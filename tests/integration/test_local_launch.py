@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import local_checks as checks
 import pytest
 from local_fixtures import start_phase_with_cli
-from local_helpers import Phase
+from local_helpers import Phase, wait_for
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = (sys.executable, "-m", "scaling.cli")
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +36,49 @@ def test_summary_describes_the_launch_topology(phase: Phase) -> None:
     assert "@" in summary["postgres"]["primary"] and phase.password not in str(summary)
     checks.check_processes_are_topology_nodes(phase)
     checks.check_all_processes_alive(phase)
+
+
+def test_prometheus_scrapes_every_exporter(phase: Phase) -> None:
+    waited = checks.check_monitoring_targets_up(phase)
+    checks.check_monitoring_rules_loaded(phase)
+    checks.check_monitoring_values(phase)
+    checks.check_monitoring_keeps_secrets(phase)
+    print(f"\n[{phase.spec.phase}] every scrape target up {waited:.1f}s after this test began")
+
+
+def test_status_shows_prometheus_and_its_stop_keeps_the_samples(phase: Phase) -> None:
+    """`local status` lists Prometheus and the exporters; Prometheus stops on SIGTERM,
+    writing its TSDB out, and started again it still holds what it scraped before."""
+    prometheus = phase.summary["prometheus"]
+    shown = subprocess.run(
+        [*CLI, "local", "status", "launch", "--state-dir", phase.run.state.state_dir],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"prometheus   {prometheus['url']}" in shown.stdout
+    assert all(url in shown.stdout for url in prometheus["exporters"].values())
+
+    checks.check_monitoring_targets_up(phase)
+    before = time.time()
+    assert phase.run.stop_process("prometheus") == "stopped"
+    log = Path(phase.run.entry("prometheus").log).read_text()
+    assert "See you next time!" in log  # Prometheus's last line after a clean shutdown
+    phase.run.start_process("prometheus")
+    wait_for(
+        "Prometheus ready again",
+        lambda: httpx.get(prometheus["url"] + "/-/ready", timeout=2).status_code == 200,
+        30,
+    )
+    samples = checks.prometheus_query(phase, f'count_over_time(up{{job="node"}}[{10 * 60}s])')
+    kept = checks.prometheus_query(
+        phase, f'count_over_time(up{{job="node"}}[{10 * 60}s] @ {before:.3f})'
+    )
+    assert kept and kept[0][1] >= 1, samples
+    checks.check_monitoring_targets_up(phase)
 
 
 def test_secrets_are_private(phase: Phase) -> None:
