@@ -167,9 +167,11 @@ def _from_stack_outputs(pulumi_stack: str, stack_file: Path, spec: Any) -> Any:
     project = folder if (folder / "Pulumi.yaml").is_file() else PROJECT_DIR
     outputs = read_outputs(pulumi_stack, project)
     found = ep.from_stack_outputs(outputs, spec, pulumi_stack)
-    return ep.with_overrides(
-        found, pooler_password=os.environ.get("PGBOUNCER_ADMIN_PASSWORD") or None
-    )
+    password = os.environ.get("PGBOUNCER_ADMIN_PASSWORD")
+    if not password:
+        return found
+    notes = tuple(n for n in found.notes if n != ep.POOLER_PASSWORD_NOTE)
+    return ep.with_overrides(found, pooler_password=password, notes=notes)
 
 
 def _local_or_stack_outputs(local: bool, name: str, path: Path, folder: Path, spec: Any) -> Any:

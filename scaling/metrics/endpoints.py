@@ -206,7 +206,7 @@ def with_overrides(base: Endpoints, **given: Any) -> Endpoints:
 
 
 # The parts a check cannot measure from a stack's outputs, with what to give instead.
-_NOT_EXPORTED_POOLER_PASSWORD = (
+POOLER_PASSWORD_NOTE = (
     "the PgBouncer console's admin password is not a stack output: set "
     "PGBOUNCER_ADMIN_PASSWORD to measure the pooler"
 )
@@ -334,7 +334,7 @@ def from_stack_outputs(outputs: Mapping[str, Any], spec: PhaseSpec, stack: str) 
         )
     status_url = (outputs.get("nginx") or {}).get("status_url")
     if poolers:
-        notes.append(_NOT_EXPORTED_POOLER_PASSWORD)
+        notes.append(POOLER_PASSWORD_NOTE)
     endpoints = Endpoints(
         stack=stack,
         postgres=tuple(postgres),
