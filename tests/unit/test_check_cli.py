@@ -183,3 +183,18 @@ def test_unreadable_endpoints_document(tmp_path: Path, capsys: pytest.CaptureFix
 def test_bad_override_names_the_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "launch", "--set", "gateway.connectionsPerReplica=1"]) == 1
     assert "sikka:gateway.connectionsPerReplica" in capsys.readouterr().err
+
+
+def test_pulumi_stack_without_the_cli(
+    empty_state: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (empty_state / "no-pulumi").mkdir()
+    monkeypatch.setenv("PATH", str(empty_state / "no-pulumi"))
+    assert main(["check", "launch", "--pulumi-stack", "launch"]) == 1
+    err = capsys.readouterr().err
+    assert "check launch: the Pulumi CLI is not on PATH: no stack outputs can be read" in err
+
+
+def test_pulumi_stack_is_one_source(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "launch", "--local", "--pulumi-stack", "launch"]) == 2
+    assert "--local and --pulumi-stack: give one source of endpoints" in capsys.readouterr().err

@@ -4,6 +4,7 @@ in the exports' shape breaks these tests, not a deployed check."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -143,3 +144,21 @@ def test_private_parts_are_unreachable_with_the_reason(
     for r in readings:
         assert r.value is None
         assert r.error and f"on {e.private_network}, reachable only from inside it" in r.error
+
+
+def test_a_private_name_that_resolves_is_probed() -> None:
+    """Inside the platform's network its names resolve: the part is measured, and a refusal
+    is the part's own reason, not the network's."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: nothing listens there
+    e = Endpoints(
+        stack="launch",
+        redis=(HostPort("localhost", port),),
+        private_hosts=frozenset({"localhost"}),
+        private_network="the Docker network 'sikka-launch'",
+        host=False,
+    )
+    [reading] = direct.measure(e).sample.readings
+    assert reading.value is None and reading.error
+    assert "reachable only from inside it" not in reading.error
