@@ -24,6 +24,9 @@ pulumi.export(
 )
 pulumi.export("redis", platform.redis.endpoints)
 pulumi.export("monitoring", platform.monitoring.endpoints)
+# Where the gateways and Nginx answer (their /metrics and stub_status stay private).
+pulumi.export("gateway", platform.gateway.endpoints)
+pulumi.export("nginx", platform.nginx.endpoints)
 for name, uri in platform.connection_uris.items():  # database_uri, redis_uri, ... (secret)
     pulumi.export(name, uri)
 pulumi.export("thresholds", spec.thresholds.model_dump(by_alias=True))

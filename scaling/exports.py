@@ -135,6 +135,14 @@ def gateway_endpoints(topology: Topology) -> dict[str, Any]:
         ]
         if not on_kubernetes(spec)
         else [],
+        # Each gateway's /metrics (worker i of a gateway answers on this port + i); scrapers
+        # only. On Kubernetes the replicas come and go with the HPA: no stable names.
+        "metrics_endpoints": [
+            str(Endpoint(node_host(spec, n.group, n.ordinal), n.ports["metrics"]))
+            for n in topology.tier("gateway")
+        ]
+        if not on_kubernetes(spec)
+        else [],
     }
 
 

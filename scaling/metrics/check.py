@@ -35,16 +35,16 @@ class Observation:
 
 
 def pulumi_note() -> str:
-    """Where endpoints can come from, said plainly: a deployed stack's outputs are not read
-    (the Pulumi CLI is not even here when it is not on PATH)."""
+    """Where else endpoints can come from, said plainly: a deployed stack's outputs need
+    the Pulumi CLI on PATH."""
     if shutil.which("pulumi") is None:
         return (
             "the Pulumi CLI is not on PATH, so no stack outputs are read: give --local (a "
             "running `local up`), --endpoints FILE or the single-part flags"
         )
     return (
-        "stack outputs are not read by the check: give --endpoints FILE or the single-part "
-        "flags for a deployed stack, or --prometheus URL"
+        "for a deployed stack give --pulumi-stack NAME (its outputs), --endpoints FILE, "
+        "the single-part flags or --prometheus URL"
     )
 
 
@@ -56,7 +56,7 @@ def observe_direct(
 ) -> Observation:
     """Measure every part now, append the Sample to the history, read the window back."""
     measured = direct.measure(endpoints, spec)
-    notes = list(measured.notes)
+    notes = [*endpoints.notes, *measured.notes]
     if history_file is None:
         return Observation(measured.sample, (measured.sample,), tuple(notes))
     history.append(history_file, measured.sample)

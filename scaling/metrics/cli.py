@@ -29,6 +29,14 @@ PrometheusOpt = Annotated[
     str | None,
     typer.Option("--prometheus", help="Query this Prometheus (instant and range queries)"),
 ]
+PulumiStackOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pulumi-stack",
+        help="Probe the parts a deployed Pulumi stack's outputs name (`pulumi stack output`; "
+        "the default when no local phase runs and the Pulumi CLI is on PATH)",
+    ),
+]
 StateDirOpt = Annotated[
     Path | None,
     typer.Option("--state-dir", help="The local run's state folder (default as `local up`)"),
@@ -95,6 +103,7 @@ def _resolve(
     state_dir: Path | None,
     parts: dict[str, Any],
     overrides: list[str],
+    pulumi_stack: str | None = None,
 ) -> tuple[Any, Any, Path]:
     """(spec, endpoints or None for Prometheus, the stack's state folder)."""
     from scaling.issues import ConfigError
@@ -109,6 +118,7 @@ def _resolve(
             ("--local", local),
             ("--endpoints", endpoints_file),
             ("--prometheus", prometheus),
+            ("--pulumi-stack", pulumi_stack),
         )
         if on
     ]
@@ -132,16 +142,53 @@ def _resolve(
     try:
         if endpoints_file is not None:
             base = ep.from_document(endpoints_file, spec)
+        elif pulumi_stack is not None:
+            base = _from_stack_outputs(pulumi_stack, path, spec)
         elif local or not set(given) - {"host"}:
-            base = ep.from_local_state(folder, spec)
+            base = _local_or_stack_outputs(local, name, path, folder, spec)
         else:
             base = ep.Endpoints(stack=name, host=True)
         return spec, ep.with_overrides(base, **given), folder
     except ep.EndpointsError as error:
         from scaling.metrics.check import pulumi_note
 
-        said = pulumi_note()
+        said = pulumi_note() if pulumi_stack is None else ""
         raise _fail(f"check {name}: {error}" + (f"; {said}" if said else "")) from None
+
+
+def _from_stack_outputs(pulumi_stack: str, stack_file: Path, spec: Any) -> Any:
+    """The Endpoints a deployed stack's outputs name, read with the Pulumi CLI in the
+    project the stack file belongs to."""
+    from scaling.metrics import endpoints as ep
+    from scaling.metrics.stack_outputs import read_outputs
+    from scaling.stackfiles import PROJECT_DIR
+
+    folder = stack_file.resolve().parent
+    project = folder if (folder / "Pulumi.yaml").is_file() else PROJECT_DIR
+    outputs = read_outputs(pulumi_stack, project)
+    found = ep.from_stack_outputs(outputs, spec, pulumi_stack)
+    password = os.environ.get("PGBOUNCER_ADMIN_PASSWORD")
+    if not password:
+        return found
+    notes = tuple(n for n in found.notes if n != ep.POOLER_PASSWORD_NOTE)
+    return ep.with_overrides(found, pooler_password=password, notes=notes)
+
+
+def _local_or_stack_outputs(local: bool, name: str, path: Path, folder: Path, spec: Any) -> Any:
+    """No source given: the running `local up`; when none runs and the Pulumi CLI is on
+    PATH, the outputs of the Pulumi stack of the same name."""
+    from scaling.metrics import endpoints as ep
+    from scaling.metrics.stack_outputs import pulumi_cli
+
+    try:
+        return ep.from_local_state(folder, spec)
+    except ep.EndpointsError as error:
+        if local or pulumi_cli() is None:
+            raise
+        try:
+            return _from_stack_outputs(name, path, spec)
+        except ep.EndpointsError as outputs_error:
+            raise ep.EndpointsError(f"{error}; {outputs_error}") from None
 
 
 def _part_flags(
@@ -185,6 +232,7 @@ def check(
     local: LocalOpt = False,
     endpoints_file: EndpointsOpt = None,
     prometheus: PrometheusOpt = None,
+    pulumi_stack: PulumiStackOpt = None,
     window: WindowOpt = None,
     watch: Annotated[
         float | None,
@@ -244,6 +292,7 @@ def check(
         local=local,
         endpoints_file=endpoints_file,
         prometheus=prometheus,
+        pulumi_stack=pulumi_stack,
         state_dir=state_dir,
         overrides=overrides,
         window=window,
@@ -306,6 +355,7 @@ def _session(
     history_file: Path | None,
     no_history: bool,
     parts: dict[str, Any],
+    pulumi_stack: str | None = None,
 ) -> _Session:
     from scaling.advisor.levels import SUSTAINED_SECONDS
     from scaling.metrics import history
@@ -321,6 +371,7 @@ def _session(
         state_dir=state_dir,
         parts=parts,
         overrides=overrides or [],
+        pulumi_stack=pulumi_stack,
     )
     return _Session(
         stack=spec.stack or stack,
@@ -344,6 +395,7 @@ def _documents(
     state_dir: Path | None,
     overrides: list[str] | None,
     no_host: bool,
+    pulumi_stack: str | None = None,
 ) -> tuple[Any, Any]:
     """(assessment, observation) of one measurement with the readiness checks."""
     from scaling.metrics.readiness import readiness
@@ -361,6 +413,7 @@ def _documents(
         history_file=history_file,
         no_history=no_history,
         parts={"host": False} if no_host else {},
+        pulumi_stack=pulumi_stack,
     )
     observation = session.observe()
     checks = readiness(session.endpoints, session.spec, observation.latest, prometheus)
@@ -381,6 +434,7 @@ def status(
     local: LocalOpt = False,
     endpoints_file: EndpointsOpt = None,
     prometheus: PrometheusOpt = None,
+    pulumi_stack: PulumiStackOpt = None,
     window: WindowOpt = None,
     history_file: HistoryOpt = None,
     no_history: NoHistoryOpt = False,
@@ -397,7 +451,7 @@ def status(
 
     a, observation = _documents(
         stack, local, endpoints_file, prometheus, window, history_file, no_history,
-        state_dir, overrides, no_host,
+        state_dir, overrides, no_host, pulumi_stack,
     )  # fmt: skip
     document = status_document(a)
     document["notes"] = list(observation.notes)
@@ -410,6 +464,7 @@ def summary(
     local: LocalOpt = False,
     endpoints_file: EndpointsOpt = None,
     prometheus: PrometheusOpt = None,
+    pulumi_stack: PulumiStackOpt = None,
     window: WindowOpt = None,
     history_file: HistoryOpt = None,
     no_history: NoHistoryOpt = False,
@@ -424,7 +479,7 @@ def summary(
 
     a, _ = _documents(
         stack, local, endpoints_file, prometheus, window, history_file, no_history,
-        state_dir, overrides, no_host,
+        state_dir, overrides, no_host, pulumi_stack,
     )  # fmt: skip
     _print_document(summary_document(a), as_json)
     raise typer.Exit(code=a.outcome.exit_code)

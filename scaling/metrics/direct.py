@@ -8,11 +8,13 @@ unreachable Reading, never a missing row.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from urllib.parse import urlsplit
 
 from scaling.metrics.endpoints import Endpoints
 from scaling.metrics.model import Reading, Sample
@@ -32,13 +34,42 @@ def _host() -> tuple[list[Reading], list[str]]:
     return host.probe(), []
 
 
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    return True
+
+
+def _private(fallback: Reading, host: str, network: str, run: Probe) -> Probe:
+    """A part named on the platform's own network: probed when its name resolves here (the
+    check runs inside that network), otherwise unreachable for that reason."""
+
+    def guarded() -> tuple[list[Reading], list[str]]:
+        if _resolves(host):
+            return run()
+        reason = (
+            f"{host} is a name on {network}, reachable only from inside it "
+            "(it does not resolve here)"
+        )
+        f = fallback
+        return [unreachable(f.key, f.tier, f.instance, reason, f.unit)], []
+
+    return guarded
+
+
 def probes(endpoints: Endpoints, spec: PhaseSpec | None) -> list[tuple[Reading, Probe]]:
     """Every probe to run, each with the Reading to report if it fails outright."""
     e = endpoints
     found: list[tuple[Reading, Probe]] = []
 
     def add(key: str, tier: str, instance: str, unit: str, run: Probe) -> None:
-        found.append((Reading(key, tier, instance, None, None, unit), run))
+        fallback = Reading(key, tier, instance, None, None, unit)
+        host = urlsplit(instance).hostname if "://" in instance else instance.rpartition(":")[0]
+        if host and host.strip("[]") in e.private_hosts:
+            run = _private(fallback, host.strip("[]"), e.private_network, run)
+        found.append((fallback, run))
 
     if e.host:
         add("host.cpu", "host", "localhost", "percent", _host)

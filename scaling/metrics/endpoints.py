@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
+from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec, PlatformKind
+from scaling.topology.network import CLUSTER_DOMAIN
 
 
 class EndpointsError(ValueError):
@@ -51,6 +52,12 @@ class Endpoints:
     nginx: tuple[str, ...] = ()  # every stub_status URL
     prometheus: str | None = None
     host: bool = True  # probe this machine with psutil
+    # Names that only the platform's own network resolves (Docker container names, cluster
+    # DNS), and that network in words: a part there that does not resolve here is
+    # unreachable for that reason, without a connection attempted.
+    private_hosts: frozenset[str] = frozenset()
+    private_network: str = ""
+    notes: tuple[str, ...] = ()  # said with every check of these endpoints
 
 
 def parse_hostport(text: str, where: str) -> HostPort:
@@ -196,3 +203,165 @@ def from_local_state(state_dir: Path, spec: PhaseSpec | None = None) -> Endpoint
 def with_overrides(base: Endpoints, **given: Any) -> Endpoints:
     """Single-part flags replace that part's targets (``None``: keep the base's)."""
     return replace(base, **{k: v for k, v in given.items() if v is not None})
+
+
+# The parts a check cannot measure from a stack's outputs, with what to give instead.
+POOLER_PASSWORD_NOTE = (
+    "the PgBouncer console's admin password is not a stack output: set "
+    "PGBOUNCER_ADMIN_PASSWORD to measure the pooler"
+)
+
+
+def _output(outputs: Mapping[str, Any], path: str) -> Any:
+    value: Any = outputs
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise EndpointsError(f"stack outputs: {path} is missing")
+        value = value[part]
+    return value
+
+
+def _output_hostports(values: Any, path: str) -> list[HostPort]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list):
+        raise EndpointsError(f"stack outputs: {path}: expected host:port or a list of them")
+    return [parse_hostport(str(v), f"stack outputs: {path}") for v in values]
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    user: str | None
+    password: str | None = field(repr=False)
+    database: str | None
+
+
+def _uri_credentials(outputs: Mapping[str, Any], key: str) -> _Credentials:
+    """User, password and database of a connection URI output. An error names the output,
+    never its value: the value holds a password."""
+    uri = outputs.get(key)
+    if uri is None:
+        return _Credentials(None, None, None)
+    if not isinstance(uri, str) or "://" not in uri:
+        raise EndpointsError(
+            f"stack outputs: {key} is not a URI (a secret output is read with "
+            "`pulumi stack output --show-secrets`)"
+        )
+    netloc = urlsplit(uri).netloc
+    userinfo, at, _ = netloc.rpartition("@")
+    if not at:
+        return _Credentials(None, None, None)
+    user, _, password = userinfo.partition(":")
+    path = urlsplit(uri).path.strip("/").split("/", 1)[0]
+    return _Credentials(unquote(user) or None, unquote(password) or None, path or None)
+
+
+def _private_hosts(endpoints: Endpoints, spec: PhaseSpec) -> frozenset[str]:
+    hosts = {hp.host for hp in (*endpoints.postgres, *endpoints.poolers, *endpoints.redis)}
+    hosts |= {hp.host for hp in endpoints.sentinels}
+    urls = [*(u for g in endpoints.gateways for u in g), *endpoints.nginx]
+    hosts |= {urlsplit(u).hostname or "" for u in urls}
+    if spec.platform == PlatformKind.KUBERNETES:
+        return frozenset(h for h in hosts if h.endswith(f".svc.{CLUSTER_DOMAIN}"))
+    # Docker: every name but the ports the stack publishes on the Docker host.
+    return frozenset(h for h in hosts if h and h not in ("localhost", "127.0.0.1", "::1"))
+
+
+def platform_network(spec: PhaseSpec) -> str:
+    """The network whose names the stack's outputs use, in words."""
+    if spec.platform == PlatformKind.KUBERNETES:
+        return f"the Kubernetes cluster's DNS (namespace {spec.namespace!r})"
+    return f"the Docker network {spec.docker_network!r}"
+
+
+def from_stack_outputs(outputs: Mapping[str, Any], spec: PhaseSpec, stack: str) -> Endpoints:
+    """Endpoints of a deployed stack, from its Pulumi outputs (`pulumi stack output --json
+    --show-secrets`, as __main__.py exports them): pure.
+
+    Postgres is probed through its Services (``postgres.primary``, ``postgres.replicas``) as
+    the application's user of ``database_uri``: the superuser's password is not an output.
+    Redis's data nodes are outputs in the standalone and cluster modes; in Sentinel mode only
+    the sentinels are. ``spec`` is the stack file's phase: it names the platform's network
+    and the gateway's processes per replica."""
+    phase = outputs.get("phase")
+    if phase is not None and phase != spec.phase.value:
+        raise EndpointsError(
+            f"stack outputs: phase is {phase!r}, but the stack file is of the "
+            f"{spec.phase.value} phase: give the stack file the outputs were deployed from"
+        )
+    postgres: list[HostPort] = []
+    for hp in [
+        *_output_hostports(_output(outputs, "postgres.primary"), "postgres.primary"),
+        *_output_hostports(outputs["postgres"].get("replicas"), "postgres.replicas"),
+    ]:
+        if hp not in postgres:
+            postgres.append(hp)
+    poolers = _output_hostports(outputs["postgres"].get("pooler"), "postgres.pooler")
+    database = _uri_credentials(outputs, "database_uri")
+    redis_map = _output(outputs, "redis")
+    mode = redis_map.get("redis_mode")
+    notes = [f"endpoints from the outputs of the Pulumi stack {stack!r}"]
+    if mode == "standalone":
+        redis = _output_hostports(_output(outputs, "redis.redis_endpoint"), "redis.redis_endpoint")
+        sentinels: list[HostPort] = []
+    elif mode == "cluster":
+        redis = _output_hostports(_output(outputs, "redis.node_endpoints"), "redis.node_endpoints")
+        sentinels = []
+    elif mode == "sentinel":
+        redis = []
+        sentinels = _output_hostports(
+            _output(outputs, "redis.sentinel_endpoints"), "redis.sentinel_endpoints"
+        )
+        notes.append(
+            "Redis in Sentinel mode exports its sentinels, not its data nodes: give --redis "
+            "HOST:PORT to measure them"
+        )
+    else:
+        raise EndpointsError(
+            f"stack outputs: redis.redis_mode is {mode!r}: expected standalone, sentinel or cluster"
+        )
+    gateway_map = outputs.get("gateway") or {}
+    metrics = _output_hostports(gateway_map.get("metrics_endpoints"), "gateway.metrics_endpoints")
+    gateways = [
+        tuple(_gateway_metrics(f"http://{hp}/metrics", spec.gateway.processes)) for hp in metrics
+    ]
+    if not gateways:
+        notes.append(
+            "the stack exports no gateway /metrics address (Kubernetes: the HPA's pods have "
+            "no stable name): give --gateway-metrics URL or --prometheus URL"
+        )
+    status_url = (outputs.get("nginx") or {}).get("status_url")
+    if poolers:
+        notes.append(POOLER_PASSWORD_NOTE)
+    endpoints = Endpoints(
+        stack=stack,
+        postgres=tuple(postgres),
+        database=database.database or spec.postgres.database,
+        postgres_user=database.user or spec.postgres.user,
+        postgres_password=database.password,
+        poolers=tuple(poolers),
+        redis=tuple(redis),
+        sentinels=tuple(sentinels),
+        redis_password=_uri_credentials(outputs, "redis_uri").password,
+        gateways=tuple(gateways),
+        nginx=(str(status_url),) if status_url else (),
+        # Docker's provider runs the containers on this machine's daemon by default; a
+        # cluster's nodes are not this machine.
+        host=spec.platform != PlatformKind.KUBERNETES,
+    )
+    private = _private_hosts(endpoints, spec)
+    if private:
+        network = platform_network(spec)
+        notes.append(
+            f"the stack's outputs name its parts on {network}: from outside it they are "
+            "unreachable. Run the check inside that network, or give --prometheus URL "
+            "(the stacks export no Prometheus address)"
+        )
+    return replace(
+        endpoints,
+        private_hosts=private,
+        private_network=platform_network(spec) if private else "",
+        notes=tuple(notes),
+    )

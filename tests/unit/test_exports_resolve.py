@@ -48,7 +48,8 @@ def exported_hosts(exports: dict[str, Any]) -> set[str]:
         elif isinstance(value, str) and (":" in value) and not value.startswith("sikka"):
             hosts.update(_hosts_of(value))
 
-    for key in ("url", "postgres", "redis", "database_uri", "database_read_uri", "redis_uri"):
+    keys = ("url", "postgres", "redis", "gateway", "nginx")
+    for key in (*keys, "database_uri", "database_read_uri", "redis_uri"):
         if exports.get(key) is not None:
             walk(exports[key])
     return hosts
