@@ -354,10 +354,17 @@ def from_stack_outputs(outputs: Mapping[str, Any], spec: PhaseSpec, stack: str) 
     private = _private_hosts(endpoints, spec)
     if private:
         network = platform_network(spec)
+        prometheus_url = (outputs.get("monitoring") or {}).get("prometheus_url")
+        where = (
+            f"the stack's Prometheus answers at {prometheus_url} on that network: reach it "
+            "through a published port or a tunnel"
+            if prometheus_url
+            else "the stack exports no Prometheus address: on Kubernetes, the cluster's own "
+            "Prometheus scrapes the phase's PodMonitors"
+        )
         notes.append(
             f"the stack's outputs name its parts on {network}: from outside it they are "
-            "unreachable. Run the check inside that network, or give --prometheus URL "
-            "(the stacks export no Prometheus address)"
+            f"unreachable. Run the check inside that network, or give --prometheus URL ({where})"
         )
     return replace(
         endpoints,

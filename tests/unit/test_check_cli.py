@@ -121,7 +121,11 @@ def test_stack_outputs_through_the_pulumi_cli(
     assert len(document["unreachable"]) == len(readings)
     notes = " ".join(document["notes"])
     assert "endpoints from the outputs of the Pulumi stack 'launch'" in notes
-    assert "--prometheus URL" in notes and "export no Prometheus address" in notes
+    prometheus_url = launch_outputs["monitoring"]["prometheus_url"]
+    assert (
+        prometheus_url
+        and f"--prometheus URL (the stack's Prometheus answers at {prometheus_url}" in notes
+    )
     for secret_output in ("database_uri", "redis_uri"):
         password = launch_outputs[secret_output].split("://", 1)[1].rsplit("@", 1)[0]
         password = password.split(":", 1)[1]
