@@ -77,10 +77,13 @@ class DockerRuntime:
             registered.append(node.name)
         return registered
 
-    def _envs(self, node: Node) -> pulumi.Output[list[str]]:
+    def _envs(self, node: Node) -> pulumi.Input[list[str]]:
         """The plain variables, then the secret ones (the whole list a secret Output when
-        any is), in one Output.all over the secrets alone: a plain string needs no Output."""
+        any is), in one Output.all over the secrets alone: a plain string needs no Output,
+        nor a list without secrets."""
         plain = [f"{key}={value}" for key, value in node.env.items()]
+        if not node.secret_env:
+            return plain
         variables = list(node.secret_env)
 
         def joined(values: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ machine without the Pulumi CLI, its plugins or credentials.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import runpy
 import threading
@@ -136,6 +137,15 @@ def _struct_to_dict(struct: Any) -> dict[str, Any]:
     return json_format.MessageToDict(struct)
 
 
+def _known(value: Any) -> bool:
+    """Whether ``value`` is plain data: no Output, awaitable or input type at any depth."""
+    if isinstance(value, dict):
+        return all(_known(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_known(v) for v in value)
+    return isinstance(value, str | int | float | bool | type(None))
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         if value.get(SECRET_SIG) == rpc._special_secret_sig:
@@ -226,6 +236,9 @@ def run_stack(
 
     async def resolve_exports() -> None:
         for name, value in exported.items():
+            if _known(value):  # what Output.from_input would resolve it to, without Outputs
+                exports[name] = copy.deepcopy(value)
+                continue
             output = pulumi.Output.from_input(value)
             exports[name] = await output.future()
             if await output.is_secret():
