@@ -194,7 +194,7 @@ def _apply_roles(ctx: Context, endpoint: Endpoint) -> None:
     roles = startup_sql(
         pg.user,
         superuser_password=ctx.secrets["postgres-superuser-password"],
-        password=ctx.secrets["postgres-password"],
+        password=ctx.secrets["postgres-password-scram"],
         replication_password=None,
         keep_slots=[],
     )
@@ -250,8 +250,8 @@ def start_pgbouncer(ctx: Context, node: Node, endpoint: Endpoint) -> Endpoint:
     uid, gid = ctx.pg_ids()
     write_private(
         userlist,
-        render_userlist_line(spec.postgres.user, ctx.secrets["postgres-password"])
-        + render_userlist_line(POOLER_ADMIN_USER, ctx.secrets["pgbouncer-admin-password"]),
+        render_userlist_line(spec.postgres.user, ctx.secrets["postgres-password-scram"])
+        + render_userlist_line(POOLER_ADMIN_USER, ctx.secrets["pgbouncer-admin-password-scram"]),
         uid=uid,
         gid=gid,
     )

@@ -137,7 +137,7 @@ def _single_node(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]
         # The official image makes POSTGRES_USER its superuser, with POSTGRES_PASSWORD: that
         # is `postgres`; the application role is created by the scripts above.
         env={"POSTGRES_USER": SUPERUSER, "POSTGRES_DB": pg.database, "PGDATA": DATA_DIR},
-        secret_env=_secret("postgres-superuser-password") | _secret("postgres-password"),
+        secret_env=_secret("postgres-superuser-password") | _secret("postgres-password-scram"),
         files=(conf, hba, start, init),
         volumes=(_volume(PRIMARY, spec),),
         health=_ready(),
@@ -352,9 +352,10 @@ def _poolers(spec: PhaseSpec, layout: PoolerLayout) -> tuple[list[Node], list[Ed
 
 def pooler_node(spec: PhaseSpec, layout: PoolerLayout, name: str, ordinal: int) -> Node:
     # The auth file is written from the secrets at start-up, into a tmpfs, never an image:
-    # the application role's line and the console user's, each from its own secret.
-    app = SECRET_VARIABLES["postgres-password"]
-    admin = SECRET_VARIABLES["pgbouncer-admin-password"]
+    # the application role's line and the console user's, each its password's SCRAM
+    # verifier (the pooler never sees a password).
+    app = SECRET_VARIABLES["postgres-password-scram"]
+    admin = SECRET_VARIABLES["pgbouncer-admin-password-scram"]
     # pooler.processes PgBouncers in the one container, sharing its port (so_reuseport).
     configs = [
         (config_name(spec, k), render_pgbouncer_ini(spec, layout, k))
@@ -375,7 +376,7 @@ def pooler_node(spec: PhaseSpec, layout: PoolerLayout, name: str, ordinal: int) 
         image=spec.pooler.image,
         ports={"pgbouncer": POOLER_PORT},
         entrypoint=("sh", "-c", start),
-        secret_env=_secret("postgres-password") | _secret("pgbouncer-admin-password"),
+        secret_env=_secret("postgres-password-scram") | _secret("pgbouncer-admin-password-scram"),
         files=(
             *(ConfigFile(f"/etc/pgbouncer/{name}", text, name) for name, text in configs),
             ConfigFile(layout.hba_file, render_pgbouncer_hba(spec, layout), "pgbouncer_hba.conf"),

@@ -164,3 +164,23 @@ def test_local_start_without_a_run_says_so(
     assert main(["local", "start", "growth", "postgres-0", "--state-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("local start growth postgres-0: no local run of 'growth' recorded in")
+
+
+def test_scram_verifier_reads_the_password_on_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """For docker compose: the verifier an operator exports beside the password."""
+    import base64
+    import io
+
+    from scaling.render.scram import scram_verifier
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-pw\n"))
+    assert main(["scram-verifier"]) == 0
+    printed = capsys.readouterr().out.strip()
+    salt = base64.b64decode(printed.split("$")[1].split(":")[1])
+    assert len(salt) == 16
+    assert printed == scram_verifier("s3cret-pw", salt)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["scram-verifier"]) == 1
+    assert "no password on stdin" in capsys.readouterr().err

@@ -212,16 +212,22 @@ def test_postgres_secrets_go_to_postgres_and_pgbouncer_only(stack: str) -> None:
         assert holders["replication-password"] == members
         assert holders["postgres-rewind-password"] == members
         assert holders["patroni-api-password"] == members
-        assert holders["postgres-password"] == members | poolers
-        assert holders["pgbouncer-admin-password"] == poolers
+        # The application role's password as its SCRAM verifier, which the members set
+        # and the poolers check logins against; no node holds a plaintext database password.
+        assert holders["postgres-password-scram"] == members | poolers
+        assert holders["pgbouncer-admin-password-scram"] == poolers
+        assert "postgres-password" not in holders
+        assert "pgbouncer-admin-password" not in holders
         # Routers and the DCS hold no secret at all.
         for node in topology.group("haproxy") + topology.group("etcd"):
             assert not node.secret_env, node.name
     else:
         assert holders["postgres-superuser-password"] == {"postgres-0"}
-        assert holders["postgres-password"] == {"postgres-0"}
+        assert holders["postgres-password-scram"] == {"postgres-0"}
         for secret in (
+            "postgres-password",
             "pgbouncer-admin-password",
+            "pgbouncer-admin-password-scram",
             "replication-password",
             "postgres-rewind-password",
             "patroni-api-password",

@@ -46,10 +46,12 @@ def _secret_name(stack_key: str) -> str:
 def test_placeholders_cover_the_stack_secrets() -> None:
     assert sorted(SECRET_PLACEHOLDERS.values()) == [
         "DATABASE_PASSWORD",
+        "DATABASE_PASSWORD_SCRAM",
         "GATEWAY_JWT_SECRET",
         "PATRONI_RESTAPI_PASSWORD",
         "PATRONI_REWIND_PASSWORD",
         "PGBOUNCER_ADMIN_PASSWORD",
+        "PGBOUNCER_ADMIN_PASSWORD_SCRAM",
         "POSTGRES_PASSWORD",
         "REDIS_PASSWORD",
         "REPLICATION_PASSWORD",
