@@ -438,6 +438,7 @@ def _start_routers(run: Any, folder: Path, settings: dict[str, list[str]]) -> tu
 
     routers = [e for e in run.state.processes if e.role == "router"]
     user = "postgres" if procs.running_as_root() else None
+    folder.chmod(0o777)
     started, hosts, port = [], [], 0
     for entry in routers:
         text = Path(entry.argv[-1]).read_text().replace("127.0.2.", "127.0.5.")
@@ -448,12 +449,16 @@ def _start_routers(run: Any, folder: Path, settings: dict[str, list[str]]) -> tu
             text = text.replace(head, head + "".join(f"    {line}\n" for line in lines), 1)
         config = folder / f"router-{entry.name}.cfg"
         config.write_text(text)
+        config.chmod(0o644)
+        subprocess.run(["haproxy", "-c", "-q", "-f", str(config)], check=True)
         argv = ["haproxy", "-W", "-db", "-f", str(config)]
         if user:
             argv = ["runuser", "-u", user, "--", *argv]
         started.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         hosts.append(entry.host.replace("127.0.2.", "127.0.5."))
         port = entry.port
+    # A server counts as up until its first check: give the checks time to find the leader.
+    time.sleep(3)
     pg = run.summary["postgres"]
     params = conninfo_to_dict(pg["primary"])
     dsn = make_conninfo(
