@@ -11,9 +11,10 @@ under the mock engine (components.offline_preview.run_stack, one fresh interpret
 and compares the complete RegisterResource request of every resource (all of its fields
 but the source position and the Python stack trace, which name lines of code; the tree's own
 folder, in the images' build contexts, reads ``<project>``), the outputs each component
-registers, and the exports, resolved, with which of them are secret. The order of registration is not compared: the engine's calls
-run concurrently, and it varies from one evaluation to the next. ``--against`` is
-exported with ``git archive`` into a temporary folder; the working tree is not touched.
+registers, and the exports, resolved, with which of them are secret. The order of
+registration is not compared: the engine's calls run concurrently, and it varies from one
+evaluation to the next. ``--against`` is exported with ``git archive`` into a temporary
+folder; the working tree is not touched.
 
 Prints each difference and exits 1 if there is any.
 """
@@ -132,7 +133,8 @@ def _differences(path: str, old: Any, new: Any) -> list[str]:
         return found
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         return [
-            d for i, (a, b) in enumerate(zip(old, new, strict=True))
+            d
+            for i, (a, b) in enumerate(zip(old, new, strict=True))
             for d in _differences(f"{path}[{i}]", a, b)
         ]
     if old != new or type(old) is not type(new):

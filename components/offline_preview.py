@@ -8,7 +8,9 @@ machine without the Pulumi CLI, its plugins or credentials.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import hashlib
 import json
 import runpy
 import threading
@@ -90,6 +92,9 @@ class Recorder(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = f"generated-{args.name}"
+        if args.typ == "random:index/randomBytes:RandomBytes":
+            drawn = hashlib.sha256(args.name.encode()).digest()[: int(args.inputs["length"])]
+            state["base64"], state["hex"] = base64.b64encode(drawn).decode(), drawn.hex()
         if args.typ == "random:index/randomInteger:RandomInteger":
             # Drawn anew when its keepers change (as pulumi-random does), fixed otherwise.
             keepers = json.dumps(args.inputs.get("keepers"), sort_keys=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+
 import pulumi
 import pulumi_random as random
 
-from scaling.render.env import SECRET_VARIABLES
+from scaling.render.env import SECRET_VARIABLES, VERIFIER_OF
+from scaling.render.scram import SALT_BYTES, scram_verifier
 from scaling.stackconfig import NAMESPACE
 
 # Secret name → config key that may override the generated value.
@@ -27,7 +30,9 @@ DEFAULT_LENGTH = 32
 
 
 class PhaseSecrets(pulumi.ComponentResource):
-    """Creates one `random.RandomPassword` per needed secret not supplied in config.
+    """Creates one `random.RandomPassword` per needed secret not supplied in config, and
+    the SCRAM verifiers of VERIFIER_OF from the passwords they verify, each with a salt of
+    its own (a `random.RandomBytes`, so that the verifier stays the same from run to run).
 
     Exposes ``values``: secret name → secret Output. Passwords are alphanumeric so they
     survive every config format and shell they pass through.
@@ -44,6 +49,8 @@ class PhaseSecrets(pulumi.ComponentResource):
         for secret in needed:
             if secret not in SECRET_VARIABLES:
                 raise ValueError(f"unknown secret {secret!r}")
+            if secret in VERIFIER_OF:
+                continue
             supplied = config.get_secret(CONFIG_KEYS[secret])
             if supplied is not None:
                 self.values[secret] = pulumi.Output.secret(supplied)
@@ -55,4 +62,20 @@ class PhaseSecrets(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self),
             )
             self.values[secret] = pulumi.Output.secret(password.result)
+        for secret in needed:
+            if secret in VERIFIER_OF:
+                self.values[secret] = self._verifier(name, secret, VERIFIER_OF[secret])
         self.register_outputs({"names": list(self.values)})
+
+    def _verifier(self, name: str, secret: str, password: str) -> pulumi.Output[str]:
+        if password not in self.values:
+            raise ValueError(f"{secret} verifies {password}, which this phase does not use")
+        salt = random.RandomBytes(
+            f"{name}-{secret}-salt",
+            length=SALT_BYTES,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        verifier = pulumi.Output.all(self.values[password], salt.base64).apply(
+            lambda args: scram_verifier(args[0], base64.b64decode(args[1]))
+        )
+        return pulumi.Output.secret(verifier)

@@ -59,6 +59,21 @@ def validate(stack: StackArg) -> None:
         )
 
 
+@app.command("scram-verifier")
+def scram_verifier_command() -> None:
+    """Print the SCRAM-SHA-256 verifier of the password read on stdin (a new random salt),
+    for docker compose: DATABASE_PASSWORD_SCRAM, PGBOUNCER_ADMIN_PASSWORD_SCRAM and
+    MONITORING_PASSWORD_SCRAM are the verifiers of DATABASE_PASSWORD,
+    PGBOUNCER_ADMIN_PASSWORD and MONITORING_PASSWORD."""
+    from scaling.render.scram import SALT_BYTES, scram_verifier
+
+    password = sys.stdin.read().removesuffix("\n")
+    if not password:
+        typer.echo("no password on stdin", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(scram_verifier(password, os.urandom(SALT_BYTES)))
+
+
 @app.command()
 def render(
     stack: StackArg,

@@ -8,7 +8,8 @@ import secrets
 import string
 from pathlib import Path
 
-from scaling.render.env import SECRET_VARIABLES
+from scaling.render.env import SECRET_VARIABLES, VERIFIER_OF
+from scaling.render.scram import SALT_BYTES, scram_verifier
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -38,8 +39,24 @@ LENGTHS = {"gateway-jwt-secret": 64}
 
 
 def new_secrets() -> dict[str, str]:
-    """One password per secret name of the stacks (postgres-password, ...)."""
-    return {name: generate_password(LENGTHS.get(name, 32)) for name in SECRET_VARIABLES}
+    """One password per secret name of the stacks (postgres-password, ...), and the SCRAM
+    verifiers made from them (VERIFIER_OF), each with a random salt."""
+    values = {
+        name: generate_password(LENGTHS.get(name, 32))
+        for name in SECRET_VARIABLES
+        if name not in VERIFIER_OF
+    }
+    return with_verifiers(values)
+
+
+def with_verifiers(values: dict[str, str]) -> dict[str, str]:
+    """``values`` and the verifiers of VERIFIER_OF it lacks, made from its passwords."""
+    made = {
+        verifier: scram_verifier(values[password], secrets.token_bytes(SALT_BYTES))
+        for verifier, password in VERIFIER_OF.items()
+        if verifier not in values and password in values
+    }
+    return {**values, **made}
 
 
 def save_secrets(path: Path, values: dict[str, str]) -> None:

@@ -198,10 +198,12 @@ def _apply_roles(ctx: Context, endpoint: Endpoint) -> None:
     roles = startup_sql(
         pg.user,
         superuser_password=ctx.secrets["postgres-superuser-password"],
-        password=ctx.secrets["postgres-password"],
+        password=ctx.secrets["postgres-password-scram"],
         replication_password=None,
         keep_slots=[],
-        monitoring_password=ctx.secrets["monitoring-password"] if ctx.monitoring_user else None,
+        monitoring_password=(
+            ctx.secrets["monitoring-password-scram"] if ctx.monitoring_user else None
+        ),
     )
     create = f'CREATE DATABASE "{pg.database}" OWNER "{pg.user}";\n'
     for dbname, sql in (
@@ -255,10 +257,10 @@ def start_pgbouncer(ctx: Context, node: Node, endpoint: Endpoint) -> Endpoint:
     uid, gid = ctx.pg_ids()
     write_private(
         userlist,
-        render_userlist_line(spec.postgres.user, ctx.secrets["postgres-password"])
-        + render_userlist_line(POOLER_ADMIN_USER, ctx.secrets["pgbouncer-admin-password"])
+        render_userlist_line(spec.postgres.user, ctx.secrets["postgres-password-scram"])
+        + render_userlist_line(POOLER_ADMIN_USER, ctx.secrets["pgbouncer-admin-password-scram"])
         + (
-            render_userlist_line(ctx.monitoring_user, ctx.secrets["monitoring-password"])
+            render_userlist_line(ctx.monitoring_user, ctx.secrets["monitoring-password-scram"])
             if ctx.monitoring_user
             else ""
         ),

@@ -30,7 +30,7 @@ from scaling.model import REPLICATION_USER, REWIND_USER, SUPERUSER, PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.postgres import hba_rules, postgres_parameters
 from scaling.render.postgres_start import (
-    APP_PASSWORD_ENV,
+    APP_VERIFIER_ENV,
     REPLICATION_PASSWORD_ENV,
     REWIND_PASSWORD_ENV,
     SUPERUSER_PASSWORD_ENV,
@@ -51,7 +51,7 @@ PATRONI_SECRET_VARIABLES = {
 ROLES_SECRET_VARIABLES = {
     SUPERUSER_PASSWORD_ENV: "postgres-superuser-password",
     REPLICATION_PASSWORD_ENV: "replication-password",
-    APP_PASSWORD_ENV: "postgres-password",
+    APP_VERIFIER_ENV: "postgres-password-scram",
     REWIND_PASSWORD_ENV: "postgres-rewind-password",
     RESTAPI_PASSWORD_ENV: "patroni-api-password",
 }

@@ -1,10 +1,18 @@
 """pgbouncer.ini: transaction pooling in front of the primary and the read replicas.
 
-Two users, each in the auth file with its own password: the application role, which may use
-its databases (``<database>`` and ``<database>_ro``) and nothing else, and
-``pgbouncer_admin``, the only user of the console (the virtual ``pgbouncer`` database:
-SHOW, PAUSE, SHUTDOWN, ...), admitted from loopback only, i.e. from inside the pooler's
-container (or, locally, its host). The console user has no PostgreSQL role.
+Two users, each in the auth file with the SCRAM-SHA-256 verifier of its own password
+(scaling.render.scram), never the password: the application role, which may use its
+databases (``<database>`` and ``<database>_ro``) and nothing else, and ``pgbouncer_admin``,
+the only user of the console (the virtual ``pgbouncer`` database: SHOW, PAUSE, SHUTDOWN,
+...), admitted from loopback only, i.e. from inside the pooler's container (or, locally, its
+host). The console user has no PostgreSQL role.
+
+With a verifier PgBouncer checks a client's SCRAM proof with HMACs alone (a plaintext
+password would cost it 4,096 PBKDF2 rounds per login, on its single thread), and logs in to
+PostgreSQL with the client key that proof reveals (SCRAM pass-through). That needs the very
+verifier PostgreSQL holds, same salt and iteration count: the start-up SQL sets the
+application role's password to it (scaling.render.postgres_start), and the databases here
+name no user.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from dataclasses import dataclass
 
 from scaling.model import POOLER_ADMIN_USER, PhaseSpec
 from scaling.render.endpoints import Endpoint
+from scaling.render.scram import is_scram_verifier
 
 READ_ONLY_SUFFIX = "_ro"
 POOLER_PORT = 6432
@@ -183,14 +192,19 @@ def render_pgbouncer_hba(spec: PhaseSpec, layout: PoolerLayout) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_userlist_line(user: str, password: str) -> str:
-    """One auth_file line; callers write it at start-up from a secret, never to git."""
-    escaped = password.replace('"', '""')
+def render_userlist_line(user: str, verifier: str) -> str:
+    """One auth_file line, the user's SCRAM verifier; callers write it at start-up from a
+    secret, never to git. A plaintext password is refused: PgBouncer would accept it, and
+    pay PBKDF2 for every login, and could not pass SCRAM through to PostgreSQL."""
+    if not is_scram_verifier(verifier):
+        raise ValueError(f"the auth file line of {user!r} needs a SCRAM-SHA-256 verifier")
+    escaped = verifier.replace('"', '""')
     return f'"{user}" "{escaped}"\n'
 
 
 def userlist_sh(user: str, variable: str) -> str:
-    """Shell printing render_userlist_line(user, ${variable}), for entrypoints."""
+    """Shell printing render_userlist_line(user, ${variable}) (a SCRAM verifier), for
+    entrypoints."""
     return (
         f'escaped=$(printf \'%s\' "${variable}" | sed \'s/"/""/g\')\n'
         + 'printf \'"%s" "%s"\\n\' '

@@ -34,10 +34,14 @@ SQL_LITERAL_SH = """sql_literal() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'
 # The container's environment variables holding each password: the image's own
 # POSTGRES_PASSWORD is the superuser's (POSTGRES_USER=postgres).
 SUPERUSER_PASSWORD_ENV = "POSTGRES_PASSWORD"
-APP_PASSWORD_ENV = "DATABASE_PASSWORD"
+# The application role's SCRAM verifier (scaling.render.scram), which the start-up SQL sets
+# as its password: PgBouncer's auth file holds the same one (SCRAM pass-through).
+APP_VERIFIER_ENV = "DATABASE_PASSWORD_SCRAM"
 REPLICATION_PASSWORD_ENV = "REPLICATION_PASSWORD"
 REWIND_PASSWORD_ENV = "REWIND_PASSWORD"
-MONITORING_PASSWORD_ENV = "MONITORING_PASSWORD"
+# The monitoring role's SCRAM verifier, set the same way: PgBouncer's auth file holds the same
+# one for its stats_users login (the exporters keep the password, on the client side).
+MONITORING_VERIFIER_ENV = "MONITORING_PASSWORD_SCRAM"
 
 # Exactly what the application role may do: log in. Everything else is said explicitly, so
 # that ALTER ROLE takes away what an older deployment gave.
@@ -103,7 +107,9 @@ def startup_sql(
 ) -> str:
     """The cluster-wide statements the primary runs at start, on the ``postgres`` database
     (single-user mode, ``-j``: a statement ends with a semicolon and an empty line; psql
-    reads the same text).
+    reads the same text). ``password``: the application role's SCRAM verifier, which
+    PostgreSQL stores as it is (PgBouncer's auth file holds the same one);
+    ``monitoring_password``, likewise, the monitoring role's verifier.
 
     An older deployment initialised the volume with the application role as the image's
     superuser, i.e. as the bootstrap superuser: the owner of every system catalog, which
@@ -242,10 +248,10 @@ _SU, _PW, _RPW, _RWD = "\x00SU\x00", "\x00PW\x00", "\x00RPW\x00", "\x00RWD\x00"
 _MON = "\x00MON\x00"
 _MARKERS = {
     _SU: SUPERUSER_PASSWORD_ENV,
-    _PW: APP_PASSWORD_ENV,
+    _PW: APP_VERIFIER_ENV,
     _RPW: REPLICATION_PASSWORD_ENV,
     _RWD: REWIND_PASSWORD_ENV,
-    _MON: MONITORING_PASSWORD_ENV,
+    _MON: MONITORING_VERIFIER_ENV,
 }
 
 
@@ -260,8 +266,9 @@ def startup_sql_sh(
     user: str, *, replication: bool, keep_slots: Sequence[str], monitoring: bool = False
 ) -> str:
     """Shell printing :func:`startup_sql` with the passwords of ``$POSTGRES_PASSWORD``
-    (superuser), ``$DATABASE_PASSWORD``, ``$REPLICATION_PASSWORD`` and, with ``monitoring``,
-    ``$MONITORING_PASSWORD`` (needs :data:`SQL_LITERAL_SH`); a test holds the two byte for
+    (superuser), ``$DATABASE_PASSWORD_SCRAM`` (the application role's verifier),
+    ``$REPLICATION_PASSWORD`` and, with ``monitoring``, ``$MONITORING_PASSWORD_SCRAM`` (the
+    monitoring role's verifier) (needs :data:`SQL_LITERAL_SH`); a test holds the two byte for
     byte equal."""
     return _heredoc(
         startup_sql(

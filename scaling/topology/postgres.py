@@ -141,8 +141,8 @@ def _single_node(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]
         # is `postgres`; the application role is created by the scripts above.
         env={"POSTGRES_USER": SUPERUSER, "POSTGRES_DB": pg.database, "PGDATA": DATA_DIR},
         secret_env=_secret("postgres-superuser-password")
-        | _secret("postgres-password")
-        | _secret("monitoring-password"),
+        | _secret("postgres-password-scram")
+        | _secret("monitoring-password-scram"),
         files=(conf, hba, start, init),
         volumes=(_volume(PRIMARY, spec),),
         health=_ready(),
@@ -217,9 +217,11 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
         roles_script(spec, SOCKET_DIR, PG_PORT, f"http://127.0.0.1:{REST_PORT}", monitoring=True),
         "patroni-roles.sh",
     )
-    # The leader's role script also applies the monitoring role's password.
+    # The leader's role script also sets the monitoring role's verifier.
     secrets = (
-        dict(PATRONI_SECRET_VARIABLES) | ROLES_SECRET_VARIABLES | _secret("monitoring-password")
+        dict(PATRONI_SECRET_VARIABLES)
+        | ROLES_SECRET_VARIABLES
+        | _secret("monitoring-password-scram")
     )
     nodes: list[Node] = [*etcd]
     edges: list[Edge] = []
@@ -362,10 +364,11 @@ def _poolers(spec: PhaseSpec, layout: PoolerLayout) -> tuple[list[Node], list[Ed
 
 def pooler_node(spec: PhaseSpec, layout: PoolerLayout, name: str, ordinal: int) -> Node:
     # The auth file is written from the secrets at start-up, into a tmpfs, never an image:
-    # the application role's line and the console user's, each from its own secret.
-    app = SECRET_VARIABLES["postgres-password"]
-    admin = SECRET_VARIABLES["pgbouncer-admin-password"]
-    monitor = SECRET_VARIABLES["monitoring-password"]
+    # the application role's line, the console user's and the monitoring role's, each its
+    # password's SCRAM verifier (the pooler never sees a password).
+    app = SECRET_VARIABLES["postgres-password-scram"]
+    admin = SECRET_VARIABLES["pgbouncer-admin-password-scram"]
+    monitor = SECRET_VARIABLES["monitoring-password-scram"]
     # pooler.processes PgBouncers in the one container, sharing its port (so_reuseport).
     configs = [
         (config_name(spec, k), render_pgbouncer_ini(spec, layout, k))
@@ -387,9 +390,9 @@ def pooler_node(spec: PhaseSpec, layout: PoolerLayout, name: str, ordinal: int) 
         image=spec.pooler.image,
         ports={"pgbouncer": POOLER_PORT},
         entrypoint=("sh", "-c", start),
-        secret_env=_secret("postgres-password")
-        | _secret("pgbouncer-admin-password")
-        | (_secret("monitoring-password") if layout.monitoring_user else {}),
+        secret_env=_secret("postgres-password-scram")
+        | _secret("pgbouncer-admin-password-scram")
+        | (_secret("monitoring-password-scram") if layout.monitoring_user else {}),
         files=(
             *(ConfigFile(f"/etc/pgbouncer/{name}", text, name) for name, text in configs),
             ConfigFile(layout.hba_file, render_pgbouncer_hba(spec, layout), "pgbouncer_hba.conf"),

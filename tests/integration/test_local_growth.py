@@ -10,9 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import local_checks as checks
+import psycopg
 import pytest
 from local_fixtures import SMALL_POOLS, start_phase
-from local_helpers import Phase, url_hosts
+from local_helpers import Phase, pg_connect, pooler_console, url_hosts
+from psycopg.conninfo import make_conninfo
+
+from scaling.model import MONITORING_USER
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +74,48 @@ def test_secret_files_are_private(phase: Phase) -> None:
         for written in (folder / "patroni.yml", folder / "roles.sh"):
             text = written.read_text()
             assert not [name for name, value in phase.run.secrets.items() if value in text]
+
+
+def test_pooler_holds_postgresqls_own_verifier_and_passes_scram_through(phase: Phase) -> None:
+    """PgBouncer's auth file holds the application role's and the monitoring role's SCRAM
+    verifiers exactly as the leader stores them (salt included), never a password; a client
+    logging in with the password reaches PostgreSQL through it (SCRAM pass-through needs that
+    very verifier), and the exporters' login reaches the console."""
+    pg = phase.summary["postgres"]
+    leader = next(m["url"] for m in pg["members"] if m["name"] == pg["leader"])
+    with psycopg.connect(
+        make_conninfo(leader, user="postgres"), password=phase.superuser_password
+    ) as conn:
+        row = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (phase.spec.postgres.user,)
+        ).fetchone()
+        monitor = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (MONITORING_USER,)
+        ).fetchone()
+    assert row is not None and monitor is not None
+    stored = row[0]
+    assert stored == phase.run.secrets["postgres-password-scram"]
+    # The monitoring role's verifier likewise: the leader stores the one the auth file holds.
+    assert monitor[0] == phase.run.secrets["monitoring-password-scram"]
+    secrets = phase.run.secrets
+    for entry in phase.run.state.processes:
+        if entry.role != "pooler":
+            continue
+        userlist = (Path(str(entry.cwd)) / "userlist.txt").read_text()
+        assert f'"{phase.spec.postgres.user}" "{stored}"' in userlist
+        assert f'"{MONITORING_USER}" "{monitor[0]}"' in userlist
+        assert secrets["pgbouncer-admin-password-scram"] in userlist
+        for password in ("postgres-password", "pgbouncer-admin-password", "monitoring-password"):
+            assert secrets[password] not in userlist, password
+    # The exporters' login, with its password, is checked against that verifier.
+    with pooler_console(phase, MONITORING_USER, secrets["monitoring-password"]) as console:
+        assert console.execute("SHOW POOLS").fetchall()
+    for host, port in url_hosts(pg["pooler"]):
+        url = (
+            f"postgresql://{phase.spec.postgres.user}@{host}:{port}/{phase.spec.postgres.database}"
+        )
+        with pg_connect(phase, url) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (phase.spec.postgres.user,)
 
 
 def test_row_written_on_primary_reaches_every_replica(phase: Phase) -> None:

@@ -8,6 +8,7 @@ and the exporter then serves the figures the alert rules read.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from scaling.local.ports import PortAllocator
 from scaling.model import MONITORING_USER
 from scaling.render.postgres import PostgresLayout, render_pg_hba_conf
 from scaling.render.postgres_start import database_sql, startup_sql
+from scaling.render.scram import SALT_BYTES, scram_verifier
 from scaling.stackconfig import parse
 from scaling.topology import build_topology
 
@@ -56,13 +58,15 @@ def server(root: Path) -> Iterator[tuple[Instance, str]]:
     instance.initdb(root, SUPERUSER, "su")
     chown_to_postgres(root)
     password = "mo'n$itor"
+    # The roles get their passwords' SCRAM verifiers, as the stacks give them: the exporter
+    # logging in with the password proves the verifier is PostgreSQL's.
     sql = startup_sql(
         USER,
         superuser_password="su",
-        password="app",
+        password=scram_verifier("app", os.urandom(SALT_BYTES)),
         replication_password=None,
         keep_slots=[],
-        monitoring_password=password,
+        monitoring_password=scram_verifier(password, os.urandom(SALT_BYTES)),
     )
     single_user(instance, sql)
     single_user(instance, f'CREATE DATABASE "{DB}" OWNER "{USER}";\n\n')

@@ -31,6 +31,7 @@ from scaling.local.procs import pg_bin
 from scaling.render.endpoints import Endpoint
 from scaling.render.etcd import EtcdMember, etcd_arguments
 from scaling.render.patroni import PatroniLayout, render_patroni_yml, roles_script
+from scaling.render.scram import scram_verifier
 from scaling.stackconfig import parse
 
 pytestmark = [
@@ -158,6 +159,8 @@ def test_patroni_takes_over_a_plain_primary_with_its_data(root: Path, etcd: Endp
         "PATRONI_RESTAPI_PASSWORD": "api-secret",
         "RESTAPI_PASSWORD": "api-secret",
         **PASSWORDS,
+        # The role script sets the application role's SCRAM verifier, not its password.
+        "DATABASE_PASSWORD_SCRAM": scram_verifier(PASSWORDS["DATABASE_PASSWORD"], os.urandom(16)),
     }
     with open(root / "patroni.log", "wb") as log:
         patroni = subprocess.Popen(

@@ -30,6 +30,7 @@ from scaling.render.postgres_start import (
     init_roles_script,
     startup_sql,
 )
+from scaling.render.scram import scram_verifier
 from scaling.stackconfig import parse
 
 pytestmark = [
@@ -176,9 +177,14 @@ def single_user(instance: Instance, sql: str, dbname: str = "postgres") -> None:
 def primary_start(
     instance: Instance, su: str, app: str, repl: str, slots: list[str] = SLOTS
 ) -> None:
-    """primary-start.sh's two single-user passes."""
+    """primary-start.sh's two single-user passes; the application role gets its password's
+    SCRAM verifier, as the stacks give it (logging in with ``app`` proves it is PostgreSQL's)."""
     sql = startup_sql(
-        USER, superuser_password=su, password=app, replication_password=repl, keep_slots=slots
+        USER,
+        superuser_password=su,
+        password=scram_verifier(app, os.urandom(16)),
+        replication_password=repl,
+        keep_slots=slots,
     )
     single_user(instance, sql)
     single_user(instance, database_sql(USER, DB), DB)
@@ -201,7 +207,7 @@ def first_start(root: Path, instance: Instance, su: str, app: str, repl: str) ->
             "POSTGRES_USER": SUPERUSER,
             "POSTGRES_DB": DB,
             "POSTGRES_PASSWORD": su,
-            "DATABASE_PASSWORD": app,
+            "DATABASE_PASSWORD_SCRAM": scram_verifier(app, os.urandom(16)),
             "REPLICATION_PASSWORD": repl,
         }
         with instance.superuser(su) as conn:

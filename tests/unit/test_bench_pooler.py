@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from benchmarks.pooler import PgbenchError, PgbenchResult, parse_run, report, split_hosts, spread
+from benchmarks.pooler import (
+    PgbenchError,
+    PgbenchResult,
+    cpu_per_transaction,
+    parse_run,
+    report,
+    split_hosts,
+    spread,
+)
 
 
 def test_a_multi_host_url_becomes_one_dsn_per_host() -> None:
@@ -60,9 +68,55 @@ def test_pgbench_output_is_parsed() -> None:
         "initial connection time = 812.345 ms\n"
         "tps = 1234.567890 (without initial connection time)\n"
     )
-    assert parse_run(out) == PgbenchResult(1234.56789, 0.812345, 2)
+    assert parse_run(out) == PgbenchResult(1234.56789, 0.812345, 2, 9000)
     # Clients still logging in when the run ended: nothing processed, a tps of 0.
     nothing = "initial connection time = 5100.0 ms\nnumber of transactions actually processed: 0\n"
     assert parse_run(nothing) == PgbenchResult(0.0, 5.1, 0)
     with pytest.raises(PgbenchError):
         parse_run("connection to server failed")
+
+
+def test_cpu_is_counted_per_transaction_for_each_kind_of_process() -> None:
+    start = {"postgres": 10.0, "pgbouncer": 1.0, "haproxy": 0.5, "other": 2.0}
+    end = {"postgres": 12.0, "pgbouncer": 1.5, "haproxy": 0.5, "other": 2.0}
+    assert cpu_per_transaction(start, end, client_cpu=1.0, transactions=10_000) == {
+        "postgres": 200.0,
+        "pgbouncer": 50.0,
+        "haproxy": 0.0,
+        "other": 0.0,
+        "pgbench": 100.0,
+    }
+    # No transaction ran: nothing to divide.
+    assert cpu_per_transaction(start, end, client_cpu=1.0, transactions=0) == {}
+
+
+def test_report_prints_cpu_per_transaction_and_the_load() -> None:
+    result = {
+        "clients": 8,
+        "direct_clients": 2,
+        "rounds": 1,
+        "seconds": 5.0,
+        "threads": 2,
+        "scale": 4,
+        "baselines": ["direct"],
+        "hosts": {"direct": 1, "pooler": 1},
+        "workloads": {
+            "select-only": {
+                "tps": {"direct": [100.0], "pooler": [80.0]},
+                "login_seconds": {"direct": [0.1], "pooler": [0.2]},
+                "failed": {"direct": 0, "pooler": 0},
+                "pooler_ratio": {"rounds": [0.8], **spread([0.8])},
+                "pooler_login": spread([0.2]),
+                "cpu_us_per_transaction": {
+                    "direct": {"postgres": 90.0, "pgbench": 20.0},
+                    "pooler": {"postgres": 80.0, "pgbouncer": 30.0, "haproxy": 0.0},
+                },
+                "load_average": spread([3.0, 5.0]),
+            }
+        },
+    }
+    text = report(result)
+    assert "cpu us/transaction: postgres 90 pgbench 20" in text
+    # A kind of process that used nothing is left out.
+    assert "cpu us/transaction: postgres 80 pgbouncer 30\n" in text
+    assert "load average (1 min) after the rounds: 3.0/4.0/5.0" in text

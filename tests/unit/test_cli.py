@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,43 @@ def test_local_start_without_a_run_says_so(
     assert main(["local", "start", "growth", "postgres-0", "--state-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("local start growth postgres-0: no local run of 'growth' recorded in")
+
+
+def test_scram_verifier_reads_the_password_on_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """For docker compose: the verifier an operator exports beside the password."""
+    import base64
+    import io
+
+    from scaling.render.scram import scram_verifier
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-pw\n"))
+    assert main(["scram-verifier"]) == 0
+    printed = capsys.readouterr().out.strip()
+    salt = base64.b64decode(printed.split("$")[1].split(":")[1])
+    assert len(salt) == 16
+    assert printed == scram_verifier("s3cret-pw", salt)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["scram-verifier"]) == 1
+    assert "no password on stdin" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stack", ["launch", "growth"])
+def test_rendered_env_names_every_secret_compose_reads(tmp_path: Path, stack: str) -> None:
+    """Every secret docker-compose.yml takes from the environment is listed in .env, each
+    verifier with the command that makes it from its password."""
+    main(["render", stack, "--out", str(tmp_path)])
+    compose = (tmp_path / "docker-compose.yml").read_text()
+    read = set(re.findall(r"\$\{([A-Z_]+):\?", compose))
+    listed = {
+        line[2:].split("=", 1)[0]: line[2:].split("=", 1)[1]
+        for line in (tmp_path / ".env").read_text().splitlines()
+        if line.startswith("# ") and "=" in line
+    }
+    assert "MONITORING_PASSWORD_SCRAM" in read
+    assert read <= set(listed)
+    assert listed["MONITORING_PASSWORD_SCRAM"] == (
+        '$(printf %s "$MONITORING_PASSWORD" | sikka-scaling scram-verifier)'
+    )
+    assert listed["MONITORING_PASSWORD"] == "..."

@@ -94,19 +94,20 @@ def test_compose_references_secrets_never_values() -> None:
     assert member["PATRONI_REPLICATION_PASSWORD"].startswith("${REPLICATION_PASSWORD:?")
     assert member["PATRONI_REWIND_PASSWORD"].startswith("${PATRONI_REWIND_PASSWORD:?")
     assert member["PATRONI_RESTAPI_PASSWORD"].startswith("${PATRONI_RESTAPI_PASSWORD:?")
-    assert member["DATABASE_PASSWORD"].startswith("${DATABASE_PASSWORD:?")
-    assert member["MONITORING_PASSWORD"].startswith("${MONITORING_PASSWORD:?")
+    assert member["DATABASE_PASSWORD_SCRAM"].startswith("${DATABASE_PASSWORD_SCRAM:?")
+    assert member["MONITORING_PASSWORD_SCRAM"].startswith("${MONITORING_PASSWORD_SCRAM:?")
+    assert "DATABASE_PASSWORD" not in member and "MONITORING_PASSWORD" not in member
     assert member["PATRONI_RESTAPI_USERNAME"] == "patroni"
     # Shell variables meant for the container are escaped from compose's interpolation.
     for name in ("pgbouncer-0", "pgbouncer-1"):
         pgbouncer = compose["services"][name]
-        assert '"$$DATABASE_PASSWORD"' in pgbouncer["entrypoint"][2]
-        assert '"$$PGBOUNCER_ADMIN_PASSWORD"' in pgbouncer["entrypoint"][2]
-        assert '"$$MONITORING_PASSWORD"' in pgbouncer["entrypoint"][2]
+        assert '"$$DATABASE_PASSWORD_SCRAM"' in pgbouncer["entrypoint"][2]
+        assert '"$$PGBOUNCER_ADMIN_PASSWORD_SCRAM"' in pgbouncer["entrypoint"][2]
+        assert '"$$MONITORING_PASSWORD_SCRAM"' in pgbouncer["entrypoint"][2]
         assert set(pgbouncer["environment"]) == {
-            "DATABASE_PASSWORD",
-            "PGBOUNCER_ADMIN_PASSWORD",
-            "MONITORING_PASSWORD",
+            "DATABASE_PASSWORD_SCRAM",
+            "PGBOUNCER_ADMIN_PASSWORD_SCRAM",
+            "MONITORING_PASSWORD_SCRAM",
         }
     for name in ("haproxy-0", "haproxy-1", "etcd-0", "etcd-1", "etcd-2"):
         assert "environment" not in compose["services"][name], name

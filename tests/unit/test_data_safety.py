@@ -10,6 +10,7 @@ anything is registered.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import yaml
 from support.pulumi_stack import Registered, StackRun, run_stack
 
 from scaling.issues import ConfigError
+from scaling.render.scram import scram_verifier
 
 VOLUME = "docker:index/volume:Volume"
 CONTAINER = "docker:index/container:Container"
@@ -130,13 +132,20 @@ def test_rotated_password_is_applied_to_the_database_at_start(stack: str, script
     start = uploads[script]
     assert (
         'ALTER ROLE "sikka" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
-        'NOBYPASSRLS INHERIT PASSWORD $(sql_literal "$DATABASE_PASSWORD")'
+        'NOBYPASSRLS INHERIT PASSWORD $(sql_literal "$DATABASE_PASSWORD_SCRAM")'
     ) in start
     assert (
         'ALTER ROLE "postgres" WITH SUPERUSER LOGIN PASSWORD $(sql_literal "$POSTGRES_PASSWORD")'
         in start
     )
-    assert "DATABASE_PASSWORD=rotated" in primary.inputs["envs"]
+    # The rotated password's verifier (with the salt the stack keeps).
+    (verifier,) = [
+        e.split("=", 1)[1]
+        for e in primary.inputs["envs"]
+        if e.startswith("DATABASE_PASSWORD_SCRAM=")
+    ]
+    salt = base64.b64decode(verifier.split("$")[1].split(":")[1])
+    assert verifier == scram_verifier("rotated", salt)
     assert "POSTGRES_PASSWORD=rotated-su" in primary.inputs["envs"]
     if stack == "growth":
         assert "PATRONI_SUPERUSER_PASSWORD=rotated-su" in primary.inputs["envs"]

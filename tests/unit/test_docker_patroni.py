@@ -3,6 +3,7 @@ cluster, the HAProxy routers and PgBouncers, evaluated under Pulumi's mock engin
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from components.secrets import CONFIG_KEYS
 from scaling import stackconfig
 from scaling.render import patroni
 from scaling.render.patroni import REST_PORT
+from scaling.render.scram import scram_verifier
 from scaling.topology import build_topology
 
 CONTAINER = "docker:index/container:Container"
@@ -219,8 +221,25 @@ def test_no_secret_value_reaches_an_uploaded_file() -> None:
     run = run_stack("growth", secret_values=supplied)
     assert not run.of_type("random:index/randomPassword:RandomPassword")
     envs = [e for c in run.of_type(CONTAINER) for e in c.inputs["envs"]]
-    for value in supplied.values():
-        assert any(e.endswith("=" + value) for e in envs), value  # each secret is used
+    # Each secret is used; these two by their SCRAM verifiers (PostgreSQL, PgBouncer).
+    verified = {"postgresPassword": "DATABASE", "pgbouncerAdminPassword": "PGBOUNCER_ADMIN"}
+    for key, value in supplied.items():
+        name = key.removeprefix("sikka:")
+        if name in verified:
+            (verifier,) = {
+                e.split("=", 1)[1]
+                for e in envs
+                if e.startswith(f"{verified[name]}_PASSWORD_SCRAM=")
+            }
+            salt = base64.b64decode(verifier.split("$")[1].split(":")[1])
+            assert verifier == scram_verifier(value, salt), name
+        else:
+            assert any(e.endswith("=" + value) for e in envs), value
+    # The monitoring password reaches the exporters as it is, and the members and poolers as
+    # its verifier.
+    (monitor,) = {e.split("=", 1)[1] for e in envs if e.startswith("MONITORING_PASSWORD_SCRAM=")}
+    salt = base64.b64decode(monitor.split("$")[1].split(":")[1])
+    assert monitor == scram_verifier(supplied["sikka:monitoringPassword"], salt)
     for container in run.of_type(CONTAINER):
         for path, content in uploads(container).items():
             for value in supplied.values():

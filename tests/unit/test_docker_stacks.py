@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+
 import pulumi
 import pytest
 import yaml
 from support.pulumi_stack import StackRun, run_stack
 
 from scaling.issues import ConfigError
+from scaling.render.scram import is_scram_verifier, scram_verifier
 from scaling.stackconfig import parse
 
 CONTAINER = "docker:index/container:Container"
@@ -247,16 +250,32 @@ def test_growth_pgbouncer_console_is_the_admin_roles_alone(growth: StackRun) -> 
         ["host", "sikka,sikka_ro", "sikka", subnet, "scram-sha-256"],
         ["host", "pgbouncer", "sikka_monitor", subnet, "scram-sha-256"],
     ]
-    # Each user's auth-file line comes from its own secret.
-    assert set(env(pgbouncer)) == {
-        "DATABASE_PASSWORD",
-        "PGBOUNCER_ADMIN_PASSWORD",
-        "MONITORING_PASSWORD",
+    # Each user's auth-file line comes from its own secret: its password's SCRAM verifier,
+    # with a salt of its own; the pooler holds no password.
+    values = env(pgbouncer)
+    assert set(values) == {
+        "DATABASE_PASSWORD_SCRAM",
+        "PGBOUNCER_ADMIN_PASSWORD_SCRAM",
+        "MONITORING_PASSWORD_SCRAM",
     }
-    assert len({env(pgbouncer)[k] for k in env(pgbouncer)}) == 3
+    assert values == env(containers(growth)["sikka-growth-pgbouncer-0"])
+    for variable, password in (
+        ("DATABASE_PASSWORD_SCRAM", "postgres-password"),
+        ("PGBOUNCER_ADMIN_PASSWORD_SCRAM", "pgbouncer-admin-password"),
+        ("MONITORING_PASSWORD_SCRAM", "monitoring-password"),
+    ):
+        assert_verifies(values[variable], f"generated-sikka-growth-secrets-{password}")
+    assert len(set(values.values())) == 3
     script = pgbouncer.inputs["entrypoints"][2]
     assert '"pgbouncer_admin" "$escaped"' in script and '"sikka" "$escaped"' in script
     assert '"sikka_monitor" "$escaped"' in script
+
+
+def assert_verifies(verifier: str, password: str) -> None:
+    """``verifier`` is the SCRAM verifier of ``password`` (with its own salt)."""
+    assert is_scram_verifier(verifier)
+    salt = base64.b64decode(verifier.split("$")[1].split(":")[1])
+    assert verifier == scram_verifier(password, salt)
 
 
 def test_superuser_is_postgres_and_the_app_role_is_not(launch: StackRun) -> None:
@@ -269,7 +288,11 @@ def test_superuser_is_postgres_and_the_app_role_is_not(launch: StackRun) -> None
     assert (
         values["POSTGRES_PASSWORD"] == "generated-sikka-launch-secrets-postgres-superuser-password"
     )
-    assert values["DATABASE_PASSWORD"] == "generated-sikka-launch-secrets-postgres-password"
+    # The start-up SQL sets the application role's SCRAM verifier; its password stays out.
+    assert "DATABASE_PASSWORD" not in values
+    assert_verifies(
+        values["DATABASE_PASSWORD_SCRAM"], "generated-sikka-launch-secrets-postgres-password"
+    )
     init = uploaded(primary, "/docker-entrypoint-initdb.d/10-roles.sh")
     start = uploaded(primary, "/etc/postgresql/primary-start.sh")
     for script in (init, start):
@@ -310,7 +333,12 @@ def test_patroni_members_keep_the_roles_least_privileged(growth: StackRun, membe
     values = env(container)
     su = "generated-sikka-growth-secrets-postgres-superuser-password"
     assert values["PATRONI_SUPERUSER_PASSWORD"] == values["POSTGRES_PASSWORD"] == su
-    assert values["DATABASE_PASSWORD"] == "generated-sikka-growth-secrets-postgres-password"
+    assert "DATABASE_PASSWORD" not in values
+    # The very verifier the poolers hold (SCRAM pass-through needs the same salt).
+    assert values["DATABASE_PASSWORD_SCRAM"] == env(pooler_of(growth))["DATABASE_PASSWORD_SCRAM"]
+    assert_verifies(
+        values["DATABASE_PASSWORD_SCRAM"], "generated-sikka-growth-secrets-postgres-password"
+    )
     config = yaml.safe_load(uploaded(container, "/etc/patroni/patroni.yml"))
     assert config["postgresql"]["authentication"]["superuser"] == {"username": "postgres"}
     roles = uploaded(container, "/etc/patroni/roles.sh")
@@ -331,12 +359,18 @@ def test_patroni_members_keep_the_roles_least_privileged(growth: StackRun, membe
         ]
 
 
+def pooler_of(run: StackRun):
+    return containers(run)["sikka-growth-pgbouncer-1"]
+
+
 @pytest.mark.parametrize("stack", ["launch", "growth"])
 def test_each_container_gets_only_the_secrets_it_uses(stack: str) -> None:
     run = run_stack(stack)
     secrets = {
         name.removeprefix(f"sikka-{stack}-"): {
-            k for k in env(c) if k.endswith(("_PASSWORD", "_PASS")) or k == "PGPASSWORD"
+            k
+            for k in env(c)
+            if k.endswith(("_PASSWORD", "_PASSWORD_SCRAM", "_PASS")) or k == "PGPASSWORD"
         }
         for name, c in containers(run).items()
     }
@@ -350,8 +384,8 @@ def test_each_container_gets_only_the_secrets_it_uses(stack: str) -> None:
         "REPLICATION_PASSWORD",
         "REWIND_PASSWORD",
         "RESTAPI_PASSWORD",
-        "DATABASE_PASSWORD",
-        "MONITORING_PASSWORD",
+        "DATABASE_PASSWORD_SCRAM",
+        "MONITORING_PASSWORD_SCRAM",
     }
     for name, held in secrets.items():
         if name.startswith("gateway-"):
@@ -369,13 +403,13 @@ def test_each_container_gets_only_the_secrets_it_uses(stack: str) -> None:
             assert held == (
                 patroni
                 if stack == "growth"
-                else {"POSTGRES_PASSWORD", "DATABASE_PASSWORD", "MONITORING_PASSWORD"}
+                else {"POSTGRES_PASSWORD", "DATABASE_PASSWORD_SCRAM", "MONITORING_PASSWORD_SCRAM"}
             ), name
         elif name.startswith("pgbouncer"):
             assert held == {
-                "DATABASE_PASSWORD",
-                "PGBOUNCER_ADMIN_PASSWORD",
-                "MONITORING_PASSWORD",
+                "DATABASE_PASSWORD_SCRAM",
+                "PGBOUNCER_ADMIN_PASSWORD_SCRAM",
+                "MONITORING_PASSWORD_SCRAM",
             }, name
         else:
             assert held == {"REDIS_PASSWORD"}, name
@@ -408,6 +442,14 @@ def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
     assert len(passwords) == 9
     lengths = sorted(p.inputs["length"] for p in passwords)
     assert lengths == [32, 32, 32, 32, 32, 32, 32, 32, 64]
+    # The salts of the three SCRAM verifiers, 16 bytes each as PostgreSQL draws them.
+    salts = growth.of_type("random:index/randomBytes:RandomBytes")
+    assert sorted(s.name for s in salts) == [
+        "sikka-growth-secrets-monitoring-password-scram-salt",
+        "sikka-growth-secrets-pgbouncer-admin-password-scram-salt",
+        "sikka-growth-secrets-postgres-password-scram-salt",
+    ]
+    assert {s.inputs["length"] for s in salts} == {16}
     for container in growth.of_type(CONTAINER):
         values = env(container)
         secret_vars = {
@@ -415,13 +457,16 @@ def test_secrets_are_generated_and_marked_secret(growth: StackRun) -> None:
             "REPLICATION_PASSWORD",
             "REDIS_PASSWORD",
             "DATABASE_PASSWORD",
+            "DATABASE_PASSWORD_SCRAM",
             "PGBOUNCER_ADMIN_PASSWORD",
+            "PGBOUNCER_ADMIN_PASSWORD_SCRAM",
             "GATEWAY_JWT_SECRET",
             "PATRONI_SUPERUSER_PASSWORD",
             "PATRONI_REPLICATION_PASSWORD",
             "PATRONI_REWIND_PASSWORD",
             "PATRONI_RESTAPI_PASSWORD",
             "MONITORING_PASSWORD",
+            "MONITORING_PASSWORD_SCRAM",
             "DATA_SOURCE_PASS",
             "PGPASSWORD",
         }

@@ -21,6 +21,7 @@ from scaling.render.postgres_start import (
     startup_sql_sh,
 )
 from scaling.render.redis import ESCAPE_PASSWORD_SH, render_sentinel_auth, sentinel_auth_sh
+from scaling.render.scram import scram_verifier
 from scaling.stackconfig import parse
 from scaling.topology import build_topology
 
@@ -38,35 +39,44 @@ def sh(script: str, **env: str) -> str:
 
 @pytest.mark.parametrize("password", PASSWORDS)
 def test_pgbouncer_userlist(password: str) -> None:
+    verifier = scram_verifier(password, password.encode()[:16] or b"salt")
     assert sh(
-        userlist_sh("sikka", "DATABASE_PASSWORD"), DATABASE_PASSWORD=password
-    ) == render_userlist_line("sikka", password)
+        userlist_sh("sikka", "DATABASE_PASSWORD_SCRAM"), DATABASE_PASSWORD_SCRAM=verifier
+    ) == render_userlist_line("sikka", verifier)
     assert sh(
-        userlist_sh("pgbouncer_admin", "PGBOUNCER_ADMIN_PASSWORD"),
-        PGBOUNCER_ADMIN_PASSWORD=password,
-    ) == render_userlist_line("pgbouncer_admin", password)
+        userlist_sh("pgbouncer_admin", "PGBOUNCER_ADMIN_PASSWORD_SCRAM"),
+        PGBOUNCER_ADMIN_PASSWORD_SCRAM=verifier,
+    ) == render_userlist_line("pgbouncer_admin", verifier)
 
 
 @pytest.mark.parametrize("name", ["pgbouncer-0", "pgbouncer-1"])
 def test_pgbouncer_start_writes_both_users_from_their_own_secrets(name: str) -> None:
     """The pooler's entrypoint, cut before it execs pgbouncer: one auth-file line per user,
-    each from its own variable (the console user's is not the application role's, and the
-    exporters' monitoring user has its own)."""
+    each its own SCRAM verifier (the console user's is not the application role's, and the
+    exporters' monitoring user has its own); the pooler's container is given no password at
+    all."""
     spec = parse({"sikka:phase": "growth"}, stack="growth")
     pooler = build_topology(spec).node(name)
+    assert set(pooler.secret_env.values()) == {
+        "postgres-password-scram",
+        "pgbouncer-admin-password-scram",
+        "monitoring-password-scram",
+    }
     script = pooler.entrypoint[2]  # type: ignore[index]
     # Cut where the auth file is written, before the PgBouncers start.
     script = script.split("/run/pgbouncer/userlist.txt")[0] + "/dev/stdout\n"
+    app, admin = scram_verifier('a"pp', b"salt-one"), scram_verifier("adm'in", b"salt-two")
+    monitor = scram_verifier("mo$n", b"salt-three")
     printed = sh(
         script,
-        DATABASE_PASSWORD='a"pp',
-        PGBOUNCER_ADMIN_PASSWORD="adm'in",
-        MONITORING_PASSWORD="mo$n",
+        DATABASE_PASSWORD_SCRAM=app,
+        PGBOUNCER_ADMIN_PASSWORD_SCRAM=admin,
+        MONITORING_PASSWORD_SCRAM=monitor,
     )
     assert printed == (
-        render_userlist_line("sikka", 'a"pp')
-        + render_userlist_line("pgbouncer_admin", "adm'in")
-        + render_userlist_line("sikka_monitor", "mo$n")
+        render_userlist_line("sikka", app)
+        + render_userlist_line("pgbouncer_admin", admin)
+        + render_userlist_line("sikka_monitor", monitor)
     )
 
 
@@ -87,7 +97,7 @@ def test_primary_startup_sql(password: str, replication: bool) -> None:
     printed = sh(
         script,
         POSTGRES_PASSWORD=password + "s",
-        DATABASE_PASSWORD=password,
+        DATABASE_PASSWORD_SCRAM=password,
         REPLICATION_PASSWORD=password + "r",
     )
     assert printed == startup_sql(
@@ -112,9 +122,9 @@ def test_init_script_and_start_script_apply_the_same_sql() -> None:
     files = {f.render_name: f.content for f in primary.files}
     env = {
         "POSTGRES_PASSWORD": "su'per",
-        "DATABASE_PASSWORD": "a$pp",
+        "DATABASE_PASSWORD_SCRAM": "a$pp",
         "REPLICATION_PASSWORD": "re`pl",
-        "MONITORING_PASSWORD": "mo'n$",
+        "MONITORING_PASSWORD_SCRAM": "mo'n$",
     }
     prints = []
     for name in ("10-roles.sh", "primary-start.sh"):
@@ -165,10 +175,10 @@ def run_roles_script(tmp_path, *args: str) -> str:  # type: ignore[no-untyped-de
         "PATH": f"{tmp_path}:/usr/bin:/bin",
         "LOG": str(log),
         "POSTGRES_PASSWORD": "su'per",
-        "DATABASE_PASSWORD": "a$pp",
+        "DATABASE_PASSWORD_SCRAM": "a$pp",
         "REPLICATION_PASSWORD": "re`pl",
         "REWIND_PASSWORD": "rew'ind",
-        "MONITORING_PASSWORD": "mo'n$",
+        "MONITORING_PASSWORD_SCRAM": "mo'n$",
         "RESTAPI_PASSWORD": 'a"p\\i',
         "CURL_LOG": str(tmp_path / "curl.log"),
     }

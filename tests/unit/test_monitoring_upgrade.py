@@ -8,6 +8,7 @@ before monitoring (run this module as a script against that checkout to make it 
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -19,6 +20,8 @@ from typing import Any
 import pytest
 from support.pulumi_stack import Registered, StackRun, run_stack
 
+from scaling.render.scram import scram_verifier
+
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = Path(__file__).with_name("data") / "graph_before_monitoring.json"
 STACKS = ("launch", "growth", "scale")
@@ -27,7 +30,9 @@ STACKS = ("launch", "growth", "scale")
 CHANGED = {
     # The monitoring role (pg_monitor) is created with the other roles, from its own secret,
     # and pg_hba / PgBouncer admit it: the containers are replaced one at a time, their
-    # volumes are not touched (they are among the unchanged resources).
+    # volumes are not touched (they are among the unchanged resources). The same containers
+    # get the SCRAM verifiers of the application and monitoring roles instead of their
+    # passwords (checked below for the launch primary).
     "launch": {"sikka-launch-postgres-postgres-0"},
     "growth": {
         "sikka-growth-postgres-postgres-0",
@@ -95,7 +100,8 @@ def test_every_earlier_resource_keeps_its_urn_protection_and_inputs(
             changed.add(urn.rsplit("::", 1)[1])
     assert changed == CHANGED[stack]
     # Monitoring only adds: every new resource belongs to the monitoring component, is a
-    # secret or its Docker image, or an image of the exporters.
+    # secret or its Docker image, or an image of the exporters; besides, the salt of each
+    # SCRAM verifier that PostgreSQL and PgBouncer hold instead of a password.
     added = [r for r in run.resources if r.urn not in earlier]
     assert added
     for resource in added:
@@ -103,6 +109,10 @@ def test_every_earlier_resource_keeps_its_urn_protection_and_inputs(
             "monitoring" in resource.urn
             or resource.name.startswith("image-")
             or resource.type == "random:index/randomPassword:RandomPassword"
+            or (
+                resource.type == "random:index/randomBytes:RandomBytes"
+                and resource.name.endswith("-password-scram-salt")
+            )
         ), resource.urn
 
 
@@ -120,15 +130,27 @@ def test_the_cluster_changes_by_its_observability_setting_alone(
 def test_the_monitoring_role_is_all_that_changes_in_a_postgres_container(
     before: dict[str, dict[str, dict[str, Any]]],
 ) -> None:
-    """Without the monitoring password and the monitoring role's lines, the launch primary's
-    inputs are what they were."""
+    """Without the monitoring role's verifier and lines, and with the application role's
+    password where its SCRAM verifier now is (the container holds the verifier, which the
+    start-up SQL sets), the launch primary's inputs are what they were."""
     run = run_stack("launch")
     (primary,) = [r for r in run.resources if r.name == "sikka-launch-postgres-postgres-0"]
     inputs = copy.deepcopy(primary.inputs)
-    inputs["envs"] = [e for e in inputs["envs"] if not e.startswith("MONITORING_PASSWORD=")]
+    envs = [e for e in inputs["envs"] if not e.startswith("MONITORING_PASSWORD_SCRAM=")]
+    assert len(envs) == len(inputs["envs"]) - 1
+    password = "generated-sikka-launch-secrets-postgres-password"
+    (index,) = [i for i, e in enumerate(envs) if e.startswith("DATABASE_PASSWORD_SCRAM=")]
+    verifier = envs[index].partition("=")[2]
+    salt = base64.b64decode(verifier.split("$")[1].split(":")[1])
+    assert verifier == scram_verifier(password, salt)
+    envs[index] = f"DATABASE_PASSWORD={password}"
+    inputs["envs"] = envs
     marker = "sikka_monitor"
     for upload in inputs["uploads"]:
         content: str = upload["content"]
+        upload["content"] = content = content.replace(
+            "$DATABASE_PASSWORD_SCRAM", "$DATABASE_PASSWORD"
+        )
         if marker not in content:
             continue
         if upload["file"].endswith("pg_hba.conf"):

@@ -223,23 +223,30 @@ def test_postgres_secrets_go_to_postgres_and_pgbouncer_only(stack: str) -> None:
         assert holders["replication-password"] == members
         assert holders["postgres-rewind-password"] == members
         assert holders["patroni-api-password"] == members
-        assert holders["postgres-password"] == members | poolers
-        assert holders["pgbouncer-admin-password"] == poolers
-        # The monitoring role's: the members apply it, the poolers list it, the
-        # PostgreSQL and PgBouncer exporters log in with it.
+        # The application role's and the monitoring role's passwords as their SCRAM
+        # verifiers, which the members set and the poolers check logins against; no node of
+        # the database tier holds a plaintext database password.
+        assert holders["postgres-password-scram"] == members | poolers
+        assert holders["pgbouncer-admin-password-scram"] == poolers
+        assert holders["monitoring-password-scram"] == members | poolers
+        assert "postgres-password" not in holders
+        assert "pgbouncer-admin-password" not in holders
+        # The PostgreSQL and PgBouncer exporters log in with the monitoring password itself.
         exporters = {f"postgres-exporter-{i}" for i in range(3)} | {
             "pgbouncer-exporter-0",
             "pgbouncer-exporter-1",
         }
-        assert holders["monitoring-password"] == members | poolers | exporters
+        assert holders["monitoring-password"] == exporters
         # Routers and the DCS hold no secret at all.
         for node in topology.group("haproxy") + topology.group("etcd"):
             assert not node.secret_env, node.name
     else:
         assert holders["postgres-superuser-password"] == {"postgres-0"}
-        assert holders["postgres-password"] == {"postgres-0"}
+        assert holders["postgres-password-scram"] == {"postgres-0"}
         for secret in (
+            "postgres-password",
             "pgbouncer-admin-password",
+            "pgbouncer-admin-password-scram",
             "replication-password",
             "postgres-rewind-password",
             "patroni-api-password",

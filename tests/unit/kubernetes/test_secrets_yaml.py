@@ -46,11 +46,14 @@ def _secret_name(stack_key: str) -> str:
 def test_placeholders_cover_the_stack_secrets() -> None:
     assert sorted(SECRET_PLACEHOLDERS.values()) == [
         "DATABASE_PASSWORD",
+        "DATABASE_PASSWORD_SCRAM",
         "GATEWAY_JWT_SECRET",
         "MONITORING_PASSWORD",
+        "MONITORING_PASSWORD_SCRAM",
         "PATRONI_RESTAPI_PASSWORD",
         "PATRONI_REWIND_PASSWORD",
         "PGBOUNCER_ADMIN_PASSWORD",
+        "PGBOUNCER_ADMIN_PASSWORD_SCRAM",
         "POSTGRES_PASSWORD",
         "REDIS_PASSWORD",
         "REPLICATION_PASSWORD",
