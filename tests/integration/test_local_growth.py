@@ -11,6 +11,7 @@ from pathlib import Path
 
 import local_checks as checks
 import pytest
+from check_helpers import check_prometheus_agrees_with_direct
 from local_fixtures import SMALL_POOLS, start_phase
 from local_helpers import Phase, url_hosts
 
@@ -43,6 +44,10 @@ def test_prometheus_scrapes_every_exporter(phase: Phase) -> None:
     checks.check_monitoring_values(phase)
     checks.check_monitoring_keeps_secrets(phase)
     print(f"\n[{phase.spec.phase}] every scrape target up {waited:.1f}s after this test began")
+
+
+def test_prometheus_and_direct_checks_agree(phase: Phase) -> None:
+    check_prometheus_agrees_with_direct(phase)
 
 
 def test_replication_follows_the_topology(phase: Phase) -> None:
