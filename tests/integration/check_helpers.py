@@ -166,10 +166,17 @@ def check_prometheus_agrees_with_direct(phase: Phase) -> None:
         f"\n[{phase.spec.phase}] scraped afresh after {waited:.1f}s; {len(agreed)} readings "
         f"agree: {sorted({k for k, _ in agreed})}"
     )
+    d = {(r["key"], r["instance"]): r for r in direct["readings"]}
+    p = {(r["key"], r["instance"]): r for r in prom["readings"]}
+    widest: dict[str, float] = {}
+    for pair in agreed:
+        if p[pair]["value"] is not None and d[pair]["value"] is not None:
+            apart = abs(p[pair]["value"] - d[pair]["value"])
+            widest[pair[0]] = max(widest.get(pair[0], 0.0), apart)
+    print(f"[{phase.spec.phase}] widest gap per key: {dict(sorted(widest.items()))}")
     assert not problems, problems
     # Every part of the phase is among them, named after its node.
     instances = {instance for _, instance in agreed}
     assert {g["id"] for g in phase.summary["gateways"]} <= instances
-    p = {(r["key"], r["instance"]): r for r in prom["readings"]}
     first = p[("gateway.connections", gateway["id"])]
     assert first["value"] == HELD_WS, first

@@ -263,3 +263,14 @@ def test_every_judged_measure_is_a_percentage(phase: str) -> None:
     assert f"+ {spec.gateway.connections_per_replica}" in gateway_percent
     with pytest.raises(ValueError, match=r"gateway\.active_trips has no limit"):
         measure(spec, "gateway.active_trips").percent()
+
+
+def test_redis_readings_leave_the_sentinels_out() -> None:
+    """The redis job scrapes the Sentinels too; their clients and evictions are no data
+    node's, and the direct check does not read them: every Redis measure leaves them out
+    (redis.memory by itself: a Sentinel reports no used_memory)."""
+    spec = parse({"sikka:phase": "growth"}, stack="growth")
+    for key in ("redis.clients", "redis.evicted_keys"):
+        assert measure(spec, key).value.endswith(
+            'unless on (instance) redis_instance_info{redis_mode="sentinel"}'
+        )
