@@ -15,6 +15,11 @@ The local differences, each for a reason:
 * PgBouncer is read by :mod:`scaling.local.pgbouncer_exporter` (same metric names as the
   containers' exporter): Debian's prometheus-pgbouncer-exporter 1.7 fails against PgBouncer
   1.8 and later.
+* Debian's postgres_exporter (0.11) has no replication collector: a queries file
+  (:data:`POSTGRES_EXPORTER_QUERIES`, ``--extend.query-path``) gives it the
+  ``pg_replication_lag_seconds`` and ``pg_replication_is_replica`` the containers' exporter
+  (0.15 and later) publishes, by the same definition, so ``postgres.replica_lag_seconds``
+  reaches Prometheus here too.
 * The TSDB lives in the state folder (``prometheus/data``); Prometheus is stopped with
   SIGTERM, which writes its head block out, and `down --keep` keeps it.
 
@@ -58,6 +63,26 @@ LOCAL_SCRAPE_SECONDS = 5
 # What the alert rules and the readings read from the host: node_cpu_seconds_total,
 # node_memory_*, node_load*.
 NODE_COLLECTORS = ("cpu", "meminfo", "loadavg")
+
+# The containers' exporter's pg_replication collector, as a query of Debian's older one.
+POSTGRES_EXPORTER_QUERIES = """\
+pg_replication:
+  query: |
+    SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0
+                WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                ELSE GREATEST(0, EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()))
+           END AS lag_seconds,
+           CASE WHEN pg_is_in_recovery() THEN 1 ELSE 0 END AS is_replica
+  master: true
+  metrics:
+    - lag_seconds:
+        usage: "GAUGE"
+        description: "Replication lag behind the primary, in seconds"
+    - is_replica:
+        usage: "GAUGE"
+        description: "1 on a replica (in recovery), 0 on the primary"
+"""
+POSTGRES_EXPORTER_QUERIES_FILE = "postgres-exporter-queries.yaml"
 
 BINARIES = {
     PROMETHEUS: "prometheus",
@@ -153,10 +178,12 @@ def exporter_command(
     *,
     nginx_status: str | None = None,
     project_dir: str | None = None,
+    postgres_queries: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """(argv, environment without secrets) of one exporter node, listening on ``listen`` and
     reading ``scraped`` (its server, for exporters of one server); ``project_dir``: where
-    the project's own exporter is imported from."""
+    the project's own exporter is imported from; ``postgres_queries``: the file of
+    :data:`POSTGRES_EXPORTER_QUERIES` a postgres exporter runs besides its own."""
     web = f"--web.listen-address={listen.host}:{listen.port}"
     group = node.group
     if group == NODE_EXPORTER:
@@ -166,7 +193,8 @@ def exporter_command(
         assert scraped is not None
         env = dict(node.env)
         env["DATA_SOURCE_URI"] = f"{scraped.host}:{scraped.port}/postgres?sslmode=disable"
-        return [_binary(group), web], env
+        extend = [f"--extend.query-path={postgres_queries}"] if postgres_queries else []
+        return [_binary(group), web, *extend], env
     if group == PGBOUNCER_EXPORTER:
         assert scraped is not None
         user = _user_of(node)
@@ -237,6 +265,8 @@ def start_monitoring(
     gateway_metrics = {g.id: g.metrics for g in gateways}
     started: list[tuple[ProcessEntry, str]] = []
     urls: dict[str, str] = {}
+    queries = ctx.state_dir / POSTGRES_EXPORTER_QUERIES_FILE
+    queries.write_text(POSTGRES_EXPORTER_QUERIES)
     for node in exporters:
         listen = ctx.endpoints[node.name]
         scraped = None
@@ -246,7 +276,12 @@ def start_monitoring(
         if node.group == NGINX_EXPORTER:
             status = f"http://127.0.0.1:{nginx.status_port}{NGINX_STATUS_PATH}"
         argv, env = exporter_command(
-            node, listen, scraped, nginx_status=status, project_dir=project_dir
+            node,
+            listen,
+            scraped,
+            nginx_status=status,
+            project_dir=project_dir,
+            postgres_queries=str(queries),
         )
         entry = ctx.start(
             ProcessEntry(

@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -118,6 +118,17 @@ def probes(endpoints: Endpoints, spec: PhaseSpec | None) -> list[tuple[Reading, 
     return found
 
 
+def node_instance(reading: Reading, endpoints: Endpoints) -> Reading:
+    """The reading named after the node it measured (as Prometheus's ``instance`` label names
+    it), where ``endpoints`` knows the node at the probed address; "address/replica" (a
+    primary's view of a replica) keeps its replica part."""
+    if reading.tier == "host":
+        return replace(reading, instance=endpoints.host_name) if endpoints.host_name else reading
+    address, slash, rest = reading.instance.partition("/")
+    node = endpoints.names.get(address)
+    return replace(reading, instance=f"{node}{slash}{rest}") if node else reading
+
+
 def measure(endpoints: Endpoints, spec: PhaseSpec | None = None) -> Measured:
     """One Sample of every part ``endpoints`` names, taken concurrently."""
     at = time.time()
@@ -139,4 +150,5 @@ def measure(endpoints: Endpoints, spec: PhaseSpec | None = None) -> Measured:
                     said = []
                 readings += found
                 notes += said
-    return Measured(Sample(at=at, source="direct", readings=tuple(readings)), tuple(notes))
+    named = tuple(node_instance(r, endpoints) for r in readings)
+    return Measured(Sample(at=at, source="direct", readings=named), tuple(notes))

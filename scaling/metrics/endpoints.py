@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec, PlatformKind
+from scaling.topology.monitoring import NODE_EXPORTER
 from scaling.topology.network import CLUSTER_DOMAIN
 
 
@@ -58,6 +59,11 @@ class Endpoints:
     private_hosts: frozenset[str] = frozenset()
     private_network: str = ""
     notes: tuple[str, ...] = ()  # said with every check of these endpoints
+    # Address a probe names its part by ("host:port", or a status URL's "host:port") → the
+    # topology node there, so a direct reading's instance is the node measured, as the
+    # ``instance`` label of the Prometheus check's series is. An address not named stays.
+    names: Mapping[str, str] = field(default_factory=dict)
+    host_name: str | None = None  # this machine's node (its node-exporter), when it has one
 
 
 def parse_hostport(text: str, where: str) -> HostPort:
@@ -133,6 +139,7 @@ def from_summary(
     ]
     nginx = doc.get("nginx") or {}
     prometheus = (doc.get("prometheus") or {}).get("url")
+    names, host_name = _node_names(doc, members)
     return Endpoints(
         stack=str(doc.get("stack", "")),
         postgres=tuple(postgres),
@@ -148,7 +155,43 @@ def from_summary(
         gateways=tuple(gateways),
         nginx=(str(nginx["status_url"]),) if nginx.get("status_url") else (),
         prometheus=str(prometheus) if prometheus else None,
+        names=names,
+        host_name=host_name,
     )
+
+
+def _netloc(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.hostname and parts.port else ""
+
+
+def _node_names(
+    doc: Mapping[str, Any], members: list[Mapping[str, Any]]
+) -> tuple[dict[str, str], str | None]:
+    """(address → node name, this machine's node) of a `local up --json` document: the
+    processes it lists (the first of several sharing an address: a pooler's own processes
+    after the first are named after it), the Patroni members, the gateways by their first
+    worker's /metrics and Nginx by its status address."""
+    names: dict[str, str] = {}
+    processes = [p for p in doc.get("processes") or [] if isinstance(p, Mapping)]
+    for process in processes:
+        if process.get("port") and process.get("name"):
+            address = f"{process.get('host') or '127.0.0.1'}:{process['port']}"
+            names.setdefault(address, str(process["name"]))
+    for member in members:
+        for hp in url_hosts(str(member["url"]), "postgres.members"):
+            if member.get("name"):
+                names[str(hp)] = str(member["name"])
+    for gateway in doc.get("gateways") or []:
+        urls = gateway.get("worker_metrics_urls") or [gateway.get("metrics_url")]
+        if gateway.get("id") and urls[0] and _netloc(str(urls[0])):
+            names[_netloc(str(urls[0]))] = str(gateway["id"])
+    status = (doc.get("nginx") or {}).get("status_url")
+    proxies = [str(p["name"]) for p in processes if p.get("tier") == "nginx" and p.get("name")]
+    if status and _netloc(str(status)) and len(proxies) == 1:
+        names[_netloc(str(status))] = proxies[0]
+    host_name = next((str(p["name"]) for p in processes if p.get("name") == NODE_EXPORTER), None)
+    return names, host_name
 
 
 def read_document(path: Path) -> dict[str, Any]:

@@ -48,6 +48,7 @@ def check_processes_are_topology_nodes(phase: Phase) -> None:
     """Every process is a node of the phase's topology, under its name and role, and every
     long-running node runs (every gateway too)."""
     topology = local_topology(phase.spec)
+    # The monitoring tier (Prometheus, its exporters) runs too, each node one process.
     wanted = [n for n in topology.nodes if not n.one_shot]
     started = {p.name: p.role for p in phase.run.state.processes}
     # A pooler node is pooler.processes PgBouncer processes, each recorded on its own.

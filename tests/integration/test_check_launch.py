@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
-from check_helpers import one, readings, run_check
+from check_helpers import one, readings, run_check, wait_for_fresh_scrapes
 from local_fixtures import start_phase
 from local_helpers import Phase, new_marker, open_client, pg_connect, run_async, wait_for
 
@@ -172,14 +172,10 @@ def test_stopped_gateway_is_unreachable(phase: Phase) -> None:
 
 
 def test_status_and_summary_documents(phase: Phase) -> None:
-    # `local up` runs Prometheus beside the phase: once it has scraped every target (its
-    # interval is 5 s), monitoring is a completed action like the others.
-    deadline = time.monotonic() + 60
-    while True:
-        code, status = run_check(phase, "--local", "--no-history", "--no-host", command="status")
-        if not status["phaseProgress"]["pendingActions"] or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    # The parts stopped above are back: Prometheus has scraped them again before the
+    # readiness check asks it.
+    wait_for_fresh_scrapes(phase.summary["prometheus"]["url"], time.time())
+    code, status = run_check(phase, "--local", "--no-history", "--no-host", command="status")
     assert (status["currentPhase"], status["nextPhase"]) == ("launch", "growth")
     capacity = status["currentCapacity"]
     assert capacity["maxConcurrentUsers"] == phase.spec.gateway.max_connections
@@ -191,6 +187,7 @@ def test_status_and_summary_documents(phase: Phase) -> None:
         "gateways serving",
         "nginx serving",
     }
+    # `local up` runs Prometheus beside the phase: its targets are asked too, and all up.
     assert "monitoring scrapes every target" in progress["completedActions"]
     assert progress["pendingActions"] == [] and progress["criticalActions"] == []
     done, total = len(progress["completedActions"]), len(progress["checks"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import local_checks as checks
 import psycopg
 import pytest
+from check_helpers import check_prometheus_agrees_with_direct
 from local_fixtures import SMALL_POOLS, start_phase
 from local_helpers import Phase, pg_connect, pooler_console, url_hosts
 from psycopg.conninfo import make_conninfo
@@ -47,6 +48,10 @@ def test_prometheus_scrapes_every_exporter(phase: Phase) -> None:
     checks.check_monitoring_values(phase)
     checks.check_monitoring_keeps_secrets(phase)
     print(f"\n[{phase.spec.phase}] every scrape target up {waited:.1f}s after this test began")
+
+
+def test_prometheus_and_direct_checks_agree(phase: Phase) -> None:
+    check_prometheus_agrees_with_direct(phase)
 
 
 def test_replication_follows_the_topology(phase: Phase) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import local_checks as checks
 import pytest
+from check_helpers import check_prometheus_agrees_with_direct
 from local_fixtures import start_phase_with_cli
 from local_helpers import Phase, wait_for
 
@@ -44,6 +45,10 @@ def test_prometheus_scrapes_every_exporter(phase: Phase) -> None:
     checks.check_monitoring_values(phase)
     checks.check_monitoring_keeps_secrets(phase)
     print(f"\n[{phase.spec.phase}] every scrape target up {waited:.1f}s after this test began")
+
+
+def test_prometheus_and_direct_checks_agree(phase: Phase) -> None:
+    check_prometheus_agrees_with_direct(phase)
 
 
 def test_status_shows_prometheus_and_its_stop_keeps_the_samples(phase: Phase) -> None:

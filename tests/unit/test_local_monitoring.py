@@ -12,6 +12,7 @@ import yaml
 from scaling.local.monitoring import (
     LOCAL_SCRAPE_SECONDS,
     NODE_COLLECTORS,
+    POSTGRES_EXPORTER_QUERIES,
     exporter_command,
     local_jobs,
     monitoring_nodes,
@@ -96,6 +97,9 @@ def test_exporter_commands_carry_no_secret() -> None:
 
     argv, env = exporter_command(nodes[POSTGRES_EXPORTER], listen, server)
     assert argv[1:] == ["--web.listen-address=127.0.0.1:21000"]
+    argv, _ = exporter_command(nodes[POSTGRES_EXPORTER], listen, server, postgres_queries="/q.yml")
+    assert argv[1:] == ["--web.listen-address=127.0.0.1:21000", "--extend.query-path=/q.yml"]
+    argv, env = exporter_command(nodes[POSTGRES_EXPORTER], listen, server)
     assert env["DATA_SOURCE_URI"] == "127.0.1.2:21001/postgres?sslmode=disable"
     assert "DATA_SOURCE_PASS" not in env  # a secret reference, resolved at start
     assert nodes[POSTGRES_EXPORTER].secret_env["DATA_SOURCE_PASS"] == "monitoring-password"
@@ -135,3 +139,20 @@ def test_prometheus_scrapes_every_few_seconds_and_loads_the_alerts(tmp_path: Pat
     assert document["rule_files"] == [ALERTS_FILE] and alerts == tmp_path / ALERTS_FILE
     rules = yaml.safe_load(alerts.read_text())["groups"][0]["rules"]
     assert {r["alert"] for r in rules} >= {"HostCpuHigh", "PostgresConnectionsHigh"}
+
+
+def test_postgres_exporter_queries_publish_the_replication_gauges_the_rules_read() -> None:
+    """Debian's postgres_exporter gets the replication gauges the containers' exporter has:
+    the names postgres.replica_lag_seconds's PromQL asks for."""
+    from scaling.metrics.queries import measure
+
+    queries = yaml.safe_load(POSTGRES_EXPORTER_QUERIES)
+    published = {
+        f"{namespace}_{column}"
+        for namespace, query in queries.items()
+        for metric in query["metrics"]
+        for column in metric
+    }
+    lag = measure(_spec("growth"), "postgres.replica_lag_seconds").value
+    assert published == {"pg_replication_lag_seconds", "pg_replication_is_replica"}
+    assert all(name in lag for name in published)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from scaling.metrics import direct, history
 from scaling.metrics import endpoints as ep
-from scaling.metrics import history
 from scaling.metrics.model import Reading, Sample
 from scaling.metrics.probes import gateway, nginx, pgbouncer
 from scaling.metrics.probes import redis as redis_probe
@@ -169,6 +169,48 @@ def test_endpoints_from_a_local_up_document() -> None:
     assert "su" not in repr(found) and "rp" not in repr(found)
 
 
+def test_direct_readings_are_named_after_the_node_measured() -> None:
+    """Every probed address of a `local up` document maps to its topology node: the name
+    Prometheus's ``instance`` label carries, so both sources name a part alike."""
+    processes = [
+        {"name": "pgbouncer-0", "tier": "postgres", "host": "127.0.0.20", "port": 6432},
+        {"name": "pgbouncer-0.1", "tier": "postgres", "host": "127.0.0.20", "port": 6432},
+        {"name": "pgbouncer-1", "tier": "postgres", "host": "127.0.0.21", "port": 6432},
+        {"name": "redis-0", "tier": "redis", "host": "127.0.0.1", "port": 6379},
+        {"name": "redis-1", "tier": "redis", "host": "127.0.0.1", "port": 6380},
+        {"name": "gateway-0", "tier": "gateway", "host": "127.0.0.1", "port": 9100},
+        {"name": "nginx", "tier": "nginx", "host": "127.0.0.1", "port": 8080},
+        {"name": "node-exporter", "tier": "monitoring", "host": "127.0.0.1", "port": 9300},
+    ]
+    found = ep.from_summary({**GROWTH_SUMMARY, "processes": processes}, {})
+    assert found.host_name == "node-exporter"
+    expected = {
+        "127.0.0.10:5432": "pg-0",  # the Patroni members by their own names
+        "127.0.0.11:5432": "pg-1",
+        "127.0.0.20:6432": "pgbouncer-0",  # a pooler's first process names its address
+        "127.0.0.21:6432": "pgbouncer-1",
+        "127.0.0.1:6380": "redis-1",
+        "127.0.0.1:9102": "gateway-0",  # its first worker's /metrics
+        "127.0.0.1:8081": "nginx",  # its status address
+    }
+    assert {a: found.names[a] for a in expected} == expected
+
+    def named(key: str, tier: str, instance: str) -> str:
+        reading = Reading(key, tier, instance, 1.0, None, "x")
+        return direct.node_instance(reading, found).instance
+
+    assert named("postgres.connections", "postgres", "127.0.0.11:5432") == "pg-1"
+    assert named("postgres.replica_lag_bytes", "postgres", "127.0.0.10:5432/pg-1") == "pg-0/pg-1"
+    assert named("host.cpu", "host", "some-machine") == "node-exporter"
+    assert named("redis.memory", "redis", "10.0.0.9:6379") == "10.0.0.9:6379"  # not in the run
+    # A document without processes (an older one, or hand-written) keeps the addresses.
+    bare = ep.from_summary(GROWTH_SUMMARY, {})
+    assert bare.host_name is None
+    assert (
+        direct.node_instance(Reading("host.cpu", "host", "m", 1.0, None, "%"), bare).instance == "m"
+    )
+
+
 def test_endpoints_document_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ep.EndpointsError, match=r"endpoints document: redis is missing"):
         ep.from_summary({"postgres": {"primary": "postgresql://u@h:1/d"}}, {})
@@ -221,3 +263,14 @@ def test_every_judged_measure_is_a_percentage(phase: str) -> None:
     assert f"+ {spec.gateway.connections_per_replica}" in gateway_percent
     with pytest.raises(ValueError, match=r"gateway\.active_trips has no limit"):
         measure(spec, "gateway.active_trips").percent()
+
+
+def test_redis_readings_leave_the_sentinels_out() -> None:
+    """The redis job scrapes the Sentinels too; their clients and evictions are no data
+    node's, and the direct check does not read them: every Redis measure leaves them out
+    (redis.memory by itself: a Sentinel reports no used_memory)."""
+    spec = parse({"sikka:phase": "growth"}, stack="growth")
+    for key in ("redis.clients", "redis.evicted_keys"):
+        assert measure(spec, key).value.endswith(
+            'unless on (instance) redis_instance_info{redis_mode="sentinel"}'
+        )
