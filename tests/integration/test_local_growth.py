@@ -63,7 +63,12 @@ def test_prometheus_and_direct_checks_agree(phase: Phase) -> None:
 # with real numbers; progress from readiness checks asked of the live phase.
 def test_check_measures_every_part_of_growth(phase: Phase) -> None:
     spec = phase.spec
-    held = [pg_connect(phase, phase.summary["postgres"]["pooler"]) for _ in range(CHECK_HELD)]
+    # Autocommit: the clients stay connected without pinning a server connection each (an
+    # open transaction would, and the small pools' share per process would run out).
+    held = [
+        pg_connect(phase, phase.summary["postgres"]["pooler"], autocommit=True)
+        for _ in range(CHECK_HELD)
+    ]
     try:
         for conn in held:
             conn.execute("SELECT 1")
