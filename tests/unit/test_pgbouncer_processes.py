@@ -4,12 +4,14 @@ PostgreSQL's connections, and the container's supervisor shell."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -146,6 +148,19 @@ while True:
 """
 
 
+@pytest.fixture
+def supervisor(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """The supervisor over two fake PgBouncers, in a session of its own: whatever a test
+    asserts, its processes are killed at the end (a failed test leaves none running)."""
+    proc, log = _supervisor(tmp_path)
+    try:
+        yield proc, log
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 def _supervisor(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -157,7 +172,9 @@ def _supervisor(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log)}
     script = supervise_sh(["a.ini", "b.ini"])
     with (tmp_path / "stderr").open("wb") as stderr:
-        proc = subprocess.Popen(["sh", "-c", script], env=env, stderr=stderr)
+        proc = subprocess.Popen(
+            ["sh", "-c", script], env=env, stderr=stderr, start_new_session=True
+        )
     _wait_for(lambda: log.read_text().count("started") == 2)
     return proc, log
 
@@ -177,8 +194,10 @@ def test_one_process_alone_is_execed() -> None:
 
 
 @needs_sh
-def test_supervisor_forwards_sigint_to_every_process(tmp_path: Path) -> None:
-    proc, log = _supervisor(tmp_path)
+def test_supervisor_forwards_sigint_to_every_process(
+    supervisor: tuple[subprocess.Popen[bytes], Path],
+) -> None:
+    proc, log = supervisor
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=10) == 0
     assert sorted(log.read_text().splitlines()) == [
@@ -190,8 +209,10 @@ def test_supervisor_forwards_sigint_to_every_process(tmp_path: Path) -> None:
 
 
 @needs_sh
-def test_supervisor_stops_the_pooler_when_one_process_ends(tmp_path: Path) -> None:
-    proc, log = _supervisor(tmp_path)
+def test_supervisor_stops_the_pooler_when_one_process_ends(
+    supervisor: tuple[subprocess.Popen[bytes], Path], tmp_path: Path
+) -> None:
+    proc, log = supervisor
     children = subprocess.run(
         ["pgrep", "-P", str(proc.pid), "-f", "pgbouncer"],
         capture_output=True,
