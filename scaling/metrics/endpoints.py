@@ -84,13 +84,19 @@ def url_hosts(url: str, where: str) -> list[HostPort]:
     return [parse_hostport(item, where) for item in netloc.split(",")]
 
 
-def _get(doc: Mapping[str, Any], path: str) -> Any:
+def _lookup(doc: Mapping[str, Any], path: str, source: str) -> Any:
+    """The value at a dotted ``path`` of ``doc``; an EndpointsError naming the path in
+    ``source`` when it is missing."""
     value: Any = doc
     for part in path.split("."):
         if not isinstance(value, Mapping) or part not in value:
-            raise EndpointsError(f"endpoints document: {path} is missing")
+            raise EndpointsError(f"{source}: {path} is missing")
         value = value[part]
     return value
+
+
+def _get(doc: Mapping[str, Any], path: str) -> Any:
+    return _lookup(doc, path, "endpoints document")
 
 
 def _gateway_metrics(url: str, processes: int) -> list[str]:
@@ -256,12 +262,7 @@ POOLER_PASSWORD_NOTE = (
 
 
 def _output(outputs: Mapping[str, Any], path: str) -> Any:
-    value: Any = outputs
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            raise EndpointsError(f"stack outputs: {path} is missing")
-        value = value[part]
-    return value
+    return _lookup(outputs, path, "stack outputs")
 
 
 def _output_hostports(values: Any, path: str) -> list[HostPort]:

@@ -66,17 +66,21 @@ def _roles(endpoints: Endpoints) -> list[tuple[HostPort, bool, int]]:
     return found
 
 
+def _redis(endpoints: Endpoints, target: HostPort) -> redis.Redis:
+    return redis.Redis(
+        host=target.host,
+        port=target.port,
+        password=endpoints.redis_password,
+        socket_timeout=TIMEOUT,
+        socket_connect_timeout=TIMEOUT,
+        decode_responses=True,
+    )
+
+
 def _sentinel_quorum(endpoints: Endpoints, spec: PhaseSpec) -> tuple[bool, str]:
     errors = []
     for sentinel in endpoints.sentinels:
-        client = redis.Redis(
-            host=sentinel.host,
-            port=sentinel.port,
-            password=endpoints.redis_password,
-            socket_timeout=TIMEOUT,
-            socket_connect_timeout=TIMEOUT,
-            decode_responses=True,
-        )
+        client = _redis(endpoints, sentinel)
         try:
             answer = client.execute_command("SENTINEL", "CKQUORUM", spec.redis.master_name)
             return True, f"{sentinel}: {answer}"
@@ -90,14 +94,7 @@ def _sentinel_quorum(endpoints: Endpoints, spec: PhaseSpec) -> tuple[bool, str]:
 def _cluster_slots(endpoints: Endpoints) -> tuple[bool, str]:
     errors = []
     for node in endpoints.redis:
-        client = redis.Redis(
-            host=node.host,
-            port=node.port,
-            password=endpoints.redis_password,
-            socket_timeout=TIMEOUT,
-            socket_connect_timeout=TIMEOUT,
-            decode_responses=True,
-        )
+        client = _redis(endpoints, node)
         try:
             info = client.execute_command("CLUSTER", "INFO")
             text = info if isinstance(info, str) else str(info)
