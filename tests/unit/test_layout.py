@@ -35,6 +35,12 @@ LAYERS = {
     "scaling.safety": 3,
     "scaling.bundle": 4,
     "scaling.reference": 4,
+    # Transitions: the plan is pure; the steps drive running phases (local runner, checker).
+    "scaling.transition": 4,
+    "scaling.transition.plan": 1,
+    "scaling.transition.cli": 5,
+    # The scaling API serves the checker's documents and the transitions over HTTP.
+    "scaling.api": 5,
     "scaling.cli": 5,  # the CLI and the Pulumi components are the top: both use views
     "scaling.local.cli": 5,
     "components": 5,
