@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 
 from scaling import stackfiles
+from scaling.api.cli import api_token as api_token_command
+from scaling.api.cli import serve as serve_command
 from scaling.bundle import render_bundle
 from scaling.issues import ConfigError, one_line
 from scaling.local.cli import local_app
@@ -275,6 +277,9 @@ app.add_typer(local_app, name="local")
 app.command("check")(check_command)
 app.command("status")(status_command)
 app.command("summary")(summary_command)
+# The scaling API (scaling/api): `sikka-scaling serve --stack <stack>` and its tokens.
+app.command("serve")(serve_command)
+app.command("api-token")(api_token_command)
 
 
 if __name__ == "__main__":

@@ -345,3 +345,41 @@ def check_document(a: Assessment) -> dict[str, Any]:
         "exitCode": a.outcome.exit_code,
         "reasons": list(a.outcome.reasons),
     }
+
+
+def history_document(a: Assessment) -> dict[str, Any]:
+    """Each tier's utilisation over the evidence the assessment holds, one point a sample,
+    computed as :func:`infrastructure` computes the current one (the status page's chart),
+    with the levels' thresholds of the reading each tier is judged by."""
+    tiers = infrastructure(a)
+    points: list[dict[str, Any]] = []
+    for sample in a.history:
+        one = Assessment(
+            a.spec,
+            (sample,),
+            sample,
+            tuple(judge(r, a.spec) for r in sample.readings),
+            a.advice,
+            a.outcome,
+            (),
+        )
+        parts = infrastructure(one)
+        points.append(
+            {
+                "at": sample.at,
+                **{tier: part["utilizationPercentage"] for tier, part in parts.items()},
+            }
+        )
+    thresholds = {}
+    for tier, part in tiers.items():
+        band = band_for(part["metric"], a.spec)
+        thresholds[tier] = (
+            None
+            if band is None
+            else {
+                "warningFrom": round(band.warning_from, 2),
+                "criticalFrom": round(band.critical_from, 2),
+                "thresholdKey": band.config_key,
+            }
+        )
+    return {"tiers": list(tiers), "thresholds": thresholds, "points": points}

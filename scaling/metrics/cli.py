@@ -89,9 +89,18 @@ def parse_duration(text: str, option: str) -> float:
 CANNOT_RUN = 1
 
 
+class CannotRun(typer.Exit):
+    """The check could not run (exit :data:`CANNOT_RUN`); ``message`` says why. The CLI has
+    printed it; the scaling API answers it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(code=CANNOT_RUN)
+        self.message = message
+
+
 def _fail(message: str) -> typer.Exit:
     typer.echo(message, err=True)
-    return typer.Exit(code=CANNOT_RUN)
+    return CannotRun(message)
 
 
 def _resolve(
@@ -418,6 +427,29 @@ def _documents(
     observation = session.observe()
     checks = readiness(session.endpoints, session.spec, observation.latest, prometheus)
     return assessment(stack, session.spec, observation, session.window, checks), observation
+
+
+def measure(
+    stack: str,
+    *,
+    local: bool = False,
+    endpoints_file: Path | None = None,
+    prometheus: str | None = None,
+    pulumi_stack: str | None = None,
+    window: str | None = None,
+    history_file: Path | None = None,
+    no_history: bool = False,
+    state_dir: Path | None = None,
+    overrides: list[str] | None = None,
+    no_host: bool = False,
+) -> tuple[Any, Any]:
+    """(assessment, observation): one measurement with the readiness checks, exactly as
+    `status` and `summary` take it (the scaling API serves its documents from this). Raises
+    :class:`CannotRun` or ``typer.BadParameter`` as those commands would fail."""
+    return _documents(
+        stack, local, endpoints_file, prometheus, window, history_file, no_history,
+        state_dir, overrides, no_host, pulumi_stack,
+    )  # fmt: skip
 
 
 def _print_document(document: dict[str, Any], as_json: bool) -> None:
