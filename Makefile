@@ -6,11 +6,13 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # libnginx-mod-stream: Debian builds the stream module (Nginx's accept gate) as a dynamic module.
 # etcd-server, haproxy and python3-venv: Patroni's DCS, the router that follows its leader, and
 # the system Python's venv that runs Patroni as the postgres account (scaling/local/patroni.py).
+# chromium and chromium-driver: the status page's test in a real headless browser (selenium).
 # Prometheus and the exporters `local up` runs; not Debian's prometheus-pgbouncer-exporter,
 # which fails on PgBouncer 1.18's SHOW STATS (scaling/local/pgbouncer_exporter.py stands in).
 APT_PACKAGES := postgresql pgbouncer redis-server redis-sentinel redis-tools nginx libnginx-mod-stream \
 	prometheus prometheus-node-exporter prometheus-postgres-exporter \
-	prometheus-redis-exporter prometheus-nginx-exporter etcd-server etcd-client haproxy python3-venv
+	prometheus-redis-exporter prometheus-nginx-exporter etcd-server etcd-client haproxy python3-venv \
+	chromium chromium-driver
 # Patroni runs as the postgres account, which cannot reach a virtualenv under /root: its own
 # venv, from the system Python, inside the project.
 PATRONI_VENV ?= .venv-patroni

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,6 +47,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "sikka_session"
 COOKIE_MAX_AGE = 12 * 3600  # at most; never past the token's own expiry
 PREFIX = "/api/scaling"
+# The phases a path or query names (scaling.api.documents.PHASES, as the schema's enum).
+PhaseName = Literal["launch", "growth", "scale"]
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -252,6 +254,12 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        for e in error.errors():
+            loc = tuple(e.get("loc", ()))
+            if loc[-1:] in (("phase",), ("stack",)) and loc[0] in ("path", "query"):
+                # A phase outside the enum: the message names the phases, as the issue asks.
+                message = str(UnknownPhase(str(e.get("input", ""))))
+                return JSONResponse({"message": message}, status_code=422)
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
             for e in error.errors()
@@ -309,8 +317,7 @@ def create_app(
         _: Reader,
         docs: Docs,
         phase: Annotated[
-            str | None,
-            Query(description=f"One of {', '.join(PHASES)} (default: the served stack's)"),
+            PhaseName | None, Query(description="The phase (default: the served stack's)")
         ] = None,
     ) -> dict[str, Any]:
         """The deployment configs of the phase, rendered as `sikka-scaling render` renders
@@ -335,7 +342,7 @@ def create_app(
         },
     )
     def transition(
-        phase: str,
+        phase: PhaseName,
         who: Operator,
         service: Service,
         settings: Settings,
@@ -425,7 +432,7 @@ def create_app(
         service: Service,
         settings: Settings,
         stack: Annotated[
-            str | None,
+            PhaseName | None,
             Query(
                 description="The target stack whose log to read (default: into and out of "
                 "the served stack)"
