@@ -520,12 +520,20 @@ def _transition_events(
     if stack is not None:
         stacks = [check_phase(stack)]
     else:
-        # Transitions are logged under their target: into the served stack, and out of it.
+        # Transitions are logged under their target stack: every phase's log, into the served
+        # stack and out of it.
         stacks = list(dict.fromkeys([settings.from_stack, *PHASES]))
     events: list[dict[str, Any]] = []
     for name in stacks:
         events += service.transitions(name, state_root=settings.state_root)
-    return sorted(events, key=lambda e: float(e.get("at") or 0.0))
+    return sorted(events, key=_event_time)
+
+
+def _event_time(event: dict[str, Any]) -> float:
+    try:
+        return float(event.get("at") or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _cookie_principal(request: Request) -> Principal:
@@ -544,10 +552,9 @@ def _live(
     except Unavailable as error:
         return page.unavailable_fragment(str(error))
     try:
-        events: list[dict[str, Any]] | None = _transition_events(service, settings, None)
+        events: list[dict[str, Any]] | str = _transition_events(service, settings, None)
     except (ServiceUnavailable, OSError, ValueError) as error:
-        log.warning("transition log unreadable: %s", error)
-        events = None
+        events = str(error)
     return page.live_fragment(m.status, m.history, events, running)
 
 

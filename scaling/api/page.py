@@ -118,9 +118,9 @@ def _when(at: Any) -> str:
         return ""
 
 
-def _transitions(events: list[dict[str, Any]] | None, running: bool) -> str:
-    if events is None:
-        return "<p>Transition log unavailable.</p>"
+def _transitions(events: list[dict[str, Any]] | str, running: bool) -> str:
+    if isinstance(events, str):
+        return f'<p id="transitions-unavailable">Transition log unavailable: {_e(events)}</p>'
     state = '<p class="running">A transition is running.</p>' if running else ""
     if not events:
         return state + '<p id="no-transitions">No transition logged.</p>'
@@ -139,9 +139,10 @@ def _transitions(events: list[dict[str, Any]] | None, running: bool) -> str:
 def live_fragment(
     status: dict[str, Any],
     history: dict[str, Any],
-    events: list[dict[str, Any]] | None,
+    events: list[dict[str, Any]] | str,
     running: bool,
 ) -> str:
+    """``events``: the transition log's events, or why it could not be read."""
     verdict = status.get("verdict", {})
     bars = "".join(_bar(t, p) for t, p in status.get("infrastructure", {}).items())
     reasons = "".join(f"<li>{_e(r)}</li>" for r in verdict.get("reasons", []))

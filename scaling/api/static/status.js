@@ -30,7 +30,7 @@
     Object.keys(levels).sort().forEach(function (label) {
       var value = levels[label][0];
       data.push(xs.map(function () { return value; }));
-      series.push({ label: label, stroke: levels[label][1], width: 1, dash: [6, 4] });
+      series.push({ label: label, stroke: levels[label][1], width: 1, dash: [6, 4], points: { show: false } });
     });
     return { data: data, series: series };
   }
