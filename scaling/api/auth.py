@@ -157,11 +157,14 @@ class Verifier:
                 raise TokenRejected("token has no kid: the JWKS key cannot be chosen")
             try:
                 # Cached; a kid the cached set lacks fetches the set again (key rotation).
-                key = self._jwks.get_signing_key(str(header["kid"])).key
+                jwk = self._jwks.get_signing_key(str(header["kid"]))
             except jwt.PyJWKClientConnectionError:
                 raise TokenRejected("the JWKS could not be fetched") from None
             except jwt.PyJWKClientError:
                 raise TokenRejected(f"unknown kid {str(header['kid'])[:64]!r}") from None
+            if jwk.algorithm_name and jwk.algorithm_name != alg:
+                raise TokenRejected(f"algorithm {alg!r} is not the key's ({jwk.algorithm_name})")
+            key = jwk.key
         else:
             key = self.settings.secret
         try:

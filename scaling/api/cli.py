@@ -72,7 +72,12 @@ def serve(
 
     from scaling.api.app import ServerSettings, create_app
     from scaling.api.auth import KeySourceError, Verifier, settings_from_env
-    from scaling.api.documents import CheckerDocuments, CheckOptions
+    from scaling.api.documents import (
+        CheckerDocuments,
+        CheckOptions,
+        Misconfigured,
+        Unavailable,
+    )
     from scaling.issues import ConfigError
     from scaling.stackfiles import StackFileNotFound
 
@@ -101,6 +106,16 @@ def serve(
         raise typer.BadParameter(str(error), param_hint="--stack") from None
     except (ConfigError, ValueError) as error:
         raise _fail(f"serve: {error}") from None
+    # One measurement before listening: conflicting sources fail now, as `status` would;
+    # a phase not running yet is said and served (503 until it can be measured).
+    try:
+        documents.measured()
+    except Misconfigured as error:
+        raise _fail(f"serve: {error}") from None
+    except Unavailable as error:
+        typer.echo(
+            f"serve: cannot measure {documents.stack} now ({error}); serving anyway", err=True
+        )
     settings = ServerSettings(
         from_stack=documents.stack, local=local, state_root=state_root, refresh_seconds=refresh
     )

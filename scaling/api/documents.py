@@ -32,6 +32,11 @@ class Unavailable(Exception):
     """The phase could not be measured (no local run, unreachable Prometheus, ...): 503."""
 
 
+class Misconfigured(Unavailable):
+    """The checker's options themselves are wrong (two sources, a bad --set): the server
+    refuses to start on it."""
+
+
 class UnknownPhase(ValueError):
     """A phase name that is none of :data:`PHASES`: 422."""
 
@@ -149,7 +154,7 @@ class CheckerDocuments:
         except CannotRun as error:
             raise Unavailable(error.message) from None
         except typer.BadParameter as error:
-            raise Unavailable(error.format_message()) from None
+            raise Misconfigured(error.format_message()) from None
 
     def configs(self, phase: str | None) -> dict[str, Any]:
         from scaling.bundle import render_bundle

@@ -209,6 +209,10 @@ def test_jwks_tokens_with_a_wrong_key_or_no_kid_or_hs256_are_rejected(
         verifier.verify(token(key="x" * 40, headers={"kid": "k1"}))
     with pytest.raises(TokenRejected, match="algorithm 'none' not accepted"):
         verifier.verify(none_token())
+    # An ES256 token naming the RS256 key's kid: the key says which algorithm it signs.
+    other = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(TokenRejected, match=r"algorithm 'ES256' is not the key's \(RS256\)"):
+        verifier.verify(token(key=other, alg="ES256", headers={"kid": "k1"}))
 
 
 def test_an_unreachable_jwks_rejects_tokens() -> None:

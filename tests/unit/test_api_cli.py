@@ -95,3 +95,17 @@ def test_api_token_refuses_without_a_secret_or_with_an_unknown_role(
     monkeypatch.setenv("SIKKA_JWT_SECRET", SECRET)
     code, out, err = run(capsys, "api-token", "--sub", "alice", "--role", "admin")
     assert (code, out, err) == (1, "", "api-token: unknown role(s) admin: one of viewer, operator")
+
+
+def test_serve_refuses_conflicting_sources_before_listening(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIKKA_JWT_SECRET", SECRET)
+    code, _, err = run(
+        capsys, "serve", "--stack", "launch", "--local", "--prometheus", "http://127.0.0.1:9"
+    )
+    assert code == 1
+    assert err == (
+        "serve: Invalid value for --prometheus: --local and --prometheus: give one source of "
+        "endpoints"
+    )
