@@ -133,7 +133,12 @@ def serve(
         + ")",
         err=True,
     )
-    logging.getLogger("sikka").setLevel(logging.INFO)
+    # The API's own lines (who logged in, who started a transition) beside uvicorn's.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    logger = logging.getLogger("sikka")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     uvicorn.run(
         app,
         host=host,

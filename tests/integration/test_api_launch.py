@@ -22,7 +22,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import schemathesis
 from check_helpers import run_check
+from hypothesis import HealthCheck, given, settings
 from local_fixtures import start_phase
 from local_helpers import Phase, pg_connect, wait_for
 from support.api import SECRET, none_token, token
@@ -75,6 +77,7 @@ def server(phase: Phase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
             process.wait(timeout=10)
         text = log.read_text()
         print(text[-3000:])
+        assert "INFO:     sikka.api: ops-alice logged in to the status page" in text
         # Tokens never reach the server's log: neither whole nor their signature.
         for made in SEEN_TOKENS:
             assert made not in text and made.split(".")[1] not in text
@@ -168,6 +171,46 @@ def test_documents_are_the_checkers_and_configs_hold_no_secret(server: str, phas
     }
     for name, value in phase.run.secrets.items():
         assert value not in configs.text, f"the run's {name} appears in the configs"
+
+
+LIVE_READS = r"^/api/scaling/(status|phase-summary|deployment-configs)$"
+
+
+def test_fuzzed_reads_of_the_live_phase_find_no_server_error(server: str) -> None:
+    """schemathesis over the running server's own /openapi.json, for the reads (the
+    transition paths: tests/unit/test_api_fuzz.py, where a stand-in keeps them from moving
+    a phase): no 5xx, answers as declared, with the live phase's real documents."""
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    schema = schemathesis.openapi.from_url(f"{server}/openapi.json").include(path_regex=LIVE_READS)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert sorted(o.path for o in operations) == [
+        "/api/scaling/deployment-configs",
+        "/api/scaling/phase-summary",
+        "/api/scaling/status",
+    ]
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    headers = bearer(token())
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
+        def fuzz(case: Any) -> None:
+            case.call_and_validate(headers=headers, timeout=60, checks=checks)
+
+        fuzz()
 
 
 def _browser() -> Any:
