@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scaling.api import page
 from scaling.api.auth import Principal, TokenRejected, Verifier
@@ -246,8 +247,8 @@ def create_app(
     app.state.background = background
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(
             {"message": str(error.detail)}, status_code=error.status_code, headers=error.headers
         )

@@ -338,6 +338,8 @@ def test_healthz_needs_no_token_and_openapi_declares_bearer(client: TestClient) 
         for operation in spec["paths"][path].values():
             assert operation["security"] == [{"HTTPBearer": []}], path
     assert "security" not in spec["paths"]["/healthz"]["get"]
+    missing = client.get("/api/scaling/nothing", headers=auth())
+    assert (missing.status_code, missing.json()) == (404, {"message": "Not Found"})
 
 
 def test_login_sets_an_httponly_cookie_the_page_and_reads_accept(client: TestClient) -> None:
