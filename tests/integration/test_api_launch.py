@@ -173,6 +173,73 @@ def test_documents_are_the_checkers_and_configs_hold_no_secret(server: str, phas
         assert value not in configs.text, f"the run's {name} appears in the configs"
 
 
+def test_a_server_keyed_by_a_jwks_accepts_its_keys_only(phase: Phase, tmp_path: Path) -> None:
+    """`serve` with SIKKA_JWT_JWKS_URL (an identity provider's key set, here a local
+    http.server): an RS256 token of a published key reads; HS256 and unknown keys do not.
+    (Key rotation: tests/unit/test_api_auth.py.)"""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.get_algorithm_by_name("RS256").to_jwk(key.public_key()))
+    body = json.dumps({"keys": [{**jwk, "kid": "idp-1", "alg": "RS256", "use": "sig"}]})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    idp = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=idp.serve_forever, daemon=True).start()
+    port = PortAllocator().take()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIKKA_JWT_")}
+    env["SIKKA_JWT_JWKS_URL"] = f"http://127.0.0.1:{idp.server_address[1]}/jwks.json"
+    env["SIKKA_JWT_ISSUER"] = "https://idp.example"
+    command = [
+        sys.executable,
+        *("-m", "scaling.cli", "serve", "--stack", "launch", "--local", "--no-history"),
+        *("--state-dir", phase.run.state.state_dir, "--port", str(port), "--no-host"),
+    ]
+    log = tmp_path / "serve-jwks.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            "the JWKS-keyed API answers /healthz",
+            lambda: process.poll() is None and httpx.get(f"{base}/healthz").status_code == 200,
+            timeout=60,
+        )
+        path = f"{base}/api/scaling/deployment-configs"
+        signed = token(key=key, alg="RS256", headers={"kid": "idp-1"}, iss="https://idp.example")
+        assert httpx.get(path, headers=bearer(signed), timeout=30).status_code == 200
+        refused = {
+            "hs256": token(),
+            "unknown kid": token(key=key, alg="RS256", headers={"kid": "idp-9"}),
+            "wrong issuer": token(key=key, alg="RS256", headers={"kid": "idp-1"}, iss="x"),
+        }
+        for kind, made in refused.items():
+            response = httpx.get(path, headers=bearer(made), timeout=30)
+            assert response.status_code == 401, (kind, response.text)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+        idp.shutdown()
+        idp.server_close()
+    assert "tokens: RS256/ES256 (SIKKA_JWT_JWKS_URL)" in log.read_text()
+
+
 LIVE_READS = r"^/api/scaling/(status|phase-summary|deployment-configs)$"
 
 
