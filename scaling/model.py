@@ -549,6 +549,31 @@ class DockerSpec(Section):
     subnet: Network | None = None
 
 
+# A Pulumi stack reference: "launch", or "organization/sikka-scaling/launch".
+STACK_REFERENCE = re.compile(r"^(?:[A-Za-z0-9_.-]{1,100}/){0,2}[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class Promotion(Section):
+    """The phase is the target of a transition (``sikka:promoteFrom``): while ``cutover`` is
+    false its PostgreSQL (and Redis) follow the source stack's; ``cutover`` promotes them.
+    Decided and validated by :mod:`scaling.promotion`."""
+
+    # As written in the stack file: "launch" or "organization/sikka-scaling/launch".
+    source: str
+    # The source's stack name (the reference's last part).
+    source_stack: str
+    # The source's phase, from its name or its stack file beside this one; None when neither
+    # tells (then only with sikka:promoteForce).
+    source_phase: Phase | None = None
+    cutover: bool = False
+    force: bool = False
+
+    @property
+    def following(self) -> bool:
+        """Whether the target still replicates from the source (before the cut-over)."""
+        return not self.cutover
+
+
 class PhaseSpec(Section):
     """Everything a phase is: the single source for stacks, renderers, checker and alerts."""
 
@@ -570,6 +595,11 @@ class PhaseSpec(Section):
     # Stateful resources (volumes, namespace, database clusters) are created with Pulumi's
     # `protect`: deleting or replacing them needs this set to false first, on purpose.
     protect_data: bool = True
+    # A transition's target (sikka:promoteFrom): what it follows, and whether it is promoted.
+    promotion: Promotion | None = None
+    # A transition's source (sikka:promoteTo): the stack that will follow this one. A single
+    # PostgreSQL then keeps a replication login and admits it from its private network.
+    promote_to: str | None = None
 
     # strict=True would refuse "launch" for the enums when read from YAML.
     model_config = ConfigDict(
