@@ -50,9 +50,8 @@ def spec_from_pulumi(project_dir: Path | None = None) -> PhaseSpec:
     project = project_dir or Path(__file__).resolve().parent.parent
     path = STACK_FILE.get() or project / stack_file_name(stack)
     try:
-        if not any(key.startswith(f"{NAMESPACE}:") for key in values):
-            if path.exists():
-                values, secret_keys = read_stack_file(path)
+        if not any(key.startswith(f"{NAMESPACE}:") for key in values) and path.exists():
+            values, secret_keys = read_stack_file(path)
         # A sikka:promoteFrom stack not named after its phase: its stack file beside says.
         source_phase = source_phase_beside(path.parent, values)
         return parse(values, stack=stack, secret_keys=secret_keys, source_phase=source_phase)

@@ -17,8 +17,10 @@ from components.postgres import Postgres
 from components.redis import Redis
 from components.secrets import PhaseSecrets
 from components.tier import Runtime, TierArgs
-from scaling.exports import connection_uris
+from components.transition import SourceStack
+from scaling.exports import connection_uris, transition_source
 from scaling.model import PhaseSpec, PlatformKind
+from scaling.promotion import INHERITED_SECRETS
 from scaling.render.env import required_secrets
 from scaling.safety import deployed_shape, refusals
 from scaling.stackconfig import stack_file_name
@@ -49,6 +51,8 @@ class Platform(pulumi.ComponentResource):
     monitoring: Monitoring
     connection_uris: dict[str, pulumi.Output[str]]
     deployed_shape: dict[str, Any]
+    transition: dict[str, Any]
+    transition_secrets: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
         spec = args.spec
@@ -66,8 +70,17 @@ class Platform(pulumi.ComponentResource):
 
         super().__init__("sikka:platform:Platform", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        secrets = PhaseSecrets(f"{name}-secrets", required_secrets(spec), opts=child)
-        runtime = self._runtime(name, topology, manifests, secrets)
+        needed = required_secrets(spec)
+        # A transition's target reads its source stack's outputs: the addresses it follows,
+        # and the passwords it inherits (the replicated data holds the source's roles).
+        source = SourceStack(spec, spec.promotion, self) if spec.promotion else None
+        inherited = {
+            secret: source.secret(secret)
+            for secret in INHERITED_SECRETS
+            if source is not None and secret in needed
+        }
+        secrets = PhaseSecrets(f"{name}-secrets", needed, opts=child, inherited=inherited)
+        runtime = self._runtime(name, topology, manifests, secrets, source)
         tier_args = TierArgs(topology=topology, runtime=runtime)
         self.postgres = Postgres(f"{name}-postgres", tier_args, opts=child)
         self.redis = Redis(f"{name}-redis", tier_args, opts=child)
@@ -92,20 +105,32 @@ class Platform(pulumi.ComponentResource):
             key: pulumi.Output.secret(pulumi.Output.concat(before, secrets.values[secret], after))
             for key, (before, secret, after) in connection_uris(topology).items()
         }
+        # What a later transition's target reads from this stack (scaling.promotion).
+        self.transition = transition_source(topology)
+        self.transition_secrets = pulumi.Output.secret(
+            pulumi.Output.all(
+                **{s: secrets.values[s] for s in INHERITED_SECRETS if s in secrets.values}
+            )
+        )
         self.register_outputs(
             {"connection_uris": self.connection_uris, "deployed_shape": self.deployed_shape}
         )
 
     def _runtime(
-        self, name: str, topology: Topology, manifests: Any, secrets: PhaseSecrets
+        self,
+        name: str,
+        topology: Topology,
+        manifests: Any,
+        secrets: PhaseSecrets,
+        source: SourceStack | None,
     ) -> Runtime:
         spec = topology.spec
         if manifests is not None:
             from components.kubernetes_runtime import KubernetesRuntime
 
-            k8s_runtime = KubernetesRuntime(spec, manifests, secrets.values)
+            k8s_runtime = KubernetesRuntime(spec, manifests, secrets.values, source)
             k8s_runtime.register_foundation(name, self)
             return k8s_runtime
         from components.docker_runtime import DockerRuntime
 
-        return DockerRuntime(topology, secrets.values, PROJECT_DIR, name, self)
+        return DockerRuntime(topology, secrets.values, PROJECT_DIR, name, self, source)

@@ -613,11 +613,23 @@ class PhaseSpec(Section):
 
     @property
     def namespace(self) -> str:
-        return self.kubernetes.namespace or self.name_prefix[:63].rstrip("-")
+        return self.kubernetes.namespace or default_namespace(self.stack)
 
     @property
     def docker_network(self) -> str:
         return self.docker.network or self.name_prefix
+
+    @property
+    def docker_transition_network(self) -> str:
+        """A transition's source (sikka:promoteTo) on Docker: the network its read-write door
+        shares with the target's PostgreSQL members, and nothing else (no alias of either
+        phase can be mistaken for the other's there)."""
+        return f"{self.name_prefix}-transition"
+
+    @property
+    def docker_transition_subnet(self) -> IPv4Network:
+        digest = hashlib.sha256(self.stack.encode()).digest()
+        return IPv4Network(f"10.214.{digest[0]}.0/24")
 
     @property
     def docker_subnet(self) -> IPv4Network | IPv6Network:
@@ -625,6 +637,11 @@ class PhaseSpec(Section):
             return self.docker.subnet
         digest = hashlib.sha256(self.stack.encode()).digest()
         return IPv4Network(f"10.213.{digest[0]}.0/24")
+
+
+def default_namespace(stack: str) -> str:
+    """The Kubernetes namespace of a stack that sets no kubernetes.namespace."""
+    return f"sikka-{_dns_label(stack)}"[:63].rstrip("-")
 
 
 def _dns_label(text: str) -> str:

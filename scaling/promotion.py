@@ -95,7 +95,12 @@ def _lookup(source: Mapping[str, Any], section: str, field: str) -> Any:
             f"the source stack's '{SOURCE_EXPORT}' output has no {section}.{field}: run "
             "`pulumi up` on the source with this version of the program first"
         )
-    return part[field]
+    value = part[field]
+    # Stack outputs carry numbers as JSON does (5432.0 through a StackReference): a port
+    # must read as an integer wherever it is written.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def stack_name(reference: str) -> str:
@@ -246,16 +251,16 @@ def _supported(
             f"{phase.value} phase's postgres.mode {postgres.mode!r} runs no Patroni "
             "(use a 'replicated' target, such as growth)",
         )
-    if platform == PlatformKind.KUBERNETES and postgres.mode == "citus":
-        if source is not None and source != Phase.SCALE:
-            yield _issue(
-                FROM_KEY,
-                f"a Citus target (SGShardedCluster) can be a standby of a sharded source only "
-                f"(StackGres replicateFrom maps coordinator and shards one to one); "
-                f"{source.value} → {phase.value} moves the rows by logical replication into "
-                "the coordinator, which `sikka-scaling transition` does and this program "
-                "does not render",
-            )
+    sharded_target = platform == PlatformKind.KUBERNETES and postgres.mode == "citus"
+    if sharded_target and source is not None and source != Phase.SCALE:
+        yield _issue(
+            FROM_KEY,
+            f"a Citus target (SGShardedCluster) can be a standby of a sharded source only "
+            f"(StackGres replicateFrom maps coordinator and shards one to one); "
+            f"{source.value} → {phase.value} moves the rows by logical replication into "
+            "the coordinator, which `sikka-scaling transition` does and this program "
+            "does not render",
+        )
 
 
 def following(promotion: Promotion | None) -> bool:

@@ -130,7 +130,20 @@ def _parameters(spec: PhaseSpec) -> dict[str, object]:
     return {**postgres_parameters(spec), "wal_log_hints": "on"}
 
 
-def render_patroni_yml(spec: PhaseSpec, layout: PatroniLayout) -> str:
+def standby_cluster(host: str, port: int | str) -> dict[str, object]:
+    """Patroni's ``standby_cluster`` section: the cluster follows the PostgreSQL at
+    ``host:port`` (a transition's source; StackGres renders ``spec.replicateFrom`` to the
+    same), its first member cloned from it with pg_basebackup. Removing it from the DCS
+    (``PATCH /config {"standby_cluster": null}``) promotes the standby leader."""
+    return {"host": host, "port": port, "create_replica_methods": ["basebackup"]}
+
+
+def render_patroni_yml(
+    spec: PhaseSpec, layout: PatroniLayout, *, standby: dict[str, object] | None = None
+) -> str:
+    """One member's patroni.yml. ``standby``: :func:`standby_cluster`, written into
+    ``bootstrap.dcs`` (Patroni reads it when it creates the cluster: the cluster starts as a
+    standby of that source)."""
     rules = hba_rules(
         spec,
         layout.private_networks,
@@ -148,7 +161,8 @@ def render_patroni_yml(spec: PhaseSpec, layout: PatroniLayout) -> str:
         },
         "etcd3": {"hosts": [str(host) for host in layout.etcd_hosts]},
         "bootstrap": {
-            "dcs": cluster_configuration(spec),
+            "dcs": cluster_configuration(spec)
+            | ({"standby_cluster": dict(standby)} if standby else {}),
             "initdb": [
                 {"encoding": "UTF8"},
                 {"locale": "C.UTF-8"},
