@@ -124,6 +124,7 @@ class KubernetesRuntime:
             pulumi.Output.concat(namespace, "/", SOURCE_USERS_OF),
             opts=pulumi.ResourceOptions(parent=parent),
         )
+        data: pulumi.Output[Any] = pulumi.Output.secret(original.data)
         return k8s.core.v1.Secret(
             f"{prefix}-secret-{SOURCE_USERS_SECRET}",
             metadata={
@@ -132,7 +133,7 @@ class KubernetesRuntime:
                 "labels": labels(self.spec, SOURCE_USERS_SECRET, "postgres"),
             },
             type="Opaque",
-            data=pulumi.Output.secret(original.data),
+            data=data,
             opts=pulumi.ResourceOptions(parent=parent, depends_on=list(self._foundation)),
         )
 

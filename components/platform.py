@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 
 from components.config import StackConfigError
-from components.deployed import previous_shape
+from components.deployed import inherited_before, previous_outputs, shape_of
 from components.gateway import WebSocketGateway
 from components.monitoring import Monitoring
 from components.nginx import Nginx
@@ -20,9 +20,9 @@ from components.tier import Runtime, TierArgs
 from components.transition import SourceStack
 from scaling.exports import connection_uris, transition_source
 from scaling.model import PhaseSpec, PlatformKind
-from scaling.promotion import INHERITED_SECRETS
+from scaling.promotion import INHERITED_EXPORT, INHERITED_SECRETS, SECRETS_EXPORT
 from scaling.render.env import required_secrets
-from scaling.safety import deployed_shape, refusals
+from scaling.safety import SHAPE_EXPORT, deployed_shape, refusals
 from scaling.stackconfig import stack_file_name
 from scaling.topology import Topology, build_topology
 
@@ -53,6 +53,7 @@ class Platform(pulumi.ComponentResource):
     deployed_shape: dict[str, Any]
     transition: dict[str, Any]
     transition_secrets: pulumi.Output[dict[str, str]]
+    inherited: list[str]
 
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
         spec = args.spec
@@ -64,7 +65,8 @@ class Platform(pulumi.ComponentResource):
 
             manifests = topology_manifests(topology)
         self.deployed_shape = deployed_shape(topology)
-        problems = refusals(previous_shape(), self.deployed_shape)
+        before = previous_outputs((SHAPE_EXPORT, INHERITED_EXPORT, SECRETS_EXPORT))
+        problems = refusals(shape_of(before), self.deployed_shape)
         if problems:
             raise StackConfigError(stack_file_name(spec.stack), problems)
 
@@ -74,12 +76,18 @@ class Platform(pulumi.ComponentResource):
         # A transition's target reads its source stack's outputs: the addresses it follows,
         # and the passwords it inherits (the replicated data holds the source's roles).
         source = SourceStack(spec, spec.promotion, self) if spec.promotion else None
-        inherited = {
+        # After the transition (sikka:promoteFrom removed) the stack keeps what it inherited,
+        # from its own last update's outputs: no password rotates.
+        kept = inherited_before(before)
+        inherited: dict[str, pulumi.Output[str]] = {
             secret: source.secret(secret)
+            if source is not None
+            else pulumi.Output.secret(kept[secret])
             for secret in INHERITED_SECRETS
-            if source is not None and secret in needed
+            if secret in needed and (source is not None or secret in kept)
         }
         secrets = PhaseSecrets(f"{name}-secrets", needed, opts=child, inherited=inherited)
+        self.inherited = sorted(secrets.inherited)
         runtime = self._runtime(name, topology, manifests, secrets, source)
         tier_args = TierArgs(topology=topology, runtime=runtime)
         self.postgres = Postgres(f"{name}-postgres", tier_args, opts=child)

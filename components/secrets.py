@@ -52,6 +52,8 @@ class PhaseSecrets(pulumi.ComponentResource):
         its own config supplies them): no password is generated for those."""
         super().__init__("sikka:secrets:PhaseSecrets", name, None, opts)
         inherited = inherited or {}
+        # The secrets taken from ``inherited`` (the stack's own config supplies the others).
+        self.inherited: list[str] = []
         config = pulumi.Config(NAMESPACE)
         self.values = {}
         for secret in needed:
@@ -65,6 +67,7 @@ class PhaseSecrets(pulumi.ComponentResource):
                 continue
             if secret in inherited:
                 self.values[secret] = pulumi.Output.secret(inherited[secret])
+                self.inherited.append(secret)
                 continue
             password = random.RandomPassword(
                 f"{name}-{secret}",

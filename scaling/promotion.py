@@ -41,6 +41,9 @@ ORDER = tuple(Phase)
 # their verifiers; the gateways' key keeps clients' tokens valid).
 SOURCE_EXPORT = "transition"
 SECRETS_EXPORT = "transition_secrets"
+# Which of them the stack inherited from its own source: it keeps them (from its own last
+# update's outputs) once sikka:promoteFrom is removed, so finishing a transition rotates none.
+INHERITED_EXPORT = "transition_inherited"
 INHERITED_SECRETS = (
     "postgres-password",
     "postgres-superuser-password",

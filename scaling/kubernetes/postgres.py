@@ -342,9 +342,10 @@ def app_script(spec: PhaseSpec) -> Manifest:
             "scriptFrom": {"secretKeyRef": {"name": POSTGRES_SECRET, "key": CREATE_USER_KEY}},
         }
     ]
-    if not is_sharded(spec):
+    if not is_sharded(spec) and spec.promotion is None:
         # SGShardedCluster creates spec.database itself (with Citus); an SGCluster does not.
-        # CREATE DATABASE cannot run in a transaction: the script runs on its own.
+        # CREATE DATABASE cannot run in a transaction: the script runs on its own. A
+        # transition's target (sikka:promoteFrom) has it from its source, with the data.
         scripts.append(
             {
                 "name": "create-app-database",
