@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,13 +60,15 @@ class Platform(pulumi.ComponentResource):
         spec = args.spec
         # The pure description comes first: if it fails, nothing has been registered.
         topology = build_topology(spec)
-        manifests = None
-        if spec.platform == PlatformKind.KUBERNETES:
-            from scaling.kubernetes import topology_manifests
-
-            manifests = topology_manifests(topology)
-        self.deployed_shape = deployed_shape(topology)
+        manifests = self._manifests(topology)
         before = previous_outputs((SHAPE_EXPORT, INHERITED_EXPORT, SECRETS_EXPORT))
+        # After a transition (sikka:promoteFrom removed) the database came with the data.
+        kept = inherited_before(before)
+        if kept and spec.promotion is None:
+            spec = spec.model_copy(update={"data_from_source": True})
+            topology = dataclasses.replace(topology, spec=spec)
+            manifests = self._manifests(topology)
+        self.deployed_shape = deployed_shape(topology)
         problems = refusals(shape_of(before), self.deployed_shape)
         if problems:
             raise StackConfigError(stack_file_name(spec.stack), problems)
@@ -78,7 +81,6 @@ class Platform(pulumi.ComponentResource):
         source = SourceStack(spec, spec.promotion, self) if spec.promotion else None
         # After the transition (sikka:promoteFrom removed) the stack keeps what it inherited,
         # from its own last update's outputs: no password rotates.
-        kept = inherited_before(before)
         inherited: dict[str, pulumi.Output[str]] = {
             secret: source.secret(secret)
             if source is not None
@@ -123,6 +125,14 @@ class Platform(pulumi.ComponentResource):
         self.register_outputs(
             {"connection_uris": self.connection_uris, "deployed_shape": self.deployed_shape}
         )
+
+    @staticmethod
+    def _manifests(topology: Topology) -> Any:
+        if topology.spec.platform != PlatformKind.KUBERNETES:
+            return None
+        from scaling.kubernetes import topology_manifests
+
+        return topology_manifests(topology)
 
     def _runtime(
         self,

@@ -600,6 +600,9 @@ class PhaseSpec(Section):
     # A transition's source (sikka:promoteTo): the stack that will follow this one. A single
     # PostgreSQL then keeps a replication login and admits it from its private network.
     promote_to: str | None = None
+    # Not a config key: set by the Pulumi layer when the stack's own outputs say it was a
+    # transition's target (its database came with the data, see scaling.promotion).
+    data_from_source: bool = False
 
     # strict=True would refuse "launch" for the enums when read from YAML.
     model_config = ConfigDict(

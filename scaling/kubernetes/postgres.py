@@ -342,7 +342,7 @@ def app_script(spec: PhaseSpec) -> Manifest:
             "scriptFrom": {"secretKeyRef": {"name": POSTGRES_SECRET, "key": CREATE_USER_KEY}},
         }
     ]
-    if not is_sharded(spec) and spec.promotion is None:
+    if not is_sharded(spec) and spec.promotion is None and not spec.data_from_source:
         # SGShardedCluster creates spec.database itself (with Citus); an SGCluster does not.
         # CREATE DATABASE cannot run in a transaction: the script runs on its own. A
         # transition's target (sikka:promoteFrom) has it from its source, with the data.
