@@ -18,6 +18,8 @@ from scaling.kubernetes.manifests import labels
 from scaling.kubernetes.postgres import SOURCE_USERS_OF, SOURCE_USERS_SECRET
 from scaling.model import PhaseSpec
 from scaling.render.env import SECRET_VARIABLES
+from scaling.topology.redis import GROUP as REDIS_GROUP
+from scaling.topology.redis import SENTINEL_GROUP
 
 # Built-in kinds the builder emits → their typed resource classes. Anything else (StackGres
 # kinds) is registered as a CustomResource.
@@ -100,9 +102,18 @@ class KubernetesRuntime:
         if tier == "postgres" and self._replicates_from_source():
             depends.append(self._source_users(prefix, parent))
             registered.append(f"Secret/{SOURCE_USERS_SECRET}")
+        data: list[pulumi.Resource] = []
         for manifest in self.manifests:
             if manifest.tier == tier:
-                self._register(prefix, manifest, parent, depends)
+                after = depends
+                if manifest.kind == "StatefulSet" and manifest.name == SENTINEL_GROUP:
+                    # A transition's target: the Sentinels start once the Redis pods have
+                    # rolled out without --replicaof (Pulumi waits for a StatefulSet's
+                    # rollout), never while the master still follows the source.
+                    after = [*depends, *data] if self.spec.promotion else depends
+                resource = self._register(prefix, manifest, parent, after)
+                if manifest.kind == "StatefulSet" and manifest.name == REDIS_GROUP:
+                    data.append(resource)
                 registered.append(f"{manifest.kind}/{manifest.name}")
         return registered
 

@@ -68,8 +68,8 @@ class SourceStack:
             if not isinstance(values, Mapping) or not values.get(name):
                 raise pulumi.RunError(
                     f"Pulumi.{stack}.yaml: sikka:promoteFrom: stack {reference!r} exports no "
-                    f"{name!r} in '{SECRETS_EXPORT}': run `pulumi up` on it with this version "
-                    "of the program, or set this stack's own secret for it"
+                    f"{name!r} in '{SECRETS_EXPORT}': set sikka:promoteTo (this stack's name) "
+                    "on it and run `pulumi up` there, or set this stack's own secret for it"
                 )
             return str(values[name])
 
@@ -79,7 +79,17 @@ class SourceStack:
         """``value`` with the source's tokens filled (an Output when it holds any)."""
         if not tokens_in(value):
             return value
-        return self.outputs.apply(lambda source: fill_tokens(value, source))
+        stack, reference = self._stack, self.name
+
+        def fill(source: dict[str, Any]) -> Any:
+            try:
+                return fill_tokens(value, source)
+            except KeyError as error:
+                raise pulumi.RunError(
+                    f"Pulumi.{stack}.yaml: sikka:promoteFrom: stack {reference!r}: {error.args[0]}"
+                ) from None
+
+        return self.outputs.apply(fill)
 
 
 def filled(source: SourceStack | None, value: Any, what: str) -> Any:

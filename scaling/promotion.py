@@ -94,10 +94,12 @@ def fill_tokens(value: Any, source: Mapping[str, Any]) -> Any:
 def _lookup(source: Mapping[str, Any], section: str, field: str) -> Any:
     part = source.get(section)
     if not isinstance(part, Mapping) or part.get(field) in (None, ""):
-        raise KeyError(
-            f"the source stack's '{SOURCE_EXPORT}' output has no {section}.{field}: run "
-            "`pulumi up` on the source with this version of the program first"
+        hint = (
+            f"set sikka:{TO_KEY} (this stack's name) on the source and run `pulumi up` there"
+            if (section, field) == ("docker", "network")
+            else "run `pulumi up` on the source with this version of the program"
         )
+        raise KeyError(f"the source's '{SOURCE_EXPORT}' output has no {section}.{field}: {hint}")
     value = part[field]
     # Stack outputs carry numbers as JSON does (5432.0 through a StackReference): a port
     # must read as an integer wherever it is written.

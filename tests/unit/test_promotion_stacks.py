@@ -329,6 +329,10 @@ def test_the_cutover_removes_replicate_from_and_starts_the_sentinels(
     }
     sets = {r.name: r for r in kubernetes["following"].of_type("kubernetes:apps/v1:StatefulSet")}
     assert sets["sikka-growth-redis-statefulset-redis-sentinel"].inputs["spec"]["replicas"] == 0
+    # The Sentinels start once the Redis pods no longer follow the source.
+    sentinels = kubernetes["cutover"].named("sikka-growth-redis-statefulset-redis-sentinel")
+    data = kubernetes["cutover"].named("sikka-growth-redis-statefulset-redis")
+    assert data.urn in sentinels.depends_on
     command = json.dumps(sets["sikka-growth-redis-statefulset-redis"].inputs["spec"]["template"])
     assert "--replicaof redis-0.redis-headless.sikka-launch.svc.cluster.local 6379" in command
     allowed = {
@@ -411,3 +415,19 @@ def test_a_source_without_the_outputs_is_refused() -> None:
     # An older source, or another project's stack: no transition outputs, nothing to follow.
     with pytest.raises(Exception, match=r"stack 'organization/sikka-scaling/launch' exports no"):
         run_stack("growth", FOLLOW, references={SOURCE: {"phase": "launch"}})
+
+
+def test_a_docker_source_without_promote_to_is_named() -> None:
+    """The source must have joined its transition network (sikka:promoteTo) first."""
+    source = run_stack("launch")
+    with pytest.raises(Exception, match=r"launch'.* no .*: set sikka:promoteTo"):
+        run_stack("growth", FOLLOW, references={SOURCE: source.exports})
+    # Its secrets there, the network alone missing: named too.
+    exports = {
+        **source.exports,
+        "transition_secrets": run_stack("launch", {"sikka:promoteTo": "growth"}).exports[
+            "transition_secrets"
+        ],
+    }
+    with pytest.raises(Exception, match=r"has no docker\.network: set sikka:promoteTo"):
+        run_stack("growth", FOLLOW, references={SOURCE: exports})
