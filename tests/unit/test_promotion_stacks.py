@@ -431,3 +431,25 @@ def test_a_docker_source_without_promote_to_is_named() -> None:
     }
     with pytest.raises(Exception, match=r"has no docker\.network: set sikka:promoteTo"):
         run_stack("growth", FOLLOW, references={SOURCE: exports})
+
+
+def test_the_offline_preview_evaluates_the_source_beside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sikka-scaling preview` of a target reads its source's outputs from the source's own
+    stack file, evaluated the same way: the promoter shows, nothing else is needed."""
+    from scaling.cli import main
+
+    (tmp_path / "Pulumi.launch.yaml").write_text(
+        "config:\n  sikka:phase: launch\n  sikka:promoteTo: growth\n"
+    )
+    target = tmp_path / "Pulumi.growth.yaml"
+    target.write_text(
+        "config:\n  sikka:phase: growth\n  sikka:promoteFrom: launch\n"
+        "  sikka:promoteCutover: true\n"
+    )
+    assert main(["preview", str(target), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    names = {row["name"] for row in document["resources"]}
+    assert "sikka-growth-postgres-postgres-promote" in names
+    assert "transition_secrets" in document["secret_exports"]
