@@ -22,6 +22,7 @@ from scaling.promotion import (
     full_reference,
     tokens_in,
 )
+from scaling.topology.postgres import SOURCE_DOOR_PORT
 
 
 class SourceStack:
@@ -51,6 +52,13 @@ class SourceStack:
                     f"Pulumi.{stack}.yaml: sikka:promoteFrom: stack {self.name!r} runs on "
                     f"{value.get('platform')!r}, this stack on {platform!r}: a standby follows "
                     "a source on its own platform"
+                )
+            door = value.get("postgres") or {}
+            if platform == "docker" and door.get("port") != SOURCE_DOOR_PORT:
+                raise pulumi.RunError(
+                    f"Pulumi.{stack}.yaml: sikka:promoteFrom: stack {self.name!r} takes "
+                    f"replication on port {door.get('port')!r}; a Docker target follows port "
+                    f"{SOURCE_DOOR_PORT}"
                 )
             return dict(value)
 

@@ -26,9 +26,9 @@ from scaling.render.patroni import (
     RESTAPI_PASSWORD_ENV,
     ROLES_SECRET_VARIABLES,
     PatroniLayout,
+    StandbySource,
     render_patroni_yml,
     roles_script,
-    standby_cluster,
 )
 from scaling.render.pgbouncer import (
     POOLER_PORT,
@@ -189,26 +189,27 @@ def _transition_networks(spec: PhaseSpec) -> tuple[str, ...]:
 
 
 # A transition's target (sikka:promoteFrom): its members follow the source's read-write door,
-# at the address the source stack exports (scaling.exports.transition_source).
+# at the host the source stack exports (scaling.exports.transition_source), on the port every
+# Docker phase's door answers on (a plain primary's, or the routers' read-write port; the
+# Pulumi layer checks the source's output against it).
 SOURCE_HOST = token("postgres", "host")
-SOURCE_PORT = token("postgres", "port")
+SOURCE_DOOR_PORT = PG_PORT
+assert READ_WRITE_PORT == PG_PORT, "a Patroni phase's door answers on the plain primary's port"
 SOURCE_NETWORK = token("docker", "network")
 PROMOTER = "postgres-promote"
 
 
-def _standby(spec: PhaseSpec) -> dict[str, object] | None:
+def _standby(spec: PhaseSpec) -> StandbySource | None:
     """While sikka:promoteFrom is set the cluster is created as a standby of the source. It
     stays in patroni.yml after the cut-over (Patroni reads bootstrap.dcs only when it creates
     the cluster), so promoting changes no member: the promoter does it through the DCS."""
     if spec.promotion is None:
         return None
-    return standby_cluster(SOURCE_HOST, SOURCE_PORT)
+    return StandbySource(SOURCE_HOST, SOURCE_DOOR_PORT)
 
 
 def _patroni_yml(spec: PhaseSpec, layout: PatroniLayout) -> str:
-    text = render_patroni_yml(spec, layout, standby=_standby(spec))
-    # The port token is quoted as YAML text; once filled it must read as a number.
-    return text.replace(f"'{SOURCE_PORT}'", SOURCE_PORT)
+    return render_patroni_yml(spec, layout, standby=_standby(spec))
 
 
 def promoter_node(spec: PhaseSpec, members: list[Node]) -> Node:
