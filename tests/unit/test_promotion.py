@@ -62,6 +62,13 @@ def test_cutover_promotes() -> None:
     assert promotion is not None and promotion.cutover and not promotion.following
 
 
+def test_values_as_pulumi_config_set_writes_them() -> None:
+    """`pulumi config set sikka:promoteCutover true` stores the text "true"."""
+    values = {"sikka:promoteFrom": "launch", "sikka:promoteCutover": "true"}
+    promotion = spec("growth", **values, **{"sikka:promoteForce": "false"}).promotion
+    assert promotion is not None and promotion.cutover is True and promotion.force is False
+
+
 def test_a_stack_cannot_follow_itself() -> None:
     (problem,) = problems("growth", **{"sikka:promoteFrom": "organization/sikka-scaling/growth"})
     assert problem.startswith("sikka:promoteFrom: names this stack itself ('growth')")
