@@ -11,7 +11,13 @@ from pulumi.runtime import config as runtime_config
 
 from scaling.issues import ConfigError
 from scaling.model import PhaseSpec
-from scaling.stackconfig import NAMESPACE, parse, read_stack_file, stack_file_name
+from scaling.stackconfig import (
+    NAMESPACE,
+    parse,
+    read_stack_file,
+    source_phase_beside,
+    stack_file_name,
+)
 
 # The stack file an offline evaluation reads (components.offline_preview.run_stack with a
 # file); None: the project's Pulumi.<stack>.yaml, the file `pulumi` itself reads.
@@ -41,12 +47,13 @@ def spec_from_pulumi(project_dir: Path | None = None) -> PhaseSpec:
     """
     stack = pulumi.get_stack()
     values, secret_keys = engine_config()
+    project = project_dir or Path(__file__).resolve().parent.parent
+    path = STACK_FILE.get() or project / stack_file_name(stack)
     try:
-        if not any(key.startswith(f"{NAMESPACE}:") for key in values):
-            project = project_dir or Path(__file__).resolve().parent.parent
-            path = STACK_FILE.get() or project / stack_file_name(stack)
-            if path.exists():
-                values, secret_keys = read_stack_file(path)
-        return parse(values, stack=stack, secret_keys=secret_keys)
+        if not any(key.startswith(f"{NAMESPACE}:") for key in values) and path.exists():
+            values, secret_keys = read_stack_file(path)
+        # A sikka:promoteFrom stack not named after its phase: its stack file beside says.
+        source_phase = source_phase_beside(path.parent, values)
+        return parse(values, stack=stack, secret_keys=secret_keys, source_phase=source_phase)
     except ConfigError as error:
         raise StackConfigError(error.source, error.issues) from None

@@ -9,6 +9,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.images import built_image
+from components.transition import SourceStack, filled
 from scaling.docker import (
     WAIT_TIMEOUT_SECONDS,
     container_name,
@@ -31,9 +32,12 @@ class DockerRuntime:
         project_dir: Path,
         prefix: str,
         parent: pulumi.Resource,
+        source: SourceStack | None = None,
     ) -> None:
         spec = topology.spec
         self.topology = topology
+        # A transition's source stack (sikka:promoteFrom): fills the nodes' source tokens.
+        self.source = source
         self.secrets = secrets
         self.project_dir = project_dir  # where the build contexts are
         self.builds = image_builds(topology)
@@ -45,6 +49,37 @@ class DockerRuntime:
             ipam_configs=[docker.NetworkIpamConfigArgs(subnet=str(spec.docker_subnet))],
             opts=pulumi.ResourceOptions(parent=parent),
         )
+        # A transition's source (sikka:promoteTo): the network its read-write door shares
+        # with the target's PostgreSQL members, and nothing else.
+        self.transition_network: docker.Network | None = None
+        if spec.promote_to is not None:
+            self.transition_network = docker.Network(
+                f"{prefix}-transition-network",
+                name=spec.docker_transition_network,
+                ipam_configs=[
+                    docker.NetworkIpamConfigArgs(subnet=str(spec.docker_transition_subnet))
+                ],
+                opts=pulumi.ResourceOptions(parent=parent),
+            )
+
+    def _networks(self, node: Node) -> list[docker.ContainerNetworksAdvancedArgs]:
+        """The phase's network (the node's name and service aliases), then the transition's
+        networks the node joins without any alias: there the two phases' names (postgres-0,
+        ...) would be ambiguous, so only container names, unique on the host, are used."""
+        networks = [
+            docker.ContainerNetworksAdvancedArgs(
+                name=self.network.name,
+                aliases=[node.name, *self.topology.aliases(node.name)],
+            )
+        ]
+        for network in node.extra_networks:
+            own = self.transition_network
+            if own is not None and network == self.topology.spec.docker_transition_network:
+                name: pulumi.Input[str] = own.name
+            else:
+                name = filled(self.source, network, node.name)
+            networks.append(docker.ContainerNetworksAdvancedArgs(name=name, aliases=[]))
+        return networks
 
     def image(self, reference: str, parent: pulumi.Resource) -> pulumi.Output[str]:
         """The id of the image to run: built from a project folder when one is given (so a
@@ -122,12 +157,18 @@ class DockerRuntime:
             name=container_name(self.topology, node),
             hostname=node.name,
             image=self.image(node.image, parent),
-            entrypoints=list(node.entrypoint) if node.entrypoint else None,
-            command=list(node.command) if node.command else None,
+            entrypoints=filled(self.source, list(node.entrypoint), node.name)
+            if node.entrypoint
+            else None,
+            command=filled(self.source, list(node.command), node.name) if node.command else None,
             user=node.user,
             envs=self._envs(node),
             uploads=[
-                docker.ContainerUploadArgs(file=f.path, content=f.content, permissions="0444")
+                docker.ContainerUploadArgs(
+                    file=f.path,
+                    content=filled(self.source, f.content, node.name),
+                    permissions="0444",
+                )
                 for f in node.files
             ],
             volumes=self._volumes(prefix, node, parent),
@@ -136,12 +177,7 @@ class DockerRuntime:
                 docker.ContainerPortArgs(internal=internal, external=external)
                 for external, internal in node.published.items()
             ],
-            networks_advanced=[
-                docker.ContainerNetworksAdvancedArgs(
-                    name=self.network.name,
-                    aliases=[node.name, *self.topology.aliases(node.name)],
-                )
-            ],
+            networks_advanced=self._networks(node),
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=health_test(health),
                 interval=f"{health.interval_seconds}s",

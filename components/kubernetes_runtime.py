@@ -11,10 +11,15 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.transition import SourceStack, filled
 from scaling.kubernetes import Manifest, fill_placeholders, placeholders_in
 from scaling.kubernetes import operator_release as operator_chart
+from scaling.kubernetes.manifests import labels
+from scaling.kubernetes.postgres import SOURCE_USERS_OF, SOURCE_USERS_SECRET
 from scaling.model import PhaseSpec
 from scaling.render.env import SECRET_VARIABLES
+from scaling.topology.redis import GROUP as REDIS_GROUP
+from scaling.topology.redis import SENTINEL_GROUP
 
 # Built-in kinds the builder emits → their typed resource classes. Anything else (StackGres
 # kinds) is registered as a CustomResource.
@@ -56,10 +61,13 @@ class KubernetesRuntime:
         spec: PhaseSpec,
         manifests: list[Manifest],
         secrets: Mapping[str, pulumi.Output[str]],
+        source: SourceStack | None = None,
     ) -> None:
         self.spec = spec
         self.manifests = manifests
         self.secrets = secrets
+        # A transition's source stack (sikka:promoteFrom): fills the objects' source tokens.
+        self.source = source
         by_variable = {SECRET_VARIABLES[name] for name in secrets}
         for manifest in manifests:
             missing = placeholders_in(manifest.body) - by_variable
@@ -90,11 +98,55 @@ class KubernetesRuntime:
 
     def register_tier(self, tier: str, prefix: str, parent: pulumi.Resource) -> list[str]:
         registered = []
+        depends = list(self._foundation)
+        if tier == "postgres" and self._replicates_from_source():
+            depends.append(self._source_users(prefix, parent))
+            registered.append(f"Secret/{SOURCE_USERS_SECRET}")
+        data: list[pulumi.Resource] = []
         for manifest in self.manifests:
             if manifest.tier == tier:
-                self._register(prefix, manifest, parent, self._foundation)
+                after = depends
+                if manifest.kind == "StatefulSet" and manifest.name == SENTINEL_GROUP:
+                    # A transition's target: the Sentinels start once the Redis pods have
+                    # rolled out without --replicaof (Pulumi waits for a StatefulSet's
+                    # rollout), never while the master still follows the source.
+                    after = [*depends, *data] if self.spec.promotion else depends
+                resource = self._register(prefix, manifest, parent, after)
+                if manifest.kind == "StatefulSet" and manifest.name == REDIS_GROUP:
+                    data.append(resource)
                 registered.append(f"{manifest.kind}/{manifest.name}")
         return registered
+
+    def _replicates_from_source(self) -> bool:
+        return any(
+            "replicateFrom" in m.body.get("spec", {})
+            for m in self.manifests
+            if m.kind in ("SGCluster", "SGShardedCluster")
+        )
+
+    def _source_users(self, prefix: str, parent: pulumi.Resource) -> pulumi.Resource:
+        """The source cluster's users (StackGres keeps them in the cluster's own Secret, in
+        the source's namespace) copied into this namespace, where replicateFrom.users reads
+        them: read from the cluster, never through a file or the program's output."""
+        assert self.source is not None
+        namespace = self.source.outputs.apply(lambda s: s["kubernetes"]["namespace"])
+        original = k8s.core.v1.Secret.get(
+            f"{prefix}-source-users-read",
+            pulumi.Output.concat(namespace, "/", SOURCE_USERS_OF),
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        data: pulumi.Output[Any] = pulumi.Output.secret(original.data)
+        return k8s.core.v1.Secret(
+            f"{prefix}-secret-{SOURCE_USERS_SECRET}",
+            metadata={
+                "name": SOURCE_USERS_SECRET,
+                "namespace": self.spec.namespace,
+                "labels": labels(self.spec, SOURCE_USERS_SECRET, "postgres"),
+            },
+            type="Opaque",
+            data=data,
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(self._foundation)),
+        )
 
     def _register(
         self,
@@ -113,6 +165,8 @@ class KubernetesRuntime:
                 pulumi.ResourceOptions(protect=self.spec.protect_data, retain_on_delete=True),
             )
         body = self._with_secrets(manifest.body)
+        # A transition's target: the source's addresses, from its stack outputs.
+        body = {key: filled(self.source, value, manifest.key) for key, value in body.items()}
         name = _resource_name(prefix, manifest)
         typed = TYPED.get((manifest.api_version, manifest.kind))
         if manifest.kind == "SGScript":

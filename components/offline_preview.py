@@ -29,6 +29,7 @@ from scaling.stackconfig import parse, read_stack_document
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_SIG = rpc._special_sig_key
+SECRET_OUTPUTS = ("transition_secrets",)
 
 
 @dataclass
@@ -80,6 +81,12 @@ class Recorder(pulumi.runtime.Mocks):
     resources: list[Registered] = field(default_factory=list)
     # What a StackReference to the stack itself reads: its last update's outputs.
     previous_outputs: dict[str, Any] = field(default_factory=dict)
+    # What a StackReference to another stack reads, by its full name ("org/project/stack"):
+    # a transition's source (components.transition); its outputs named in SECRET_OUTPUTS
+    # are secret, as `pulumi stack output` keeps them.
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Objects read from the cluster (``Resource.get``), by type token and id: their state.
+    reads: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # The inputs of the resource this thread is registering, as the mock engine deserialized
     # them, handed to RecordingMonitor so that it need not deserialize them again.
     handoff: threading.local = field(default_factory=threading.local, repr=False)
@@ -87,8 +94,19 @@ class Recorder(pulumi.runtime.Mocks):
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.handoff.inputs = args.inputs
         if args.typ == "pulumi:pulumi:StackReference":
+            if args.name in self.references:
+                outputs = dict(self.references[args.name])
+                secret = [name for name in SECRET_OUTPUTS if name in outputs]
+                return args.name, {
+                    "name": args.name,
+                    "outputs": outputs,
+                    "secretOutputNames": secret,
+                }
             outputs = dict(self.previous_outputs)
             return args.name, {"name": args.name, "outputs": outputs, "secretOutputNames": []}
+        read = (args.typ, args.resource_id or "")
+        if read in self.reads:  # Resource.get of an object
+            return read[1], {**args.inputs, **self.reads[read]}
         state = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = f"generated-{args.name}"
@@ -212,6 +230,8 @@ def run_stack(
     previous_outputs: Mapping[str, Any] | None = None,
     stack_file: Path | None = None,
     program: Callable[[], None] | None = None,
+    references: Mapping[str, Mapping[str, Any]] | None = None,
+    reads: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
 ) -> StackRun:
     """Runs __main__.py for ``stack``; raises what the program raises (ConfigError, ...).
 
@@ -220,8 +240,15 @@ def run_stack(
     ``stack_file``: the stack file to evaluate (default: the project's Pulumi.<stack>.yaml);
     the program reads that file and no other.
     ``program``: evaluated instead of __main__.py (a benchmark's floor program), under the
-    same mocks and config."""
-    recorder = Recorder(previous_outputs=dict(previous_outputs or {}))
+    same mocks and config.
+    ``references``: other stacks' outputs by full name, e.g. a transition's source's
+    ``exports``; ``reads``: the state of objects the program reads (``Resource.get``), by
+    (type token, id)."""
+    recorder = Recorder(
+        previous_outputs=dict(previous_outputs or {}),
+        references={name: dict(outputs) for name, outputs in (references or {}).items()},
+        reads={key: dict(state) for key, state in (reads or {}).items()},
+    )
     _ensure_event_loop()
     pulumi.runtime.set_mocks(
         recorder,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 
 import pulumi
 import pulumi_random as random
@@ -41,9 +42,18 @@ class PhaseSecrets(pulumi.ComponentResource):
     values: dict[str, pulumi.Output[str]]
 
     def __init__(
-        self, name: str, needed: tuple[str, ...], opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        needed: tuple[str, ...],
+        opts: pulumi.ResourceOptions | None = None,
+        inherited: Mapping[str, pulumi.Output[str]] | None = None,
     ) -> None:
+        """``inherited``: secrets a transition's target takes from its source stack (unless
+        its own config supplies them): no password is generated for those."""
         super().__init__("sikka:secrets:PhaseSecrets", name, None, opts)
+        inherited = inherited or {}
+        # The secrets taken from ``inherited`` (the stack's own config supplies the others).
+        self.inherited: list[str] = []
         config = pulumi.Config(NAMESPACE)
         self.values = {}
         for secret in needed:
@@ -54,6 +64,10 @@ class PhaseSecrets(pulumi.ComponentResource):
             supplied = config.get_secret(CONFIG_KEYS[secret])
             if supplied is not None:
                 self.values[secret] = pulumi.Output.secret(supplied)
+                continue
+            if secret in inherited:
+                self.values[secret] = pulumi.Output.secret(inherited[secret])
+                self.inherited.append(secret)
                 continue
             password = random.RandomPassword(
                 f"{name}-{secret}",

@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -101,6 +101,21 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=1)
 
 
+def _source_outputs(spec: PhaseSpec, stack: str) -> dict[str, Any]:
+    """A transition's target (sikka:promoteFrom) reads its source's outputs: offline, they
+    are those of the source's stack file beside this one, evaluated the same way."""
+    from components.offline_preview import run_stack
+    from scaling.promotion import full_reference
+
+    if spec.promotion is None:
+        return {}
+    source = stack_path(stack).parent / f"Pulumi.{spec.promotion.source_stack}.yaml"
+    if not source.is_file():
+        return {}
+    outputs = run_stack(spec.promotion.source_stack, stack_file=source).exports
+    return {full_reference(spec.promotion.source, "organization", "sikka-scaling"): outputs}
+
+
 @app.command()
 def preview(
     stack: StackArg,
@@ -115,7 +130,9 @@ def preview(
 
     try:
         # The program reads the very file `validate` and `render` read, not the project's.
-        run = run_stack(spec.stack, stack_file=stack_path(stack))
+        run = run_stack(
+            spec.stack, stack_file=stack_path(stack), references=_source_outputs(spec, stack)
+        )
     except ConfigError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(code=1) from None

@@ -14,7 +14,7 @@ from scaling.render.pgbouncer import read_only_database
 from scaling.topology import Node, Service, Topology
 from scaling.topology.monitoring import monitoring_jobs
 from scaling.topology.network import node_host, on_kubernetes, service_host
-from scaling.topology.postgres import patroni_scope
+from scaling.topology.postgres import READ_WRITE, patroni_scope
 
 
 def _service(topology: Topology, purpose: str, tier: str) -> Service | None:
@@ -206,3 +206,60 @@ def monitoring_endpoints(topology: Topology) -> dict[str, Any]:
         return {"prometheus_url": None, "scrape_jobs": jobs}
     server = servers[0]
     return {"prometheus_url": f"http://{server.name}:{server.ports['http']}", "scrape_jobs": jobs}
+
+
+# StackGres answers on this port directly (5432 is PgBouncer's when the cluster pools):
+# a standby replicates from it.
+STACKGRES_DIRECT_PORT = 5433
+
+
+def transition_source(topology: Topology) -> dict[str, Any]:
+    """What a transition's target (``sikka:promoteFrom`` naming this stack) reads from this
+    stack through a StackReference (scaling.promotion's tokens): where its PostgreSQL's
+    read-write door takes a standby's replication connection, its Redis master, and on
+    Docker the network the target's members join to reach them (the transition network of
+    ``sikka:promoteTo``; None until it is set)."""
+    spec = topology.spec
+    redis_host: str | None = None
+    if on_kubernetes(spec):
+        postgres = {
+            "host": service_host(spec, READ_WRITE),
+            "port": STACKGRES_DIRECT_PORT,
+            "sharded": spec.postgres.mode == "citus",
+            "shards": spec.postgres.shards if spec.postgres.mode == "citus" else 0,
+        }
+        platform: dict[str, Any] = {"namespace": spec.namespace}
+    else:
+        primary = _service(topology, "read-write", "postgres")
+        assert primary is not None  # every phase has one
+        door = topology.node(primary.targets[0])
+        postgres = {
+            # The container's name: unique on the Docker host, unlike the node's aliases.
+            "host": f"{spec.name_prefix}-{door.name}",
+            "port": primary.port,
+            "sharded": False,
+            "shards": 0,
+        }
+        platform = {
+            "network": spec.docker_transition_network if spec.promote_to else None,
+        }
+    masters = topology.with_role("standalone", "master")
+    if masters:
+        node = masters[0]
+        redis_host = (
+            node_host(spec, node.group, node.ordinal)
+            if on_kubernetes(spec)
+            else f"{spec.name_prefix}-{node.name}"
+        )
+    return {
+        "stack": spec.stack,
+        "phase": spec.phase.value,
+        "platform": spec.platform.value,
+        "postgres": postgres,
+        "redis": {
+            "mode": spec.redis.mode,
+            "host": redis_host,
+            "port": next(iter(masters[0].ports.values())) if masters else None,
+        },
+        spec.platform.value: platform,
+    }

@@ -549,6 +549,31 @@ class DockerSpec(Section):
     subnet: Network | None = None
 
 
+# A Pulumi stack reference: "launch", or "organization/sikka-scaling/launch".
+STACK_REFERENCE = re.compile(r"^(?:[A-Za-z0-9_.-]{1,100}/){0,2}[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class Promotion(Section):
+    """The phase is the target of a transition (``sikka:promoteFrom``): while ``cutover`` is
+    false its PostgreSQL (and Redis) follow the source stack's; ``cutover`` promotes them.
+    Decided and validated by :mod:`scaling.promotion`."""
+
+    # As written in the stack file: "launch" or "organization/sikka-scaling/launch".
+    source: str
+    # The source's stack name (the reference's last part).
+    source_stack: str
+    # The source's phase, from its name or its stack file beside this one; None when neither
+    # tells (then only with sikka:promoteForce).
+    source_phase: Phase | None = None
+    cutover: bool = False
+    force: bool = False
+
+    @property
+    def following(self) -> bool:
+        """Whether the target still replicates from the source (before the cut-over)."""
+        return not self.cutover
+
+
 class PhaseSpec(Section):
     """Everything a phase is: the single source for stacks, renderers, checker and alerts."""
 
@@ -570,6 +595,14 @@ class PhaseSpec(Section):
     # Stateful resources (volumes, namespace, database clusters) are created with Pulumi's
     # `protect`: deleting or replacing them needs this set to false first, on purpose.
     protect_data: bool = True
+    # A transition's target (sikka:promoteFrom): what it follows, and whether it is promoted.
+    promotion: Promotion | None = None
+    # A transition's source (sikka:promoteTo): the stack that will follow this one. A single
+    # PostgreSQL then keeps a replication login and admits it from its private network.
+    promote_to: str | None = None
+    # Not a config key: set by the Pulumi layer when the stack's own outputs say it was a
+    # transition's target (its database came with the data, see scaling.promotion).
+    data_from_source: bool = False
 
     # strict=True would refuse "launch" for the enums when read from YAML.
     model_config = ConfigDict(
@@ -583,11 +616,23 @@ class PhaseSpec(Section):
 
     @property
     def namespace(self) -> str:
-        return self.kubernetes.namespace or self.name_prefix[:63].rstrip("-")
+        return self.kubernetes.namespace or default_namespace(self.stack)
 
     @property
     def docker_network(self) -> str:
         return self.docker.network or self.name_prefix
+
+    @property
+    def docker_transition_network(self) -> str:
+        """A transition's source (sikka:promoteTo) on Docker: the network its read-write door
+        shares with the target's PostgreSQL members, and nothing else (no alias of either
+        phase can be mistaken for the other's there)."""
+        return f"{self.name_prefix}-transition"
+
+    @property
+    def docker_transition_subnet(self) -> IPv4Network:
+        digest = hashlib.sha256(self.stack.encode()).digest()
+        return IPv4Network(f"10.214.{digest[0]}.0/24")
 
     @property
     def docker_subnet(self) -> IPv4Network | IPv6Network:
@@ -595,6 +640,11 @@ class PhaseSpec(Section):
             return self.docker.subnet
         digest = hashlib.sha256(self.stack.encode()).digest()
         return IPv4Network(f"10.213.{digest[0]}.0/24")
+
+
+def default_namespace(stack: str) -> str:
+    """The Kubernetes namespace of a stack that sets no kubernetes.namespace."""
+    return f"sikka-{_dns_label(stack)}"[:63].rstrip("-")
 
 
 def _dns_label(text: str) -> str:

@@ -106,6 +106,11 @@ def _defaults(phase: Phase) -> dict[str, Any]:
         "sikka:phase": phase.value,
         "sikka:platform": spec.platform.value,
         "sikka:protectData": spec.protect_data,
+        # A transition (scaling.promotion): unset for a fresh phase.
+        "sikka:promoteFrom": None,
+        "sikka:promoteCutover": False,
+        "sikka:promoteForce": False,
+        "sikka:promoteTo": None,
     }
     for section in SECTIONS:
         values.update(_leaves(getattr(spec, section), f"sikka:{section}"))
@@ -126,6 +131,16 @@ ALLOWED = {
     "sikka:phase": "`launch`, `growth`, `scale`",
     "sikka:platform": "`docker`, `kubernetes`",
     "sikka:protectData": "true, false",
+    "sikka:promoteFrom": (
+        "the stack this one takes its data from (`launch`, `organization/sikka-scaling/launch`): "
+        "the previous phase unless `promoteForce`; unset for a fresh phase"
+    ),
+    "sikka:promoteCutover": "true (promotes: the second `pulumi up`), false; needs `promoteFrom`",
+    "sikka:promoteForce": "true (lets `promoteFrom` skip a phase or go backwards), false",
+    "sikka:promoteTo": (
+        "on a transition's source: the stack that follows it (its PostgreSQL then admits the "
+        "target's standby); or unset"
+    ),
 }
 
 

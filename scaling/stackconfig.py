@@ -16,7 +16,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from scaling import rules
+from scaling import promotion, rules
 from scaling.defaults import PHASE_DEFAULTS
 from scaling.issues import ConfigError, ConfigIssue, echo
 from scaling.model import (
@@ -72,7 +72,7 @@ SECRET_KEYS = (
     "gatewayJwtSecret",
 )
 
-KNOWN_KEYS = ("phase", "platform", "protectData", *SECTIONS, *SECRET_KEYS)
+KNOWN_KEYS = ("phase", "platform", "protectData", *promotion.KEYS, *SECTIONS, *SECRET_KEYS)
 
 
 def stack_file_name(stack: str) -> str:
@@ -209,10 +209,13 @@ def parse(
     stack: str,
     secret_keys: set[str] | frozenset[str] = frozenset(),
     found: Sequence[ConfigIssue] = (),
+    source_phase: Phase | None = None,
 ) -> PhaseSpec:
     """Validate a stack's config (keys with namespace, e.g. ``"sikka:phase"``).
 
     ``found``: problems already found reading the stack file, reported with the rest.
+    ``source_phase``: the phase of the stack ``sikka:promoteFrom`` names, as its stack file
+    beside this one holds it (:func:`source_phase_beside`), for a source not named after one.
     Raises :class:`ConfigError` listing every problem, each with its dotted key.
     """
     source = stack_file_name(stack)
@@ -326,6 +329,17 @@ def parse(
             ConfigIssue(f"{NAMESPACE}:protectData", f"must be true or false (got {echo(protect)})")
         )
     issues.extend(rules.check(sections))
+    promoted, promote_to, problems = promotion.check(
+        raw,
+        stack=stack,
+        phase=defaults_phase,
+        platform=sections.get("platform"),
+        postgres=sections.get("postgres"),
+        stack_file_phase=source_phase,
+    )
+    issues.extend(problems)
+    sections["promotion"] = promoted
+    sections["promote_to"] = promote_to
     if issues:
         raise ConfigError(source, issues)
     try:
@@ -356,6 +370,28 @@ def stack_from_path(path: Path) -> str:
     return name[len("Pulumi.") : -len(".yaml")]
 
 
+def source_phase_beside(directory: Path, values: Mapping[str, Any]) -> Phase | None:
+    """The phase held by the stack file of the stack ``sikka:promoteFrom`` names, when that
+    file is in ``directory`` (None when absent or unreadable: the rules then say so)."""
+    reference = decode(values.get(f"{NAMESPACE}:{promotion.FROM_KEY}"))
+    if not isinstance(reference, str) or not reference:
+        return None
+    name = promotion.stack_name(reference)
+    if not STACK_NAME.fullmatch(name):
+        return None
+    path = directory / stack_file_name(name)
+    if not path.is_file():
+        return None
+    try:
+        document = read_document(path)
+    except (ConfigError, OSError):
+        return None
+    try:
+        return Phase(decode(document.config.get(f"{NAMESPACE}:phase")))
+    except ValueError:
+        return None
+
+
 def load_stack_file(path: Path) -> PhaseSpec:
     document = read_document(path)
     return parse(
@@ -363,4 +399,5 @@ def load_stack_file(path: Path) -> PhaseSpec:
         stack=stack_from_path(path),
         secret_keys=document.secret_keys,
         found=document.issues,
+        source_phase=source_phase_beside(path.parent, document.config),
     )

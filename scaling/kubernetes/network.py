@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from scaling.model import PhaseSpec
+from scaling.model import PhaseSpec, default_namespace
+from scaling.promotion import stack_name
 from scaling.topology import Tier as NodeTier
 from scaling.topology import Topology
 from scaling.topology.monitoring import NGINX_EXPORTER_PORT, monitoring_jobs
@@ -125,6 +126,8 @@ def gateway_policy(topology: Topology) -> Manifest:
 
 def redis_policy(topology: Topology) -> Manifest:
     # Gateways use the client ports (data nodes, Sentinels); the cluster bus is the nodes'.
+    # A transition's target replicates from the data nodes' client port.
+    client = node_ports(topology, "redis", "redis")
     return _policy(
         topology.spec,
         "redis",
@@ -136,6 +139,11 @@ def redis_policy(topology: Topology) -> Manifest:
                 "ports": _ports(*node_ports(topology, "redis", "redis", "sentinel")),
             },
             {"from": _from("redis")},
+            *(
+                [{"from": _target(topology.spec, "redis"), "ports": _ports(*client)}]
+                if topology.spec.promote_to
+                else []
+            ),
         ],
     )
 
@@ -149,6 +157,20 @@ def monitoring_policy(topology: Topology) -> Manifest:
         component_selector("monitoring"),
         [{"from": _scrapers(), "ports": _ports(*ports)}] if ports else [],
     )
+
+
+def _target(spec: PhaseSpec, component: str) -> list[dict[str, Any]]:
+    """A transition's source (sikka:promoteTo): the target stack's pods of ``component``, in
+    that stack's namespace (its default one, ``sikka-<stack>``), replicate from this one."""
+    if spec.promote_to is None:
+        return []
+    namespace = default_namespace(stack_name(spec.promote_to))
+    return [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "podSelector": component_selector(component),
+        }
+    ]
 
 
 def postgres_policy(spec: PhaseSpec) -> Manifest:
@@ -165,7 +187,7 @@ def postgres_policy(spec: PhaseSpec) -> Manifest:
         [
             # No port list: which container port serves the Service's 5432 (Envoy, PgBouncer
             # or Postgres) is StackGres's choice and differs between its versions.
-            {"from": [*_from("postgres"), operator]},
+            {"from": [*_from("postgres"), operator, *_target(spec, "postgres")]},
         ],
     )
 

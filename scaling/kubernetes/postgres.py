@@ -42,12 +42,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from scaling.exports import STACKGRES_DIRECT_PORT
 from scaling.model import PhaseSpec
+from scaling.promotion import following, token
 from scaling.render.patroni import dynamic_configuration
 from scaling.render.postgres import PG_PORT, REPLICATION_USER, postgres_parameters
 from scaling.render.postgres_start import APP_ROLE_ATTRIBUTES, revoke_memberships_sql
 from scaling.topology import Node, Topology
-from scaling.topology.postgres import COORDINATOR_GROUP, GROUP, READ_WRITE
+from scaling.topology.network import service_fqdn
+from scaling.topology.postgres import COORDINATOR_GROUP, GROUP, READ_WRITE, shard_group
 
 from .manifests import Manifest, labels, obj
 from .pods import group_nodes, uniform
@@ -339,9 +342,10 @@ def app_script(spec: PhaseSpec) -> Manifest:
             "scriptFrom": {"secretKeyRef": {"name": POSTGRES_SECRET, "key": CREATE_USER_KEY}},
         }
     ]
-    if not is_sharded(spec):
+    if not is_sharded(spec) and spec.promotion is None and not spec.data_from_source:
         # SGShardedCluster creates spec.database itself (with Citus); an SGCluster does not.
-        # CREATE DATABASE cannot run in a transaction: the script runs on its own.
+        # CREATE DATABASE cannot run in a transaction: the script runs on its own. A
+        # transition's target (sikka:promoteFrom) has it from its source, with the data.
         scripts.append(
             {
                 "name": "create-app-database",
@@ -398,6 +402,48 @@ def _configurations(spec: PhaseSpec, *, pooling: bool) -> dict[str, Any]:
     return configurations
 
 
+# A transition's target (sikka:promoteFrom): the source cluster's users, copied by the Pulumi
+# layer from the source cluster's own Secret (StackGres names it after the cluster and
+# generates these keys) into this namespace, as replicateFrom.users references them.
+SOURCE_USERS_SECRET = "postgres-source-users"
+SOURCE_USERS_OF = "postgres"  # the source's cluster name, hence its Secret's
+SOURCE_USER_ROLES = ("superuser", "replication", "authenticator")
+
+
+def source_users() -> dict[str, Any]:
+    return {
+        role: {
+            "username": {"name": SOURCE_USERS_SECRET, "key": f"{role}-username"},
+            "password": {"name": SOURCE_USERS_SECRET, "key": f"{role}-password"},
+        }
+        for role in SOURCE_USER_ROLES
+    }
+
+
+def replicate_from(spec: PhaseSpec) -> dict[str, Any] | None:
+    """``spec.replicateFrom`` while the phase follows its transition's source (None before a
+    transition and once ``sikka:promoteCutover`` promotes it: removing the field makes the
+    standby leader a primary). The source is another stack, so another namespace (the
+    clusters of two stacks share the name ``postgres``, so never one namespace): StackGres's
+    ``external`` form, with the source's address from its stack outputs and its users'
+    credentials from :data:`SOURCE_USERS_SECRET`. A sharded cluster follows a sharded source
+    group by group: its coordinator's and each shard's primary Service, one to one."""
+    if not following(spec.promotion):
+        return None
+    if is_sharded(spec):
+        namespace = token("kubernetes", "namespace")
+        hosts = [token("postgres", "host")] + [
+            service_fqdn(shard_group(i), namespace) for i in range(spec.postgres.shards)
+        ]
+        external: dict[str, Any] = {
+            "hosts": hosts,
+            "ports": [STACKGRES_DIRECT_PORT] * len(hosts),
+        }
+    else:
+        external = {"host": token("postgres", "host"), "port": STACKGRES_DIRECT_PORT}
+    return {"instance": {"external": external}, "users": source_users()}
+
+
 # StackGres's exporter runs in every instance; its collector reads them and, with autobind,
 # creates the PodMonitors the cluster's Prometheus Operator scrapes (scaling.kubernetes.
 # monitoring). Changing it touches no data (the field is read by the operator alone).
@@ -427,9 +473,15 @@ def sg_cluster(topology: Topology) -> Manifest:
             },
             "pods": _pods(spec, nodes, pooling=pooling),
             "managedSql": {"scripts": [{"sgScript": SCRIPT_NAME}]},
+            **_replication_source(spec),
         },
         holds_data=True,
     )
+
+
+def _replication_source(spec: PhaseSpec) -> dict[str, Any]:
+    source = replicate_from(spec)
+    return {"replicateFrom": source} if source is not None else {}
 
 
 def shard_groups(topology: Topology) -> list[list[Node]]:
@@ -490,6 +542,7 @@ def sg_sharded_cluster(topology: Topology) -> Manifest:
                 "configurations": _configurations(spec, pooling=False),
                 "pods": _pods(spec, shard_nodes, pooling=True),
             },
+            **_replication_source(spec),
         },
         api_version=STACKGRES_SHARDED_API,
         holds_data=True,

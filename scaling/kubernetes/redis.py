@@ -17,13 +17,15 @@ in-memory emptyDir.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
 from scaling.model import PhaseSpec
+from scaling.promotion import following
 from scaling.topology import Node, Topology
 from scaling.topology.network import headless_service
-from scaling.topology.redis import GROUP
+from scaling.topology.redis import GROUP, SENTINEL_GROUP
 
 from . import pods
 from .manifests import Manifest, labels, obj
@@ -146,6 +148,17 @@ def one_shot_job(topology: Topology, node: Node) -> Manifest:
     )
 
 
+def _while_following(topology: Topology, manifest: Manifest) -> Manifest:
+    """A transition's target (sikka:promoteFrom, before the cut-over): no Sentinel runs, as
+    a Sentinel would fail over a master that reports itself a replica (of the source). The
+    cut-over starts them: their StatefulSet's replicas, nothing else, changes."""
+    spec = topology.spec
+    if not following(spec.promotion) or manifest.name != SENTINEL_GROUP:
+        return manifest
+    body = {**manifest.body, "spec": {**manifest.body["spec"], "replicas": 0}}
+    return dataclasses.replace(manifest, body=body)
+
+
 def _groups(topology: Topology) -> list[str]:
     groups: list[str] = []
     for node in topology.tier("redis"):
@@ -174,7 +187,7 @@ def redis_manifests(topology: Topology) -> list[Manifest]:
         ),
         *(governing_service(topology, pods.statefulset_nodes(topology, g)) for g in servers),
         *tier_services(topology, "redis"),
-        *(server_statefulset(topology, g) for g in servers),
+        *(_while_following(topology, server_statefulset(topology, g)) for g in servers),
         *(one_shot_job(topology, n) for n in one_shots),
         *(disruption_budget(spec, "redis", g) for g in servers if len(topology.group(g)) > 1),
     ]

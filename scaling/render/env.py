@@ -53,7 +53,13 @@ def required_secrets(spec: PhaseSpec) -> tuple[str, ...]:
     if not on_kubernetes:
         # The roles' start-up SQL sets the application role's verifier, not its password.
         needed += ["postgres-password-scram", "postgres-superuser-password"]
-    if on_kubernetes or spec.postgres.read_replicas or spec.postgres.mode != "single":
+    # A transition's source (sikka:promoteTo) keeps a replication login for its target.
+    if (
+        on_kubernetes
+        or spec.postgres.read_replicas
+        or spec.postgres.mode != "single"
+        or spec.promote_to
+    ):
         needed.append("replication-password")
     if not on_kubernetes and spec.pooler.enabled:
         needed += ["pgbouncer-admin-password", "pgbouncer-admin-password-scram"]

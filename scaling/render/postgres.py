@@ -167,7 +167,8 @@ def hba_rules(
         rule("local", db, user),
     ]
     for network in private_networks:
-        if pg.read_replicas:
+        # A transition's source (sikka:promoteTo) admits its target's standby too.
+        if pg.read_replicas or spec.promote_to:
             lines.append(rule("host", "replication", REPLICATION_USER, network))
         if rewind_user is not None:
             lines.append(rule("host", "postgres", rewind_user, network))

@@ -72,9 +72,15 @@ def data_start_script(
     port: int,
     sentinels: Sequence[Endpoint],
     first_master: str,
+    follow: tuple[str, str] | None = None,
 ) -> str:
     """A data node: password into the included secrets file, then (Sentinel) ask who the
-    master is, announce ``$NODE_HOST``, exec the server with the shared redis.conf."""
+    master is, announce ``$NODE_HOST``, exec the server with the shared redis.conf.
+
+    ``follow``: (host, port) of a transition's source master (scaling.promotion): the
+    phase's master replicates from it (its replicas from the master, as always) until the
+    cut-over renders the script without it. The source's password is the phase's own (the
+    target inherits it), so ``masterauth`` already holds it."""
     server, cli = spec.redis.binaries
     mode = spec.redis.mode
     script = (
@@ -88,6 +94,10 @@ def data_start_script(
         script += ask_sentinels(cli, sentinels, spec.redis.master_name, first_master)
         script += f'set -- "$@" --replica-announce-ip "$NODE_HOST" --replica-announce-port {port}\n'
         script += f'[ "$master" = "$NODE_HOST" ] || set -- "$@" --replicaof "$master" {port}\n'
+    if follow is not None:
+        host, source_port = follow
+        leader = '[ "$master" != "$NODE_HOST" ] || ' if mode == "sentinel" else ""
+        script += f'{leader}set -- "$@" --replicaof {host} {source_port}\n'
     script += f'exec {server} {conf} "$@"\n'
     return script
 

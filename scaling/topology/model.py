@@ -35,6 +35,7 @@ Role = Literal[
     "router",  # HAProxy: sends clients to the Patroni leader or to healthy replicas
     "prometheus",  # the phase's Prometheus (scaling/topology/monitoring.py)
     "exporter",  # reads a server's figures and serves them to Prometheus
+    "promoter",  # one-shot: promotes a transition's standby cluster (scaling.promotion)
 ]
 
 # "scrapes": an exporter reads the node's figures (Prometheus scrapes the exporter).
@@ -112,6 +113,9 @@ class Node:
     # Open files (RLIMIT_NOFILE) its settings need (scaling/render/limits.py); None: the
     # platform's default serves.
     open_files: int | None = None
+    # Networks the node joins besides the phase's own, without aliases (a transition's:
+    # scaling.promotion); a name, or a token the Pulumi layer fills from the source stack.
+    extra_networks: tuple[str, ...] = ()
 
     @property
     def stateful(self) -> bool:

@@ -5,6 +5,7 @@ an SGShardedCluster), whose Services the operator creates under these names."""
 from __future__ import annotations
 
 from scaling.model import MONITORING_USER, POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
+from scaling.promotion import token
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
 from scaling.render.etcd import CLIENT_PORT, PEER_PORT, EtcdMember, etcd_arguments
@@ -22,8 +23,10 @@ from scaling.render.patroni import (
     PATRONI_SECRET_VARIABLES,
     REST_API_USER,
     REST_PORT,
+    RESTAPI_PASSWORD_ENV,
     ROLES_SECRET_VARIABLES,
     PatroniLayout,
+    StandbySource,
     render_patroni_yml,
     roles_script,
 )
@@ -105,10 +108,12 @@ def _container_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[E
 def _single_node(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
     """One PostgreSQL without replicas (launch): the official image, its start scripts."""
     pg = spec.postgres
+    # A transition's source (sikka:promoteTo) keeps a replication login for its target.
+    replication = spec.promote_to is not None
     layout = PostgresLayout(
         port=PG_PORT,
         hba_file=f"{CONF_DIR}/pg_hba.conf",
-        private_networks=(str(spec.docker_subnet),),
+        private_networks=_private_networks(spec),
         monitoring_user=MONITORING_USER,
     )
     conf = ConfigFile(
@@ -118,14 +123,21 @@ def _single_node(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]
     start = ConfigFile(
         f"{CONF_DIR}/primary-start.sh",
         primary_start_script(
-            conf.path, pg.user, pg.database, replication=False, keep_slots=[], monitoring=True
+            conf.path,
+            pg.user,
+            pg.database,
+            replication=replication,
+            keep_slots=[],
+            monitoring=True,
         ),
         "primary-start.sh",
     )
     # The image runs it once, on an empty volume; primary-start.sh applies the same SQL later.
     init = ConfigFile(
         "/docker-entrypoint-initdb.d/10-roles.sh",
-        init_roles_script(pg.user, pg.database, replication=False, keep_slots=[], monitoring=True),
+        init_roles_script(
+            pg.user, pg.database, replication=replication, keep_slots=[], monitoring=True
+        ),
         "10-roles.sh",
     )
     primary = Node(
@@ -142,12 +154,14 @@ def _single_node(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]
         env={"POSTGRES_USER": SUPERUSER, "POSTGRES_DB": pg.database, "PGDATA": DATA_DIR},
         secret_env=_secret("postgres-superuser-password")
         | _secret("postgres-password-scram")
-        | _secret("monitoring-password-scram"),
+        | _secret("monitoring-password-scram")
+        | (_secret("replication-password") if replication else {}),
         files=(conf, hba, start, init),
         volumes=(_volume(PRIMARY, spec),),
         health=_ready(),
         stop=STOP,
         memory_mb=pg.memory_mb,
+        extra_networks=_transition_networks(spec),
     )
     nodes, edges = [primary], []
     services = [Service(READ_WRITE, "postgres", PG_PORT, (PRIMARY,), "read-write")]
@@ -158,6 +172,98 @@ def _single_node(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]
         edges += pooler_edges
         services.append(Service(POOLER, "postgres", POOLER_PORT, _names(pooler), "pooler"))
     return nodes, services, edges
+
+
+def _private_networks(spec: PhaseSpec) -> tuple[str, ...]:
+    """Where the server admits connections from: the phase's network and, on a transition's
+    source (sikka:promoteTo), the network its target's members join."""
+    if spec.promote_to is None:
+        return (str(spec.docker_subnet),)
+    return (str(spec.docker_subnet), str(spec.docker_transition_subnet))
+
+
+def _transition_networks(spec: PhaseSpec) -> tuple[str, ...]:
+    """A transition's source (sikka:promoteTo): its read-write door also joins the network
+    its target's members join (scaling.promotion)."""
+    return (spec.docker_transition_network,) if spec.promote_to is not None else ()
+
+
+# A transition's target (sikka:promoteFrom): its members follow the source's read-write door,
+# at the host the source stack exports (scaling.exports.transition_source), on the port every
+# Docker phase's door answers on (a plain primary's, or the routers' read-write port; the
+# Pulumi layer checks the source's output against it).
+SOURCE_HOST = token("postgres", "host")
+SOURCE_DOOR_PORT = PG_PORT
+assert READ_WRITE_PORT == PG_PORT, "a Patroni phase's door answers on the plain primary's port"
+SOURCE_NETWORK = token("docker", "network")
+PROMOTER = "postgres-promote"
+
+
+def _standby(spec: PhaseSpec) -> StandbySource | None:
+    """While sikka:promoteFrom is set the cluster is created as a standby of the source. It
+    stays in patroni.yml after the cut-over (Patroni reads bootstrap.dcs only when it creates
+    the cluster), so promoting changes no member: the promoter does it through the DCS."""
+    if spec.promotion is None:
+        return None
+    return StandbySource(SOURCE_HOST, SOURCE_DOOR_PORT)
+
+
+def _patroni_yml(spec: PhaseSpec, layout: PatroniLayout) -> str:
+    return render_patroni_yml(spec, layout, standby=_standby(spec))
+
+
+def promoter_node(spec: PhaseSpec, members: list[Node]) -> Node:
+    """One-shot, at the cut-over (sikka:promoteCutover): removes ``standby_cluster`` from the
+    cluster's configuration through a member's REST API (Patroni then promotes its standby
+    leader), and succeeds once a member answers as the primary. Safe to run again."""
+    apis = " ".join(f"{node_host(spec, GROUP, m.ordinal)}:{REST_PORT}" for m in members)
+    script = f"""\
+set -eu
+# The REST API's password goes to curl on stdin, never on its command line.
+auth() {{
+  printf 'user = "%s:%s"\\n' {REST_API_USER} \\
+    "$(printf '%s' "${RESTAPI_PASSWORD_ENV}" | sed 's/[\\\\"]/\\\\&/g')"
+}}
+# Any member writes the change into the DCS; the standby leader then promotes itself.
+patch() {{
+  for api in {apis}; do
+    auth | curl -fsS -o /dev/null -K - -X PATCH -H 'Content-Type: application/json' \\
+      --data '{{"standby_cluster":null}}' "http://$api/config" && return 0
+  done
+  return 1
+}}
+tries=0
+until patch; do
+  tries=$((tries + 1))
+  [ "$tries" -lt 60 ] || {{ echo "promote: no member took the change" >&2; exit 1; }}
+  sleep 2
+done
+tries=0
+while :; do
+  for api in {apis}; do
+    if curl -fsS -o /dev/null "http://$api/primary"; then
+      echo "promote: $api leads, the cluster takes writes"
+      exit 0
+    fi
+  done
+  tries=$((tries + 1))
+  [ "$tries" -lt 90 ] || {{ echo "promote: no member became the primary" >&2; exit 1; }}
+  sleep 2
+done
+"""
+    return Node(
+        name=PROMOTER,
+        tier="postgres",
+        role="promoter",
+        group=PROMOTER,
+        ordinal=0,
+        image=spec.postgres.patroni_image,
+        ports={},
+        entrypoint=("sh", "-c", script),
+        user="postgres",
+        secret_env={RESTAPI_PASSWORD_ENV: "patroni-api-password"},
+        one_shot=True,
+    )
 
 
 def _names(nodes: list[Node]) -> tuple[str, ...]:
@@ -244,7 +350,7 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
             monitoring_user=MONITORING_USER,
         )
         config = ConfigFile(
-            f"{PATRONI_DIR}/patroni.yml", render_patroni_yml(spec, layout), f"patroni-{name}.yml"
+            f"{PATRONI_DIR}/patroni.yml", _patroni_yml(spec, layout), f"patroni-{name}.yml"
         )
         nodes.append(
             Node(
@@ -273,6 +379,9 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
                 # Patroni stops PostgreSQL (fast shutdown) and hands the lock over first.
                 stop=Stop("SIGTERM", 120),
                 memory_mb=pg.memory_mb,
+                # A transition's target: every member may lead the standby cluster, so each
+                # reaches the source's read-write door.
+                extra_networks=(SOURCE_NETWORK,) if spec.promotion is not None else (),
             )
         )
         edges.append(Edge(name, ETCD_SERVICE, "connects-to"))
@@ -281,6 +390,9 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
     patroni = [n for n in nodes if n.group == GROUP]
     routers = _routers(spec, patroni)
     nodes += routers
+    if spec.promotion is not None and spec.promotion.cutover:
+        nodes.append(promoter_node(spec, patroni))
+        edges += [Edge(PROMOTER, member.name, "connects-to") for member in patroni]
     for router in routers:
         edges += [Edge(router.name, member.name, "proxies-to") for member in patroni]
     services = [
@@ -328,6 +440,7 @@ def _routers(spec: PhaseSpec, members: list[Node]) -> list[Node]:
             health=HealthCheck(f"bash -c '</dev/tcp/127.0.0.1/{ROUTER_STATS_PORT}'"),
             # SIGUSR1: HAProxy's soft stop, sessions finish on their own.
             stop=Stop("SIGUSR1", 30),
+            extra_networks=_transition_networks(spec),
         )
         for i in range(spec.pooler.replicas)
     ]

@@ -9,6 +9,7 @@ shard; no existing node changes role.)
 from __future__ import annotations
 
 from scaling.model import PhaseSpec
+from scaling.promotion import following, token
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
 from scaling.render.redis import (
@@ -27,7 +28,7 @@ from scaling.render.redis_start import (
 )
 
 from .model import ConfigFile, Edge, HealthCheck, Node, Service, Stop, Volume
-from .network import node_host, node_name
+from .network import node_host, node_name, on_kubernetes
 
 GROUP = "redis"
 SENTINEL_GROUP = "redis-sentinel"
@@ -108,6 +109,18 @@ def node_memory_mb(spec: PhaseSpec) -> int:
     return memory + memory // 4 + 64
 
 
+def follow_source(spec: PhaseSpec) -> tuple[str, str] | None:
+    """A transition's target on Kubernetes (sikka:promoteFrom, before the cut-over): its
+    master replicates from the source's Redis, at the address the source stack exports.
+    A Redis Cluster target starts empty (its keys are imported by `sikka-scaling transition`),
+    and on Docker Redis is not followed."""
+    if not (on_kubernetes(spec) and following(spec.promotion)):
+        return None
+    if spec.redis.mode == "cluster":
+        return None
+    return token("redis", "host"), token("redis", "port")
+
+
 def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
     redis = spec.redis
     _, cli = redis.binaries
@@ -121,6 +134,7 @@ def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
         port=REDIS_PORT,
         sentinels=sentinel_endpoints(spec),
         first_master=first_master,
+        follow=follow_source(spec),
     )
     nodes: list[Node] = []
     edges: list[Edge] = []

@@ -156,7 +156,8 @@ def test_preview_lists_resources_and_secret_exports(capsys: pytest.CaptureFixtur
     # PostgreSQL, Redis, a gateway, Nginx; Prometheus and its exporters (host, PostgreSQL,
     # Redis, Nginx).
     assert types.count("docker:index/container:Container") == 9
-    assert document["secret_exports"] == ["database_uri", "redis_uri"]
+    # Besides, the passwords a later transition's target inherits (scaling.promotion).
+    assert document["secret_exports"] == ["database_uri", "redis_uri", "transition_secrets"]
     envs = {r["name"]: r["secret_inputs"] for r in document["resources"]}
     assert envs["sikka-launch-redis-redis-0"] == ["envs"]
 

@@ -528,7 +528,8 @@ def test_citus_on_docker_is_refused_with_its_key() -> None:
 def test_connection_uris_are_exported_as_secrets(growth: StackRun) -> None:
     uris = {"database_read_uri", "database_uri", "redis_uri"}
     assert uris <= set(growth.exports)
-    assert growth.secret_exports == uris
+    # Besides, the passwords a later transition's target inherits (scaling.promotion).
+    assert growth.secret_exports == uris | {"transition_secrets"}
     pw = "generated-sikka-growth-secrets-postgres-password"
     assert growth.exports["database_uri"] == f"postgresql://sikka:{pw}@pgbouncer:6432/sikka"
     assert growth.exports["database_read_uri"] == f"postgresql://sikka:{pw}@pgbouncer:6432/sikka_ro"

@@ -1,0 +1,455 @@
+"""Transitions as stack config, under Pulumi's mock engine: the program of a target stack
+(sikka:promoteFrom) reads its source's outputs through a StackReference and renders the
+standby; the cut-over (sikka:promoteCutover) promotes it. The registered graphs before and
+after each step are compared: no protected stateful resource (volume, SGCluster,
+SGShardedCluster, claim-bearing StatefulSet) is renamed, dropped, unprotected or given any
+input but the ones each step means to change."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from support.pulumi_stack import Registered, StackRun, run_stack
+
+SOURCE = "organization/sikka-scaling/launch"
+K8S = {"sikka:platform": "kubernetes"}
+FOLLOW = {"sikka:promoteFrom": "launch"}
+CUTOVER = {**FOLLOW, "sikka:promoteCutover": True}
+INHERITED = {
+    "gateway-jwt-secret",
+    "monitoring-password",
+    "postgres-password",
+    "postgres-superuser-password",
+    "redis-password",
+    "replication-password",
+}
+
+
+def digest(resource: Registered) -> str:
+    text = json.dumps(resource.inputs, sort_keys=True, default=str)
+    text = re.sub(r"<pulumi\.output\.Unknown object at 0x[0-9a-f]+>", "<unknown>", text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def by_urn(run: StackRun) -> dict[str, Registered]:
+    return {r.urn: r for r in run.resources}
+
+
+def protected(run: StackRun) -> dict[str, Registered]:
+    return {r.urn: r for r in run.resources if r.protect or r.retain_on_delete}
+
+
+def changes(before: StackRun, after: StackRun) -> tuple[set[str], set[str], set[str]]:
+    """(removed, added, changed inputs) resource names between two runs."""
+    a, b = by_urn(before), by_urn(after)
+    removed = {a[u].name for u in a if u not in b}
+    added = {b[u].name for u in b if u not in a}
+    changed = {a[u].name for u in a if u in b and digest(a[u]) != digest(b[u])}
+    return removed, added, changed
+
+
+def assert_protected_untouched(
+    before: StackRun, after: StackRun, allowed: dict[str, Any] | None = None
+) -> None:
+    """Every protected resource keeps its URN, protect and retain flags, and its inputs; a
+    resource in ``allowed`` may differ, but only by what its function strips away."""
+    allowed = allowed or {}
+    old, new = protected(before), protected(after)
+    assert set(old) == set(new), "protected resources renamed, dropped or added"
+    assert old, "no protected resource: the comparison would prove nothing"
+    for urn, was in old.items():
+        now = new[urn]
+        assert (now.protect, now.retain_on_delete) == (was.protect, was.retain_on_delete), urn
+        if digest(now) == digest(was):
+            continue
+        strip = allowed.get(was.name)
+        assert strip is not None, f"{was.name}: inputs changed"
+        assert strip(copy.deepcopy(was.inputs)) == strip(copy.deepcopy(now.inputs)), was.name
+
+
+# --- Docker ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def docker() -> dict[str, StackRun]:
+    source = run_stack("launch", {"sikka:promoteTo": "growth"})
+    refs = {SOURCE: source.exports}
+    runs = {
+        "plain-launch": run_stack("launch"),
+        "source": source,
+        "fresh": run_stack("growth"),
+        "following": run_stack("growth", FOLLOW, references=refs),
+        "cutover": run_stack("growth", CUTOVER, references=refs),
+    }
+    # After the transition the stack file drops both keys; the stack reads its own outputs.
+    runs["after"] = run_stack("growth", previous_outputs=runs["cutover"].exports)
+    return runs
+
+
+def container(run: StackRun, node: str) -> Registered:
+    return run.named(f"sikka-{run.exports['phase']}-postgres-postgres-{node}")
+
+
+def patroni(resource: Registered) -> dict[str, Any]:
+    upload = next(u for u in resource.inputs["uploads"] if u["file"].endswith("patroni.yml"))
+    return yaml.safe_load(upload["content"])  # type: ignore[no-any-return]
+
+
+def test_the_source_exports_where_it_is_followed_from(docker: dict[str, StackRun]) -> None:
+    source = docker["source"]
+    assert source.exports["transition"] == {
+        "stack": "launch",
+        "phase": "launch",
+        "platform": "docker",
+        "postgres": {
+            "host": "sikka-launch-postgres-0",
+            "port": 5432,
+            "sharded": False,
+            "shards": 0,
+        },
+        "redis": {"mode": "standalone", "host": "sikka-launch-redis-0", "port": 6379},
+        "docker": {"network": "sikka-launch-transition"},
+    }
+    assert "transition_secrets" in source.secret_exports
+    assert set(source.exports["transition_secrets"]) == INHERITED
+    # The plain launch exports no network (its read-write door joins none).
+    assert docker["plain-launch"].exports["transition"]["docker"] == {"network": None}
+
+
+def test_the_source_only_adds_its_replication_login_and_network(
+    docker: dict[str, StackRun],
+) -> None:
+    removed, added, changed = changes(docker["plain-launch"], docker["source"])
+    assert removed == set()
+    assert added == {"sikka-launch-secrets-replication-password", "sikka-launch-transition-network"}
+    # The primary restarts once (hba, its start script's replication login, the network).
+    assert changed == {"sikka-launch-postgres-postgres-0"}
+    primary = docker["source"].named("sikka-launch-postgres-postgres-0")
+    assert primary.inputs["networksAdvanced"][1] == {
+        "name": "sikka-launch-transition",
+        "aliases": [],
+    }
+    assert_protected_untouched(docker["plain-launch"], docker["source"])
+
+
+def test_the_target_follows_the_source_from_its_outputs(docker: dict[str, StackRun]) -> None:
+    following = docker["following"]
+    for index in range(3):
+        member = container(following, str(index))
+        assert patroni(member)["bootstrap"]["dcs"]["standby_cluster"] == {
+            "host": "sikka-launch-postgres-0",
+            "port": 5432,
+            "create_replica_methods": ["basebackup"],
+        }
+        # The source's network, with no alias: only container names, unique, resolve there.
+        assert member.inputs["networksAdvanced"] == [
+            {"name": "sikka-growth", "aliases": [f"postgres-{index}"]},
+            {"name": "sikka-launch-transition", "aliases": []},
+        ]
+    joined = [
+        r.name
+        for r in following.of_type("docker:index/container:Container")
+        if len(r.inputs["networksAdvanced"]) > 1
+    ]
+    assert sorted(joined) == [f"sikka-growth-postgres-postgres-{i}" for i in range(3)]
+
+
+def test_the_target_inherits_the_source_secrets_as_secrets(docker: dict[str, StackRun]) -> None:
+    following, source = docker["following"], docker["source"]
+    assert following.exports["transition_inherited"] == sorted(INHERITED)
+    passwords = following.of_type("random:index/randomPassword:RandomPassword")
+    assert not any(r.name.endswith(tuple(INHERITED)) for r in passwords)
+    member = container(following, "0")
+    replication = source.exports["transition_secrets"]["replication-password"]
+    assert f"PATRONI_REPLICATION_PASSWORD={replication}" in member.inputs["envs"]
+    assert "envs" in member.secret_paths()
+    # The program never puts a secret into a file or a command line.
+    text = json.dumps({k: v for k, v in member.inputs.items() if k != "envs"}, default=str)
+    assert replication not in text
+
+
+def test_a_secret_in_the_target_config_wins_over_the_inherited_one() -> None:
+    source = run_stack("launch", {"sikka:promoteTo": "growth"})
+    run = run_stack(
+        "growth",
+        {**FOLLOW, "sikka:redisPassword": "own-redis-password"},
+        secret_values={"sikka:redisPassword": "own-redis-password"},
+        references={SOURCE: source.exports},
+    )
+    redis = run.named("sikka-growth-redis-redis-0")
+    assert "REDIS_PASSWORD=own-redis-password" in redis.inputs["envs"]
+    assert "redis-password" not in run.exports["transition_inherited"]
+
+
+def test_following_leaves_every_protected_resource_as_it_was(docker: dict[str, StackRun]) -> None:
+    """Adding sikka:promoteFrom: the volumes keep their URNs, flags and inputs; the passwords
+    the source hands over replace the generated ones; the containers that read them (or,
+    Patroni's members, patroni.yml and the network) change, and only those."""
+    removed, added, changed = changes(docker["fresh"], docker["following"])
+    assert removed == {f"sikka-growth-secrets-{s}" for s in INHERITED}
+    assert added == set()
+    assert changed, "nothing changed: the target would not follow"
+    fresh = {r.name: r for r in docker["fresh"].resources}
+    for name in changed:
+        assert fresh[name].type == "docker:index/container:Container", name
+    assert_protected_untouched(docker["fresh"], docker["following"])
+
+
+def test_the_members_differ_by_the_standby_and_the_network_alone(
+    docker: dict[str, StackRun],
+) -> None:
+    for index in range(3):
+        fresh, following = (
+            container(docker["fresh"], str(index)),
+            container(docker["following"], str(index)),
+        )
+        was, now = patroni(fresh), patroni(following)
+        assert now["bootstrap"]["dcs"].pop("standby_cluster")
+        assert was == now
+        assert following.inputs["networksAdvanced"][:1] == fresh.inputs["networksAdvanced"]
+
+
+def test_the_cutover_only_adds_the_promoter(docker: dict[str, StackRun]) -> None:
+    removed, added, changed = changes(docker["following"], docker["cutover"])
+    assert (removed, changed) == (set(), set())
+    assert added == {"sikka-growth-postgres-postgres-promote"}
+    promoter = docker["cutover"].named("sikka-growth-postgres-postgres-promote")
+    assert not promoter.protect and promoter.inputs.get("volumes") in (None, [])
+    assert promoter.inputs["mustRun"] is False and promoter.inputs["restart"] == "no"
+    script = promoter.inputs["entrypoints"][-1]
+    assert '{"standby_cluster":null}' in script
+    # It waits for every member (they must be up to take the change).
+    members = {container(docker["cutover"], str(i)).urn for i in range(3)}
+    assert members <= set(promoter.depends_on)
+    assert_protected_untouched(docker["following"], docker["cutover"])
+
+
+def test_finishing_the_transition_rotates_no_password(docker: dict[str, StackRun]) -> None:
+    """Removing both keys after the cut-over: the stack keeps the passwords it inherited
+    (from its own last outputs); only the members change (standby and network gone)."""
+    removed, added, changed = changes(docker["cutover"], docker["after"])
+    assert removed == {"sikka-growth-postgres-postgres-promote"}
+    assert added == set()
+    assert changed == {f"sikka-growth-postgres-postgres-{i}" for i in range(3)}
+    assert (
+        docker["after"].exports["transition_secrets"]
+        == docker["cutover"].exports["transition_secrets"]
+    )
+    assert_protected_untouched(docker["cutover"], docker["after"])
+
+
+# --- Kubernetes ------------------------------------------------------------------------------
+
+SG_CLUSTER = "kubernetes:stackgres.io/v1:SGCluster"
+SG_SHARDED = "kubernetes:stackgres.io/v1alpha1:SGShardedCluster"
+SOURCE_USERS = ("kubernetes:core/v1:Secret", "sikka-launch/postgres")
+
+
+def without_replicate_from(inputs: dict[str, Any]) -> dict[str, Any]:
+    inputs["spec"].pop("replicateFrom", None)
+    return inputs
+
+
+def redis_template(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A Redis StatefulSet less its pods' start command and replica count: what the
+    cut-over changes. Its claims, selector and service name (immutable) stay compared."""
+    spec = inputs["spec"]
+    spec.pop("replicas")
+    spec["template"]["metadata"].pop("annotations", None)
+    for c in spec["template"]["spec"]["containers"]:
+        c.pop("command", None)
+        c.pop("args", None)
+    return inputs
+
+
+@pytest.fixture(scope="module")
+def kubernetes() -> dict[str, StackRun]:
+    source = run_stack("launch", {**K8S, "sikka:promoteTo": "growth"})
+    refs = {SOURCE: source.exports}
+    users = {"data": {"superuser-password": "c291cmNl"}}  # what the read returns
+    reads = {SOURCE_USERS: users}
+    runs = {
+        "plain-launch": run_stack("launch", K8S),
+        "source": source,
+        "fresh": run_stack("growth", K8S),
+        "following": run_stack("growth", {**K8S, **FOLLOW}, references=refs, reads=reads),
+        "cutover": run_stack("growth", {**K8S, **CUTOVER}, references=refs, reads=reads),
+    }
+    runs["after"] = run_stack("growth", K8S, previous_outputs=runs["cutover"].exports)
+    return runs
+
+
+def cluster(run: StackRun) -> Registered:
+    (found,) = run.of_type(SG_CLUSTER)
+    return found
+
+
+def test_the_sgcluster_replicates_from_the_source_cluster(kubernetes: dict[str, StackRun]) -> None:
+    spec = cluster(kubernetes["following"]).inputs["spec"]
+    assert spec["replicateFrom"]["instance"] == {
+        "external": {"host": "postgres.sikka-launch.svc.cluster.local", "port": 5433}
+    }
+    users = spec["replicateFrom"]["users"]
+    assert set(users) == {"superuser", "replication", "authenticator"}
+    assert users["replication"]["password"] == {
+        "name": "postgres-source-users",
+        "key": "replication-password",
+    }
+    # The users' Secret is a copy of the source cluster's own, made in this namespace.
+    copy_of = kubernetes["following"].named("sikka-growth-postgres-secret-postgres-source-users")
+    assert copy_of.inputs["metadata"]["namespace"] == "sikka-growth"
+    assert copy_of.inputs["data"] == {"superuser-password": "c291cmNl"}
+    assert "data" in copy_of.secret_paths()
+    assert copy_of.urn in cluster(kubernetes["following"]).depends_on
+    # The database comes with the data: no CREATE DATABASE on the target.
+    (script,) = kubernetes["following"].of_type("kubernetes:stackgres.io/v1:SGScript")
+    assert "create-app-database" not in json.dumps(script.inputs)
+
+
+def test_the_cutover_removes_replicate_from_and_starts_the_sentinels(
+    kubernetes: dict[str, StackRun],
+) -> None:
+    promoted = cluster(kubernetes["cutover"])
+    assert "replicateFrom" not in promoted.inputs["spec"]
+    assert promoted.protect and promoted.retain_on_delete
+    removed, added, changed = changes(kubernetes["following"], kubernetes["cutover"])
+    assert removed == {"sikka-growth-postgres-secret-postgres-source-users"}
+    assert added == set()
+    assert changed == {
+        "sikka-growth-postgres-sgcluster-postgres",
+        "sikka-growth-redis-statefulset-redis",
+        "sikka-growth-redis-statefulset-redis-sentinel",
+    }
+    sets = {r.name: r for r in kubernetes["following"].of_type("kubernetes:apps/v1:StatefulSet")}
+    assert sets["sikka-growth-redis-statefulset-redis-sentinel"].inputs["spec"]["replicas"] == 0
+    # The Sentinels start once the Redis pods no longer follow the source.
+    sentinels = kubernetes["cutover"].named("sikka-growth-redis-statefulset-redis-sentinel")
+    data = kubernetes["cutover"].named("sikka-growth-redis-statefulset-redis")
+    assert data.urn in sentinels.depends_on
+    command = json.dumps(sets["sikka-growth-redis-statefulset-redis"].inputs["spec"]["template"])
+    assert "--replicaof redis-0.redis-headless.sikka-launch.svc.cluster.local 6379" in command
+    allowed = {
+        "sikka-growth-postgres-sgcluster-postgres": without_replicate_from,
+        "sikka-growth-redis-statefulset-redis": redis_template,
+        "sikka-growth-redis-statefulset-redis-sentinel": redis_template,
+    }
+    assert_protected_untouched(kubernetes["following"], kubernetes["cutover"], allowed)
+
+
+def test_following_changes_the_clusters_by_replicate_from_alone(
+    kubernetes: dict[str, StackRun],
+) -> None:
+    allowed = {
+        "sikka-growth-postgres-sgcluster-postgres": without_replicate_from,
+        "sikka-growth-redis-statefulset-redis": redis_template,
+        "sikka-growth-redis-statefulset-redis-sentinel": redis_template,
+    }
+    assert_protected_untouched(kubernetes["fresh"], kubernetes["following"], allowed)
+    assert_protected_untouched(kubernetes["cutover"], kubernetes["after"])
+    # No password rotates when the keys are removed after the cut-over, and the database
+    # that came with the data is not created again.
+    removed, added, changed = changes(kubernetes["cutover"], kubernetes["after"])
+    assert (removed, added, changed) == (set(), set(), set())
+
+
+def test_the_source_admits_its_target_namespace(kubernetes: dict[str, StackRun]) -> None:
+    removed, added, changed = changes(kubernetes["plain-launch"], kubernetes["source"])
+    assert (removed, added) == (set(), set())
+    assert changed == {
+        "sikka-launch-postgres-networkpolicy-postgres-ingress",
+        "sikka-launch-redis-networkpolicy-redis-ingress",
+    }
+    policy = kubernetes["source"].named("sikka-launch-postgres-networkpolicy-postgres-ingress")
+    peers = policy.inputs["spec"]["ingress"][0]["from"]
+    target = {"matchLabels": {"kubernetes.io/metadata.name": "sikka-growth"}}
+    assert any(p.get("namespaceSelector") == target for p in peers)
+    assert_protected_untouched(kubernetes["plain-launch"], kubernetes["source"])
+
+
+def test_a_sharded_target_follows_a_sharded_source_group_by_group(tmp_path: Path) -> None:
+    source = run_stack("scale")
+    target = tmp_path / "Pulumi.scale-eu.yaml"
+    target.write_text(
+        "config:\n  sikka:phase: scale\n  sikka:platform: kubernetes\n"
+        "  sikka:promoteFrom: scale\n  sikka:promoteForce: true\n"
+    )
+    reads = {("kubernetes:core/v1:Secret", "sikka-scale/postgres"): {"data": {}}}
+    run = run_stack(
+        "scale-eu",
+        stack_file=target,
+        references={"organization/sikka-scaling/scale": source.exports},
+        reads=reads,
+    )
+    (sharded,) = run.of_type(SG_SHARDED)
+    external = sharded.inputs["spec"]["replicateFrom"]["instance"]["external"]
+    assert external["hosts"] == [
+        "postgres.sikka-scale.svc.cluster.local",
+        *(f"postgres-shard{i}.sikka-scale.svc.cluster.local" for i in range(4)),
+    ]
+    assert external["ports"] == [5433] * 5
+    assert sharded.protect and sharded.retain_on_delete
+
+
+# --- refusals at run time --------------------------------------------------------------------
+
+
+def test_a_source_on_another_platform_is_refused() -> None:
+    source = run_stack("launch", {"sikka:promoteTo": "growth"})  # Docker
+    with pytest.raises(Exception, match="runs on 'docker', this stack on 'kubernetes'"):
+        run_stack(
+            "growth",
+            {**K8S, **FOLLOW},
+            references={SOURCE: source.exports},
+            reads={SOURCE_USERS: {"data": {}}},
+        )
+
+
+def test_a_source_without_the_outputs_is_refused() -> None:
+    # An older source, or another project's stack: no transition outputs, nothing to follow.
+    with pytest.raises(Exception, match=r"stack 'organization/sikka-scaling/launch' exports no"):
+        run_stack("growth", FOLLOW, references={SOURCE: {"phase": "launch"}})
+
+
+def test_a_docker_source_without_promote_to_is_named() -> None:
+    """The source must have joined its transition network (sikka:promoteTo) first."""
+    source = run_stack("launch")
+    with pytest.raises(Exception, match=r"launch'.* no .*: set sikka:promoteTo"):
+        run_stack("growth", FOLLOW, references={SOURCE: source.exports})
+    # Its secrets there, the network alone missing: named too.
+    exports = {
+        **source.exports,
+        "transition_secrets": run_stack("launch", {"sikka:promoteTo": "growth"}).exports[
+            "transition_secrets"
+        ],
+    }
+    with pytest.raises(Exception, match=r"has no docker\.network: set sikka:promoteTo"):
+        run_stack("growth", FOLLOW, references={SOURCE: exports})
+
+
+def test_the_offline_preview_evaluates_the_source_beside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sikka-scaling preview` of a target reads its source's outputs from the source's own
+    stack file, evaluated the same way: the promoter shows, nothing else is needed."""
+    from scaling.cli import main
+
+    (tmp_path / "Pulumi.launch.yaml").write_text(
+        "config:\n  sikka:phase: launch\n  sikka:promoteTo: growth\n"
+    )
+    target = tmp_path / "Pulumi.growth.yaml"
+    target.write_text(
+        "config:\n  sikka:phase: growth\n  sikka:promoteFrom: launch\n"
+        "  sikka:promoteCutover: true\n"
+    )
+    assert main(["preview", str(target), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    names = {row["name"] for row in document["resources"]}
+    assert "sikka-growth-postgres-postgres-promote" in names
+    assert "transition_secrets" in document["secret_exports"]
