@@ -119,8 +119,9 @@ def sleeper(folder: Path, name: str, tier: str) -> tuple[ProcessEntry, subproces
 @pytest.mark.parametrize("remove", [False, True])
 def test_retire_stops_all_but_the_front_door(tmp_path: Path, remove: bool) -> None:
     folder = tmp_path / "launch"
-    (folder / "redis-0" / "data").mkdir(parents=True)
-    (folder / "redis-0" / "data" / "dump.rdb").write_text("x")
+    data = folder / "redis" / "redis-0" / "data"  # where `local up` keeps it
+    data.mkdir(parents=True)
+    (data / "dump.rdb").write_text("x")
     redis_entry, redis_proc = sleeper(folder, "redis-0", "redis")
     nginx_entry, nginx_proc = sleeper(folder, "nginx", "nginx")
     try:
@@ -137,7 +138,8 @@ def test_retire_stops_all_but_the_front_door(tmp_path: Path, remove: bool) -> No
         retired = RunState.load(folder).summary["retired"]
         assert retired["transition"] == "growth-t1" and retired["target"] == "growth"
         assert retired["front_door_kept"] == ["nginx"] and retired["stopped"] == ["redis-0"]
-        assert (folder / "redis-0" / "data").exists() is not remove
+        assert data.exists() is not remove
+        assert measured["dataRemoved"] == (1 if remove else 0)
     finally:
         for proc in (redis_proc, nginx_proc):
             if proc.poll() is None:
