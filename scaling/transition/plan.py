@@ -81,10 +81,15 @@ def _start_target(source: PhaseSpec, target: PhaseSpec) -> str:
             "PostgreSQL: logical replication from the source into the Citus coordinator "
             "(schema requirements below)"
         )
-    else:
+    elif target.postgres.mode == "replicated":
         pg = (
             "PostgreSQL: the target Patroni cluster starts as a standby cluster of the source "
             "(Patroni standby_cluster, basebackup from the source's read-write door)"
+        )
+    else:
+        pg = (
+            "PostgreSQL: the target server starts as a streaming standby of the source "
+            "(basebackup from the source's read-write door)"
         )
     if target.redis.mode == "cluster":
         rd = "Redis: the cluster starts empty; keys are copied with redis-cli --cluster import"

@@ -358,7 +358,7 @@ class Runner:
         self.actions = actions
         self.undo = list(undo)
         self.platform = platform
-        self.say = progress or (lambda message: None)
+        self.say = _best_effort(progress or (lambda message: None))
         self.clock = clock
         self.new_id = new_id or (lambda: _new_id(target, clock()))
         self.cut = cutover_index(self.plan)
@@ -488,7 +488,8 @@ class Runner:
             try:
                 measured = dict(self.actions[step.name](self.ctx) or {})
             except KeyboardInterrupt as stop:
-                signum = stop.signum if isinstance(stop, Interrupted) else int(signal.SIGINT)
+                # Ours, or the local runner's own Interrupted (it carries the signal too).
+                signum = int(getattr(stop, "signum", signal.SIGINT))
                 result.signal = signum
                 text = f"interrupted by {signal.Signals(signum).name}"
                 self._log(step.name, "end", outcome="interrupted", error=text)
@@ -583,6 +584,17 @@ class Runner:
             result.steps_done = list(rec.done)
             result.ended_at = rec.ended_at
         return result
+
+
+def _best_effort(progress: Progress) -> Progress:
+    """``progress`` that never fails: after a SIGHUP the terminal is gone, and writing to
+    it (EIO) must not cut a rollback short."""
+
+    def emit(message: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            progress(message)
+
+    return emit
 
 
 def _describe(error: BaseException) -> str:

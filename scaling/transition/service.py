@@ -369,9 +369,12 @@ def prepare(
         actions.append(_no_pulumi_preview(dst))
     elif preview is not None:
         say(f"pulumi preview of {dst}")
-        ok, text = preview(dst, pair.target_file)
+        try:
+            ok, text = preview(dst, pair.target_file)
+        except Exception as error:  # the Automation API's own failure: said, not fatal
+            ok, text = False, f"`pulumi preview` of {dst} failed: {type(error).__name__}: {error}"
         actions.append(f"pulumi preview of {dst}: {text}" if ok else text)
-        measurements["pulumiPreview"] = {"ok": ok}
+        measurements["pulumiPreview"] = {"ok": ok, "said": text}
     else:
         actions.append(f"`pulumi preview` of {dst}: run `sikka-scaling transition {dst}`")
     cut = {s.name for s in steps[plan.cutover_index(steps) :]}
@@ -450,18 +453,7 @@ def execute(
     lock = TransitionLock(stack_dir(target_name, state_root) / LOCK_FILE).acquire(target_name)
     try:
         pair = _pair(to_stack, from_stack, force, state_root, log_file)
-        done = latest(tlog.read(pair.log))
-        if (
-            done is not None
-            and done.outcome == "succeeded"
-            and not done.open
-            and done.source == pair.source
-            and not force
-        ):
-            raise TransitionRefused(
-                f"{pair.source} → {pair.target} already succeeded (transition {done.id}, "
-                f"ended {iso(done.ended_at)}); --force to run it again"
-            )
+        _refuse_a_done_transition(pair, force)
         steps = plan.steps(pair.source_spec, pair.target_spec, plan.LOCAL)
         runner = Runner(
             log_file=pair.log,
@@ -482,6 +474,28 @@ def execute(
         return result
     finally:
         lock.release()
+
+
+def _refuse_a_done_transition(pair: _Pair, force: bool) -> None:
+    """The same move again, after it succeeded and nothing moved the source back since:
+    refused without --force (the source is retired; its data would be copied over the
+    target's newer data)."""
+    done = latest(tlog.read(pair.log))
+    if force or done is None or done.open or done.outcome != "succeeded":
+        return
+    if done.source != pair.source:
+        return
+    since = done.started_at or 0.0
+    into_source = records(tlog.read(pair.source_dir / tlog.LOG_FILE))
+    moved_back = any(
+        r.outcome == "succeeded" and not r.open and (r.started_at or 0.0) > since
+        for r in into_source
+    )
+    if not moved_back:
+        raise TransitionRefused(
+            f"{pair.source} → {pair.target} already succeeded (transition {done.id}, "
+            f"ended {iso(done.ended_at)}); --force to run it again"
+        )
 
 
 def _notify(url: str, pair: _Pair, outcome: RunResult, message: str) -> notify.Delivery:
@@ -646,6 +660,17 @@ def _target_run(pair: _Pair, ctx: StepContext, step: str) -> Any:
 
 def _local_actions(pair: _Pair, force: bool) -> dict[str, Any]:
     def validate_target(ctx: StepContext) -> dict[str, Any]:
+        from scaling.local.state import STATE_FILE
+
+        # The transition starts the target itself, and its rollback tears down what it
+        # started: a run of the target that is already there is never taken for its own.
+        if (pair.target_dir / STATE_FILE).exists():
+            raise StepFailed(
+                "validate-target",
+                f"a local run of {pair.target} is already in {pair.target_dir}: the "
+                f"transition starts the target itself; `sikka-scaling local down "
+                f"{pair.target}` first",
+            )
         files = render_target(pair.target_spec, pair.target_dir / RENDERED)
         return {"rendered": len(files), "folder": str(pair.target_dir / RENDERED)}
 

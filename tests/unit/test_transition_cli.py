@@ -324,3 +324,66 @@ def test_status_without_transitions_has_none(
     assert main(["status", "growth", *probe]) == 6
     assert json.loads(capsys.readouterr().out)["lastTransition"] is None
     assert service.last_transition("growth") is None
+
+
+def test_the_same_move_again_is_allowed_once_it_was_moved_back(
+    state: Path, fake: FakeSteps, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(EXECUTE) == 0
+    back = ["transition", "launch", "--from", "growth", "--execute", "--local", "--force"]
+    assert main(back) == 0
+    assert (state / "launch" / tlog.LOG_FILE).is_file()  # the reverse is logged in launch's
+    assert main(EXECUTE) == 0
+
+
+def test_a_running_target_is_never_taken_for_the_transitions_own(
+    state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pair = service._pair("growth", None, False, None, None)
+    (pair.target_dir).mkdir(parents=True)
+    (pair.target_dir / "state.json").write_text("{}")
+    ctx = StepContext("t", "launch", "growth", print)
+    with pytest.raises(service.StepFailed) as failed:
+        service._local_actions(pair, False)["validate-target"](ctx)
+    assert str(failed.value) == (
+        f"validate-target: a local run of growth is already in {pair.target_dir}: the "
+        "transition starts the target itself; `sikka-scaling local down growth` first"
+    )
+
+
+def fake_cli(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pulumi").write_text("#!/bin/sh\nexit 0\n")
+    (folder / "pulumi").chmod(0o755)
+
+
+def test_prepare_runs_the_given_preview_when_the_cli_is_there(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_cli(state.parent / "bin")
+    monkeypatch.setenv("PATH", str(state.parent / "bin"))
+    seen: list[tuple[str, Path]] = []
+
+    def preview(stack: str, stack_file: Path) -> tuple[bool, str]:
+        seen.append((stack, stack_file))
+        return True, "12 create"
+
+    result = service.prepare("growth", preview=preview)
+    assert seen and seen[0][0] == "growth" and seen[0][1].name == "Pulumi.growth.yaml"
+    assert "pulumi preview of growth: 12 create" in result.actions
+
+    def broken(stack: str, stack_file: Path) -> tuple[bool, str]:
+        raise RuntimeError("no backend")
+
+    result = service.prepare("growth", preview=broken)
+    assert "`pulumi preview` of growth failed: RuntimeError: no backend" in result.actions
+    assert result.success
+
+
+def test_the_automation_preview_without_the_cli_says_so(state: Path) -> None:
+    from components.automation import preview
+
+    ok, said = preview("growth", Path("Pulumi.growth.yaml"))
+    assert not ok and said.startswith(
+        "the Pulumi CLI is not on PATH: no `pulumi preview` of growth"
+    )
