@@ -365,6 +365,9 @@ def prepare(
         actions.append(f"step {index} {step.name}: {step.description}{mark}")
     for need in plan.schema_requirements(target):
         actions.append(f"schema (Citus target): {need}")
+    if not local:
+        for limit in plan.pulumi_limits(pair.source_spec, target):
+            actions.append(f"pulumi: {limit}")
     if shutil.which("pulumi") is None:
         actions.append(_no_pulumi_preview(dst))
     elif preview is not None:
@@ -384,7 +387,7 @@ def prepare(
     if local:
         next_steps = [f"sikka-scaling transition {dst} --from {src} --execute --local"]
     else:
-        next_steps = plan.pulumi_commands(src, dst)
+        next_steps = plan.pulumi_commands(src, dst, force=force)
     return TransitionResult(
         success=True,
         message=f"prepared {src} → {dst}: {len(steps)} steps ({platform}); nothing was changed"
@@ -443,7 +446,7 @@ def execute(
     say = progress or (lambda message: None)
     if not local:
         pair = _pair(to_stack, from_stack, force, state_root, log_file)
-        commands = "; ".join(plan.pulumi_commands(pair.source, pair.target))
+        commands = "; ".join(plan.pulumi_commands(pair.source, pair.target, force=force))
         raise TransitionRefused(
             f"--execute runs a transition on the processes of `local up` only (add --local); "
             f"on {pair.target_spec.platform.value} it is stack config and two `pulumi up` "

@@ -83,7 +83,8 @@ EXECUTE = ["transition", "growth", "--execute", "--local"]
 def test_prepare_without_the_pulumi_cli(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["transition", "growth"]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("prepared launch → growth: 7 steps (docker); nothing was changed\n")
+    assert out.startswith("prepared launch → growth: 9 steps (docker); nothing was changed\n")
+    assert "  - pulumi: Redis is not followed on Docker: the target's Redis starts empty\n" in out
     assert (
         "  - the Pulumi CLI is not on PATH: no `pulumi preview` of growth "
         "(`sikka-scaling preview growth` lists its resources under the mock engine)\n"
@@ -152,6 +153,7 @@ def test_execute_needs_local(state: Path, capsys: pytest.CaptureFixture[str]) ->
     assert err.startswith(
         "transition: --execute runs a transition on the processes of `local up` only (add "
         "--local); on docker it is stack config and two `pulumi up` runs: pulumi config set "
+        "sikka:promoteTo growth --stack launch; pulumi up --stack launch; pulumi config set "
         "sikka:promoteFrom launch --stack growth; pulumi up --stack growth;"
     )
 
