@@ -76,10 +76,13 @@ def _redis(spec: PhaseSpec) -> str:
 
 
 def _start_target(source: PhaseSpec, target: PhaseSpec) -> str:
+    """Locally (the processes of `local up`)."""
     if target.postgres.mode == "citus":
         pg = (
-            "PostgreSQL: logical replication from the source into the Citus coordinator "
-            "(schema requirements below)"
+            "PostgreSQL: the local run stands Citus in with a Patroni cluster "
+            "(scaling/local/topology.py), which starts as a standby cluster of the source; on "
+            "Kubernetes rows move into the Citus coordinator by logical replication (schema "
+            "requirements below)"
         )
     elif target.postgres.mode == "replicated":
         pg = (
@@ -92,7 +95,10 @@ def _start_target(source: PhaseSpec, target: PhaseSpec) -> str:
             "(basebackup from the source's read-write door)"
         )
     if target.redis.mode == "cluster":
-        rd = "Redis: the cluster starts empty; keys are copied with redis-cli --cluster import"
+        rd = (
+            "Redis: the cluster starts empty; the keys are copied into it (DUMP / RESTORE "
+            "to the master owning each key's slot)"
+        )
     else:
         rd = "Redis: the target master runs REPLICAOF the source master"
     return (
@@ -104,7 +110,7 @@ def _start_target(source: PhaseSpec, target: PhaseSpec) -> str:
 def local_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
     src, dst = source.phase.value, target.phase.value
     redis_sync = (
-        "keys copied again under CLIENT PAUSE WRITE"
+        "the keys copied again under CLIENT PAUSE WRITE"
         if target.redis.mode == "cluster"
         else "Redis replica offsets equal"
     )

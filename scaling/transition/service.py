@@ -364,7 +364,7 @@ def prepare(
         mark = "  ← cut-over" if step.cutover else ""
         actions.append(f"step {index} {step.name}: {step.description}{mark}")
     for need in plan.schema_requirements(target):
-        actions.append(f"schema (Citus target): {need}")
+        actions.append(f"schema (Citus target, on Kubernetes): {need}")
     if not local:
         for limit in plan.pulumi_limits(pair.source_spec, target):
             actions.append(f"pulumi: {limit}")

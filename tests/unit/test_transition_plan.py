@@ -65,7 +65,8 @@ def test_local_steps_in_order_with_one_cutover() -> None:
 def test_a_cluster_and_citus_target_says_how_data_moves() -> None:
     steps = plan.steps(spec("growth"), spec("scale"), "local")
     start = next(s for s in steps if s.name == "start-target").description
-    assert "logical replication" in start and "redis-cli --cluster import" in start
+    assert "standby cluster" in start and "logical replication" in start
+    assert "the keys are copied into it" in start
 
 
 def test_schema_requirements_only_for_citus() -> None:
