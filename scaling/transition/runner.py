@@ -324,6 +324,7 @@ class RunResult:
     undone: list[str] = field(default_factory=list)
     resumed_from: str | None = None  # the step a resumed transition went on from
     recovered: Record | None = None  # an interrupted transition rolled back first
+    recovered_undone: list[str] = field(default_factory=list)  # its undo actions run now
     signal: int | None = None  # the signal that interrupted the run
     started_at: float | None = None
     ended_at: float | None = None
@@ -390,17 +391,18 @@ class Runner:
     def run(self) -> RunResult:
         with _Signals() as signals:
             previous = self.pending()
-            recovered: Record | None = None
+            recovered: RunResult | None = None
             if previous is not None:
                 self._check_same(previous)
                 if self.cutover_started(previous):
                     return self._resume(previous, signals)
-                result = self._recover(previous, signals)
-                if result.outcome != "rolled-back":
-                    return result
-                recovered = previous
+                recovered = self._recover(previous, signals)
+                if recovered.outcome != "rolled-back":
+                    return recovered
             result = self._fresh(signals)
-            result.recovered = recovered
+            if recovered is not None:
+                result.recovered = previous
+                result.recovered_undone = recovered.undone
             return result
 
     def _check_same(self, previous: Record) -> None:

@@ -537,7 +537,10 @@ def _result(pair: _Pair, run: RunResult, steps: list[plan.Step]) -> TransitionRe
     if run.recovered is not None:
         rec = run.recovered
         how = rec.outcome or f"killed during {rec.running or 'a step'}"
-        actions.insert(0, f"transition {rec.id} was unfinished ({how}): rolled back first")
+        undone = ", ".join(run.recovered_undone) or "nothing left to undo"
+        actions.insert(
+            0, f"transition {rec.id} was unfinished ({how}): rolled back first ({undone})"
+        )
     if run.resumed_from:
         actions.insert(0, f"resumed transition {run.transition} at {run.resumed_from}")
     actions += [f"rollback {name}: ok" for name in run.undone]

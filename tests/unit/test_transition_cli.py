@@ -389,3 +389,21 @@ def test_the_automation_preview_without_the_cli_says_so(state: Path) -> None:
     assert not ok and said.startswith(
         "the Pulumi CLI is not on PATH: no `pulumi preview` of growth"
     )
+
+
+def test_execute_rolls_a_killed_transition_back_first(
+    state: Path, fake: FakeSteps, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = state / "growth" / tlog.LOG_FILE
+    tlog.append(log, {"transition": "growth-x", "step": "transition", "event": "start",
+                      "at": 1.0, "source": "launch", "target": "growth"})  # fmt: skip
+    for step, event in (("start-target", "start"), ("start-target", "end"), ("catch-up", "start")):
+        line = {"transition": "growth-x", "step": step, "event": event, "at": 2.0}
+        tlog.append(log, {**line, "outcome": "ok"} if event == "end" else line)
+    assert main(EXECUTE) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  - transition growth-x was unfinished (killed during catch-up): rolled back first "
+        "(stop-target)\n"
+    ) in out
+    assert fake.calls == ["undo:stop-target", *STEPS]

@@ -237,6 +237,8 @@ def test_killed_before_the_cutover_is_rolled_back_then_done_again(log: Path, ste
     assert result.outcome == "succeeded" and result.transition == "growth-t1"
     assert result.recovered is not None and result.recovered.id == "growth-old"
     assert result.recovered.running == step
+    assert result.recovered_undone == [u.replace("undo:", "").replace("unfreeze", "unfreeze-source")
+                                       for u in undos]  # fmt: skip
     old = next(r for r in records(tlog.read(log)) if r.id == "growth-old")
     assert old.outcome == "rolled-back" and not old.open and old.failed_step == step
     assert old.error == f"interrupted (killed during {step})"
