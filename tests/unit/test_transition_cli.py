@@ -407,3 +407,15 @@ def test_execute_rolls_a_killed_transition_back_first(
         "(stop-target)\n"
     ) in out
     assert fake.calls == ["undo:stop-target", *STEPS]
+
+
+def test_the_status_document_always_has_the_key() -> None:
+    """Every builder of the status document (the CLI, the API) carries lastTransition."""
+    from scaling.advisor import status
+    from scaling.stackconfig import load_stack_file
+    from scaling.stackfiles import stack_path
+
+    assessment = status.assess([], load_stack_file(stack_path("growth")))
+    assert status.status_document(assessment)["lastTransition"] is None
+    last = {"source": "launch", "target": "growth", "outcome": "succeeded"}
+    assert status.status_document(assessment, last)["lastTransition"] == last
