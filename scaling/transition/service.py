@@ -438,11 +438,9 @@ def execute(
     progress: Progress | None = None,
     retire: bool = False,
     webhook_url: str | None = None,
-    actions: dict[str, Any] | None = None,
-    undo: list[Undo] | None = None,
 ) -> TransitionResult:
     """Run the transition (blocking) under the target's lock; resume or roll back an
-    unfinished one first. ``actions``/``undo`` replace the local step functions (tests)."""
+    unfinished one first."""
     say = progress or (lambda message: None)
     if not local:
         pair = _pair(to_stack, from_stack, force, state_root, log_file)
@@ -464,8 +462,8 @@ def execute(
             target=pair.target,
             platform=plan.LOCAL,
             plan=steps,
-            actions=actions if actions is not None else _local_actions(pair, force),
-            undo=undo if undo is not None else _local_undo(pair),
+            actions=_local_actions(pair, force),
+            undo=_local_undo(pair),
             progress=say,
             retire=retire,
         )
