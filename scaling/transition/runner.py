@@ -170,6 +170,9 @@ def records(events: Sequence[Mapping[str, Any]]) -> list[Record]:
             continue
         if step == NOTIFY:
             continue
+        if kind == "report":  # figures others add to a transition (a load harness's)
+            rec.measurements[step] = dict(event.get("measurements") or {})
+            continue
         if step.startswith(ROLLBACK_PREFIX):
             name = step[len(ROLLBACK_PREFIX) :]
             if kind == "end" and event.get("outcome") == "ok" and name not in rec.undone:

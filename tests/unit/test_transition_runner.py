@@ -431,3 +431,13 @@ def test_a_run_killed_with_sigkill_is_recovered_by_the_next(log: Path, step: str
         assert result.recovered is not None and result.transition != killed.id
     else:  # the cut-over had started: resumed there, nothing undone
         assert undone == [] and ran == ["promote-target"] and result.transition == killed.id
+
+
+def test_reports_added_to_a_transition_join_its_figures(log: Path) -> None:
+    result = make(log, Calls()).run()
+    figures = {"rows_acknowledged": 10, "rows_present": 10}
+    tlog.append(log, {"transition": result.transition, "step": "client-load", "event": "report",
+                      "at": 9.0, "outcome": "ok", "measurements": figures})  # fmt: skip
+    rec = latest(tlog.read(log))
+    assert rec is not None and not rec.open and rec.done == NAMES
+    assert rec.summary()["measurements"]["steps"]["client-load"] == figures
