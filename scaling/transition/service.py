@@ -59,7 +59,7 @@ RENDERED = "rendered"
 # Seconds the target may take to catch up with the source, and the final sync (writes are
 # stopped on the source during it: a bound on the write downtime before rolling back).
 CATCH_UP_TIMEOUT = 600.0
-FINAL_SYNC_TIMEOUT = 30.0
+FINAL_SYNC_TIMEOUT = 10.0
 # Redis key the live validation writes (expires by itself).
 PROBE_KEY = "sikka:transition:probe"
 
