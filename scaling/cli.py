@@ -21,6 +21,7 @@ from scaling.metrics.cli import status as status_command
 from scaling.metrics.cli import summary as summary_command
 from scaling.model import PhaseSpec
 from scaling.stackconfig import load_stack_file
+from scaling.transition.cli import transition as transition_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -288,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+# Moving a live phase to the next (scaling/transition): `sikka-scaling transition <to>`.
+app.command("transition")(transition_command)
 # The local runner (scaling/local): `sikka-scaling local up|down|status <stack>`.
 app.add_typer(local_app, name="local")
 # Measuring a live phase (scaling/metrics): `sikka-scaling check|status|summary <stack>`.
