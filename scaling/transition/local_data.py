@@ -521,6 +521,7 @@ def freeze_source(source: LocalRun) -> dict[str, Any]:
         result: dict[str, Any] = {
             "lsn": lsn,
             "sessions_terminated": int(ended[0]) if ended else 0,
+            "postgres_leader": leader,
         }
         if _redis_mode(source) != "cluster":
             result |= _pause_redis(source, frozen)
@@ -762,7 +763,9 @@ def _promote_postgres(target: LocalRun, step: str) -> dict[str, Any]:
         return _value(target, leader, "SELECT NOT pg_is_in_recovery()") is True
 
     waited = _wait(f"{name} leads a read-write cluster", writable, PROMOTE_TIMEOUT, step)
-    timeline = _value(target, leader, "SELECT timeline_id FROM pg_control_checkpoint()")
+    # The timeline the new leader writes on (the WAL file name's first 8 hex digits).
+    wal_file = str(_value(target, leader, "SELECT pg_walfile_name(pg_current_wal_lsn())"))
+    timeline = int(wal_file[:8], 16)
     return {
         "leader": name,
         "promote_seconds": round(time.monotonic() - started, 3),
