@@ -24,17 +24,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import redis
 
+from scaling.local.state import RunState
 from scaling.render.endpoints import Endpoint
 
-if TYPE_CHECKING:
-    from scaling.local.runner import LocalRun
-
 REDIS_DATA_ROLES = ("standalone", "master", "replica")
+
+
+class LocalRun(Protocol):
+    """What a Follow reads of a run (scaling.local.runner.LocalRun, which imports this)."""
+
+    @property
+    def summary(self) -> dict[str, Any]: ...
+
+    state: RunState
+    secrets: dict[str, str]
 
 
 @dataclass(frozen=True)
