@@ -236,6 +236,15 @@ def _replication(endpoint: Endpoint, password: str) -> dict[str, Any]:
         return dict(conn.info("replication"))
 
 
+def _online_replicas(endpoint: Endpoint, password: str) -> int:
+    info = _replication(endpoint, password)
+    return sum(
+        1
+        for key, value in info.items()
+        if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
+
+
 def _redis_mode(run: LocalRun) -> str:
     return str(run.summary["redis"]["mode"])
 
@@ -818,6 +827,11 @@ def _promote_redis(
     with _redis(master, password) as conn:
         conn.execute_command("REPLICAOF", new.host, str(new.port))
         conn.execute_command("CLIENT", "UNPAUSE")
+    # What each master starts as from now on: restarted with its first command line, the
+    # target's would replicate the old source again (a full resync replaces its data), the
+    # source's would come back as a second master.
+    set_replicaof(target, _entry_at(target, new), None)
+    set_replicaof(source, _entry_at(source, master), new)
     sentinels = _start_sentinels(target, new, step)
     return {
         "source_offset": wanted,
@@ -826,6 +840,25 @@ def _promote_redis(
         "source_now_replica_of": str(new),
         "sentinels_started": sentinels,
     }
+
+
+def replicaof_argv(argv: list[str], master: Endpoint | None) -> list[str]:
+    """``argv`` of a Redis server without its ``--replicaof host port``, plus one for
+    ``master`` when given."""
+    out, skip = [], 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+        elif arg == "--replicaof":
+            skip = 2
+        else:
+            out.append(arg)
+    return out + (["--replicaof", master.host, str(master.port)] if master else [])
+
+
+def set_replicaof(run: LocalRun, entry: ProcessEntry, master: Endpoint | None) -> None:
+    entry.argv = replicaof_argv(entry.argv, master)
+    run.state.save()
 
 
 def _start_sentinels(target: LocalRun, master: Endpoint, step: str) -> list[str]:
@@ -948,6 +981,15 @@ def _unfreeze_redis(source: LocalRun, frozen: dict[str, Any], step: str) -> dict
         )
     with _redis(master, password) as conn:
         conn.execute_command("CLIENT", "UNPAUSE")
+        wanted = int(conn.config_get("min-replicas-to-write").get("min-replicas-to-write", 0))
+    if restarted and wanted:
+        # It refuses writes until that many replicas are back in sync with it.
+        _wait(
+            f"{wanted} replica(s) of the restarted {shut} online",
+            lambda: _online_replicas(master, password) >= wanted,
+            60.0,
+            step,
+        )
     for name in found.get("sentinels_stopped", []):
         if not procs.alive(source.entry(name)):
             source.start_process(name)
