@@ -55,6 +55,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -525,6 +526,10 @@ def freeze_source(source: LocalRun) -> dict[str, Any]:
     try:
         primary = _source_primary(source)
         leader = None if _pg_mode(source) == "single" else _leader_name(source)
+        frozen.setdefault("redis", {"sentinels_stopped": []})
+        # First (writes still flow): a Sentinel would fail the paused, later demoted or
+        # stopped, master over.
+        _stop_sentinels(source, frozen)
         frozen["postgres"] = {"frozen_at": _now(), "leader": leader, "stopped": []}
         _save_freeze(source, frozen)  # before any change: the rollback reads it
         app_user = str(source.summary["database"]["user"])
@@ -551,17 +556,19 @@ def freeze_source(source: LocalRun) -> dict[str, Any]:
     return result
 
 
+def _stop_sentinels(source: LocalRun, frozen: dict[str, Any]) -> None:
+    running = [e for e in _entries(source, "redis", "sentinel") if procs.alive(e)]
+    frozen["redis"]["sentinels_stopped"] += [e.name for e in running]
+    _save_freeze(source, frozen)  # recorded first: the rollback starts them again
+    with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+        list(pool.map(procs.stop, running))
+
+
 def _pause_redis(source: LocalRun, frozen: dict[str, Any]) -> dict[str, Any]:
     password = source.secrets["redis-password"]
     master = _source_redis_master(source, {})
-    frozen["redis"] = {"master": str(master), "sentinels_stopped": []}
+    frozen["redis"]["master"] = str(master)
     _save_freeze(source, frozen)
-    # A Sentinel would fail the paused (and later demoted or stopped) master over.
-    for sentinel in _entries(source, "redis", "sentinel"):
-        if procs.alive(sentinel):
-            procs.stop(sentinel)
-            frozen["redis"]["sentinels_stopped"].append(sentinel.name)
-            _save_freeze(source, frozen)
     with _redis(master, password) as conn:
         conn.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
         frozen["redis"]["paused_at"] = _now()
@@ -591,7 +598,7 @@ def final_sync(source: LocalRun, target: LocalRun, timeout: float = 60.0) -> dic
         result: dict[str, Any] = {"postgres": _pg_final_sync(source, target, frozen, timeout, step)}
         if _redis_mode(target) == "cluster":
             result["redis"] = _cluster_final_sync(source, target, frozen, step)
-        elif "redis" in frozen:
+        elif frozen.get("redis", {}).get("master"):
             result["redis"] = _redis_final_sync(source, target, frozen, timeout, step)
     except (psycopg.Error, redis.RedisError, LookupError, OSError, RuntimeError) as error:
         if isinstance(error, StepFailed):
@@ -641,14 +648,18 @@ def _pg_final_sync(
         step,
     )
     order = _stop_order(source, leader)
-    stops = {}
-    for entry in order:
-        if procs.alive(entry):
-            pg["stopped"].append(entry.name)
-            _save_freeze(source, frozen)  # recorded first: the rollback starts it again
-            stops[entry.name] = procs.stop(entry)
+    *replicas, last = order
+    stops: dict[str, str] = {}
+    # Recorded before they stop: the rollback starts them again.
+    pg["stopped"] += [e.name for e in order if procs.alive(e) and e.name not in pg["stopped"]]
+    _save_freeze(source, frozen)
+    # The replicas together (each Patroni takes a few seconds to stop), then the leader:
+    # with no replica left, nothing can fail over to one and take writes.
+    with ThreadPoolExecutor(max_workers=max(1, len(replicas))) as pool:
+        for entry, outcome in zip(replicas, pool.map(procs.stop, replicas), strict=True):
+            stops[entry.name] = outcome
+    stops[last.name] = procs.stop(last)
     stopped_at = _now()
-    last = order[-1]
     control = controldata(_data_dir(last))
     state = control.get("Database cluster state", "?")
     if state != "shut down":
@@ -712,7 +723,7 @@ def _cluster_final_sync(
     """Under the pause (renewed): the keys copied again, then the source master shut down
     with SAVE, so no write can land on it after the copy."""
     password = source.secrets["redis-password"]
-    if "redis" not in frozen:
+    if not frozen.get("redis", {}).get("master"):
         raise StepFailed(step, "the source's Redis was not paused (freeze-source)")
     master = _source_redis_master(source, frozen)
     with _redis(master, password) as conn:
@@ -759,7 +770,7 @@ def promote_target(source: LocalRun, target: LocalRun) -> dict[str, Any]:
             paused_at = frozen.get("redis", {}).get("paused_at")
             if paused_at:
                 downtime["redis"] = round(_now() - float(paused_at), 3)
-        elif "redis" in frozen:
+        elif frozen.get("redis", {}).get("master"):
             result["redis"] = _promote_redis(source, target, frozen, step)
             downtime["redis"] = round(
                 float(result["redis"]["promoted_at"]) - float(frozen["redis"]["paused_at"]), 3
@@ -963,38 +974,39 @@ def _wait_source_writable_server(source: LocalRun, step: str) -> None:
 
 
 def _unfreeze_redis(source: LocalRun, frozen: dict[str, Any], step: str) -> dict[str, Any]:
-    found = frozen.get("redis")
-    if not found:
-        return {}
+    found = frozen.get("redis") or {}
     password = source.secrets["redis-password"]
-    master = _source_redis_master(source, frozen)
-    restarted = []
-    shut = found.get("shut_down")
-    if shut and not procs.alive(source.entry(shut)):
-        source.start_process(shut)
-        restarted.append(shut)
-        _wait(
-            f"{shut} answers PING",
-            lambda: health.redis_ping(master.host, master.port, password),
-            30.0,
-            step,
-        )
-    with _redis(master, password) as conn:
-        conn.execute_command("CLIENT", "UNPAUSE")
-        wanted = int(conn.config_get("min-replicas-to-write").get("min-replicas-to-write", 0))
-    if restarted and wanted:
-        # It refuses writes until that many replicas are back in sync with it.
-        _wait(
-            f"{wanted} replica(s) of the restarted {shut} online",
-            lambda: _online_replicas(master, password) >= wanted,
-            60.0,
-            step,
-        )
+    restarted: list[str] = []
+    result: dict[str, Any] = {"restarted": restarted}
+    if found.get("master"):
+        master = _source_redis_master(source, frozen)
+        shut = found.get("shut_down")
+        if shut and not procs.alive(source.entry(shut)):
+            source.start_process(shut)
+            restarted.append(shut)
+            _wait(
+                f"{shut} answers PING",
+                lambda: health.redis_ping(master.host, master.port, password),
+                30.0,
+                step,
+            )
+        with _redis(master, password) as conn:
+            conn.execute_command("CLIENT", "UNPAUSE")
+            wanted = int(conn.config_get("min-replicas-to-write").get("min-replicas-to-write", 0))
+        if restarted and wanted:
+            # It refuses writes until that many replicas are back in sync with it.
+            _wait(
+                f"{wanted} replica(s) of the restarted {shut} online",
+                lambda: _online_replicas(master, password) >= wanted,
+                60.0,
+                step,
+            )
+        result["unpaused"] = str(master)
     for name in found.get("sentinels_stopped", []):
         if not procs.alive(source.entry(name)):
             source.start_process(name)
             restarted.append(name)
-    return {"unpaused": str(master), "restarted": restarted}
+    return result
 
 
 __all__ = [
