@@ -655,10 +655,18 @@ def _pg_final_sync(
     _save_freeze(source, frozen)
     # The replicas together (each Patroni takes a few seconds to stop), then the leader:
     # with no replica left, nothing can fail over to one and take writes.
+    timings: dict[str, float] = {}
+
+    def stop(entry: ProcessEntry) -> str:
+        began = time.monotonic()
+        outcome = procs.stop(entry)
+        timings[entry.name] = round(time.monotonic() - began, 3)
+        return outcome
+
     with ThreadPoolExecutor(max_workers=max(1, len(replicas))) as pool:
-        for entry, outcome in zip(replicas, pool.map(procs.stop, replicas), strict=True):
+        for entry, outcome in zip(replicas, pool.map(stop, replicas), strict=True):
             stops[entry.name] = outcome
-    stops[last.name] = procs.stop(last)
+    stops[last.name] = stop(last)
     stopped_at = _now()
     control = controldata(_data_dir(last))
     state = control.get("Database cluster state", "?")
@@ -690,6 +698,7 @@ def _pg_final_sync(
         "replayed_lsn": replayed[0] if replayed else None,
         "freeze_lsn": pg.get("lsn"),
         "replay_wait_seconds": round(waited, 3),
+        "stop_seconds": timings,
         "stopped_after_freeze_seconds": round(stopped_at - float(pg["frozen_at"]), 3),
     }
 
@@ -732,11 +741,16 @@ def _cluster_final_sync(
     entry = _entry_at(source, master)
     frozen["redis"]["shut_down"] = entry.name
     _save_freeze(source, frozen)
+    began = time.monotonic()
     # The server closes the connection as it exits.
     with _redis(master, password) as conn, contextlib.suppress(redis.ConnectionError):
         conn.execute_command("SHUTDOWN", "SAVE")
     _wait(f"{entry.name} exits", lambda: not procs.alive(entry), 30.0, step)
-    return {**copied, "source_master_shut_down": entry.name}
+    return {
+        **copied,
+        "source_master_shut_down": entry.name,
+        "shutdown_seconds": round(time.monotonic() - began, 3),
+    }
 
 
 def _entry_at(run: LocalRun, endpoint: Endpoint) -> ProcessEntry:
