@@ -55,7 +55,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,9 @@ import httpx
 import psycopg
 import redis
 from psycopg import sql
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
 
 from scaling.local import health, patroni_api, procs, runner
 from scaling.local.follow import Follow
@@ -222,6 +224,8 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, step: str) -> fl
 
 
 def _redis(endpoint: Endpoint, password: str) -> redis.Redis:
+    """A client that never retries by itself: each command of a step is sent once (a
+    retried SHUTDOWN would wait out redis-py's backoff against a server that is gone)."""
     return redis.Redis(
         host=endpoint.host,
         port=endpoint.port,
@@ -229,6 +233,7 @@ def _redis(endpoint: Endpoint, password: str) -> redis.Redis:
         socket_timeout=5,
         socket_connect_timeout=3,
         decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
@@ -625,6 +630,35 @@ def _data_dir(entry: ProcessEntry) -> str:
     return str(Path(entry.cwd) / "data")
 
 
+STOP_TIMEOUT = 90.0
+
+
+def _pg_down(entry: ProcessEntry) -> bool:
+    """Whether a server's PostgreSQL is down: its postmaster gone, or pg_control saying it
+    shut down (a primary's last checkpoint is written; a standby can no longer be promoted)."""
+    data = Path(_data_dir(entry))
+    if not (data / "postmaster.pid").exists():
+        return True
+    return controldata(str(data)).get("Database cluster state", "").startswith("shut down")
+
+
+def _wait_down(entries: list[ProcessEntry], stops: dict[str, Future[str]], step: str) -> None:
+    def down() -> bool:
+        for entry in entries:
+            stop = stops[entry.name]
+            if stop.done() and stop.result() == "still running":
+                raise StepFailed(step, f"the source's {entry.name} could not be stopped")
+        return all(_pg_down(e) for e in entries)
+
+    names = ", ".join(e.name for e in entries)
+    try:
+        health.wait_until(
+            f"the source's PostgreSQL down on {names}", down, STOP_TIMEOUT, interval=0.1
+        )
+    except health.HealthTimeout as error:
+        raise StepFailed(step, str(error)) from None
+
+
 def controldata(data_dir: str) -> dict[str, str]:
     """pg_controldata of a data directory, run as the account that owns it."""
     user = "postgres" if procs.running_as_root() else None
@@ -653,20 +687,21 @@ def _pg_final_sync(
     # Recorded before they stop: the rollback starts them again.
     pg["stopped"] += [e.name for e in order if procs.alive(e) and e.name not in pg["stopped"]]
     _save_freeze(source, frozen)
-    # The replicas together (each Patroni takes a few seconds to stop), then the leader:
-    # with no replica left, nothing can fail over to one and take writes.
+    # The replicas together, then the leader: with no replica left, nothing can fail over
+    # to one and take writes. A step waits for each server's PostgreSQL to be down, not for
+    # its Patroni to exit (which takes a few more seconds, left to finish meanwhile: a
+    # Patroni that is shutting down never starts its PostgreSQL again).
     timings: dict[str, float] = {}
-
-    def stop(entry: ProcessEntry) -> str:
-        began = time.monotonic()
-        outcome = procs.stop(entry)
-        timings[entry.name] = round(time.monotonic() - began, 3)
-        return outcome
-
-    with ThreadPoolExecutor(max_workers=max(1, len(replicas))) as pool:
-        for entry, outcome in zip(replicas, pool.map(stop, replicas), strict=True):
-            stops[entry.name] = outcome
-    stops[last.name] = stop(last)
+    began = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=len(order))
+    futures = {e.name: pool.submit(procs.stop, e) for e in replicas}
+    _wait_down(replicas, futures, step)
+    timings.update({e.name: round(time.monotonic() - began, 3) for e in replicas})
+    futures[last.name] = pool.submit(procs.stop, last)
+    _wait_down([last], futures, step)
+    timings[last.name] = round(time.monotonic() - began, 3)
+    pool.shutdown(wait=False)
+    stops = {name: f.result() if f.done() else "exiting" for name, f in futures.items()}
     stopped_at = _now()
     control = controldata(_data_dir(last))
     state = control.get("Database cluster state", "?")
@@ -745,12 +780,26 @@ def _cluster_final_sync(
     # The server closes the connection as it exits.
     with _redis(master, password) as conn, contextlib.suppress(redis.ConnectionError):
         conn.execute_command("SHUTDOWN", "SAVE")
-    _wait(f"{entry.name} exits", lambda: not procs.alive(entry), 30.0, step)
+    # Gone once it refuses connections (its process may take a moment more to exit).
+    _wait(
+        f"{entry.name} stops answering",
+        lambda: not _answers_ping(master, password),
+        30.0,
+        step,
+    )
     return {
         **copied,
         "source_master_shut_down": entry.name,
         "shutdown_seconds": round(time.monotonic() - began, 3),
     }
+
+
+def _answers_ping(endpoint: Endpoint, password: str) -> bool:
+    try:
+        with _redis(endpoint, password) as conn:
+            return bool(conn.ping())
+    except redis.RedisError:
+        return False
 
 
 def _entry_at(run: LocalRun, endpoint: Endpoint) -> ProcessEntry:
@@ -953,8 +1002,9 @@ def _unfreeze_postgres(source: LocalRun, frozen: dict[str, Any], step: str) -> d
     # The former leader first (it has the latest WAL and takes the leader key), then the rest.
     for name in sorted(stopped, key=lambda n: n != leader):
         entry = source.entry(name)
-        if not procs.alive(entry):
-            source.start_process(name)
+        # A Patroni final-sync stopped may still be on its way out.
+        _wait(f"{name} exits", lambda e=entry: not procs.alive(e), RESTART_TIMEOUT, step)  # type: ignore[misc]
+        source.start_process(name)
         if name == stopped[0] or name == leader:
             _wait_source_writable_server(source, step)
     if _pg_mode(source) != "single" and stopped:
@@ -1000,7 +1050,7 @@ def _unfreeze_redis(source: LocalRun, frozen: dict[str, Any], step: str) -> dict
             restarted.append(shut)
             _wait(
                 f"{shut} answers PING",
-                lambda: health.redis_ping(master.host, master.port, password),
+                lambda: _answers_ping(master, password),
                 30.0,
                 step,
             )
