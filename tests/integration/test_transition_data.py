@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import redis
@@ -389,6 +390,10 @@ def test_growth_sentinels_started_at_promotion(launch_to_growth: dict[str, Any])
     started = launch_to_growth["promote"]["redis"]["sentinels_started"]
     assert started == ["redis-sentinel-0", "redis-sentinel-1", "redis-sentinel-2"]
     assert all(growth.alive(name) for name in started)
+    # The gateways, only alive until then, find the master through them and become ready.
+    for gateway in growth.summary["gateways"]:
+        url = gateway["health_url"]
+        wait_for(f"{url} answers 200", lambda u=url: httpx.get(u, timeout=2).status_code == 200, 30)
 
 
 def test_unfrozen_launch_served_writes_again(launch_to_growth: dict[str, Any]) -> None:
