@@ -30,7 +30,9 @@ Redis:
   Sentinels (they would fail over) and issues ``CLIENT PAUSE WRITE``; final-sync waits for
   equal offsets again; promote-target renews the pause, checks the offsets once more, then
   ``REPLICAOF NO ONE`` on the target master, ``REPLICAOF <target master>`` on the source
-  master (writes there now fail READONLY, so clients move; the source keeps a copy),
+  master with replica-priority 0 (writes there now fail READONLY, so clients move; the
+  source keeps a copy the target's Sentinels never promote; both masters' recorded command
+  lines say so, for any later restart),
   ``CLIENT UNPAUSE``, and starts the target's Sentinels.
 * a Redis Cluster target starts empty: the keys are copied at catch-up and again under the
   pause at final-sync (``DUMP``/``PTTL`` on the source, ``RESTORE ... REPLACE`` routed to the
@@ -899,6 +901,8 @@ def _promote_redis(
         conn.execute_command("REPLICAOF", "NO", "ONE")
     promoted_at = _now()
     with _redis(master, password) as conn:
+        # A copy, never a candidate: the target's Sentinels must not promote it.
+        conn.config_set("replica-priority", 0)
         conn.execute_command("REPLICAOF", new.host, str(new.port))
         conn.execute_command("CLIENT", "UNPAUSE")
     # What each master starts as from now on: restarted with its first command line, the

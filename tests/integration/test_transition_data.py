@@ -237,6 +237,7 @@ def launch_to_growth(
     launch_master = Endpoint(host, int(port))
     with redis_client(launch, launch_master) as conn:
         rec["launch_redis_after"] = conn.info("replication")
+        rec["launch_replica_priority"] = conn.config_get("replica-priority")["replica-priority"]
     rec["launch_postgres_alive"] = launch.alive("postgres-0")
     report(
         "launch → growth",
@@ -379,6 +380,7 @@ def test_launch_keys_are_on_the_growth_master(launch_to_growth: dict[str, Any]) 
 def test_launch_redis_now_replicates_growth(launch_to_growth: dict[str, Any]) -> None:
     info = launch_to_growth["launch_redis_after"]
     assert info["role"] == "slave"
+    assert launch_to_growth["launch_replica_priority"] == "0"  # growth's Sentinels skip it
     assert f"{info['master_host']}:{info['master_port']}" == str(
         Follow.of(launch_to_growth["growth"]).redis_master
     )
