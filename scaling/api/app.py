@@ -37,7 +37,6 @@ from scaling.api.documents import PHASES, Documents, Unavailable, UnknownPhase, 
 from scaling.api.transitions import (
     Background,
     ModuleService,
-    ServiceUnavailable,
     TransitionService,
     result_dict,
 )
@@ -364,10 +363,7 @@ def create_app(
             "local": settings.local,
             "state_root": settings.state_root,
         }
-        try:
-            busy, refused = service.busy_error, service.refused_error
-        except ServiceUnavailable as error:
-            raise HTTPException(status_code=503, detail=str(error)) from None
+        busy, refused = service.busy_error, service.refused_error
         try:
             if not body.execute:
                 result = result_dict(service.prepare(target, **common))
@@ -404,8 +400,6 @@ def create_app(
                             "nextSteps": [f"GET {PREFIX}/transitions?stack={target}"],
                         },
                     }
-        except ServiceUnavailable as error:
-            raise HTTPException(status_code=503, detail=str(error)) from None
         except HTTPException:
             raise
         except Exception as error:
@@ -445,8 +439,6 @@ def create_app(
             events = _transition_events(service, settings, stack)
         except UnknownPhase as error:
             raise HTTPException(status_code=422, detail=str(error)) from None
-        except ServiceUnavailable as error:
-            raise HTTPException(status_code=503, detail=str(error)) from None
         return {
             "message": f"{len(events)} transition event(s)",
             "transitions": events,
@@ -554,7 +546,7 @@ def _live(
         return page.unavailable_fragment(str(error))
     try:
         events: list[dict[str, Any]] | str = _transition_events(service, settings, None)
-    except (ServiceUnavailable, OSError, ValueError) as error:
+    except (OSError, ValueError) as error:
         events = str(error)
     return page.live_fragment(m.status, m.history, events, running)
 

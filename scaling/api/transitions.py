@@ -1,8 +1,8 @@
 """The transitions the API starts and reports, through ``scaling.transition.service``.
 
-The service module is imported when first used, not when the API is: the API's own tests
-give the app a stand-in (FastAPI dependency ``get_transition_service``), and a build
-without the module answers 503 on the transition endpoints instead of failing to start.
+The service module is imported when first used, not when the API is (it brings the local
+runner with it); the API's own tests give the app a stand-in (FastAPI dependency
+``get_transition_service``).
 
 An executing transition runs in a thread of the server (it takes minutes); the request
 that starts it answers 202 at once, and ``GET /api/scaling/transitions`` reads its
@@ -12,23 +12,17 @@ stack (``TransitionBusy``) keeps a second server or the CLI out too.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from pathlib import Path
 from typing import Any, Protocol
 
 log = logging.getLogger("sikka.api")
-SERVICE_MODULE = "scaling.transition.service"
-
-
-class ServiceUnavailable(RuntimeError):
-    """The transition service cannot be imported in this build."""
 
 
 class TransitionService(Protocol):
-    """What the API needs of ``scaling.transition.service`` (docs: /tmp iface of issue 12:
-    prepare / execute / transitions / is_running, TransitionBusy, TransitionRefused)."""
+    """What the API needs of ``scaling.transition.service``: prepare, execute, transitions,
+    is_running, and its errors TransitionBusy and TransitionRefused."""
 
     @property
     def busy_error(self) -> type[Exception]: ...
@@ -55,13 +49,8 @@ class ModuleService:
     """``scaling.transition.service`` itself, imported on first use."""
 
     def _module(self) -> Any:
-        try:
-            # By name: the module may be absent from a build (mypy checks both states alike).
-            service = importlib.import_module(SERVICE_MODULE)
-        except ImportError as error:
-            raise ServiceUnavailable(
-                f"transitions are not available in this build ({error})"
-            ) from None
+        from scaling.transition import service
+
         return service
 
     @property

@@ -785,10 +785,15 @@ def _local_undo(pair: _Pair) -> list[Undo]:
             raise StepFailed("stop-target", f"still running: {', '.join(left)}")
         return {"stopped": len(report)}
 
+    def unprepare_source(ctx: StepContext) -> Any:
+        # Last: only once no target follows the source does its replication login go.
+        return _data().unprepare_source(_source_run(pair, ctx))
+
     return [
         Undo("restore-front-door", "switch-front-door", restore_front_door),
         Undo("unfreeze-source", "freeze-source", unfreeze_source),
         Undo("stop-target", "start-target", stop_target),
+        Undo("unprepare-source", "prepare-source", unprepare_source),
     ]
 
 

@@ -310,22 +310,6 @@ def test_transitions_reads_every_stacks_log_oldest_first(
     assert [e["transition"] for e in one["transitions"]] == ["t1"]
 
 
-def test_without_the_service_module_transitions_answer_503(docs: FakeDocuments) -> None:
-    """This branch has no scaling/transition/service.py: the real dependency says so."""
-    pytest.importorskip("scaling.transition")
-    try:
-        import scaling.transition.service  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("scaling.transition.service exists here")
-    app = create_app(docs, hs_verifier(), ServerSettings(from_stack="launch"))
-    with TestClient(app) as c:
-        response = c.post("/api/scaling/transition/growth", headers=auth("operator"))
-    assert response.status_code == 503
-    assert response.json()["message"].startswith("transitions are not available in this build")
-
-
 def test_healthz_needs_no_token_and_openapi_declares_bearer(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     spec = client.get("/openapi.json").json()
