@@ -178,28 +178,28 @@ def _reload(
             os.kill(master.pid, signal.SIGHUP)
         raise StepFailed(step, f"{error}; its previous configuration was put back") from None
     reload_seconds = time.monotonic() - started
-    _, leaving = _workers(master)
+    old = [pid for pid in before if psutil.pid_exists(pid)]
     return {
         "config_test_seconds": round(test_seconds, 3),
         "reload_seconds": round(reload_seconds, 3),
         "workers": expected,
-        "old_workers_still_closing": len(leaving),
+        # Old workers still holding proxied connections (WebSockets) when the new ones serve.
+        "old_workers": old,
     }
 
 
-def _wait_old_workers(nginx: ProcessEntry, timeout: float) -> tuple[float, int]:
+def _wait_old_workers(master: psutil.Process, old: list[int], timeout: float) -> tuple[float, int]:
     """After the drain, the old workers' proxied WebSockets are closed and they exit:
     (seconds waited, how many are left)."""
-    master = procs.process_of(nginx)
-    if master is None:
-        return 0.0, 0
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        _, leaving = _workers(master)
-        if not leaving:
-            return time.monotonic() - started, 0
-        time.sleep(0.1)
-    return time.monotonic() - started, len(_workers(master)[1])
+
+    def left() -> list[int]:
+        children = {c.pid for c in master.children()} if master.is_running() else set()
+        return [pid for pid in old if pid in children]
+
+    while left() and time.monotonic() - started < timeout:
+        time.sleep(0.05)
+    return time.monotonic() - started, len(left())
 
 
 def _drain(gateways: list[ProcessEntry]) -> dict[str, str]:
@@ -282,7 +282,11 @@ def switch_front_door(source: LocalRun, target: LocalRun) -> dict[str, Any]:
     left = [name for name, result in results.items() if result not in ("stopped", "not running")]
     record["gateways_drained"] = sorted(results)
     _save_record(source, record)
-    old_workers_seconds, old_workers_left = _wait_old_workers(nginx, 10.0)
+    old = measurements.pop("old_workers")
+    master = procs.process_of(nginx)
+    old_workers_seconds, old_workers_left = (
+        _wait_old_workers(master, old, 10.0) if master is not None else (0.0, 0)
+    )
     measurements.update(
         {
             "front_door": front,
@@ -290,6 +294,7 @@ def switch_front_door(source: LocalRun, target: LocalRun) -> dict[str, Any]:
             "source_gateways": {name: results.get(name, "not running") for name in held},
             "connections_drained": sum(held.values()),
             "drain_seconds": round(drain_seconds, 3),
+            "old_workers_at_drain": len(old),
             "old_workers_exit_seconds": round(old_workers_seconds, 3),
             "old_workers_left": old_workers_left,
         }
@@ -332,5 +337,6 @@ def restore_front_door(source: LocalRun) -> dict[str, Any]:
     front = _front_url(source)
     measurements = _reload(nginx, conf, restored, RESTORE, lambda: _answered_by(front) in own_ids)
     _save_record(source, None)
+    measurements.pop("old_workers")
     measurements.update({"restored": True, "gateways_started": started_again})
     return measurements
