@@ -30,8 +30,9 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,6 +49,11 @@ from gateway.server import BEARER_PREFIX, SUBPROTOCOL
 
 TABLE = "transition_load"
 LOOPBACK = ("127.",)
+
+# A fixed list, or a function giving the current one (a target's ports are only known once
+# its `up` has run: a client's configuration names them, here they are read from its state).
+Urls = Sequence[str] | Callable[[], Sequence[str]]
+Endpoints = Sequence[tuple[str, int]] | Callable[[], Sequence[tuple[str, int]]]
 
 
 def _loopback(host: str) -> str:
@@ -158,7 +164,7 @@ class RowWriter(_Worker):
 
     def __init__(
         self,
-        urls: Sequence[str],
+        urls: Urls,
         password: str,
         *,
         interval: float = 0.02,
@@ -166,14 +172,15 @@ class RowWriter(_Worker):
         duration: float = 600.0,
     ) -> None:
         super().__init__("row-writer", interval, limit, duration)
-        self.url = multi_host_url(urls)
+        self.urls = urls
         self.password = password
         self.servers: dict[str, int] = {}  # host:port that acknowledged -> rows
 
     def _connect(self) -> psycopg.Connection[Any]:
         # No prepared statements: PgBouncer in transaction mode hands each one to any server.
+        urls = self.urls() if callable(self.urls) else self.urls
         conn = psycopg.connect(
-            self.url, password=self.password, autocommit=True, prepare_threshold=None
+            multi_host_url(urls), password=self.password, autocommit=True, prepare_threshold=None
         )
         self.figures.reconnects += 1
         return conn
@@ -234,7 +241,7 @@ class RedisWriter(_Worker):
 
     def __init__(
         self,
-        endpoints: Sequence[tuple[str, int]],
+        endpoints: Endpoints,
         password: str,
         *,
         prefix: str | None = None,
@@ -244,7 +251,7 @@ class RedisWriter(_Worker):
         wait_ms: int = 1000,
     ) -> None:
         super().__init__("redis-writer", interval, limit, duration)
-        self.endpoints = [(_loopback(h), p) for h, p in endpoints]
+        self.endpoints = endpoints
         self.password = password
         self.prefix = prefix or f"tload:{uuid.uuid4().hex[:8]}"
         self.wait_ms = wait_ms
@@ -267,7 +274,9 @@ class RedisWriter(_Worker):
     def discover(self) -> tuple[redis.Redis | RedisCluster, bool] | None:
         """(client of the current master, whether it has replicas); None when no endpoint
         says it is a master (yet). Endpoints are asked in order: the source's first."""
-        for host, port in self.endpoints:
+        current = self.endpoints() if callable(self.endpoints) else self.endpoints
+        for host, port in current:
+            _loopback(host)
             probe = self._client(host, port)
             try:
                 role = probe.execute_command("ROLE")
@@ -351,11 +360,11 @@ class RedisWriter(_Worker):
             with contextlib.suppress(Exception):
                 current[0].close()
 
-    def present(self, endpoints: Sequence[tuple[str, int]] | None = None) -> set[int]:
+    def present(self, endpoints: Endpoints | None = None) -> set[int]:
         """Which acknowledged keys hold their value now, read from the master found among
         ``endpoints`` (default: the writer's own)."""
         if endpoints is not None:
-            self.endpoints = [(_loopback(h), p) for h, p in endpoints]
+            self.endpoints = endpoints
         found = self.discover()
         if found is None:
             raise AssertionError(f"no Redis master among {self.endpoints}")
@@ -587,9 +596,9 @@ class Load:
     def __init__(
         self,
         *,
-        pg_urls: Sequence[str],
+        pg_urls: Urls,
         pg_password: str,
-        redis_endpoints: Sequence[tuple[str, int]],
+        redis_endpoints: Endpoints,
         redis_password: str,
         ws_url: str | None,
         jwt_secret: str | None,
@@ -598,8 +607,8 @@ class Load:
         duration: float = 600.0,
     ) -> None:
         self.pg_password = pg_password
-        self.pg_urls = list(pg_urls)
-        create_table(multi_host_url(self.pg_urls, connect_timeout=5), pg_password)
+        self.pg_urls = pg_urls
+        create_table(multi_host_url(self._urls(), connect_timeout=5), pg_password)
         self.rows = RowWriter(pg_urls, pg_password, interval=interval, duration=duration)
         self.keys = RedisWriter(
             redis_endpoints, redis_password, interval=interval, duration=duration
@@ -611,6 +620,9 @@ class Load:
         )
         self.started = 0.0
         self.stopped = 0.0
+
+    def _urls(self) -> Sequence[str]:
+        return self.pg_urls() if callable(self.pg_urls) else self.pg_urls
 
     def start(self, settle: float = 20.0) -> None:
         """Start every client; returns once each has one acknowledged write (or subscription)."""
@@ -654,12 +666,12 @@ class Load:
         self,
         *,
         pg_read_url: str | None = None,
-        redis_read_endpoints: Sequence[tuple[str, int]] | None = None,
+        redis_read_endpoints: Endpoints | None = None,
     ) -> dict[str, Any]:
         """Every figure (read back through ``pg_read_url`` / ``redis_read_endpoints``,
         by default the writers' own)."""
         rows_acked = self.rows.figures.acknowledged
-        read_url = pg_read_url or multi_host_url(self.pg_urls, connect_timeout=5)
+        read_url = pg_read_url or multi_host_url(self._urls(), connect_timeout=5)
         present_rows = rows_present(read_url, self.pg_password, set())
         keys_acked = self.keys.figures.acknowledged
         present_keys = self.keys.present(redis_read_endpoints)
@@ -699,3 +711,43 @@ def print_figures(title: str, figures: dict[str, Any]) -> None:
     print(f"\n=== {title} ===", flush=True)
     for key, value in figures.items():
         print(f"  {key}: {value}", flush=True)
+
+
+# ---------------------------------------------------------------------- phase doors
+
+
+def pg_front_door(summary: dict[str, Any]) -> str:
+    """A run's database front door: its PgBouncers where it has them, else its primary
+    (HAProxy's read-write door, a Citus coordinator or the plain primary)."""
+    section = summary["postgres"]
+    return str(section.get("pooler") or section["primary"])
+
+
+class PhaseDoors:
+    """The database front doors and Redis servers of the runs in ``state_dirs`` (source
+    first, then the target), read from their state files: a target appears once its `up`
+    has completed. What a client configured with both phases' addresses would use."""
+
+    def __init__(self, state_dirs: Sequence[Path]) -> None:
+        self.state_dirs = list(state_dirs)
+        self._summaries: dict[Path, dict[str, Any]] = {}
+
+    def summaries(self) -> list[dict[str, Any]]:
+        found = []
+        for folder in self.state_dirs:
+            if folder not in self._summaries:
+                try:
+                    data = json.loads((folder / "state.json").read_text())
+                except (OSError, ValueError):
+                    continue
+                if not data.get("complete") or "postgres" not in data.get("summary", {}):
+                    continue
+                self._summaries[folder] = data["summary"]
+            found.append(self._summaries[folder])
+        return found
+
+    def pg_urls(self) -> list[str]:
+        return [pg_front_door(s) for s in self.summaries()]
+
+    def redis_endpoints(self) -> list[tuple[str, int]]:
+        return [e for s in self.summaries() for e in redis_endpoints(s)]
