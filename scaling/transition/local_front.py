@@ -43,7 +43,8 @@ from scaling.transition.errors import StepFailed
 
 STEP = "switch-front-door"
 RESTORE = "restore-front-door"
-RECORD = "front_door"  # key of the source state's summary
+RECORD = "front_door"  # key of a door's summary: whom its Nginx fronts now
+FRONTED_BY = "fronted_by"  # key of a target's summary: the doors switched to it
 CHECK_TIMEOUT = 20.0
 RELOAD_TIMEOUT = 30.0
 WORKER_TITLE = "nginx: worker process"
@@ -212,15 +213,15 @@ def _drain(gateways: list[ProcessEntry]) -> dict[str, str]:
     return results
 
 
-def _save_record(run: LocalRun, record: dict[str, Any] | None) -> None:
-    """Set (or clear) the front-door record in the run's state file, re-read first so that
-    whatever another step saved meanwhile is kept."""
+def _save_summary(run: LocalRun, key: str, value: Any) -> None:
+    """Set (or, for None, remove) one key of the run's summary in its state file, re-read
+    first so that whatever another step saved meanwhile is kept."""
     fresh = RunState.load(Path(run.state.state_dir))
     for state in (fresh, run.state):
-        if record is None:
-            state.summary.pop(RECORD, None)
+        if value is None:
+            state.summary.pop(key, None)
         else:
-            state.summary[RECORD] = record
+            state.summary[key] = value
     fresh.save()
 
 
@@ -230,113 +231,163 @@ def fronted_stack(run: LocalRun) -> str | None:
     return str(record["fronts"]) if record else None
 
 
-def switch_front_door(source: LocalRun, target: LocalRun) -> dict[str, Any]:
-    """Point the source's Nginx at the target's gateways and drain the source's gateways.
-    Returns the step's measurements; raises StepFailed (with the source's upstream put back
-    when the reload had happened)."""
-    nginx = _nginx(source)
-    target_nginx = _nginx(target)
-    front = _front_url(source)
-    if fronted_stack(source) == target.state.stack:
-        return {"already_switched": True, "front_door": front}
-    targets = [str(g["health_url"]) for g in target.summary.get("gateways", [])]
-    if not targets:
-        raise StepFailed(STEP, f"the target {target.state.stack!r} has no gateway")
+def front_doors(run: LocalRun) -> list[LocalRun]:
+    """The Nginx front doors that proxy to ``run``'s gateways: its own, then those of the
+    earlier phases that were moved to it and still run (their clients' URL is theirs)."""
+    doors = [run]
+    for item in run.summary.get(FRONTED_BY, []):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            earlier = LocalRun.open(Path(item["state_dir"]))
+            if procs.alive(_nginx(earlier)) and fronted_stack(earlier) == run.state.stack:
+                doors.append(earlier)
+    return doors
+
+
+def _wait_healthy(run: LocalRun, step: str, note: str = "") -> None:
+    urls = [str(g["health_url"]) for g in run.summary.get("gateways", [])]
+    if not urls:
+        raise StepFailed(step, f"the run of {run.state.stack!r} has no gateway")
     try:
         health.wait_until(
-            f"the gateways of {target.state.stack} answer /healthz",
-            lambda: all(health.http_ok(u) for u in targets),
+            f"the gateways of {run.state.stack} answer /healthz",
+            lambda: all(health.http_ok(u) for u in urls),
             CHECK_TIMEOUT,
-            processes=_gateways(target),
+            processes=_gateways(run),
         )
     except (health.HealthTimeout, health.ProcessDied) as error:
-        raise StepFailed(STEP, f"{error}; the front door was left as it was") from None
+        raise StepFailed(step, f"{error}{note}") from None
 
+
+def _point(door: LocalRun, to: LocalRun, step: str) -> dict[str, Any]:
+    """Reload ``door``'s Nginx with the upstream block of ``to``'s own nginx.conf; returns
+    the reload's measurements. The door's state records whom it fronts (cleared when
+    ``to`` is the door itself)."""
+    nginx = _nginx(door)
     conf = _conf_path(nginx)
     current = conf.read_text()
+    previous = door.summary.get(RECORD) or {}
     try:
-        own_block = upstream_block(current)
-        target_block = upstream_block(_conf_path(target_nginx).read_text())
+        own_block = str(previous.get("own_upstream_block") or upstream_block(current))
+        block = own_block if to is door else upstream_block(_conf_path(_nginx(to)).read_text())
+        text = replace_upstream_block(current, block)
     except ValueError as error:
-        raise StepFailed(STEP, f"{conf}: {error}") from None
-    switched = replace_upstream_block(current, target_block)
-    target_ids = {str(g["id"]) for g in target.summary["gateways"]}
+        raise StepFailed(step, f"{conf}: {error}") from None
+    ids = {str(g["id"]) for g in to.summary.get("gateways", [])}
+    front = _front_url(door)
+    measurements = _reload(nginx, conf, text, step, lambda: _answered_by(front) in ids)
+    record = None
+    if to is not door:
+        # Recorded as soon as the upstream is switched: a crash from here on is resumed.
+        record = {
+            "fronts": to.state.stack,
+            "target_state_dir": to.state.state_dir,
+            "front_door": front,
+            "upstreams": list(upstream_servers(block)),
+            "own_upstream_block": own_block,
+            "switched_at": time.time(),
+        }
+    _save_summary(door, RECORD, record)
+    return measurements
 
-    measurements = _reload(nginx, conf, switched, STEP, lambda: _answered_by(front) in target_ids)
-    # Recorded as soon as the upstream is switched: a crash from here on is resumed forward.
-    record = {
-        "fronts": target.state.stack,
-        "target_state_dir": target.state.state_dir,
-        "upstreams": list(upstream_servers(target_block)),
-        "own_upstream_block": own_block,
-        "switched_at": time.time(),
-        "gateways_drained": [],
-    }
-    _save_record(source, record)
 
-    gateways = _gateways(source)
+def switch_front_door(source: LocalRun, target: LocalRun) -> dict[str, Any]:
+    """Point the source's Nginx (and the earlier phases' Nginx that front the source) at the
+    target's gateways, then drain the source's gateways. Returns the step's measurements;
+    raises StepFailed (a door whose new workers do not serve gets its configuration back).
+    Run again after an interruption, it goes on where it stopped."""
+    _wait_healthy(target, STEP, "; the front door was left as it was")
+    doors = front_doors(source)
+    reloads: dict[str, dict[str, Any]] = {}
+    old_workers: dict[str, list[int]] = {}
+    for door in doors:
+        if fronted_stack(door) == target.state.stack:
+            continue  # an earlier run of this step switched it already
+        reloads[door.state.stack] = _point(door, target, STEP)
+        old_workers[door.state.stack] = reloads[door.state.stack].pop("old_workers")
+    # The target's gateways are these doors' upstream now: a later transition from the
+    # target switches them too.
+    _save_summary(
+        target,
+        FRONTED_BY,
+        [
+            {"stack": d.state.stack, "state_dir": d.state.state_dir, "url": _front_url(d)}
+            for d in doors
+        ],
+    )
+
     held = open_connections(source)
     started = time.monotonic()
-    results = _drain(gateways)
+    results = _drain(_gateways(source))
     drain_seconds = time.monotonic() - started
     left = [name for name, result in results.items() if result not in ("stopped", "not running")]
-    record["gateways_drained"] = sorted(results)
-    _save_record(source, record)
-    old = measurements.pop("old_workers")
-    master = procs.process_of(nginx)
-    old_workers_seconds, old_workers_left = (
-        _wait_old_workers(master, old, 10.0) if master is not None else (0.0, 0)
-    )
-    measurements.update(
-        {
-            "front_door": front,
-            "upstreams": record["upstreams"],
-            "source_gateways": {name: results.get(name, "not running") for name in held},
-            "connections_drained": sum(held.values()),
-            "drain_seconds": round(drain_seconds, 3),
+    exits: dict[str, Any] = {}
+    for door in doors:
+        master = procs.process_of(_nginx(door))
+        old = old_workers.get(door.state.stack, [])
+        waited, remaining = _wait_old_workers(master, old, 10.0) if master else (0.0, 0)
+        exits[door.state.stack] = {
             "old_workers_at_drain": len(old),
-            "old_workers_exit_seconds": round(old_workers_seconds, 3),
-            "old_workers_left": old_workers_left,
+            "old_workers_exit_seconds": round(waited, 3),
+            "old_workers_left": remaining,
         }
-    )
+    own = reloads.get(source.state.stack, {})
+    measurements: dict[str, Any] = {
+        "front_door": _front_url(source),
+        "front_doors": [_front_url(d) for d in doors],
+        "upstreams": (source.summary.get(RECORD) or {}).get("upstreams", []),
+        "reload_seconds": own.get("reload_seconds"),
+        "config_test_seconds": own.get("config_test_seconds"),
+        "reloads": reloads,
+        "source_gateways": {name: results.get(name, "not running") for name in held},
+        "connections_drained": sum(held.values()),
+        "drain_seconds": round(drain_seconds, 3),
+        "old_workers": exits,
+        "old_workers_left": sum(e["old_workers_left"] for e in exits.values()),
+    }
     if left:
-        # The upstream already points at the target: this is only a report of what the drain
-        # could not do gracefully (the gateways were killed after their drain period).
+        # The upstreams point at the target already: this only reports what the drain could
+        # not do gracefully (those gateways were killed after their drain period).
         measurements["killed_gateways"] = left
     return measurements
 
 
 def restore_front_door(source: LocalRun) -> dict[str, Any]:
-    """Undo switch_front_door: start the source gateways again, put the source's own
-    upstream back, reload gracefully, clear the record. Nothing to do when not switched."""
-    record = source.summary.get(RECORD)
-    if not record:
+    """Undo switch_front_door for a rollback: start the source's gateways again, put the
+    source's own upstream back (and point the earlier phases' doors that followed the switch
+    back at the source), reload gracefully, update the records. Nothing to do when the
+    front door was never switched."""
+    doors = [d for d in front_doors_recorded(source) if fronted_stack(d) != source.state.stack]
+    if fronted_stack(source) is None and not doors:
         return {"restored": False, "reason": "the front door was never switched"}
-    nginx = _nginx(source)
     started_again = []
     for entry in _gateways(source):
         if not procs.alive(entry):
             source.start_process(entry.name)
             started_again.append(entry.name)
-    own = [str(g["health_url"]) for g in source.summary.get("gateways", [])]
-    try:
-        health.wait_until(
-            f"the gateways of {source.state.stack} answer /healthz",
-            lambda: all(health.http_ok(u) for u in own),
-            CHECK_TIMEOUT,
-            processes=_gateways(source),
-        )
-    except (health.HealthTimeout, health.ProcessDied) as error:
-        raise StepFailed(RESTORE, str(error)) from None
-    conf = _conf_path(nginx)
-    try:
-        restored = replace_upstream_block(conf.read_text(), str(record["own_upstream_block"]))
-    except ValueError as error:
-        raise StepFailed(RESTORE, f"{conf}: {error}") from None
-    own_ids = {str(g["id"]) for g in source.summary["gateways"]}
-    front = _front_url(source)
-    measurements = _reload(nginx, conf, restored, RESTORE, lambda: _answered_by(front) in own_ids)
-    _save_record(source, None)
-    measurements.pop("old_workers")
-    measurements.update({"restored": True, "gateways_started": started_again})
-    return measurements
+    _wait_healthy(source, RESTORE)
+    reloads: dict[str, dict[str, Any]] = {}
+    if fronted_stack(source) is not None:
+        reloads[source.state.stack] = _point(source, source, RESTORE)
+    for door in doors:
+        reloads[door.state.stack] = _point(door, source, RESTORE)
+    for figures in reloads.values():
+        figures.pop("old_workers")
+    own = reloads.get(source.state.stack, {})
+    return {
+        "restored": True,
+        "reload_seconds": own.get("reload_seconds"),
+        "reloads": reloads,
+        "gateways_started": started_again,
+    }
+
+
+def front_doors_recorded(run: LocalRun) -> list[LocalRun]:
+    """The earlier phases' doors recorded as fronting ``run`` (alive or not checked by
+    whom they front now): restore_front_door points them back at ``run``."""
+    doors = []
+    for item in run.summary.get(FRONTED_BY, []):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            earlier = LocalRun.open(Path(item["state_dir"]))
+            if earlier.state.stack != run.state.stack and procs.alive(_nginx(earlier)):
+                doors.append(earlier)
+    return doors
