@@ -19,6 +19,7 @@ from scaling.metrics.cli import status as status_command
 from scaling.metrics.cli import summary as summary_command
 from scaling.model import PhaseSpec
 from scaling.stackconfig import load_stack_file
+from scaling.transition.cli import transition as transition_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -275,6 +276,8 @@ app.add_typer(local_app, name="local")
 app.command("check")(check_command)
 app.command("status")(status_command)
 app.command("summary")(summary_command)
+# Moving a live phase to the next (scaling/transition): `sikka-scaling transition <to>`.
+app.command("transition")(transition_command)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,14 @@ from scaling.local.pgsummary import postgres_summary
 from scaling.local.ports import PortAllocator
 from scaling.local.postgres import PostgresEndpoints, start_postgres
 from scaling.local.redis import RedisEndpoints, start_redis
-from scaling.local.state import STATE_FILE, ProcessEntry, RunState, state_dir_for
+from scaling.local.state import (
+    STATE_FILE,
+    TRANSITION_FILES,
+    ProcessEntry,
+    RunState,
+    remove_state_dir,
+    state_dir_for,
+)
 from scaling.local.tokens import auth_summary, write_key
 from scaling.local.topology import local_spec, local_topology
 from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
@@ -348,7 +355,7 @@ def _teardown(
     if not keep and not survivors:
         for folder in state.extra_dirs:
             shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(state.state_dir, ignore_errors=True)
+        remove_state_dir(state.state_dir)
     return report
 
 
@@ -399,7 +406,7 @@ def _check_previous(stack: str, state_dir: Path) -> None:
                 f"run `sikka-scaling local down {stack}` first"
             )
         _teardown(previous, keep=False)  # stale leftovers of a crashed run
-    elif state_dir.exists() and any(state_dir.iterdir()):
+    elif state_dir.exists() and any(p.name not in TRANSITION_FILES for p in state_dir.iterdir()):
         raise AlreadyRunning(f"{state_dir} exists and is not a local-runner state dir")
 
 
@@ -532,7 +539,7 @@ def _abort(
     if state is not None:
         return _teardown(state, keep=False, hurry=hurry, progress=progress)
     # Cut short before the state file was written: only the folder (and secrets) exist.
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_state_dir(folder)
     return []
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 STATE_ENV = "SIKKA_STATE_DIR"
 STATE_FILE = "state.json"
+# What a phase transition keeps in its target's state folder (scaling/transition): its log,
+# its lock and the target's rendered configs. They outlive the run's processes: `up`
+# starts beside them and `down` (or a rollback's) leaves them where they are.
+TRANSITION_FILES = ("transitions.jsonl", "transition.lock", "rendered")
 
 
 def state_dir_for(stack: str, explicit: Path | None = None) -> Path:
@@ -19,6 +24,21 @@ def state_dir_for(stack: str, explicit: Path | None = None) -> Path:
     root = os.environ.get(STATE_ENV)
     base = Path(root) if root else Path.cwd() / ".sikka" / "local"
     return (base / stack).resolve()
+
+
+def remove_state_dir(folder: Path | str) -> None:
+    """Remove a run's state folder, but for a transition's files (TRANSITION_FILES)."""
+    path = Path(folder)
+    if not any((path / name).exists() for name in TRANSITION_FILES):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in list(path.iterdir()):
+        if child.name in TRANSITION_FILES:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 @dataclass

@@ -449,14 +449,40 @@ def status(
     from the measured trend. Exits with the check's verdict code."""
     from scaling.advisor.status import status_document
 
-    a, observation = _documents(
-        stack, local, endpoints_file, prometheus, window, history_file, no_history,
-        state_dir, overrides, no_host, pulumi_stack,
-    )  # fmt: skip
+    last = _last_transition(stack, state_dir)
+    try:
+        a, observation = _documents(
+            stack, local, endpoints_file, prometheus, window, history_file, no_history,
+            state_dir, overrides, no_host, pulumi_stack,
+        )  # fmt: skip
+    except typer.Exit:
+        if last is not None:  # the phase cannot be measured (retired?): say where it went
+            typer.echo(f"last transition: {_transition_line(last)}", err=True)
+        raise
     document = status_document(a)
+    document["lastTransition"] = last
     document["notes"] = list(observation.notes)
     _print_document(document, as_json)
     raise typer.Exit(code=a.outcome.exit_code)
+
+
+def _last_transition(stack: str, state_dir: Path | None) -> dict[str, Any] | None:
+    """The latest transition into or out of the stack (its transition logs), or None."""
+    from scaling.stackfiles import StackFileNotFound, stack_name
+    from scaling.transition.service import last_transition
+
+    try:
+        return last_transition(stack_name(stack), state_dir=state_dir)
+    except (StackFileNotFound, OSError, ValueError):
+        return None
+
+
+def _transition_line(last: dict[str, Any]) -> str:
+    failed = f" at {last['failedStep']}" if last.get("failedStep") else ""
+    return (
+        f"{last['source']} → {last['target']} {last['outcome']}{failed} "
+        f"(transition {last['transition']}, started {last['startedAt']}; log {last['log']})"
+    )
 
 
 def summary(
