@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.local import procs
+from scaling.local.follow import Follow
 from scaling.local.keeper import Keeper
 from scaling.local.ports import PortAllocator
 from scaling.local.state import ProcessEntry, RunState
@@ -50,6 +51,8 @@ class Context:
     # Forks every process of the run in the run's session (scaling.local.keeper); without
     # one (tests that drive a single tier) processes are started directly.
     keeper: Keeper | None = None
+    # The running phase this one starts as a replica of (a transition's target), or None.
+    follow: Follow | None = None
     _pg_root: Path | None = None
 
     @property

@@ -68,3 +68,16 @@ def load_secrets(path: Path) -> dict[str, str]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a secrets file")
     return {str(k): str(v) for k, v in data.items()}
+
+
+def inherited_secrets(source: dict[str, str]) -> dict[str, str]:
+    """A phase that starts as a replica of ``source``'s run: every secret of the source as it
+    is (physical replication copies the roles and their SCRAM verifiers, PgBouncer passes
+    SCRAM through only with the very verifier the server holds, and the gateways' key keeps
+    clients' tokens valid), plus a fresh password for any name the source lacks and the
+    verifiers of those."""
+    values = dict(source)
+    for name in SECRET_VARIABLES:
+        if name not in VERIFIER_OF and name not in values:
+            values[name] = generate_password(LENGTHS.get(name, 32))
+    return with_verifiers(values)

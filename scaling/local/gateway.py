@@ -111,11 +111,14 @@ def _start_gateway(
 
 def start_gateways(ctx: Context, redis: RedisEndpoints, project_dir: str) -> list[GatewayInstance]:
     instances = [_start_gateway(ctx, node, redis, project_dir) for node in local_gateways(ctx)]
+    # A transition's target under Sentinel: the gateways find the master through Sentinels
+    # that start only at promotion, so they can only be alive (/livez) until then.
+    probe = "live_url" if ctx.follow is not None and redis.mode == "sentinel" else "health_url"
     for entry, instance in instances:
         ctx.part, ctx.part_log = entry.name, entry.log
-        url = instance.summary()["health_url"]
+        url = instance.summary()[probe]
         health.wait_until(
-            f"{entry.name} /healthz answers 200",
+            f"{entry.name} {url} answers 200",
             lambda u=url: health.http_ok(u),  # type: ignore[misc]
             START_TIMEOUT,
             process=entry,

@@ -7,7 +7,9 @@ containers' (scaling.render.patroni) with local folders and addresses; ``patroni
 --validate-config`` must accept it before the member starts.
 
 The member the topology bootstraps (ordinal 0) starts first and initialises the cluster; the
-others start once it leads and clone from it. Passwords reach Patroni through its
+others start once it leads and clone from it. A transition's target (``ctx.follow``) starts
+as a standby cluster of the source instead: its first member clones the source and leads as
+the standby leader (scaling.local.follow). Passwords reach Patroni through its
 environment only (the node's secret_env), never a file.
 
 As root each member runs as the postgres account as PID 1 of its own PID namespace
@@ -29,7 +31,12 @@ from scaling.local.context import Context
 from scaling.local.state import ProcessEntry
 from scaling.local.topology import nodes
 from scaling.render.endpoints import Endpoint
-from scaling.render.patroni import PatroniLayout, render_patroni_yml, roles_script
+from scaling.render.patroni import (
+    PatroniLayout,
+    StandbySource,
+    render_patroni_yml,
+    roles_script,
+)
 from scaling.topology import Node
 from scaling.topology.postgres import patroni_scope
 
@@ -150,7 +157,11 @@ def prepare_member(
     )
     _write(ctx, folder / "roles.sh", roles, 0o644)
     config = folder / "patroni.yml"
-    _write(ctx, config, render_patroni_yml(ctx.spec, layout), 0o600)
+    # A transition's target: a standby cluster of the source's read-write door.
+    standby = (
+        StandbySource(ctx.follow.postgres.host, ctx.follow.postgres.port) if ctx.follow else None
+    )
+    _write(ctx, config, render_patroni_yml(ctx.spec, layout, standby), 0o600)
     validate(ctx, node, str(config))
     return PatroniMember(node.name, postgres, api, str(config))
 

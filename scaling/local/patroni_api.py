@@ -58,12 +58,13 @@ def leader(cluster: Mapping[str, Any] | None) -> str | None:
 
 
 def healthy(cluster: Mapping[str, Any] | None, names: Sequence[str]) -> bool:
-    """Whether a leader runs and every other one of ``names`` streams from it."""
+    """Whether a leader runs and every other one of ``names`` streams from it (a standby
+    cluster's leader streams from its source itself)."""
     if cluster is None:
         return False
     rows = {row["name"]: row for row in members(cluster)}
     head = leader(cluster)
-    if head is None or head not in names or rows[head]["state"] != "running":
+    if head is None or head not in names or rows[head]["state"] not in ("running", "streaming"):
         return False
     return all(
         name in rows and rows[name]["state"] == "streaming" for name in names if name != head

@@ -308,6 +308,10 @@ def start_pgbouncer(ctx: Context, node: Node, endpoint: Endpoint) -> Endpoint:
     databases = [spec.postgres.database]
     if replicas:
         databases.append(read_only_database(spec))
+    if ctx.follow is not None:
+        # A standby cluster has no read-write server until its promotion: wait for what
+        # answers now (its replicas, or the pooler's own console).
+        databases = databases[1:]
     for entry in entries:
         for dbname in databases:
             health.wait_until(
@@ -316,7 +320,29 @@ def start_pgbouncer(ctx: Context, node: Node, endpoint: Endpoint) -> Endpoint:
                 START_TIMEOUT,
                 process=entry,
             )
+        if not databases:
+            health.wait_until(
+                "pgbouncer's console answers",
+                lambda: _console_answers(ctx, endpoint),
+                START_TIMEOUT,
+                process=entry,
+            )
     return endpoint
+
+
+def _console_answers(ctx: Context, endpoint: Endpoint) -> bool:
+    """PgBouncer's admin console answers SHOW VERSION (no server needed)."""
+    with psycopg.connect(
+        host=endpoint.host,
+        port=endpoint.port,
+        user=POOLER_ADMIN_USER,
+        password=ctx.secrets["pgbouncer-admin-password"],
+        dbname="pgbouncer",
+        autocommit=True,
+        connect_timeout=3,
+        cursor_factory=psycopg.ClientCursor,
+    ) as conn:
+        return conn.execute("SHOW VERSION").fetchone() is not None
 
 
 def pooler_process_name(node: str, process: int) -> str:

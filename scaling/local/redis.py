@@ -4,6 +4,12 @@ Redis Cluster) as processes on 127.0.0.1.
 Names, roles, who replicates whom and which master the Sentinels monitor all come from the
 topology; a Redis Cluster is formed (or grown) by the topology's own cluster script, run
 against the local endpoints.
+
+A transition's target (``ctx.follow``, scaling.local.follow): its master (or standalone node)
+starts as a replica of the source's master and its replicas chain from it; its Sentinels are
+written and recorded but started only at promotion (scaling.transition.local_data),
+since a Sentinel would fail over a master that reports itself a replica. A Redis Cluster
+target starts empty.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from scaling.local.state import ProcessEntry
 from scaling.local.topology import REDIS_DATA_ROLES, monitored, nodes, replicas_of
 from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
+from scaling.render.limits import open_files
 from scaling.render.redis import (
     RedisLayout,
     SentinelLayout,
@@ -128,6 +135,8 @@ def start_data_node(ctx: Context, node: Node) -> ProcessEntry:
     )
     conf.write_text(render_redis_conf(ctx.spec, layout))
     master = ctx.endpoint(node.replica_of) if node.role == "replica" and node.replica_of else None
+    if node.role in ("master", "standalone") and ctx.follow and ctx.follow.redis_master:
+        master = ctx.follow.redis_master  # a transition's target replicates the source
     args = redis_node_args(ctx.spec, announce=endpoint, master=master)
     entry = ctx.start(
         ProcessEntry(
@@ -159,6 +168,11 @@ def wait_ping(ctx: Context, entry: ProcessEntry) -> None:
 
 def _start_sentinel(ctx: Context, sentinel: Node) -> ProcessEntry:
     ctx.begin(sentinel.name, ctx.log_path(sentinel.name))
+    return ctx.start(_sentinel_entry(ctx, sentinel))
+
+
+def _sentinel_entry(ctx: Context, sentinel: Node) -> ProcessEntry:
+    """Write a Sentinel's configuration and say how to start it (not started yet)."""
     endpoint = Endpoint("127.0.0.1", ctx.ports.take())
     folder = _private_folder(ctx, sentinel)
     password = ctx.secrets["redis-password"]
@@ -171,22 +185,20 @@ def _start_sentinel(ctx: Context, sentinel: Node) -> ProcessEntry:
         folder / "sentinel.conf",
         render_sentinel_conf(ctx.spec, layout, master) + render_sentinel_auth(ctx.spec, password),
     )
-    entry = ctx.start(
-        ProcessEntry(
-            name=sentinel.name,
-            role=sentinel.role,
-            tier=sentinel.tier,
-            argv=[
-                binaries(ctx.spec)[0],
-                str(folder / "sentinel.conf"),
-                "--sentinel",
-                *sentinel_node_args(endpoint),
-            ],
-            log=ctx.log_path(sentinel.name),
-            host=endpoint.host,
-            port=endpoint.port,
-            cwd=str(folder),
-        )
+    entry = ProcessEntry(
+        name=sentinel.name,
+        role=sentinel.role,
+        tier=sentinel.tier,
+        argv=[
+            binaries(ctx.spec)[0],
+            str(folder / "sentinel.conf"),
+            "--sentinel",
+            *sentinel_node_args(endpoint),
+        ],
+        log=ctx.log_path(sentinel.name),
+        host=endpoint.host,
+        port=endpoint.port,
+        cwd=str(folder),
     )
     ctx.endpoints[sentinel.name] = endpoint
     return entry
@@ -208,7 +220,11 @@ def start_redis(ctx: Context) -> RedisEndpoints:
     result = RedisEndpoints(mode=ctx.spec.redis.mode, nodes=[ctx.endpoints[n.name] for n in data])
     _wait_replicas_online(ctx, [n for n in data if n.role == "master"])
     sentinels = nodes(ctx.topology, "redis", "sentinel")
-    if sentinels:
+    if sentinels and ctx.follow is not None:
+        _record_sentinels(ctx, sentinels)
+        result.sentinels = [ctx.endpoints[s.name] for s in sentinels]
+        result.master_name = ctx.spec.redis.master_name
+    elif sentinels:
         _start_sentinels(ctx, sentinels)
         result.sentinels = [ctx.endpoints[s.name] for s in sentinels]
         result.master_name = ctx.spec.redis.master_name
@@ -232,6 +248,27 @@ def _wait_replicas_online(ctx: Context, masters: list[Node]) -> None:
             CONVERGE_TIMEOUT,
             interval=0.3,
         )
+
+
+def _record_sentinels(ctx: Context, sentinels: list[Node]) -> None:
+    """A transition's target: the Sentinels recorded (configuration written, port taken)
+    but not started; the promotion starts them (scaling.transition.local_data)."""
+    for sentinel in sentinels:
+        ctx.begin(sentinel.name, ctx.log_path(sentinel.name), "preparing")
+        entry = _sentinel_entry(ctx, sentinel)
+        if entry.open_files is None:
+            need = open_files(ctx.spec, entry.tier, entry.role)
+            entry.open_files = need.files if need else None
+        ctx.state.processes.append(entry)
+    ctx.state.save()
+    ctx.notes.append(
+        "redis: started as a replica of the source's master; the Sentinels start at promotion"
+    )
+
+
+def unstarted_sentinels(processes: list[ProcessEntry]) -> list[ProcessEntry]:
+    """The Sentinels a transition's target recorded but has not started."""
+    return [p for p in processes if p.role == "sentinel" and p.pid is None]
 
 
 def _start_sentinels(ctx: Context, sentinels: list[Node]) -> None:

@@ -28,7 +28,13 @@ import psutil
 from scaling.local import keeper as keepers
 from scaling.local import limits, patroni_api, procs
 from scaling.local.context import Context
-from scaling.local.credentials import load_secrets, new_secrets, save_secrets
+from scaling.local.credentials import (
+    inherited_secrets,
+    load_secrets,
+    new_secrets,
+    save_secrets,
+)
+from scaling.local.follow import Follow
 from scaling.local.gateway import GatewayInstance, start_gateways
 from scaling.local.keeper import Keeper
 from scaling.local.monitoring import MonitoringEndpoints, start_monitoring
@@ -46,7 +52,7 @@ from scaling.local.state import (
     state_dir_for,
 )
 from scaling.local.tokens import auth_summary, write_key
-from scaling.local.topology import local_spec, local_topology
+from scaling.local.topology import local_spec, local_topology, nodes
 from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
 from scaling.stackconfig import (
     NAMESPACE,
@@ -422,8 +428,13 @@ def up(
     stack: str | None = None,
     state_dir: Path | None = None,
     progress: Progress | None = None,
+    follow: Follow | None = None,
 ) -> LocalRun:
     """Start the phase's topology on 127.0.0.1 and wait until every part is healthy.
+
+    With ``follow`` the phase starts as a replica of that running source (its secrets, a
+    Patroni standby cluster, a Redis master replicating the source's; see
+    scaling.local.follow): what cannot answer before the promotion is not waited for.
 
     On any failure everything started so far is stopped again and :class:`LocalUpError`
     names the part that failed, with the tail of its log. SIGINT, SIGTERM or SIGHUP (on the
@@ -438,6 +449,14 @@ def up(
         limits.check(local_spec(spec), local_topology(spec))
     except limits.TooFewOpenFiles as error:
         raise LocalUpError("open-file limits", str(error), "", None) from None
+    if follow is not None and not nodes(local_topology(spec), "postgres", "dcs"):
+        raise LocalUpError(
+            "postgres",
+            f"the {spec.phase.value} phase runs a single PostgreSQL without Patroni, so it "
+            f"cannot start as a replica of {follow.stack!r} (a standby cluster needs Patroni)",
+            "",
+            None,
+        )
     with _InterruptGuard() as guard:
         _check_previous(stack, folder)
         state: RunState | None = None
@@ -445,7 +464,7 @@ def up(
         ctx: Context | None = None
         try:
             _make_state_dir(folder)
-            secrets = new_secrets()
+            secrets = inherited_secrets(dict(follow.secrets)) if follow else new_secrets()
             secrets_file = folder / SECRETS_FILE
             save_secrets(secrets_file, secrets)
             # The gateways' HS256 key on its own (0600), for `sikka-scaling token` and clients.
@@ -476,6 +495,7 @@ def up(
                 topology=local_topology(spec),
                 progress=say,
                 keeper=keeper,
+                follow=follow,
             )
             postgres = start_postgres(ctx)
             redis = start_redis(ctx)
@@ -486,6 +506,8 @@ def up(
             state.summary = _summary(
                 spec, stack, ctx, postgres, redis, gateways, nginx, monitoring, key_file
             )
+            if follow is not None:
+                state.summary["follows"] = follow.describe()
             state.complete = True
             state.save()
             # Complete: an interrupt from here on must not tear it down.

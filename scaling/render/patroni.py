@@ -16,6 +16,14 @@ Durability (``postgres.synchronousMode``): "on" and "strict" make Patroni keep o
 synchronous standby and promote only it, so a commit the leader acknowledged is on the new
 leader too; "off" replicates asynchronously and never promotes a replica lagging more than
 ``postgres.maximumLagOnFailoverMb``.
+
+Standby cluster (a phase transition, scaling.transition): with a :class:`StandbySource`,
+``bootstrap.dcs.standby_cluster`` makes the new cluster a replica of a running one: its
+first member clones the source by ``pg_basebackup`` and streams from it as the *standby
+leader*, the others replicate the standby leader; nothing is writable until the
+``standby_cluster`` key is removed from the cluster's configuration (``PATCH /config
+{"standby_cluster": null}``), which promotes the standby leader. StackGres's
+``spec.replicateFrom`` renders the same Patroni setting.
 """
 
 from __future__ import annotations
@@ -88,6 +96,22 @@ class PatroniLayout:
     monitoring_user: str | None = None
 
 
+@dataclass(frozen=True)
+class StandbySource:
+    """The running cluster a new cluster starts as a standby of: its read-write door (a
+    plain primary, or routers that follow its leader), reached as the replication role."""
+
+    host: str
+    port: int
+
+    def standby_cluster(self) -> dict[str, object]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "create_replica_methods": ["basebackup"],
+        }
+
+
 def timeouts(spec: PhaseSpec) -> dict[str, int]:
     """ttl, loop_wait and retry_timeout under Patroni's rule loop_wait + 2 x retry_timeout
     <= ttl: a DCS or PostgreSQL hiccup shorter than retry_timeout never demotes the leader."""
@@ -130,7 +154,11 @@ def _parameters(spec: PhaseSpec) -> dict[str, object]:
     return {**postgres_parameters(spec), "wal_log_hints": "on"}
 
 
-def render_patroni_yml(spec: PhaseSpec, layout: PatroniLayout) -> str:
+def render_patroni_yml(
+    spec: PhaseSpec, layout: PatroniLayout, standby: StandbySource | None = None
+) -> str:
+    """One member's patroni.yml; with ``standby`` the cluster bootstraps as a standby
+    cluster of that source instead of running initdb (see the module's docstring)."""
     rules = hba_rules(
         spec,
         layout.private_networks,
@@ -148,7 +176,8 @@ def render_patroni_yml(spec: PhaseSpec, layout: PatroniLayout) -> str:
         },
         "etcd3": {"hosts": [str(host) for host in layout.etcd_hosts]},
         "bootstrap": {
-            "dcs": cluster_configuration(spec),
+            "dcs": cluster_configuration(spec)
+            | ({"standby_cluster": standby.standby_cluster()} if standby else {}),
             "initdb": [
                 {"encoding": "UTF8"},
                 {"locale": "C.UTF-8"},
