@@ -3,7 +3,7 @@
 Three kinds of client run in background threads while a phase is moved (or a part of it
 restarted), each bounded in count and in time, each connecting to 127.0.0.1 only:
 
-- RowWriter: INSERTs rows with a sequence number into ``transition_load`` through one libpq
+- RowWriter: INSERTs rows (its run id, a sequence number) into ``transition_load`` through one libpq
   multi-host URL (the source's database front door, then the target's,
   ``target_session_attrs=read-write``: libpq connects to whichever is writable). A row counts
   as acknowledged once its COMMIT returned; a failed INSERT is retried with the same number
@@ -102,6 +102,9 @@ class Figures:
     reconnects: int = 0
     last_ack: float | None = None
     started: float = 0.0
+    # The first failures: (seconds after the start, error type, message), to see where a
+    # gap went.
+    timeline: list[tuple[float, str, str]] = field(default_factory=list)
 
     def ack(self, seq: int) -> None:
         now = time.monotonic()
@@ -116,6 +119,9 @@ class Figures:
         self.failures += 1
         name = type(error).__name__
         self.errors[name] = self.errors.get(name, 0) + 1
+        if len(self.timeline) < 40:
+            when = round(time.monotonic() - self.started, 3)
+            self.timeline.append((when, name, " ".join(str(error).split())[:140]))
 
 
 class _Worker(threading.Thread):
@@ -154,8 +160,8 @@ class _Worker(threading.Thread):
 def create_table(url: str, password: str) -> None:
     with psycopg.connect(url, password=password, autocommit=True, connect_timeout=5) as conn:
         conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {TABLE} (seq bigint PRIMARY KEY, "
-            "written_at timestamptz NOT NULL DEFAULT now())"
+            f"CREATE TABLE IF NOT EXISTS {TABLE} (run text NOT NULL, seq bigint NOT NULL, "
+            "written_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run, seq))"
         )
 
 
@@ -174,6 +180,8 @@ class RowWriter(_Worker):
         super().__init__("row-writer", interval, limit, duration)
         self.urls = urls
         self.password = password
+        # Each writer's rows are its own: a table written by an earlier load is not counted.
+        self.run_id = uuid.uuid4().hex[:12]
         self.servers: dict[str, int] = {}  # host:port that acknowledged -> rows
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -188,13 +196,13 @@ class RowWriter(_Worker):
     def loop(self) -> None:
         conn: psycopg.Connection[Any] | None = None
         seq = 1
-        insert = f"INSERT INTO {TABLE} (seq) VALUES (%s) ON CONFLICT (seq) DO NOTHING"
+        insert = f"INSERT INTO {TABLE} (run, seq) VALUES (%s, %s) ON CONFLICT (run, seq) DO NOTHING"
         while self._bounded():
             try:
                 if conn is None or conn.closed:
                     conn = self._connect()
                 self.figures.attempts += 1
-                conn.execute(insert, (seq,))
+                conn.execute(insert, (self.run_id, seq))
             except psycopg.Error as error:
                 self.figures.fail(error)
                 if conn is not None:
@@ -212,11 +220,12 @@ class RowWriter(_Worker):
             conn.close()
 
 
-def rows_present(url: str, password: str, wanted: set[int]) -> set[int]:
-    """Which of ``wanted`` are in the table now (through ``url``, any libpq URL)."""
+def rows_present(url: str, password: str, run_id: str) -> set[int]:
+    """The sequence numbers of writer ``run_id``'s rows in the table now (through ``url``,
+    any libpq URL)."""
     with psycopg.connect(url, password=password, connect_timeout=5, prepare_threshold=None) as c:
-        rows = c.execute(f"SELECT seq FROM {TABLE}").fetchall()
-    return {int(r[0]) for r in rows} & wanted if wanted else {int(r[0]) for r in rows}
+        rows = c.execute(f"SELECT seq FROM {TABLE} WHERE run = %s", (run_id,)).fetchall()
+    return {int(r[0]) for r in rows}
 
 
 # ---------------------------------------------------------------------------- keys
@@ -619,6 +628,7 @@ class Load:
             else None
         )
         self.started = 0.0
+        self.started_at = 0.0  # unix time, to line the figures up with the transition log
         self.stopped = 0.0
 
     def _urls(self) -> Sequence[str]:
@@ -627,6 +637,7 @@ class Load:
     def start(self, settle: float = 20.0) -> None:
         """Start every client; returns once each has one acknowledged write (or subscription)."""
         self.started = time.monotonic()
+        self.started_at = time.time()
         for worker in (self.rows, self.keys, self.ws):
             if worker is not None:
                 worker.start()
@@ -672,7 +683,7 @@ class Load:
         by default the writers' own)."""
         rows_acked = self.rows.figures.acknowledged
         read_url = pg_read_url or multi_host_url(self._urls(), connect_timeout=5)
-        present_rows = rows_present(read_url, self.pg_password, set())
+        present_rows = rows_present(read_url, self.pg_password, self.rows.run_id)
         keys_acked = self.keys.figures.acknowledged
         present_keys = self.keys.present(redis_read_endpoints)
         result: dict[str, Any] = {
@@ -682,6 +693,7 @@ class Load:
             "rows_in_doubt_present": len(present_rows - rows_acked),
             "row_failures": self.rows.figures.failures,
             "row_errors": self.rows.figures.errors,
+            "row_error_timeline": self.rows.figures.timeline,
             "rows_by_server": self.rows.servers,
             "longest_row_gap_seconds": round(self.rows.figures.longest_gap, 3),
             "longest_row_gap_ended_at": _round(self.rows.figures.longest_gap_at),
@@ -690,11 +702,13 @@ class Load:
             "keys_missing": sorted(keys_acked - present_keys)[:20],
             "key_failures": self.keys.figures.failures,
             "key_errors": self.keys.figures.errors,
+            "key_error_timeline": self.keys.figures.timeline,
             "redis_masters": self.keys.masters,
             "keys_unreplicated_retried": self.keys.unreplicated,
             "longest_key_gap_seconds": round(self.keys.figures.longest_gap, 3),
             "longest_key_gap_ended_at": _round(self.keys.figures.longest_gap_at),
             "total_seconds": round((self.stopped or time.monotonic()) - self.started, 3),
+            "started_at": round(self.started_at, 3),
         }
         if self.ws is not None:
             ws = self.ws.figures()
