@@ -32,12 +32,32 @@ def append(path: Path, event: Mapping[str, Any]) -> None:
     logged as started survives a kill -9 of the process that logged it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(dict(event), sort_keys=True, default=str) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
+        _drop_torn_tail(fd)
         os.write(fd, line.encode())
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _drop_torn_tail(fd: int) -> None:
+    """A writer killed mid-line left a line without its newline: cut it off, so that the
+    next line does not glue onto it (it was never a whole event)."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    start = max(0, size - 65536)
+    while True:
+        chunk = os.pread(fd, size - start, start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            os.ftruncate(fd, start + cut + 1)
+            return
+        if start == 0:
+            os.ftruncate(fd, 0)
+            return
+        start = max(0, start - 65536)
 
 
 def read(path: Path) -> list[dict[str, Any]]:

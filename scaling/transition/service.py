@@ -408,7 +408,9 @@ def _source_check(pair: _Pair, local: bool, actions: list[str]) -> dict[str, Any
         actions.append(f"source {pair.source}: not checked: {error}{where}")
         return {"checked": False, "error": str(error)}
     unreachable = found["unreachable"]
-    line = f"source {pair.source}: {found['verdict']}"
+    line = f"source {pair.source}: verdict {found['verdict']}"
+    if found["reasons"]:
+        line += f" ({'; '.join(found['reasons'][:2])})"
     line += f"; unreachable: {', '.join(unreachable)}" if unreachable else "; every part answers"
     if found["recommendations"]:
         line += f"; recommends: {'; '.join(found['recommendations'][:3])}"
@@ -831,13 +833,17 @@ def retire(run: Any, transition: str, target: str, *, remove: bool) -> dict[str,
     removed: list[str] = []
     if remove:
         folder = Path(state.state_dir)
-        candidates = [Path(d) for d in state.extra_dirs] + [folder / "postgres"]
+        # Where `local up` keeps data: PostgreSQL (and Patroni) under postgres/ or a
+        # folder outside the state dir (extra_dirs), etcd under etcd/, Redis under
+        # redis/<node>/data, Prometheus under prometheus/data.
+        candidates = [Path(d) for d in state.extra_dirs]
+        candidates += [folder / "postgres", folder / "etcd"]
         for entry in state.processes:
             if entry.tier == "nginx":
                 continue
             if entry.data_dir:
                 candidates.append(Path(entry.data_dir))
-            candidates.append(folder / entry.name / "data")
+            candidates += [folder / entry.name / "data", folder / entry.tier / entry.name / "data"]
         for path in dict.fromkeys(candidates):
             if path.exists():
                 shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,104 @@
+"""The transition plan (pure): direction refusals word for word, the steps in order with
+the cut-over marked, what a Citus target asks of the schema, the Pulumi commands."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaling.model import PhaseSpec
+from scaling.stackconfig import load_stack_file
+from scaling.stackfiles import stack_path
+from scaling.transition import plan
+from scaling.transition.plan import TransitionRefused
+
+LOCAL_STEPS = [
+    "validate-target",
+    "check-source",
+    "prepare-source",
+    "start-target",
+    "catch-up",
+    "freeze-source",
+    "final-sync",
+    "promote-target",
+    "switch-front-door",
+    "validate-target-live",
+    "retire-source",
+]
+
+
+def spec(stack: str) -> PhaseSpec:
+    return load_stack_file(stack_path(stack))
+
+
+@pytest.mark.parametrize(("source", "target"), [("launch", "growth"), ("growth", "scale")])
+def test_the_next_phase_is_allowed(source: str, target: str) -> None:
+    assert plan.check_direction(source, target) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "message"),
+    [
+        ("growth", "launch", "growth → launch goes backwards; --force to do it anyway"),
+        ("scale", "launch", "scale → launch goes backwards; --force to do it anyway"),
+        ("launch", "scale", "launch → scale skips growth; --force to do it anyway"),
+        ("growth", "growth", "growth → growth stays in the same phase; --force to do it anyway"),
+    ],
+)
+def test_other_moves_are_refused_naming_both_phases(source: str, target: str, message: str) -> None:
+    with pytest.raises(TransitionRefused) as refused:
+        plan.check_direction(source, target)
+    assert str(refused.value) == message
+    # Forced, the same move is done, with the warning said.
+    [warning] = plan.check_direction(source, target, force=True)
+    assert warning == message.replace("; --force to do it anyway", ": done anyway (--force)")
+
+
+def test_local_steps_in_order_with_one_cutover() -> None:
+    steps = plan.steps(spec("launch"), spec("growth"), "local")
+    assert [s.name for s in steps] == LOCAL_STEPS
+    assert [s.name for s in steps if s.cutover] == ["promote-target"]
+    assert plan.cutover_index(steps) == LOCAL_STEPS.index("promote-target")
+    start = steps[3].description
+    assert "standby cluster" in start and "REPLICAOF" in start
+
+
+def test_a_cluster_and_citus_target_says_how_data_moves() -> None:
+    steps = plan.steps(spec("growth"), spec("scale"), "local")
+    start = next(s for s in steps if s.name == "start-target").description
+    assert "logical replication" in start and "redis-cli --cluster import" in start
+
+
+def test_schema_requirements_only_for_citus() -> None:
+    assert plan.schema_requirements(spec("growth")) == []
+    needs = plan.schema_requirements(spec("scale"))
+    assert any("primary key" in n for n in needs)
+    assert any("distribution column" in n for n in needs)
+
+
+@pytest.mark.parametrize("platform", ["docker", "kubernetes"])
+def test_pulumi_steps_carry_the_two_ups(platform: str) -> None:
+    steps = plan.steps(spec("launch"), spec("growth"), platform)
+    text = " ".join(s.description for s in steps)
+    assert "sikka:promoteFrom launch" in text and "sikka:promoteCutover true" in text
+    assert [s.name for s in steps if s.cutover] == ["promote-target"]
+
+
+def test_unknown_platform_is_refused() -> None:
+    with pytest.raises(TransitionRefused, match="no transition on platform 'nomad'"):
+        plan.steps(spec("launch"), spec("growth"), "nomad")
+
+
+def test_pulumi_commands_in_order() -> None:
+    assert plan.pulumi_commands("launch", "growth") == [
+        "pulumi config set sikka:promoteFrom launch --stack growth",
+        "pulumi up --stack growth",
+        "sikka-scaling check growth",
+        "pulumi config set sikka:promoteCutover true --stack growth",
+        "pulumi up --stack growth",
+        "sikka-scaling check growth",
+    ]
+
+
+def test_previous_phase() -> None:
+    assert plan.previous_phase("growth") == "launch"
+    assert plan.previous_phase("launch") is None
