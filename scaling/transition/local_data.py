@@ -12,7 +12,9 @@ PostgreSQL (the target runs Patroni; the source a single PostgreSQL or Patroni):
 * catch-up: the target's standby leader replays up to the source's current LSN (measured).
 * freeze-source: ``default_transaction_read_only`` (ALTER SYSTEM + reload) and the
   application's sessions terminated, so clients fail fast and move on.
-* final-sync: the source's PostgreSQL is stopped gracefully (a Patroni source: replicas
+* final-sync: once the target streams from the source past the freeze LSN (a receiver still
+  reconnecting when the source stops would miss its last WAL for good), the source's
+  PostgreSQL is stopped gracefully (a Patroni source: replicas
   before the leader, so no failover can follow): no write can follow its shutdown
   checkpoint, whose LSN ``pg_controldata`` reads from the stopped data directory (which
   must say "shut down"); then the target's standby leader must have replayed it.
@@ -202,6 +204,15 @@ def _replay_lsn(run: LocalRun, endpoint: Endpoint) -> str | None:
     return None if value is None else str(value)
 
 
+def _streams_past(run: LocalRun, standby: Endpoint, lsn: str) -> bool:
+    """Whether ``standby``'s WAL receiver streams (from the source) and has replayed ``lsn``."""
+    with _superuser(run, standby) as conn:
+        row = conn.execute(
+            "SELECT (SELECT status FROM pg_stat_wal_receiver), pg_last_wal_replay_lsn()::text"
+        ).fetchone()
+    return bool(row and row[0] == "streaming" and row[1] and lsn_int(row[1]) >= lsn_int(lsn))
+
+
 def _wait(what: str, check: Callable[[], bool], timeout: float, step: str) -> float:
     try:
         return health.wait_until(what, check, timeout, interval=0.1)
@@ -223,6 +234,15 @@ def _redis(endpoint: Endpoint, password: str) -> redis.Redis:
 def _replication(endpoint: Endpoint, password: str) -> dict[str, Any]:
     with _redis(endpoint, password) as conn:
         return dict(conn.info("replication"))
+
+
+def _online_replicas(endpoint: Endpoint, password: str) -> int:
+    info = _replication(endpoint, password)
+    return sum(
+        1
+        for key, value in info.items()
+        if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
 
 
 def _redis_mode(run: LocalRun) -> str:
@@ -388,8 +408,8 @@ def _pg_catch_up(source: LocalRun, target: LocalRun, timeout: float, step: str) 
     replayed = _replay_lsn(target, leader)
     lag = max(0, lsn_int(wanted) - lsn_int(replayed)) if replayed else None
     waited = _wait(
-        f"the target's standby leader replays the source's LSN {wanted}",
-        lambda: lsn_int(_replay_lsn(target, leader) or "0/0") >= lsn_int(wanted),
+        f"the target's standby leader streams and replays the source's LSN {wanted}",
+        lambda: _streams_past(target, leader, wanted),
         timeout,
         step,
     )
@@ -610,6 +630,16 @@ def _pg_final_sync(
 ) -> dict[str, Any]:
     pg = frozen["postgres"]
     leader = pg.get("leader")
+    _, target_leader, _ = _target_leader(target)
+    # The final checkpoint reaches the target only through a live stream: a standby whose
+    # receiver is still reconnecting (after an unfreeze, say) when the source stops would
+    # miss it for good. So: streaming, and past the freeze, before anything stops.
+    _wait(
+        f"the target streams from the source past the freeze LSN {pg['lsn']}",
+        lambda: _streams_past(target, target_leader, str(pg["lsn"])),
+        timeout,
+        step,
+    )
     order = _stop_order(source, leader)
     stops = {}
     for entry in order:
@@ -630,7 +660,6 @@ def _pg_final_sync(
     final = control["Latest checkpoint location"]
     pg["final_lsn"] = final
     _save_freeze(source, frozen)
-    _, target_leader, _ = _target_leader(target)
     replayed: list[str] = []
 
     def replayed_final() -> bool:
@@ -798,6 +827,11 @@ def _promote_redis(
     with _redis(master, password) as conn:
         conn.execute_command("REPLICAOF", new.host, str(new.port))
         conn.execute_command("CLIENT", "UNPAUSE")
+    # What each master starts as from now on: restarted with its first command line, the
+    # target's would replicate the old source again (a full resync replaces its data), the
+    # source's would come back as a second master.
+    set_replicaof(target, _entry_at(target, new), None)
+    set_replicaof(source, _entry_at(source, master), new)
     sentinels = _start_sentinels(target, new, step)
     return {
         "source_offset": wanted,
@@ -806,6 +840,25 @@ def _promote_redis(
         "source_now_replica_of": str(new),
         "sentinels_started": sentinels,
     }
+
+
+def replicaof_argv(argv: list[str], master: Endpoint | None) -> list[str]:
+    """``argv`` of a Redis server without its ``--replicaof host port``, plus one for
+    ``master`` when given."""
+    out, skip = [], 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+        elif arg == "--replicaof":
+            skip = 2
+        else:
+            out.append(arg)
+    return out + (["--replicaof", master.host, str(master.port)] if master else [])
+
+
+def set_replicaof(run: LocalRun, entry: ProcessEntry, master: Endpoint | None) -> None:
+    entry.argv = replicaof_argv(entry.argv, master)
+    run.state.save()
 
 
 def _start_sentinels(target: LocalRun, master: Endpoint, step: str) -> list[str]:
@@ -928,6 +981,15 @@ def _unfreeze_redis(source: LocalRun, frozen: dict[str, Any], step: str) -> dict
         )
     with _redis(master, password) as conn:
         conn.execute_command("CLIENT", "UNPAUSE")
+        wanted = int(conn.config_get("min-replicas-to-write").get("min-replicas-to-write", 0))
+    if restarted and wanted:
+        # It refuses writes until that many replicas are back in sync with it.
+        _wait(
+            f"{wanted} replica(s) of the restarted {shut} online",
+            lambda: _online_replicas(master, password) >= wanted,
+            60.0,
+            step,
+        )
     for name in found.get("sentinels_stopped", []):
         if not procs.alive(source.entry(name)):
             source.start_process(name)

@@ -133,8 +133,19 @@ def set_keys(run: LocalRun, prefix: str, count: int, replicas: int = 0) -> list[
         for key in keys:
             assert conn.set(key, key.upper())
         if replicas:
-            assert conn.execute_command("WAIT", replicas, 2000) >= replicas
+            assert conn.execute_command("WAIT", replicas, 10_000) >= replicas
     return keys
+
+
+def bulk_rows(url: str, password: str, phase: str, seqs: range) -> list[int]:
+    """Many rows in one acknowledged commit (megabytes of WAL for the target to catch up)."""
+    with psycopg.connect(url, password=password, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(
+            f"INSERT INTO {TABLE} (seq, phase) SELECT g, %s || repeat('.', 200)"
+            " FROM generate_series(%s::bigint, %s::bigint) g",
+            (phase, seqs.start, seqs.stop - 1),
+        )
+    return list(seqs)
 
 
 def report(title: str, figures: dict[str, Any]) -> None:
@@ -208,11 +219,15 @@ def launch_to_growth(
     rec["start_seconds"] = round(time.monotonic() - started, 1)
     rec["writer_failures"] = writer.failed
     acked += insert_rows(url, password, "catch-up", range(20_000, 20_300))
+    acked += bulk_rows(url, password, "bulk", range(100_000, 150_000))
     keys += set_keys(launch, "catch-up", 200)
     rec["catch_up"] = local_data.catch_up(launch, growth, 120)
     rec["round_trip"] = freeze_round_trip(launch, growth, url, password)
     acked += insert_rows(url, password, "after-unfreeze", range(30_000, 30_050))
     keys += set_keys(launch, "after-unfreeze", 20)
+    # The transition resumed: the target catches up again (its receiver reconnects to the
+    # restarted source) before the source is frozen again.
+    rec["catch_up_again"] = local_data.catch_up(launch, growth, 120)
     rec["freeze"] = local_data.freeze_source(launch)
     rec["final_sync"] = local_data.final_sync(launch, growth, 90)
     rec["promote"] = local_data.promote_target(launch, growth)
@@ -229,6 +244,7 @@ def launch_to_growth(
             "rows written while the target started": len(writer.acked),
             "catch-up": rec["catch_up"],
             "unfreeze round trip": rec["round_trip"],
+            "catch-up after the unfreeze": rec["catch_up_again"],
             "final sync": rec["final_sync"],
             "promote": rec["promote"],
         },
@@ -259,11 +275,13 @@ def growth_to_scale(runs: list[LocalRun], launch_to_growth: dict[str, Any]) -> d
     rec["scale"], rec["growth"] = scale, growth
     rec["start_seconds"] = round(time.monotonic() - started, 1)
     acked += insert_rows(url, password, "catch-up", range(50_000, 50_200))
+    acked += bulk_rows(url, password, "bulk", range(200_000, 250_000))
     keys += set_keys(growth, "catch-up", 100, replicas=1)
     rec["catch_up"] = local_data.catch_up(growth, scale, 120)
     rec["round_trip"] = freeze_round_trip(growth, scale, url, password)
     acked += insert_rows(url, password, "after-unfreeze", range(60_000, 60_050))
     keys += set_keys(growth, "after-unfreeze", 20, replicas=1)
+    rec["catch_up_again"] = local_data.catch_up(growth, scale, 120)
     rec["freeze"] = local_data.freeze_source(growth)
     rec["final_sync"] = local_data.final_sync(growth, scale, 90)
     rec["promote"] = local_data.promote_target(growth, scale)
@@ -275,6 +293,7 @@ def growth_to_scale(runs: list[LocalRun], launch_to_growth: dict[str, Any]) -> d
             "target start (s)": rec["start_seconds"],
             "catch-up": rec["catch_up"],
             "unfreeze round trip": rec["round_trip"],
+            "catch-up after the unfreeze": rec["catch_up_again"],
             "final sync": rec["final_sync"],
             "promote": rec["promote"],
         },

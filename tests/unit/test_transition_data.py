@@ -21,6 +21,7 @@ from scaling.render.scram import scram_verifier
 from scaling.transition.local_data import (
     lsn_int,
     parse_controldata,
+    replicaof_argv,
     replication_hba_line,
 )
 
@@ -119,3 +120,15 @@ def test_a_standby_leader_streaming_from_its_source_is_a_healthy_head(
         ]
     }
     assert patroni_api.healthy(cluster, ["postgres-0", "postgres-1"]) is healthy
+
+
+def test_a_promoted_master_restarts_as_a_master_and_the_old_one_as_its_replica() -> None:
+    follower = ["redis-server", "/x/redis.conf", "--replicaof", "127.0.0.1", "7000"]
+    assert replicaof_argv(follower, None) == ["redis-server", "/x/redis.conf"]
+    old = ["redis-server", "/y/redis.conf", "--replica-announce-ip", "127.0.0.1"]
+    assert replicaof_argv(old, Endpoint("127.0.0.1", 7100)) == [
+        *old,
+        "--replicaof",
+        "127.0.0.1",
+        "7100",
+    ]
