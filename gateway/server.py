@@ -57,6 +57,9 @@ OUTBOUND_BUFFER_BYTES = 65536
 HEALTH_TIMEOUT = 1.0
 # Upper bound for verifying one token (a JWKS fetch included).
 AUTH_TIMEOUT = 10.0
+# Stop: Redis connections closing after the drain get this long (an unreachable Redis must
+# not keep a drained process from exiting).
+BACKEND_CLOSE_TIMEOUT = 3.0
 
 # Tokens travel as a subprotocol ``bearer.<jwt>`` (browsers cannot set headers on a
 # WebSocket, and a subprotocol stays out of URLs and access logs) or as ``?token=<jwt>``.
@@ -228,7 +231,10 @@ class Gateway:
                 server.close(close_connections=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(server.wait_closed(), 5)
-        await self.backend.close()
+        try:
+            await asyncio.wait_for(self.backend.close(), BACKEND_CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("redis connections not closed within %gs; exiting", BACKEND_CLOSE_TIMEOUT)
 
     # ---------------------------------------------------------------- HTTP
 
@@ -458,6 +464,11 @@ class Gateway:
         local.discard(client)
         if not local:  # last local subscriber gone: stop receiving the trip
             del self._subscribers[trip_id]
+            if self._draining:
+                # The process is leaving: its pub/sub connection closes with it. Telling
+                # Redis first would hold the drain up by a round trip per trip, and by a
+                # timeout each while Redis is unreachable (a transition's cut-over).
+                return
             await self.backend.unsubscribe(protocol.channel_for(trip_id))
 
     # ------------------------------------------------------------ outbound
