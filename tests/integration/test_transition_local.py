@@ -102,6 +102,14 @@ def _transition(
     finally:
         load.stop()
     figures = load.results()
+    # The transition's own write stop (freeze-source's start to the cut-over's end), to
+    # tell what the clients added to it.
+    stopped = result.measurements.get("writesStoppedSeconds")
+    figures["transition_writes_stopped_seconds"] = stopped
+    if isinstance(stopped, int | float):
+        for kind in ("row", "key"):
+            extra = figures[f"longest_{kind}_gap_seconds"] - stopped
+            figures[f"{kind}_gap_beyond_write_stop_seconds"] = round(extra, 3)
     print_figures(f"transition {source} → {target}: {result.outcome}", result.as_dict())
     print_figures("transition measurements", result.measurements)
     print_figures(f"client load {source} → {target}", figures)

@@ -102,8 +102,8 @@ class Figures:
     reconnects: int = 0
     last_ack: float | None = None
     started: float = 0.0
-    # The first failures: (seconds after the start, error type, message), to see where a
-    # gap went.
+    # The first ten and the last thirty failures: (seconds after the start, error type,
+    # message), to see where a gap went.
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
 
     def ack(self, seq: int) -> None:
@@ -119,9 +119,10 @@ class Figures:
         self.failures += 1
         name = type(error).__name__
         self.errors[name] = self.errors.get(name, 0) + 1
-        if len(self.timeline) < 40:
-            when = round(time.monotonic() - self.started, 3)
-            self.timeline.append((when, name, " ".join(str(error).split())[:140]))
+        when = round(time.monotonic() - self.started, 3)
+        self.timeline.append((when, name, " ".join(str(error).split())[:140]))
+        if len(self.timeline) > 40:
+            del self.timeline[10]  # the first ten and the last thirty
 
 
 class _Worker(threading.Thread):
