@@ -142,6 +142,16 @@ def _assert_nothing_lost(figures: dict[str, Any]) -> None:
     assert figures["keys_acknowledged"] == figures["keys_present"], figures
 
 
+def _assert_gaps(figures: dict[str, Any]) -> None:
+    """The issue's target: no gap between two acknowledged writes of GAP_TARGET or more."""
+    over = {
+        name: figures[name]
+        for name in ("longest_row_gap_seconds", "longest_key_gap_seconds")
+        if figures[name] >= GAP_TARGET
+    }
+    assert not over, f"over the {GAP_TARGET} s target: {over}"
+
+
 def _steps_logged(root: Path, target: str, transition: str) -> dict[str, str]:
     """step -> outcome of its end event, for one transition of the target's log."""
     events = service.transitions(target, state_root=root)
@@ -188,8 +198,6 @@ def test_launch_to_growth_carries_every_write(root: Path) -> None:
     result, figures = _transition(root, "launch", "growth")
     assert result.success, result.message
     _assert_nothing_lost(figures)
-    assert figures["longest_row_gap_seconds"] < GAP_TARGET, figures
-    assert figures["longest_key_gap_seconds"] < GAP_TARGET, figures
     # The rows ended on growth's door, the keys on growth's master.
     growth = LocalRun.open(root / "growth")
     assert figures["redis_masters"][-1].endswith(
@@ -204,6 +212,7 @@ def test_launch_to_growth_carries_every_write(root: Path) -> None:
     launch = LocalRun.open(root / "launch")
     assert launch.alive("nginx")
     assert local_front.fronted_stack(launch) == "growth"
+    _assert_gaps(figures)
 
 
 def test_growth_to_scale_carries_every_write(root: Path) -> None:
@@ -212,8 +221,6 @@ def test_growth_to_scale_carries_every_write(root: Path) -> None:
     result, figures = _transition(root, "growth", "scale")
     assert result.success, result.message
     _assert_nothing_lost(figures)
-    assert figures["longest_row_gap_seconds"] < GAP_TARGET, figures
-    assert figures["longest_key_gap_seconds"] < GAP_TARGET, figures
     assert any(m.startswith("cluster ") for m in figures["redis_masters"]), figures
     ws = figures["ws"]
     assert ws["connected_at_stop"] == ws["subscribers"], ws
@@ -221,3 +228,4 @@ def test_growth_to_scale_carries_every_write(root: Path) -> None:
     assert [s for s in STEPS if logged.get(s) != "ok"] == [], logged
     # Launch's Nginx (the clients' URL) followed: it fronts scale's gateways now.
     assert local_front.fronted_stack(LocalRun.open(root / "launch")) == "scale"
+    _assert_gaps(figures)
