@@ -270,14 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+# Moving a live phase to the next (scaling/transition): `sikka-scaling transition <to>`.
+app.command("transition")(transition_command)
 # The local runner (scaling/local): `sikka-scaling local up|down|status <stack>`.
 app.add_typer(local_app, name="local")
 # Measuring a live phase (scaling/metrics): `sikka-scaling check|status|summary <stack>`.
 app.command("check")(check_command)
 app.command("status")(status_command)
 app.command("summary")(summary_command)
-# Moving a live phase to the next (scaling/transition): `sikka-scaling transition <to>`.
-app.command("transition")(transition_command)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@
                        milestones[]}: "now" when a breach is sustained, otherwise the soonest
                       threshold the least-squares trends reach, or "unknown"
     verdict           {verdict, exitCode, reasons}
+    lastTransition    the latest transition into or out of the stack (source, target,
+                      outcome, failedStep, startedAt, endedAt, measurements, ...) or null
 
 ``summary`` is the short form: phase, next phase, verdict and exit code, utilisation,
 progress, time to the next phase and the immediate recommendations' titles.
@@ -28,7 +30,7 @@ pending ones, sustained warnings), the estimate, the recommendations and the ver
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -233,7 +235,11 @@ def progress(checks: Sequence[ReadinessCheck]) -> dict[str, Any]:
     }
 
 
-def status_document(a: Assessment) -> dict[str, Any]:
+def status_document(
+    a: Assessment, last_transition: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``last_transition``: the latest transition into or out of the stack, as read from
+    the transition logs (scaling.transition.service.last_transition); None when none."""
     spec = a.spec
     est = estimate(a.latest or Sample(0.0, "direct", ()), spec)
     nxt = spec.phase.next
@@ -263,6 +269,7 @@ def status_document(a: Assessment) -> dict[str, Any]:
             "exitCode": a.outcome.exit_code,
             "reasons": list(a.outcome.reasons),
         },
+        "lastTransition": dict(last_transition) if last_transition is not None else None,
     }
 
 

@@ -459,8 +459,7 @@ def status(
         if last is not None:  # the phase cannot be measured (retired?): say where it went
             typer.echo(f"last transition: {_transition_line(last)}", err=True)
         raise
-    document = status_document(a)
-    document["lastTransition"] = last
+    document = status_document(a, last)
     document["notes"] = list(observation.notes)
     _print_document(document, as_json)
     raise typer.Exit(code=a.outcome.exit_code)

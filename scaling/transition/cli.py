@@ -63,7 +63,11 @@ def transition(
     ] = None,
     webhook: Annotated[
         str | None,
-        typer.Option("--webhook", help="POST the outcome here (default: $SIKKA_WEBHOOK_URL)"),
+        typer.Option(
+            "--webhook",
+            help="POST the outcome here (default: $SIKKA_WEBHOOK_URL, better for a URL that "
+            "carries a token: command lines are visible to every user)",
+        ),
     ] = None,
     state_root: Annotated[
         Path | None,

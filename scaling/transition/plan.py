@@ -76,18 +76,29 @@ def _redis(spec: PhaseSpec) -> str:
 
 
 def _start_target(source: PhaseSpec, target: PhaseSpec) -> str:
+    """Locally (the processes of `local up`)."""
     if target.postgres.mode == "citus":
         pg = (
-            "PostgreSQL: logical replication from the source into the Citus coordinator "
-            "(schema requirements below)"
+            "PostgreSQL: the local run stands Citus in with a Patroni cluster "
+            "(scaling/local/topology.py), which starts as a standby cluster of the source; on "
+            "Kubernetes rows move into the Citus coordinator by logical replication (schema "
+            "requirements below)"
         )
-    else:
+    elif target.postgres.mode == "replicated":
         pg = (
             "PostgreSQL: the target Patroni cluster starts as a standby cluster of the source "
             "(Patroni standby_cluster, basebackup from the source's read-write door)"
         )
+    else:
+        pg = (
+            "PostgreSQL: the target server starts as a streaming standby of the source "
+            "(basebackup from the source's read-write door)"
+        )
     if target.redis.mode == "cluster":
-        rd = "Redis: the cluster starts empty; keys are copied with redis-cli --cluster import"
+        rd = (
+            "Redis: the cluster starts empty; the keys are copied into it (DUMP / RESTORE "
+            "to the master owning each key's slot)"
+        )
     else:
         rd = "Redis: the target master runs REPLICAOF the source master"
     return (
@@ -99,7 +110,7 @@ def _start_target(source: PhaseSpec, target: PhaseSpec) -> str:
 def local_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
     src, dst = source.phase.value, target.phase.value
     redis_sync = (
-        "keys copied again under CLIENT PAUSE WRITE"
+        "the keys copied again under CLIENT PAUSE WRITE"
         if target.redis.mode == "cluster"
         else "Redis replica offsets equal"
     )
@@ -162,15 +173,24 @@ def local_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
 
 def pulumi_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
     src, dst = source.stack, target.stack
-    standby = (
-        "StackGres spec.replicateFrom on the SGCluster / SGShardedCluster"
-        if target.platform.value == "kubernetes"
-        else "its primary bootstraps from the source's primary over a shared network, found "
-        "through a stack reference to the source stack's outputs"
-    )
+    if target.platform.value == "kubernetes":
+        standby = (
+            "StackGres spec.replicateFrom on its SGCluster / SGShardedCluster, its Redis "
+            "master --replicaof the source's, its Sentinels held at 0"
+        )
+    else:
+        standby = (
+            "Patroni bootstrap.dcs.standby_cluster over the source's transition network, "
+            "found through a stack reference to the source's outputs"
+        )
     return [
         Step("validate-target", f"load and validate the {dst} stack file, render its configs"),
         Step("check-source", f"run the checker on the deployed {src} stack"),
+        Step(
+            "prepare-source",
+            f"`pulumi config set sikka:promoteTo {dst}` on {src}, then `pulumi up`: it "
+            "exports where the target follows it and admits the target's standby",
+        ),
         Step(
             "start-target",
             f"`pulumi config set sikka:promoteFrom {src}` on {dst}, then `pulumi up`: the "
@@ -178,9 +198,15 @@ def pulumi_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
         ),
         Step("catch-up", f"watch the replication lag (`sikka-scaling check {dst}`)"),
         Step(
+            "freeze-source",
+            f"stop writes on {src} (default_transaction_read_only on, the application's "
+            f"sessions ended) and wait until {dst} has replayed its last LSN",
+        ),
+        Step(
             CUTOVER,
             f"`pulumi config set sikka:promoteCutover true` on {dst}, then `pulumi up`: the "
-            "standby is promoted (replicateFrom removed) — THE CUT-OVER",
+            "standby is promoted (replicateFrom removed; on Docker a one-shot promoter) — THE "
+            "CUT-OVER",
             cutover=True,
         ),
         Step("validate-target-live", f"run the checker on the {dst} stack"),
@@ -189,6 +215,30 @@ def pulumi_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
             f"scale the {src} stack down once clients use {dst}; its volumes stay protected",
         ),
     ]
+
+
+def pulumi_limits(source: PhaseSpec, target: PhaseSpec) -> list[str]:
+    """What the Pulumi program refuses or does not carry for this pair."""
+    found = []
+    if source.platform != target.platform:
+        found.append(
+            f"{source.stack} runs on {source.platform.value} and {target.stack} on "
+            f"{target.platform.value}: the program follows a source on the same platform only"
+        )
+    if target.platform.value == "docker":
+        if target.postgres.mode == "single":
+            found.append(
+                f"{target.stack} runs a single PostgreSQL without Patroni: on Docker it "
+                "cannot start as a standby (refused by the program)"
+            )
+        found.append("Redis is not followed on Docker: the target's Redis starts empty")
+    elif target.postgres.mode == "citus" and source.postgres.mode != "citus":
+        found.append(
+            "a Citus target on Kubernetes follows a sharded source only: rows move from "
+            f"{source.stack} by logical replication into the coordinator, which the program "
+            "does not render (refused by the program; `--execute --local` does it locally)"
+        )
+    return found
 
 
 def steps(source: PhaseSpec, target: PhaseSpec, platform: str) -> list[Step]:
@@ -223,13 +273,20 @@ def schema_requirements(target: PhaseSpec) -> list[str]:
     ]
 
 
-def pulumi_commands(source_stack: str, target_stack: str) -> list[str]:
-    """The Docker/Kubernetes transition as the commands a person runs, in order."""
+def pulumi_commands(source_stack: str, target_stack: str, force: bool = False) -> list[str]:
+    """The Docker/Kubernetes transition as what a person runs, in order."""
+    src, dst = source_stack, target_stack
+    forced = [f"pulumi config set sikka:promoteForce true --stack {dst}"] if force else []
     return [
-        f"pulumi config set sikka:promoteFrom {source_stack} --stack {target_stack}",
-        f"pulumi up --stack {target_stack}",
-        f"sikka-scaling check {target_stack}",
-        f"pulumi config set sikka:promoteCutover true --stack {target_stack}",
-        f"pulumi up --stack {target_stack}",
-        f"sikka-scaling check {target_stack}",
+        f"pulumi config set sikka:promoteTo {dst} --stack {src}",
+        f"pulumi up --stack {src}",
+        f"pulumi config set sikka:promoteFrom {src} --stack {dst}",
+        *forced,
+        f"pulumi up --stack {dst}",
+        f"sikka-scaling check {dst}",
+        f"stop writes on {src} (default_transaction_read_only on, the application's sessions "
+        f"ended) and wait until {dst} has replayed its last LSN",
+        f"pulumi config set sikka:promoteCutover true --stack {dst}",
+        f"pulumi up --stack {dst}",
+        f"sikka-scaling check {dst}",
     ]

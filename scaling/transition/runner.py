@@ -170,6 +170,9 @@ def records(events: Sequence[Mapping[str, Any]]) -> list[Record]:
             continue
         if step == NOTIFY:
             continue
+        if kind == "report":  # figures others add to a transition (a load harness's)
+            rec.measurements[step] = dict(event.get("measurements") or {})
+            continue
         if step.startswith(ROLLBACK_PREFIX):
             name = step[len(ROLLBACK_PREFIX) :]
             if kind == "end" and event.get("outcome") == "ok" and name not in rec.undone:
@@ -324,6 +327,7 @@ class RunResult:
     undone: list[str] = field(default_factory=list)
     resumed_from: str | None = None  # the step a resumed transition went on from
     recovered: Record | None = None  # an interrupted transition rolled back first
+    recovered_undone: list[str] = field(default_factory=list)  # its undo actions run now
     signal: int | None = None  # the signal that interrupted the run
     started_at: float | None = None
     ended_at: float | None = None
@@ -358,7 +362,7 @@ class Runner:
         self.actions = actions
         self.undo = list(undo)
         self.platform = platform
-        self.say = progress or (lambda message: None)
+        self.say = _best_effort(progress or (lambda message: None))
         self.clock = clock
         self.new_id = new_id or (lambda: _new_id(target, clock()))
         self.cut = cutover_index(self.plan)
@@ -390,17 +394,18 @@ class Runner:
     def run(self) -> RunResult:
         with _Signals() as signals:
             previous = self.pending()
-            recovered: Record | None = None
+            recovered: RunResult | None = None
             if previous is not None:
                 self._check_same(previous)
                 if self.cutover_started(previous):
                     return self._resume(previous, signals)
-                result = self._recover(previous, signals)
-                if result.outcome != "rolled-back":
-                    return result
-                recovered = previous
+                recovered = self._recover(previous, signals)
+                if recovered.outcome != "rolled-back":
+                    return recovered
             result = self._fresh(signals)
-            result.recovered = recovered
+            if recovered is not None:
+                result.recovered = previous
+                result.recovered_undone = recovered.undone
             return result
 
     def _check_same(self, previous: Record) -> None:
@@ -488,7 +493,8 @@ class Runner:
             try:
                 measured = dict(self.actions[step.name](self.ctx) or {})
             except KeyboardInterrupt as stop:
-                signum = stop.signum if isinstance(stop, Interrupted) else int(signal.SIGINT)
+                # Ours, or the local runner's own Interrupted (it carries the signal too).
+                signum = int(getattr(stop, "signum", signal.SIGINT))
                 result.signal = signum
                 text = f"interrupted by {signal.Signals(signum).name}"
                 self._log(step.name, "end", outcome="interrupted", error=text)
@@ -583,6 +589,17 @@ class Runner:
             result.steps_done = list(rec.done)
             result.ended_at = rec.ended_at
         return result
+
+
+def _best_effort(progress: Progress) -> Progress:
+    """``progress`` that never fails: after a SIGHUP the terminal is gone, and writing to
+    it (EIO) must not cut a rollback short."""
+
+    def emit(message: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            progress(message)
+
+    return emit
 
 
 def _describe(error: BaseException) -> str:

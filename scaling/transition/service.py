@@ -364,14 +364,20 @@ def prepare(
         mark = "  ← cut-over" if step.cutover else ""
         actions.append(f"step {index} {step.name}: {step.description}{mark}")
     for need in plan.schema_requirements(target):
-        actions.append(f"schema (Citus target): {need}")
+        actions.append(f"schema (Citus target, on Kubernetes): {need}")
+    if not local:
+        for limit in plan.pulumi_limits(pair.source_spec, target):
+            actions.append(f"pulumi: {limit}")
     if shutil.which("pulumi") is None:
         actions.append(_no_pulumi_preview(dst))
     elif preview is not None:
         say(f"pulumi preview of {dst}")
-        ok, text = preview(dst, pair.target_file)
+        try:
+            ok, text = preview(dst, pair.target_file)
+        except Exception as error:  # the Automation API's own failure: said, not fatal
+            ok, text = False, f"`pulumi preview` of {dst} failed: {type(error).__name__}: {error}"
         actions.append(f"pulumi preview of {dst}: {text}" if ok else text)
-        measurements["pulumiPreview"] = {"ok": ok}
+        measurements["pulumiPreview"] = {"ok": ok, "said": text}
     else:
         actions.append(f"`pulumi preview` of {dst}: run `sikka-scaling transition {dst}`")
     cut = {s.name for s in steps[plan.cutover_index(steps) :]}
@@ -381,7 +387,7 @@ def prepare(
     if local:
         next_steps = [f"sikka-scaling transition {dst} --from {src} --execute --local"]
     else:
-        next_steps = plan.pulumi_commands(src, dst)
+        next_steps = plan.pulumi_commands(src, dst, force=force)
     return TransitionResult(
         success=True,
         message=f"prepared {src} → {dst}: {len(steps)} steps ({platform}); nothing was changed"
@@ -432,15 +438,13 @@ def execute(
     progress: Progress | None = None,
     retire: bool = False,
     webhook_url: str | None = None,
-    actions: dict[str, Any] | None = None,
-    undo: list[Undo] | None = None,
 ) -> TransitionResult:
     """Run the transition (blocking) under the target's lock; resume or roll back an
-    unfinished one first. ``actions``/``undo`` replace the local step functions (tests)."""
+    unfinished one first."""
     say = progress or (lambda message: None)
     if not local:
         pair = _pair(to_stack, from_stack, force, state_root, log_file)
-        commands = "; ".join(plan.pulumi_commands(pair.source, pair.target))
+        commands = "; ".join(plan.pulumi_commands(pair.source, pair.target, force=force))
         raise TransitionRefused(
             f"--execute runs a transition on the processes of `local up` only (add --local); "
             f"on {pair.target_spec.platform.value} it is stack config and two `pulumi up` "
@@ -450,18 +454,7 @@ def execute(
     lock = TransitionLock(stack_dir(target_name, state_root) / LOCK_FILE).acquire(target_name)
     try:
         pair = _pair(to_stack, from_stack, force, state_root, log_file)
-        done = latest(tlog.read(pair.log))
-        if (
-            done is not None
-            and done.outcome == "succeeded"
-            and not done.open
-            and done.source == pair.source
-            and not force
-        ):
-            raise TransitionRefused(
-                f"{pair.source} → {pair.target} already succeeded (transition {done.id}, "
-                f"ended {iso(done.ended_at)}); --force to run it again"
-            )
+        _refuse_a_done_transition(pair, force)
         steps = plan.steps(pair.source_spec, pair.target_spec, plan.LOCAL)
         runner = Runner(
             log_file=pair.log,
@@ -469,8 +462,8 @@ def execute(
             target=pair.target,
             platform=plan.LOCAL,
             plan=steps,
-            actions=actions if actions is not None else _local_actions(pair, force),
-            undo=undo if undo is not None else _local_undo(pair),
+            actions=_local_actions(pair, force),
+            undo=_local_undo(pair),
             progress=say,
             retire=retire,
         )
@@ -482,6 +475,28 @@ def execute(
         return result
     finally:
         lock.release()
+
+
+def _refuse_a_done_transition(pair: _Pair, force: bool) -> None:
+    """The same move again, after it succeeded and nothing moved the source back since:
+    refused without --force (the source is retired; its data would be copied over the
+    target's newer data)."""
+    done = latest(tlog.read(pair.log))
+    if force or done is None or done.open or done.outcome != "succeeded":
+        return
+    if done.source != pair.source:
+        return
+    since = done.started_at or 0.0
+    into_source = records(tlog.read(pair.source_dir / tlog.LOG_FILE))
+    moved_back = any(
+        r.outcome == "succeeded" and not r.open and (r.started_at or 0.0) > since
+        for r in into_source
+    )
+    if not moved_back:
+        raise TransitionRefused(
+            f"{pair.source} → {pair.target} already succeeded (transition {done.id}, "
+            f"ended {iso(done.ended_at)}); --force to run it again"
+        )
 
 
 def _notify(url: str, pair: _Pair, outcome: RunResult, message: str) -> notify.Delivery:
@@ -520,7 +535,10 @@ def _result(pair: _Pair, run: RunResult, steps: list[plan.Step]) -> TransitionRe
     if run.recovered is not None:
         rec = run.recovered
         how = rec.outcome or f"killed during {rec.running or 'a step'}"
-        actions.insert(0, f"transition {rec.id} was unfinished ({how}): rolled back first")
+        undone = ", ".join(run.recovered_undone) or "nothing left to undo"
+        actions.insert(
+            0, f"transition {rec.id} was unfinished ({how}): rolled back first ({undone})"
+        )
     if run.resumed_from:
         actions.insert(0, f"resumed transition {run.transition} at {run.resumed_from}")
     actions += [f"rollback {name}: ok" for name in run.undone]
@@ -646,6 +664,17 @@ def _target_run(pair: _Pair, ctx: StepContext, step: str) -> Any:
 
 def _local_actions(pair: _Pair, force: bool) -> dict[str, Any]:
     def validate_target(ctx: StepContext) -> dict[str, Any]:
+        from scaling.local.state import STATE_FILE
+
+        # The transition starts the target itself, and its rollback tears down what it
+        # started: a run of the target that is already there is never taken for its own.
+        if (pair.target_dir / STATE_FILE).exists():
+            raise StepFailed(
+                "validate-target",
+                f"a local run of {pair.target} is already in {pair.target_dir}: the "
+                f"transition starts the target itself; `sikka-scaling local down "
+                f"{pair.target}` first",
+            )
         files = render_target(pair.target_spec, pair.target_dir / RENDERED)
         return {"rendered": len(files), "folder": str(pair.target_dir / RENDERED)}
 

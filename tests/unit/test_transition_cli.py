@@ -83,7 +83,8 @@ EXECUTE = ["transition", "growth", "--execute", "--local"]
 def test_prepare_without_the_pulumi_cli(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["transition", "growth"]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("prepared launch → growth: 7 steps (docker); nothing was changed\n")
+    assert out.startswith("prepared launch → growth: 9 steps (docker); nothing was changed\n")
+    assert "  - pulumi: Redis is not followed on Docker: the target's Redis starts empty\n" in out
     assert (
         "  - the Pulumi CLI is not on PATH: no `pulumi preview` of growth "
         "(`sikka-scaling preview growth` lists its resources under the mock engine)\n"
@@ -152,6 +153,7 @@ def test_execute_needs_local(state: Path, capsys: pytest.CaptureFixture[str]) ->
     assert err.startswith(
         "transition: --execute runs a transition on the processes of `local up` only (add "
         "--local); on docker it is stack config and two `pulumi up` runs: pulumi config set "
+        "sikka:promoteTo growth --stack launch; pulumi up --stack launch; pulumi config set "
         "sikka:promoteFrom launch --stack growth; pulumi up --stack growth;"
     )
 
@@ -324,3 +326,96 @@ def test_status_without_transitions_has_none(
     assert main(["status", "growth", *probe]) == 6
     assert json.loads(capsys.readouterr().out)["lastTransition"] is None
     assert service.last_transition("growth") is None
+
+
+def test_the_same_move_again_is_allowed_once_it_was_moved_back(
+    state: Path, fake: FakeSteps, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(EXECUTE) == 0
+    back = ["transition", "launch", "--from", "growth", "--execute", "--local", "--force"]
+    assert main(back) == 0
+    assert (state / "launch" / tlog.LOG_FILE).is_file()  # the reverse is logged in launch's
+    assert main(EXECUTE) == 0
+
+
+def test_a_running_target_is_never_taken_for_the_transitions_own(
+    state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pair = service._pair("growth", None, False, None, None)
+    (pair.target_dir).mkdir(parents=True)
+    (pair.target_dir / "state.json").write_text("{}")
+    ctx = StepContext("t", "launch", "growth", print)
+    with pytest.raises(service.StepFailed) as failed:
+        service._local_actions(pair, False)["validate-target"](ctx)
+    assert str(failed.value) == (
+        f"validate-target: a local run of growth is already in {pair.target_dir}: the "
+        "transition starts the target itself; `sikka-scaling local down growth` first"
+    )
+
+
+def fake_cli(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pulumi").write_text("#!/bin/sh\nexit 0\n")
+    (folder / "pulumi").chmod(0o755)
+
+
+def test_prepare_runs_the_given_preview_when_the_cli_is_there(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_cli(state.parent / "bin")
+    monkeypatch.setenv("PATH", str(state.parent / "bin"))
+    seen: list[tuple[str, Path]] = []
+
+    def preview(stack: str, stack_file: Path) -> tuple[bool, str]:
+        seen.append((stack, stack_file))
+        return True, "12 create"
+
+    result = service.prepare("growth", preview=preview)
+    assert seen and seen[0][0] == "growth" and seen[0][1].name == "Pulumi.growth.yaml"
+    assert "pulumi preview of growth: 12 create" in result.actions
+
+    def broken(stack: str, stack_file: Path) -> tuple[bool, str]:
+        raise RuntimeError("no backend")
+
+    result = service.prepare("growth", preview=broken)
+    assert "`pulumi preview` of growth failed: RuntimeError: no backend" in result.actions
+    assert result.success
+
+
+def test_the_automation_preview_without_the_cli_says_so(state: Path) -> None:
+    from components.automation import preview
+
+    ok, said = preview("growth", Path("Pulumi.growth.yaml"))
+    assert not ok and said.startswith(
+        "the Pulumi CLI is not on PATH: no `pulumi preview` of growth"
+    )
+
+
+def test_execute_rolls_a_killed_transition_back_first(
+    state: Path, fake: FakeSteps, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = state / "growth" / tlog.LOG_FILE
+    tlog.append(log, {"transition": "growth-x", "step": "transition", "event": "start",
+                      "at": 1.0, "source": "launch", "target": "growth"})  # fmt: skip
+    for step, event in (("start-target", "start"), ("start-target", "end"), ("catch-up", "start")):
+        line = {"transition": "growth-x", "step": step, "event": event, "at": 2.0}
+        tlog.append(log, {**line, "outcome": "ok"} if event == "end" else line)
+    assert main(EXECUTE) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  - transition growth-x was unfinished (killed during catch-up): rolled back first "
+        "(stop-target)\n"
+    ) in out
+    assert fake.calls == ["undo:stop-target", *STEPS]
+
+
+def test_the_status_document_always_has_the_key() -> None:
+    """Every builder of the status document (the CLI, the API) carries lastTransition."""
+    from scaling.advisor import status
+    from scaling.stackconfig import load_stack_file
+    from scaling.stackfiles import stack_path
+
+    assessment = status.assess([], load_stack_file(stack_path("growth")))
+    assert status.status_document(assessment)["lastTransition"] is None
+    last = {"source": "launch", "target": "growth", "outcome": "succeeded"}
+    assert status.status_document(assessment, last)["lastTransition"] == last

@@ -65,7 +65,8 @@ def test_local_steps_in_order_with_one_cutover() -> None:
 def test_a_cluster_and_citus_target_says_how_data_moves() -> None:
     steps = plan.steps(spec("growth"), spec("scale"), "local")
     start = next(s for s in steps if s.name == "start-target").description
-    assert "logical replication" in start and "redis-cli --cluster import" in start
+    assert "standby cluster" in start and "logical replication" in start
+    assert "the keys are copied into it" in start
 
 
 def test_schema_requirements_only_for_citus() -> None:
@@ -90,13 +91,30 @@ def test_unknown_platform_is_refused() -> None:
 
 def test_pulumi_commands_in_order() -> None:
     assert plan.pulumi_commands("launch", "growth") == [
+        "pulumi config set sikka:promoteTo growth --stack launch",
+        "pulumi up --stack launch",
         "pulumi config set sikka:promoteFrom launch --stack growth",
         "pulumi up --stack growth",
         "sikka-scaling check growth",
+        "stop writes on launch (default_transaction_read_only on, the application's sessions "
+        "ended) and wait until growth has replayed its last LSN",
         "pulumi config set sikka:promoteCutover true --stack growth",
         "pulumi up --stack growth",
         "sikka-scaling check growth",
     ]
+    forced = plan.pulumi_commands("growth", "launch", force=True)
+    assert forced[3] == "pulumi config set sikka:promoteForce true --stack launch"
+
+
+def test_pulumi_limits() -> None:
+    assert plan.pulumi_limits(spec("launch"), spec("growth")) == [
+        "Redis is not followed on Docker: the target's Redis starts empty"
+    ]
+    platforms, citus = plan.pulumi_limits(spec("growth"), spec("scale"))
+    assert platforms.startswith("growth runs on docker and scale on kubernetes:")
+    assert citus.startswith("a Citus target on Kubernetes follows a sharded source only")
+    back = plan.pulumi_limits(spec("growth"), spec("launch"))
+    assert "cannot start as a standby" in back[0]
 
 
 def test_previous_phase() -> None:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,8 @@ def test_killed_before_the_cutover_is_rolled_back_then_done_again(log: Path, ste
     assert result.outcome == "succeeded" and result.transition == "growth-t1"
     assert result.recovered is not None and result.recovered.id == "growth-old"
     assert result.recovered.running == step
+    assert result.recovered_undone == [u.replace("undo:", "").replace("unfreeze", "unfreeze-source")
+                                       for u in undos]  # fmt: skip
     old = next(r for r in records(tlog.read(log)) if r.id == "growth-old")
     assert old.outcome == "rolled-back" and not old.open and old.failed_step == step
     assert old.error == f"interrupted (killed during {step})"
@@ -348,3 +351,93 @@ def test_records_read_a_log_as_transitions(log: Path) -> None:
     summary = rec.summary()
     assert summary["outcome"] == "unfinished" and summary["interruptedStep"] == "start-target"
     assert json.dumps(summary)
+
+
+def test_sigterm_during_a_step_before_the_cutover_rolls_back(log: Path) -> None:
+    calls = Calls()
+    actions = calls.actions()
+
+    def terminated(ctx: StepContext) -> dict[str, Any]:
+        calls.calls.append("start-target")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler raises before this ends
+        raise AssertionError("SIGTERM did not interrupt the step")
+
+    actions["start-target"] = terminated
+    previous = signal.getsignal(signal.SIGTERM)
+    runner = Runner(log_file=log, source="launch", target="growth", platform="local",
+                    plan=PLAN, actions=actions, undo=calls.undo())  # fmt: skip
+    result = runner.run()
+    assert result.outcome == "rolled-back" and result.signal == signal.SIGTERM
+    assert result.error == "interrupted by SIGTERM"
+    assert calls.calls == ["validate-target", "start-target", "undo:stop-target"]
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
+
+
+KILLED_RUN = """
+import sys, time
+from pathlib import Path
+from scaling.transition.plan import Step
+from scaling.transition.runner import LOCK_FILE, Runner, TransitionLock
+log = Path(sys.argv[1])
+lock = TransitionLock(log.parent / LOCK_FILE).acquire("growth")
+plan = [Step("validate-target", "v"), Step("start-target", "s"), Step("promote-target", "p", True)]
+def slow(ctx):
+    print("in", ctx.transition, flush=True)
+    time.sleep(60)
+actions = {"validate-target": lambda ctx: None, "start-target": slow, "promote-target": slow}
+stop_at = sys.argv[2]
+if stop_at == "promote-target":
+    actions["start-target"] = lambda ctx: None
+Runner(log_file=log, source="launch", target="growth", platform="local", plan=plan,
+       actions=actions).run()
+"""
+
+
+@pytest.mark.parametrize("step", ["start-target", "promote-target"])
+def test_a_run_killed_with_sigkill_is_recovered_by_the_next(log: Path, step: str) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(log), step],
+                             stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline().startswith("in growth-")
+        assert is_locked(log.parent / LOCK_FILE)
+        with pytest.raises(TransitionBusy):
+            TransitionLock(log.parent / LOCK_FILE).acquire("growth")
+        child.kill()
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
+    assert not is_locked(log.parent / LOCK_FILE)
+    killed = latest(tlog.read(log))
+    assert killed is not None and killed.open and killed.running == step
+    undone: list[str] = []
+    plan = [Step("validate-target", "v"), Step("start-target", "s"),
+            Step("promote-target", "p", True)]  # fmt: skip
+    ran: list[str] = []
+    actions = {s.name: (lambda ctx, n=s.name: ran.append(n)) for s in plan}
+    undo = [Undo("stop-target", "start-target", lambda ctx: undone.append("stop-target"))]
+    with TransitionLock(log.parent / LOCK_FILE).acquire("growth"):
+        result = Runner(log_file=log, source="launch", target="growth", platform="local",
+                        plan=plan, actions=actions, undo=undo).run()  # fmt: skip
+    assert result.outcome == "succeeded"
+    if step == "start-target":  # before the cut-over: rolled back, then a new transition
+        assert undone == ["stop-target"] and ran == [s.name for s in plan]
+        assert result.recovered is not None and result.transition != killed.id
+    else:  # the cut-over had started: resumed there, nothing undone
+        assert undone == [] and ran == ["promote-target"] and result.transition == killed.id
+
+
+def test_reports_added_to_a_transition_join_its_figures(log: Path) -> None:
+    result = make(log, Calls()).run()
+    figures = {"rows_acknowledged": 10, "rows_present": 10}
+    tlog.append(log, {"transition": result.transition, "step": "client-load", "event": "report",
+                      "at": 9.0, "outcome": "ok", "measurements": figures})  # fmt: skip
+    rec = latest(tlog.read(log))
+    assert rec is not None and not rec.open and rec.done == NAMES
+    assert rec.summary()["measurements"]["steps"]["client-load"] == figures
