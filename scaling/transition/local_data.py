@@ -55,6 +55,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ import httpx
 import psycopg
 import redis
 from psycopg import sql
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
 
 from scaling.local import health, patroni_api, procs, runner
 from scaling.local.follow import Follow
@@ -221,6 +224,8 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, step: str) -> fl
 
 
 def _redis(endpoint: Endpoint, password: str) -> redis.Redis:
+    """A client that never retries by itself: each command of a step is sent once (a
+    retried SHUTDOWN would wait out redis-py's backoff against a server that is gone)."""
     return redis.Redis(
         host=endpoint.host,
         port=endpoint.port,
@@ -228,6 +233,7 @@ def _redis(endpoint: Endpoint, password: str) -> redis.Redis:
         socket_timeout=5,
         socket_connect_timeout=3,
         decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
@@ -525,6 +531,10 @@ def freeze_source(source: LocalRun) -> dict[str, Any]:
     try:
         primary = _source_primary(source)
         leader = None if _pg_mode(source) == "single" else _leader_name(source)
+        frozen.setdefault("redis", {"sentinels_stopped": []})
+        # First (writes still flow): a Sentinel would fail the paused, later demoted or
+        # stopped, master over.
+        _stop_sentinels(source, frozen)
         frozen["postgres"] = {"frozen_at": _now(), "leader": leader, "stopped": []}
         _save_freeze(source, frozen)  # before any change: the rollback reads it
         app_user = str(source.summary["database"]["user"])
@@ -551,17 +561,19 @@ def freeze_source(source: LocalRun) -> dict[str, Any]:
     return result
 
 
+def _stop_sentinels(source: LocalRun, frozen: dict[str, Any]) -> None:
+    running = [e for e in _entries(source, "redis", "sentinel") if procs.alive(e)]
+    frozen["redis"]["sentinels_stopped"] += [e.name for e in running]
+    _save_freeze(source, frozen)  # recorded first: the rollback starts them again
+    with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+        list(pool.map(procs.stop, running))
+
+
 def _pause_redis(source: LocalRun, frozen: dict[str, Any]) -> dict[str, Any]:
     password = source.secrets["redis-password"]
     master = _source_redis_master(source, {})
-    frozen["redis"] = {"master": str(master), "sentinels_stopped": []}
+    frozen["redis"]["master"] = str(master)
     _save_freeze(source, frozen)
-    # A Sentinel would fail the paused (and later demoted or stopped) master over.
-    for sentinel in _entries(source, "redis", "sentinel"):
-        if procs.alive(sentinel):
-            procs.stop(sentinel)
-            frozen["redis"]["sentinels_stopped"].append(sentinel.name)
-            _save_freeze(source, frozen)
     with _redis(master, password) as conn:
         conn.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
         frozen["redis"]["paused_at"] = _now()
@@ -591,7 +603,7 @@ def final_sync(source: LocalRun, target: LocalRun, timeout: float = 60.0) -> dic
         result: dict[str, Any] = {"postgres": _pg_final_sync(source, target, frozen, timeout, step)}
         if _redis_mode(target) == "cluster":
             result["redis"] = _cluster_final_sync(source, target, frozen, step)
-        elif "redis" in frozen:
+        elif frozen.get("redis", {}).get("master"):
             result["redis"] = _redis_final_sync(source, target, frozen, timeout, step)
     except (psycopg.Error, redis.RedisError, LookupError, OSError, RuntimeError) as error:
         if isinstance(error, StepFailed):
@@ -618,6 +630,35 @@ def _data_dir(entry: ProcessEntry) -> str:
     return str(Path(entry.cwd) / "data")
 
 
+STOP_TIMEOUT = 90.0
+
+
+def _pg_down(entry: ProcessEntry) -> bool:
+    """Whether a server's PostgreSQL is down: its postmaster gone, or pg_control saying it
+    shut down (a primary's last checkpoint is written; a standby can no longer be promoted)."""
+    data = Path(_data_dir(entry))
+    if not (data / "postmaster.pid").exists():
+        return True
+    return controldata(str(data)).get("Database cluster state", "").startswith("shut down")
+
+
+def _wait_down(entries: list[ProcessEntry], stops: dict[str, Future[str]], step: str) -> None:
+    def down() -> bool:
+        for entry in entries:
+            stop = stops[entry.name]
+            if stop.done() and stop.result() == "still running":
+                raise StepFailed(step, f"the source's {entry.name} could not be stopped")
+        return all(_pg_down(e) for e in entries)
+
+    names = ", ".join(e.name for e in entries)
+    try:
+        health.wait_until(
+            f"the source's PostgreSQL down on {names}", down, STOP_TIMEOUT, interval=0.1
+        )
+    except health.HealthTimeout as error:
+        raise StepFailed(step, str(error)) from None
+
+
 def controldata(data_dir: str) -> dict[str, str]:
     """pg_controldata of a data directory, run as the account that owns it."""
     user = "postgres" if procs.running_as_root() else None
@@ -641,14 +682,27 @@ def _pg_final_sync(
         step,
     )
     order = _stop_order(source, leader)
-    stops = {}
-    for entry in order:
-        if procs.alive(entry):
-            pg["stopped"].append(entry.name)
-            _save_freeze(source, frozen)  # recorded first: the rollback starts it again
-            stops[entry.name] = procs.stop(entry)
+    *replicas, last = order
+    stops: dict[str, str] = {}
+    # Recorded before they stop: the rollback starts them again.
+    pg["stopped"] += [e.name for e in order if procs.alive(e) and e.name not in pg["stopped"]]
+    _save_freeze(source, frozen)
+    # The replicas together, then the leader: with no replica left, nothing can fail over
+    # to one and take writes. A step waits for each server's PostgreSQL to be down, not for
+    # its Patroni to exit (which takes a few more seconds, left to finish meanwhile: a
+    # Patroni that is shutting down never starts its PostgreSQL again).
+    timings: dict[str, float] = {}
+    began = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=len(order))
+    futures = {e.name: pool.submit(procs.stop, e) for e in replicas}
+    _wait_down(replicas, futures, step)
+    timings.update({e.name: round(time.monotonic() - began, 3) for e in replicas})
+    futures[last.name] = pool.submit(procs.stop, last)
+    _wait_down([last], futures, step)
+    timings[last.name] = round(time.monotonic() - began, 3)
+    pool.shutdown(wait=False)
+    stops = {name: f.result() if f.done() else "exiting" for name, f in futures.items()}
     stopped_at = _now()
-    last = order[-1]
     control = controldata(_data_dir(last))
     state = control.get("Database cluster state", "?")
     if state != "shut down":
@@ -679,6 +733,7 @@ def _pg_final_sync(
         "replayed_lsn": replayed[0] if replayed else None,
         "freeze_lsn": pg.get("lsn"),
         "replay_wait_seconds": round(waited, 3),
+        "stop_seconds": timings,
         "stopped_after_freeze_seconds": round(stopped_at - float(pg["frozen_at"]), 3),
     }
 
@@ -712,7 +767,7 @@ def _cluster_final_sync(
     """Under the pause (renewed): the keys copied again, then the source master shut down
     with SAVE, so no write can land on it after the copy."""
     password = source.secrets["redis-password"]
-    if "redis" not in frozen:
+    if not frozen.get("redis", {}).get("master"):
         raise StepFailed(step, "the source's Redis was not paused (freeze-source)")
     master = _source_redis_master(source, frozen)
     with _redis(master, password) as conn:
@@ -721,11 +776,30 @@ def _cluster_final_sync(
     entry = _entry_at(source, master)
     frozen["redis"]["shut_down"] = entry.name
     _save_freeze(source, frozen)
+    began = time.monotonic()
     # The server closes the connection as it exits.
     with _redis(master, password) as conn, contextlib.suppress(redis.ConnectionError):
         conn.execute_command("SHUTDOWN", "SAVE")
-    _wait(f"{entry.name} exits", lambda: not procs.alive(entry), 30.0, step)
-    return {**copied, "source_master_shut_down": entry.name}
+    # Gone once it refuses connections (its process may take a moment more to exit).
+    _wait(
+        f"{entry.name} stops answering",
+        lambda: not _answers_ping(master, password),
+        30.0,
+        step,
+    )
+    return {
+        **copied,
+        "source_master_shut_down": entry.name,
+        "shutdown_seconds": round(time.monotonic() - began, 3),
+    }
+
+
+def _answers_ping(endpoint: Endpoint, password: str) -> bool:
+    try:
+        with _redis(endpoint, password) as conn:
+            return bool(conn.ping())
+    except redis.RedisError:
+        return False
 
 
 def _entry_at(run: LocalRun, endpoint: Endpoint) -> ProcessEntry:
@@ -759,7 +833,7 @@ def promote_target(source: LocalRun, target: LocalRun) -> dict[str, Any]:
             paused_at = frozen.get("redis", {}).get("paused_at")
             if paused_at:
                 downtime["redis"] = round(_now() - float(paused_at), 3)
-        elif "redis" in frozen:
+        elif frozen.get("redis", {}).get("master"):
             result["redis"] = _promote_redis(source, target, frozen, step)
             downtime["redis"] = round(
                 float(result["redis"]["promoted_at"]) - float(frozen["redis"]["paused_at"]), 3
@@ -928,8 +1002,9 @@ def _unfreeze_postgres(source: LocalRun, frozen: dict[str, Any], step: str) -> d
     # The former leader first (it has the latest WAL and takes the leader key), then the rest.
     for name in sorted(stopped, key=lambda n: n != leader):
         entry = source.entry(name)
-        if not procs.alive(entry):
-            source.start_process(name)
+        # A Patroni final-sync stopped may still be on its way out.
+        _wait(f"{name} exits", lambda e=entry: not procs.alive(e), RESTART_TIMEOUT, step)  # type: ignore[misc]
+        source.start_process(name)
         if name == stopped[0] or name == leader:
             _wait_source_writable_server(source, step)
     if _pg_mode(source) != "single" and stopped:
@@ -963,38 +1038,39 @@ def _wait_source_writable_server(source: LocalRun, step: str) -> None:
 
 
 def _unfreeze_redis(source: LocalRun, frozen: dict[str, Any], step: str) -> dict[str, Any]:
-    found = frozen.get("redis")
-    if not found:
-        return {}
+    found = frozen.get("redis") or {}
     password = source.secrets["redis-password"]
-    master = _source_redis_master(source, frozen)
-    restarted = []
-    shut = found.get("shut_down")
-    if shut and not procs.alive(source.entry(shut)):
-        source.start_process(shut)
-        restarted.append(shut)
-        _wait(
-            f"{shut} answers PING",
-            lambda: health.redis_ping(master.host, master.port, password),
-            30.0,
-            step,
-        )
-    with _redis(master, password) as conn:
-        conn.execute_command("CLIENT", "UNPAUSE")
-        wanted = int(conn.config_get("min-replicas-to-write").get("min-replicas-to-write", 0))
-    if restarted and wanted:
-        # It refuses writes until that many replicas are back in sync with it.
-        _wait(
-            f"{wanted} replica(s) of the restarted {shut} online",
-            lambda: _online_replicas(master, password) >= wanted,
-            60.0,
-            step,
-        )
+    restarted: list[str] = []
+    result: dict[str, Any] = {"restarted": restarted}
+    if found.get("master"):
+        master = _source_redis_master(source, frozen)
+        shut = found.get("shut_down")
+        if shut and not procs.alive(source.entry(shut)):
+            source.start_process(shut)
+            restarted.append(shut)
+            _wait(
+                f"{shut} answers PING",
+                lambda: _answers_ping(master, password),
+                30.0,
+                step,
+            )
+        with _redis(master, password) as conn:
+            conn.execute_command("CLIENT", "UNPAUSE")
+            wanted = int(conn.config_get("min-replicas-to-write").get("min-replicas-to-write", 0))
+        if restarted and wanted:
+            # It refuses writes until that many replicas are back in sync with it.
+            _wait(
+                f"{wanted} replica(s) of the restarted {shut} online",
+                lambda: _online_replicas(master, password) >= wanted,
+                60.0,
+                step,
+            )
+        result["unpaused"] = str(master)
     for name in found.get("sentinels_stopped", []):
         if not procs.alive(source.entry(name)):
             source.start_process(name)
             restarted.append(name)
-    return {"unpaused": str(master), "restarted": restarted}
+    return result
 
 
 __all__ = [

@@ -276,11 +276,11 @@ def growth_to_scale(runs: list[LocalRun], launch_to_growth: dict[str, Any]) -> d
     rec["start_seconds"] = round(time.monotonic() - started, 1)
     acked += insert_rows(url, password, "catch-up", range(50_000, 50_200))
     acked += bulk_rows(url, password, "bulk", range(200_000, 250_000))
-    keys += set_keys(growth, "catch-up", 100, replicas=1)
+    keys += set_keys(growth, "growth-catch-up", 100, replicas=1)
     rec["catch_up"] = local_data.catch_up(growth, scale, 120)
     rec["round_trip"] = freeze_round_trip(growth, scale, url, password)
     acked += insert_rows(url, password, "after-unfreeze", range(60_000, 60_050))
-    keys += set_keys(growth, "after-unfreeze", 20, replicas=1)
+    keys += set_keys(growth, "growth-after-unfreeze", 20, replicas=1)
     rec["catch_up_again"] = local_data.catch_up(growth, scale, 120)
     rec["freeze"] = local_data.freeze_source(growth)
     rec["final_sync"] = local_data.final_sync(growth, scale, 90)
@@ -318,7 +318,9 @@ def test_launch_rows_are_on_the_growth_leader(launch_to_growth: dict[str, Any]) 
 def test_final_checkpoint_replayed_and_downtime_measured(launch_to_growth: dict[str, Any]) -> None:
     sync = launch_to_growth["final_sync"]["postgres"]
     assert local_data.lsn_int(sync["replayed_lsn"]) >= local_data.lsn_int(sync["final_lsn"])
-    assert sync["stopped"] == {"postgres-0": "stopped"}
+    # Stopped, or its process still on its way out once its PostgreSQL was down.
+    assert set(sync["stopped"]) == {"postgres-0"}
+    assert sync["stopped"]["postgres-0"] in ("stopped", "exiting")
     downtime = launch_to_growth["promote"]["write_downtime_seconds"]
     assert set(downtime) == {"postgres", "redis"}
     assert all(value > 0 for value in downtime.values())
@@ -436,7 +438,7 @@ def test_keys_are_in_the_scale_cluster(growth_to_scale: dict[str, Any]) -> None:
     print(f"\ngrowth → scale: keys acknowledged {len(keys)}, missing on scale {len(missing)}")
     assert not missing
     sync = growth_to_scale["final_sync"]["redis"]
-    assert sync["keys_copied"] >= len(keys)
+    assert sync["keys_copied"] >= len(set(keys))
     assert sync["source_master_shut_down"]
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from scaling.local import patroni_api, runner
 from scaling.local.credentials import inherited_secrets, new_secrets
-from scaling.local.follow import read_write_door
+from scaling.local.follow import Follow, read_write_door
 from scaling.local.patroni import member_host, member_layout
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES, VERIFIER_OF
@@ -132,3 +132,18 @@ def test_a_promoted_master_restarts_as_a_master_and_the_old_one_as_its_replica()
         "127.0.0.1",
         "7100",
     ]
+
+
+def test_a_phase_without_patroni_cannot_follow(tmp_path: Path) -> None:
+    """Launch runs a single PostgreSQL: `up` refuses before starting anything."""
+    follow = Follow(
+        stack="growth",
+        state_dir=tmp_path / "growth",
+        postgres=Endpoint("127.0.2.1", 25432),
+        redis_master=Endpoint("127.0.0.1", 26379),
+        redis_mode="sentinel",
+    )
+    spec = runner.load_spec(ROOT / "Pulumi.launch.yaml")
+    with pytest.raises(runner.LocalUpError, match="cannot start as a replica of 'growth'"):
+        runner.up(spec, stack="launch", state_dir=tmp_path / "launch", follow=follow)
+    assert not (tmp_path / "launch").exists()
