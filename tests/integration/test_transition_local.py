@@ -152,7 +152,7 @@ def _assert_gaps(figures: dict[str, Any]) -> None:
     assert not over, f"over the {GAP_TARGET} s target: {over}"
 
 
-def _steps_logged(root: Path, target: str, transition: str) -> dict[str, str]:
+def _steps_logged(root: Path, target: str, transition: str | None) -> dict[str, str]:
     """step -> outcome of its end event, for one transition of the target's log."""
     events = service.transitions(target, state_root=root)
     return {

@@ -38,8 +38,10 @@ from urllib.parse import urlsplit
 
 import psycopg
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
+from redis.retry import Retry
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
@@ -272,6 +274,8 @@ class RedisWriter(_Worker):
         return f"{self.prefix}:{seq}"
 
     def _client(self, host: str, port: int) -> redis.Redis:
+        # No retries inside redis-py (its default backs off for seconds on a refused
+        # connection): a failure comes back at once and the writer finds the master again.
         return redis.Redis(
             host=host,
             port=port,
@@ -279,6 +283,7 @@ class RedisWriter(_Worker):
             socket_timeout=2,
             socket_connect_timeout=1,
             decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
         )
 
     def discover(self) -> tuple[redis.Redis | RedisCluster, bool] | None:
@@ -302,6 +307,7 @@ class RedisWriter(_Worker):
                         socket_timeout=2,
                         socket_connect_timeout=1,
                         decode_responses=True,
+                        retry=Retry(NoBackoff(), 0),
                     )
                     self._mark(f"cluster {host}:{port}")
                     return cluster, self._cluster_has_replicas(cluster)
