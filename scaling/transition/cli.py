@@ -5,7 +5,8 @@ Prepares by default (nothing changes but the target's rendered configs); ``--exe
 scaling/cli.py.
 
 Exit codes: 0 prepared or succeeded; 2 refused (usage, a skipped phase or a move
-backwards without --force, an unreadable stack, --execute without --local); 3 failed
+backwards without --force, an unreadable stack, a finished transition run again, a source
+still arriving from an unfinished transition, --execute without --local); 3 failed
 before the cut-over and rolled back (the source serves); 4 failed or interrupted after the
 cut-over (the target serves; run it again to go on); 5 the rollback did not finish (run it
 again); 75 another transition of the target is running; 128+N interrupted by signal N

@@ -59,7 +59,7 @@ RENDERED = "rendered"
 # Seconds the target may take to catch up with the source, and the final sync (writes are
 # stopped on the source during it: a bound on the write downtime before rolling back).
 CATCH_UP_TIMEOUT = 600.0
-FINAL_SYNC_TIMEOUT = 30.0
+FINAL_SYNC_TIMEOUT = 10.0
 # Redis key the live validation writes (expires by itself).
 PROBE_KEY = "sikka:transition:probe"
 
@@ -384,6 +384,9 @@ def prepare(
     pending = _pending_line(latest(tlog.read(pair.log)), pair.target_dir, cut)
     if pending:
         actions.append(pending)
+    unfinished = _source_unfinished(pair)
+    if unfinished:
+        actions.append(f"{unfinished}; --execute refuses until then (unless --force)")
     if local:
         next_steps = [f"sikka-scaling transition {dst} --from {src} --execute --local"]
     else:
@@ -455,6 +458,9 @@ def execute(
     try:
         pair = _pair(to_stack, from_stack, force, state_root, log_file)
         _refuse_a_done_transition(pair, force)
+        unfinished = _source_unfinished(pair)
+        if unfinished and not force:
+            raise TransitionRefused(f"{unfinished}; --force to move it anyway")
         steps = plan.steps(pair.source_spec, pair.target_spec, plan.LOCAL)
         runner = Runner(
             log_file=pair.log,
@@ -475,6 +481,19 @@ def execute(
         return result
     finally:
         lock.release()
+
+
+def _source_unfinished(pair: _Pair) -> str | None:
+    """A line when the source is itself the target of an unfinished transition (its data
+    may not all be there yet, or its front door not switched)."""
+    rec = latest(tlog.read(pair.source_dir / tlog.LOG_FILE))
+    if rec is None or not rec.open:
+        return None
+    how = "running now" if is_locked(pair.source_dir / LOCK_FILE) else "unfinished"
+    return (
+        f"{pair.source} is the target of transition {rec.id} ({rec.source} → {rec.target}), "
+        f"{how}: finish it first (sikka-scaling transition {pair.source} --execute --local)"
+    )
 
 
 def _refuse_a_done_transition(pair: _Pair, force: bool) -> None:

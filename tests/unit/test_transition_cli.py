@@ -419,3 +419,28 @@ def test_the_status_document_always_has_the_key() -> None:
     assert status.status_document(assessment)["lastTransition"] is None
     last = {"source": "launch", "target": "growth", "outcome": "succeeded"}
     assert status.status_document(assessment, last)["lastTransition"] == last
+
+
+def test_a_source_still_arriving_is_not_moved_on(
+    state: Path, fake: FakeSteps, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.fail["switch-front-door"] = StepFailed("switch-front-door", "nginx -t failed")
+    assert main(EXECUTE) == 4  # launch → growth stops after its cut-over
+    capsys.readouterr()
+    on = ["transition", "scale", "--execute", "--local"]
+    assert main(on) == 2
+    err = capsys.readouterr().err
+    assert "transition: growth is the target of transition growth-" in err
+    assert (
+        "(launch → growth), unfinished: finish it first (sikka-scaling transition growth "
+        "--execute --local); --force to move it anyway\n"
+    ) in err
+    last = service.last_transition("growth")
+    assert last is not None and last["outcome"] == "failed"
+    assert last["failedStep"] == "switch-front-door"
+    lock = TransitionLock(state / "growth" / LOCK_FILE).acquire("growth")
+    try:
+        running = service.last_transition("growth")
+        assert running is not None and running["outcome"] == "running"
+    finally:
+        lock.release()
