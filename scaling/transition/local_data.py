@@ -21,7 +21,8 @@ PostgreSQL (the target runs Patroni; the source a single PostgreSQL or Patroni):
 * promote-target (the cut-over): ``PATCH /config {"standby_cluster": null}`` on the target's
   Patroni REST API; done when the target's leader is read-write.
 * unfreeze-source (rollback before the cut-over): the stopped source servers start again on
-  their intact data, read-only is lifted.
+  their intact data, read-only is lifted. Once the target is torn down, unprepare_source
+  takes a single source's replication login back (hba line removed, role NOLOGIN).
 
 Redis:
 
@@ -30,7 +31,9 @@ Redis:
   Sentinels (they would fail over) and issues ``CLIENT PAUSE WRITE``; final-sync waits for
   equal offsets again; promote-target renews the pause, checks the offsets once more, then
   ``REPLICAOF NO ONE`` on the target master, ``REPLICAOF <target master>`` on the source
-  master (writes there now fail READONLY, so clients move; the source keeps a copy),
+  master with replica-priority 0 (writes there now fail READONLY, so clients move; the
+  source keeps a copy the target's Sentinels never promote; both masters' recorded command
+  lines say so, for any later restart),
   ``CLIENT UNPAUSE``, and starts the target's Sentinels.
 * a Redis Cluster target starts empty: the keys are copied at catch-up and again under the
   pause at final-sync (``DUMP``/``PTTL`` on the source, ``RESTORE ... REPLACE`` routed to the
@@ -363,6 +366,32 @@ def _try_replication(source: LocalRun, door: Endpoint) -> None:
         autocommit=True,
     )
     conn.close()
+
+
+def unprepare_source(source: LocalRun) -> dict[str, Any]:
+    """Undo prepare-source on a single source PostgreSQL once no target follows it any more
+    (a rollback, after the target is torn down): its loopback replication line removed and
+    the replication role NOLOGIN again, as a phase without replicas has it (start-up SQL).
+    A Patroni source keeps both: its replicas use them."""
+    step = "unprepare-source"
+    if _pg_mode(source) != "single":
+        return {"postgres_mode": _pg_mode(source), "changed": False}
+    try:
+        with _superuser(source, _source_primary(source)) as conn:
+            hba_file = Path(str(conn.execute("SHOW hba_file").fetchone()[0]))  # type: ignore[index]
+            lines = hba_file.read_text().splitlines()
+            kept = [line for line in lines if line != replication_hba_line()]
+            if kept != lines:
+                hba_file.write_text("\n".join(kept) + "\n")
+            conn.execute(
+                "DO $$ BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = "
+                f"'{REPLICATION_USER}') THEN ALTER ROLE {REPLICATION_USER} WITH NOLOGIN; "
+                "END IF; END $$"
+            )
+            conn.execute("SELECT pg_reload_conf()")
+    except (psycopg.Error, LookupError, OSError) as error:
+        raise StepFailed(step, f"{type(error).__name__}: {error}") from None
+    return {"postgres_mode": "single", "hba_line_removed": kept != lines, "changed": True}
 
 
 # ----------------------------------------------------------------------------- start
@@ -899,6 +928,8 @@ def _promote_redis(
         conn.execute_command("REPLICAOF", "NO", "ONE")
     promoted_at = _now()
     with _redis(master, password) as conn:
+        # A copy, never a candidate: the target's Sentinels must not promote it.
+        conn.config_set("replica-priority", 0)
         conn.execute_command("REPLICAOF", new.host, str(new.port))
         conn.execute_command("CLIENT", "UNPAUSE")
     # What each master starts as from now on: restarted with its first command line, the
@@ -1082,4 +1113,5 @@ __all__ = [
     "promote_target",
     "start_target",
     "unfreeze_source",
+    "unprepare_source",
 ]

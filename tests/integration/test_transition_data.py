@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import redis
@@ -236,6 +237,7 @@ def launch_to_growth(
     launch_master = Endpoint(host, int(port))
     with redis_client(launch, launch_master) as conn:
         rec["launch_redis_after"] = conn.info("replication")
+        rec["launch_replica_priority"] = conn.config_get("replica-priority")["replica-priority"]
     rec["launch_postgres_alive"] = launch.alive("postgres-0")
     report(
         "launch → growth",
@@ -378,6 +380,7 @@ def test_launch_keys_are_on_the_growth_master(launch_to_growth: dict[str, Any]) 
 def test_launch_redis_now_replicates_growth(launch_to_growth: dict[str, Any]) -> None:
     info = launch_to_growth["launch_redis_after"]
     assert info["role"] == "slave"
+    assert launch_to_growth["launch_replica_priority"] == "0"  # growth's Sentinels skip it
     assert f"{info['master_host']}:{info['master_port']}" == str(
         Follow.of(launch_to_growth["growth"]).redis_master
     )
@@ -389,6 +392,10 @@ def test_growth_sentinels_started_at_promotion(launch_to_growth: dict[str, Any])
     started = launch_to_growth["promote"]["redis"]["sentinels_started"]
     assert started == ["redis-sentinel-0", "redis-sentinel-1", "redis-sentinel-2"]
     assert all(growth.alive(name) for name in started)
+    # The gateways, only alive until then, find the master through them and become ready.
+    for gateway in growth.summary["gateways"]:
+        url = gateway["health_url"]
+        wait_for(f"{url} answers 200", lambda u=url: httpx.get(u, timeout=2).status_code == 200, 30)
 
 
 def test_unfrozen_launch_served_writes_again(launch_to_growth: dict[str, Any]) -> None:
@@ -461,3 +468,46 @@ def test_scale_primary_accepts_writes(growth_to_scale: dict[str, Any]) -> None:
 
     wait_for("a write through scale's read-write door", writes, 30)
     assert growth_to_scale["promote"]["write_downtime_seconds"]["postgres"] > 0
+
+
+# ------------------------------------------------------------------- prepare, undone
+
+
+def test_prepare_source_admits_replication_and_unprepare_takes_it_back(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A launch source gets the replication login a standby needs; a rollback's
+    unprepare_source leaves it as a phase without replicas has it (NOLOGIN, no hba line)."""
+    base = tmp_path_factory.mktemp("transition-prepare")
+    launch = runner.up(
+        runner.load_spec(ROOT / "Pulumi.launch.yaml"), stack="launch", state_dir=base / "launch"
+    )
+    try:
+        door = Follow.of(launch).postgres
+
+        def replicate() -> None:
+            psycopg.connect(
+                host=door.host,
+                port=door.port,
+                user="replicator",
+                password=launch.secrets["replication-password"],
+                dbname="replication",
+                replication="true",
+                connect_timeout=5,
+            ).close()
+
+        with pytest.raises(psycopg.OperationalError):
+            replicate()  # launch has no replication login
+        assert local_data.prepare_source(launch)["replication_role"] == "created"
+        replicate()
+        again = local_data.prepare_source(launch)  # idempotent
+        assert again["replication_role"] == "present" and again["hba_line_added"] is False
+        assert local_data.unprepare_source(launch)["hba_line_removed"] is True
+        with pytest.raises(psycopg.OperationalError):
+            replicate()
+        rows = superuser_query(
+            launch, door, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'replicator'"
+        )
+        assert rows == [(False,)]
+    finally:
+        launch.down()
