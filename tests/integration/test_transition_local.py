@@ -7,7 +7,8 @@ One chain for the module (each start costs 20-60 s here), in order:
 1. launch → growth with a target part killed before the cut-over (growth's Redis master,
    SIGKILL, as final-sync begins): the transition rolls back, launch keeps serving, nothing
    acknowledged is lost;
-2. launch → growth: succeeds; rows acknowledged == present, keys acknowledged == present,
+2. launch → growth, by the command line (`transition growth --from launch --execute
+   --local --json`): succeeds; rows acknowledged == present, keys acknowledged == present,
    the longest gaps between successful writes under 5 s, every step in the log;
 3. growth → scale the same way (launch's Nginx follows: it fronts scale's gateways).
 
@@ -17,6 +18,9 @@ Every figure is printed (run with -s) and appended to the transition log as a
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -27,11 +31,11 @@ import pytest
 from local_fixtures import ROOT
 from transition_load import Load, PhaseDoors, print_figures
 
+from scaling.cli import main as cli_main
 from scaling.local import LocalRun, runner
 from scaling.local.state import STATE_FILE
 from scaling.transition import local_front, service
 from scaling.transition import log as tlog
-from scaling.transition.service import TransitionResult
 
 pytestmark = pytest.mark.integration
 
@@ -84,13 +88,11 @@ def _load(root: Path, source: str, target: str) -> Load:
     )
 
 
-def _transition(
-    root: Path, source: str, target: str, progress: Any = None
-) -> tuple[TransitionResult, dict[str, Any]]:
-    load = _load(root, source, target)
-    load.start()
-    try:
-        time.sleep(LOAD_BEFORE)
+def _execute(root: Path, source: str, target: str, progress: Any, cli: bool) -> dict[str, Any]:
+    """The transition's result document: through the service (as the API calls it) or the
+    command line (`sikka-scaling transition <target> --from <source> --execute --local
+    --json`, its exit code checked against the document's)."""
+    if not cli:
         result = service.execute(
             target,
             from_stack=source,
@@ -98,25 +100,44 @@ def _transition(
             state_root=root,
             progress=progress or runner.print_progress,
         )
+        return result.as_dict()
+    argv = ["transition", target, "--from", source, "--execute", "--local"]
+    argv += ["--state-dir", str(root), "--json"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli_main(argv)
+    document: dict[str, Any] = json.loads(out.getvalue())
+    assert code == document["exitCode"], (code, document)
+    return document
+
+
+def _transition(
+    root: Path, source: str, target: str, progress: Any = None, *, cli: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    load = _load(root, source, target)
+    load.start()
+    try:
+        time.sleep(LOAD_BEFORE)
+        result = _execute(root, source, target, progress, cli)
         time.sleep(LOAD_BEFORE)
     finally:
         load.stop()
     figures = load.results()
     # The transition's own write stop (freeze-source's start to the cut-over's end), to
     # tell what the clients added to it.
-    stopped = result.measurements.get("writesStoppedSeconds")
+    stopped = result["measurements"].get("writesStoppedSeconds")
     figures["transition_writes_stopped_seconds"] = stopped
     if isinstance(stopped, int | float):
         for kind in ("row", "key"):
             extra = figures[f"longest_{kind}_gap_seconds"] - stopped
             figures[f"{kind}_gap_beyond_write_stop_seconds"] = round(extra, 3)
-    print_figures(f"transition {source} → {target}: {result.outcome}", result.as_dict())
-    print_figures("transition measurements", result.measurements)
+    print_figures(f"transition {source} → {target}: {result['outcome']}", result)
+    print_figures("transition measurements", result["measurements"])
     print_figures(f"client load {source} → {target}", figures)
     tlog.append(
-        Path(result.log),
+        Path(result["log"]),
         {
-            "transition": result.transition,
+            "transition": result["transition"],
             "step": "client-load",
             "event": "report",
             "at": round(time.time(), 3),
@@ -176,9 +197,9 @@ def test_a_target_part_killed_before_the_cut_over_rolls_back(root: Path) -> None
 
     result, figures = _transition(root, "launch", "growth", progress)
     assert killed, "final-sync never began"
-    assert result.success is False
-    assert result.outcome == "rolled-back", result.message
-    assert result.failed_step in {"final-sync", "catch-up", "freeze-source"}
+    assert result["success"] is False
+    assert result["outcome"] == "rolled-back", result["message"]
+    assert result["failedStep"] in {"final-sync", "catch-up", "freeze-source"}
     _assert_nothing_lost(figures)
     # Launch keeps serving: its own door acknowledged writes after the rollback (the writer
     # ran LOAD_BEFORE seconds more), and the target is gone.
@@ -189,14 +210,14 @@ def test_a_target_part_killed_before_the_cut_over_rolls_back(root: Path) -> None
         for e in LocalRun.open(root / "growth").state.processes
     )
     assert local_front.fronted_stack(launch) is None
-    logged = _steps_logged(root, "growth", result.transition)
-    assert logged.get(result.failed_step) == "failed", logged
+    logged = _steps_logged(root, "growth", result["transition"])
+    assert logged.get(result["failedStep"]) == "failed", logged
     assert logged.get("rollback:unfreeze-source", "ok") == "ok", logged
 
 
 def test_launch_to_growth_carries_every_write(root: Path) -> None:
-    result, figures = _transition(root, "launch", "growth")
-    assert result.success, result.message
+    result, figures = _transition(root, "launch", "growth", cli=True)
+    assert result["success"], result["message"]
     _assert_nothing_lost(figures)
     # The rows ended on growth's door, the keys on growth's master.
     growth = LocalRun.open(root / "growth")
@@ -206,7 +227,7 @@ def test_launch_to_growth_carries_every_write(root: Path) -> None:
     ws = figures["ws"]
     assert ws["close_codes"].get("1001", 0) >= ws["subscribers"], ws
     assert ws["connected_at_stop"] == ws["subscribers"], ws
-    logged = _steps_logged(root, "growth", result.transition)
+    logged = _steps_logged(root, "growth", result["transition"])
     assert [s for s in STEPS if logged.get(s) != "ok"] == [], logged
     # Launch is retired but its Nginx stays the front door, fronting growth.
     launch = LocalRun.open(root / "launch")
@@ -219,12 +240,12 @@ def test_growth_to_scale_carries_every_write(root: Path) -> None:
     if not (root / "growth" / STATE_FILE).exists():
         pytest.skip("launch → growth did not leave a growth run")
     result, figures = _transition(root, "growth", "scale")
-    assert result.success, result.message
+    assert result["success"], result["message"]
     _assert_nothing_lost(figures)
     assert any(m.startswith("cluster ") for m in figures["redis_masters"]), figures
     ws = figures["ws"]
     assert ws["connected_at_stop"] == ws["subscribers"], ws
-    logged = _steps_logged(root, "scale", result.transition)
+    logged = _steps_logged(root, "scale", result["transition"])
     assert [s for s in STEPS if logged.get(s) != "ok"] == [], logged
     # Launch's Nginx (the clients' URL) followed: it fronts scale's gateways now.
     assert local_front.fronted_stack(LocalRun.open(root / "launch")) == "scale"
