@@ -161,6 +161,8 @@ class FanoutBackend(ABC):
         backoff = reconnect_backoff()
         attempt = 0
         while True:
+            if self._closed:  # the gateway is stopping: nothing reopens the connections
+                raise PublishError("the redis connections are closed (stopping)")
             attempt += 1
             try:
                 if self._publish_slots.locked():
@@ -181,7 +183,7 @@ class FanoutBackend(ABC):
                 finally:
                     self._publish_slots.release()
             delay = backoff.compute(attempt)
-            if loop.time() + delay >= deadline:
+            if self._closed or loop.time() + delay >= deadline:
                 self._publish_failures.event(f"{type(failure).__name__}: {failure}")
                 raise PublishError(str(failure)) from failure
             self._publish_retries.event(f"{type(failure).__name__}: {failure}")

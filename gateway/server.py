@@ -57,6 +57,9 @@ OUTBOUND_BUFFER_BYTES = 65536
 HEALTH_TIMEOUT = 1.0
 # Upper bound for verifying one token (a JWKS fetch included).
 AUTH_TIMEOUT = 10.0
+# Stop: Redis connections closing after the drain get this long (an unreachable Redis must
+# not keep a drained process from exiting).
+BACKEND_CLOSE_TIMEOUT = 3.0
 
 # Tokens travel as a subprotocol ``bearer.<jwt>`` (browsers cannot set headers on a
 # WebSocket, and a subprotocol stays out of URLs and access logs) or as ``?token=<jwt>``.
@@ -217,18 +220,28 @@ class Gateway:
         for client in clients:
             # close() waits for the client's close frame; run them all at once.
             self._spawn(self._close(client, CloseCode.GOING_AWAY, "server shutting down"))
+        # Drained once every connection is closed: a handler may still be finishing a
+        # publish to a Redis that is gone (stop() ends that), which no client waits for.
+        closed = asyncio.gather(*(c.ws.wait_closed() for c in clients), return_exceptions=True)
         try:
-            await asyncio.wait_for(self._no_clients.wait(), self.settings.drain_seconds)
+            await asyncio.wait_for(closed, self.settings.drain_seconds)
         except TimeoutError:
-            log.warning("drain timeout: %d connections still open", len(self._clients))
+            still = sum(1 for c in clients if c.ws.state is not State.CLOSED)
+            log.warning("drain timeout: %d connections still open", still)
 
     async def stop(self) -> None:
-        for server in (self._server, self._metrics_server):
-            if server is not None:
-                server.close(close_connections=True)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(server.wait_closed(), 5)
-        await self.backend.close()
+        servers = [s for s in (self._server, self._metrics_server) if s is not None]
+        for server in servers:
+            server.close(close_connections=True)
+        # The Redis connections close before the handlers are waited for: a handler blocked
+        # on an unreachable Redis (a publish being retried) then fails at once and ends.
+        try:
+            await asyncio.wait_for(self.backend.close(), BACKEND_CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("redis connections not closed within %gs; exiting", BACKEND_CLOSE_TIMEOUT)
+        for server in servers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5)
 
     # ---------------------------------------------------------------- HTTP
 
@@ -314,6 +327,10 @@ class Gateway:
             # not flood the log.
             log.debug("refused a connection: %d %s", claims.code, claims.reason)
             await ws.close(claims.code, claims.reason[:120])
+            return
+        if self._draining:  # the drain began while this client authenticated
+            self.metrics.rejected_connections.labels("draining").inc()
+            await ws.close(CloseCode.GOING_AWAY, "server shutting down")
             return
         if not self._count.take(self.settings.max_connections):
             self.metrics.rejected_connections.labels("limit").inc()
@@ -458,6 +475,11 @@ class Gateway:
         local.discard(client)
         if not local:  # last local subscriber gone: stop receiving the trip
             del self._subscribers[trip_id]
+            if self._draining:
+                # The process is leaving: its pub/sub connection closes with it. Telling
+                # Redis first would hold the drain up by a round trip per trip, and by a
+                # timeout each while Redis is unreachable (a transition's cut-over).
+                return
             await self.backend.unsubscribe(protocol.channel_for(trip_id))
 
     # ------------------------------------------------------------ outbound

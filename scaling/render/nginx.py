@@ -70,22 +70,79 @@ def upstream_max_conns(spec: PhaseSpec) -> int:
     return max(1, spec.gateway.connections_per_replica // instances)
 
 
+UPSTREAM_NAME = "gateways"
+
+
+def render_upstream_block(spec: PhaseSpec, upstream_servers: tuple[str, ...]) -> str:
+    """The ``upstream gateways {...}`` block of nginx.conf over ``upstream_servers`` (lines
+    as NginxLayout.upstream_servers), indented as render_nginx_conf places it."""
+    # Stickiness: the same client_id lands on the same gateway across reconnects; clients
+    # without one are spread by request id instead of all hashing to the empty key.
+    balancing = (
+        "        hash $sticky_key consistent;\n"
+        if len(upstream_servers) > 1 or any(" resolve" in s for s in upstream_servers)
+        else ""
+    )
+    max_conns = upstream_max_conns(spec)
+    servers = "".join(
+        f"        server {server} max_conns={max_conns};\n" for server in upstream_servers
+    )
+    return f"""\
+    upstream {UPSTREAM_NAME} {{
+        zone {UPSTREAM_NAME} 256k;
+{balancing}{servers}    }}
+"""
+
+
+_UPSTREAM_OPEN = f"    upstream {UPSTREAM_NAME} {{\n"
+_UPSTREAM_CLOSE = "\n    }\n"
+
+
+def _upstream_span(conf: str) -> tuple[int, int]:
+    start = conf.find(_UPSTREAM_OPEN)
+    if start < 0 or conf.find(_UPSTREAM_OPEN, start + 1) >= 0:
+        raise ValueError(
+            f"expected exactly one 'upstream {UPSTREAM_NAME}' block as render_nginx_conf writes it"
+        )
+    end = conf.find(_UPSTREAM_CLOSE, start)
+    if end < 0:
+        raise ValueError(f"the 'upstream {UPSTREAM_NAME}' block is not closed")
+    return start, end + len(_UPSTREAM_CLOSE)
+
+
+def upstream_block(conf: str) -> str:
+    """The ``upstream gateways`` block of a rendered nginx.conf (ValueError when there is
+    not exactly one)."""
+    start, end = _upstream_span(conf)
+    return conf[start:end]
+
+
+def replace_upstream_block(conf: str, block: str) -> str:
+    """``conf`` (a rendered nginx.conf) with its ``upstream gateways`` block replaced by
+    ``block`` (one rendered by render_upstream_block, e.g. taken from another phase's
+    nginx.conf): the front door keeps its listeners, limits and URL and proxies to other
+    gateways. Everything else is left byte for byte."""
+    upstream_block(block)  # the replacement is one whole block itself
+    start, end = _upstream_span(conf)
+    return conf[:start] + block + conf[end:]
+
+
+def upstream_servers(block: str) -> tuple[str, ...]:
+    """The ``host:port`` of every server line of an upstream block."""
+    return tuple(
+        line.split()[1]
+        for line in block.splitlines()
+        if line.strip().startswith("server ") and len(line.split()) > 1
+    )
+
+
 def render_nginx_conf(spec: PhaseSpec, layout: NginxLayout) -> str:
     nginx = spec.nginx
     run = layout.runtime_dir
     # On a Docker host one container runs the workers of all nginx.replicas.
     workers = nginx_instance_workers(nginx, spec.platform)
-    # Stickiness: the same client_id lands on the same gateway across reconnects; clients
-    # without one are spread by request id instead of all hashing to the empty key.
-    balancing = (
-        "        hash $sticky_key consistent;\n"
-        if len(layout.upstream_servers) > 1 or any(" resolve" in s for s in layout.upstream_servers)
-        else ""
-    )
     max_conns = upstream_max_conns(spec)
-    servers = "".join(
-        f"        server {server} max_conns={max_conns};\n" for server in layout.upstream_servers
-    )
+    upstream = render_upstream_block(spec, layout.upstream_servers)
     resolver = f"    resolver {layout.resolver} valid=10s ipv6=off;\n" if layout.resolver else ""
     allow = "".join(f"            allow {source};\n" for source in layout.status_allow)
     timeout = nginx.websocket_read_timeout_seconds
@@ -175,10 +232,7 @@ http {{
     # max_conns: at most {max_conns} connections from this instance to one gateway (its
     # gateway.connectionsPerReplica over the Nginx instances); the zone shares the count
     # between workers. The hash skips a gateway at its max_conns.
-    upstream gateways {{
-        zone gateways 256k;
-{balancing}{servers}    }}
-
+{upstream}
     # Public traffic, through the accept gate only.
     server {{
         # reuseport here too: the kernel spreads the HTTP side over the workers by the same

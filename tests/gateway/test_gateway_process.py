@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -249,3 +250,75 @@ def test_several_processes_share_the_port_and_the_connection_limit(
     assert "starting 3 gateway processes" in output
     for n in range(3):  # each on the shared port, with a metrics port of its own
         assert f"gw-multi-p{n} listening on 127.0.0.1:{port}, metrics on {metrics + n}" in output
+
+
+def test_drain_does_not_wait_for_a_redis_that_is_gone(tmp_path: Path) -> None:
+    """A transition's cut-over drains gateways after their Redis is gone (growth's
+    Sentinels stopped, its master shut down): the subscribers are closed with 1001 and the
+    process exits well within its drain window, whatever its Redis client is still trying."""
+    setup = gw_redis.start_sentinel_setup(tmp_path)
+    port = gw_redis.free_port()
+    drain = 10.0
+    trips = [f"trip-{i}" for i in range(5)]
+    env = gateway_env(
+        GATEWAY_HOST="127.0.0.1",
+        GATEWAY_PORT=str(port),
+        GATEWAY_ID="gw-orphan",
+        REDIS_MODE="sentinel",
+        REDIS_SENTINELS=setup.sentinel_env,
+        REDIS_MASTER_NAME=gw_redis.MASTER_NAME,
+        REDIS_PASSWORD=gw_redis.PASSWORD,
+        GATEWAY_DRAIN_SECONDS=str(drain),
+    )
+
+    async def scenario(proc: subprocess.Popen[str]) -> tuple[float, list[int]]:
+        await wait_healthy(port)
+        sockets = []
+        for trip in trips:
+            ws = await connect(f"ws://127.0.0.1:{port}/", subprotocols=bearer(token("rider", trip)))
+            await recv_json(ws)
+            await ws.send(json.dumps({"type": "subscribe", "trip_id": trip}))
+            while (await recv_json(ws))["type"] != "subscribed":
+                pass
+            sockets.append(ws)
+        # A driver keeps publishing: its publishes to the gone Redis are being retried when
+        # the drain begins.
+        driver = await connect(
+            f"ws://127.0.0.1:{port}/", subprotocols=bearer(token("driver", *trips))
+        )
+        await recv_json(driver)
+
+        async def publish() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    frame = {"type": "location", "trip_id": trips[0], "lat": 1.0, "lng": 2.0}
+                    await driver.send(json.dumps({**frame, "ts": time.time()}))
+                    await asyncio.sleep(0.05)
+
+        publisher = asyncio.create_task(publish())
+        await asyncio.sleep(0.3)
+        for rp in [*setup.sentinels, setup.master, setup.replica]:
+            rp.kill9()
+        await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        codes = []
+        for ws in [*sockets, driver]:
+            with pytest.raises(ConnectionClosed) as info:
+                while True:  # the driver may be told first that its publishes failed
+                    await asyncio.wait_for(ws.recv(), 5)
+            codes.append(info.value.rcvd.code if info.value.rcvd else 0)
+        while proc.poll() is None and time.monotonic() - signalled < drain + 15:
+            await asyncio.sleep(0.05)
+        publisher.cancel()
+        return time.monotonic() - signalled, codes
+
+    try:
+        with gateway_process(env) as proc:
+            took, codes = run(scenario(proc), 60)
+            output, _ = proc.communicate(timeout=10)
+            assert proc.returncode == 0, output
+    finally:
+        setup.stop()
+    assert codes == [1001] * (len(trips) + 1)
+    assert took < 5.0, (took, output[-2000:])
