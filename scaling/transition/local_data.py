@@ -732,6 +732,7 @@ def _pg_final_sync(
     pool.shutdown(wait=False)
     stops = {name: f.result() if f.done() else "exiting" for name, f in futures.items()}
     stopped_at = _now()
+    poolers = _stop_poolers(source, frozen)
     control = controldata(_data_dir(last))
     state = control.get("Database cluster state", "?")
     if state != "shut down":
@@ -758,6 +759,7 @@ def _pg_final_sync(
     )
     return {
         "stopped": stops,
+        "poolers_stopped": poolers,
         "final_lsn": final,
         "replayed_lsn": replayed[0] if replayed else None,
         "freeze_lsn": pg.get("lsn"),
@@ -765,6 +767,22 @@ def _pg_final_sync(
         "stop_seconds": timings,
         "stopped_after_freeze_seconds": round(stopped_at - float(pg["frozen_at"]), 3),
     }
+
+
+def _stop_poolers(source: LocalRun, frozen: dict[str, Any]) -> list[str]:
+    """Stop the source's PgBouncers once its PostgreSQL is down: they have nothing left to
+    serve, and a client with a multi-host URL must be refused at once to try the next host.
+    Running, they accept it and queue it until their server-connect timeout, because a
+    pooler does not tell libpq its server is read-only (target_session_attrs=read-write
+    picked the frozen source's pooler, then waited ~5 s in its queue). Stateless: unfreeze
+    starts them again."""
+    pg = frozen["postgres"]
+    running = [e for e in _entries(source, "postgres", "pooler") if procs.alive(e)]
+    pg["poolers_stopped"] = [*pg.get("poolers_stopped", []), *(e.name for e in running)]
+    _save_freeze(source, frozen)  # recorded first: the rollback starts them again
+    with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+        list(pool.map(procs.stop, running))
+    return [e.name for e in running]
 
 
 def _redis_final_sync(
@@ -1058,7 +1076,34 @@ def _unfreeze_postgres(source: LocalRun, frozen: dict[str, Any], step: str) -> d
         raise StepFailed(
             step, f"default_transaction_read_only is still {read_only!r} on the source"
         )
-    return {"restarted": stopped, "read_only": read_only}
+    poolers = list(pg.get("poolers_stopped", []))
+    for name in poolers:
+        entry = source.entry(name)
+        _wait(f"{name} exits", lambda e=entry: not procs.alive(e), RESTART_TIMEOUT, step)  # type: ignore[misc]
+        source.start_process(name)
+    for name in poolers:
+        entry = source.entry(name)
+        _wait(
+            f"{name} serves the application's database",
+            lambda e=entry: _pooler_answers(source, e),  # type: ignore[misc]
+            RESTART_TIMEOUT,
+            step,
+        )
+    return {"restarted": stopped + poolers, "read_only": read_only}
+
+
+def _pooler_answers(run: LocalRun, pooler: ProcessEntry) -> bool:
+    database = run.summary["database"]
+    with psycopg.connect(
+        host=pooler.host,
+        port=pooler.port,
+        user=str(database["user"]),
+        password=run.secrets["postgres-password"],
+        dbname=str(database["name"]),
+        connect_timeout=3,
+        autocommit=True,
+    ) as conn:
+        return conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def _wait_source_writable_server(source: LocalRun, step: str) -> None:
