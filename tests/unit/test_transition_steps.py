@@ -51,7 +51,7 @@ def test_data_and_front_steps_call_the_interface(
         monkeypatch,
         "scaling.transition.local_data",
         ["prepare_source", "catch_up", "freeze_source", "final_sync", "promote_target",
-         "unfreeze_source"],
+         "unfreeze_source", "unprepare_source"],
     )  # fmt: skip
     front = fake_module(
         monkeypatch,
@@ -78,11 +78,14 @@ def test_data_and_front_steps_call_the_interface(
         "switch-front-door",
         "freeze-source",
         "start-target",
+        "prepare-source",  # last: the replication login goes once no target follows
     ]
     undo["restore-front-door"].run(ctx)
     undo["unfreeze-source"].run(ctx)
     assert front[-1] == ("restore_front_door", source)
     assert data[-1] == ("unfreeze_source", source)
+    undo["unprepare-source"].run(ctx)
+    assert data[-1] == ("unprepare_source", source)
 
 
 def test_start_target_keeps_the_run_it_returns(pair: Any, monkeypatch: pytest.MonkeyPatch) -> None:
