@@ -6,14 +6,12 @@ Tests run in file order; the destructive ones (restarts, kills, failover) come l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import local_checks as checks
 import psycopg
 import pytest
 from check_helpers import check_prometheus_agrees_with_direct, readings, run_check
-from local_fixtures import SMALL_POOLS, start_phase
 from local_helpers import Phase, pg_connect, pooler_console, url_hosts
 from psycopg.conninfo import make_conninfo
 
@@ -30,8 +28,10 @@ CHECK_HELD = 16
 
 
 @pytest.fixture(scope="module")
-def phase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase]:
-    yield from start_phase("growth", tmp_path_factory, SMALL_POOLS)
+def phase(growth_phase: Phase) -> Phase:
+    """The session's growth phase (conftest.py): test_least_privilege.py's tests run on it
+    first, this module's destructive ones and `down` last of all."""
+    return growth_phase
 
 
 def test_topology(phase: Phase) -> None:
