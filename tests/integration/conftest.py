@@ -24,14 +24,35 @@ from local_helpers import Phase  # noqa: E402
 _REGISTRY = pytest.StashKey[SharedPhases]()
 
 
+# Within a shared phase's group: the tests that leave it as they found it first, in file
+# order; then the destructive ones (kills, failovers: the phase serves again afterwards, but
+# differently, e.g. another leader), in file order; the one that ends the phase last.
+DESTRUCTIVE = "destructive"
+ENDS_PHASE = "ends_phase"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{DESTRUCTIVE}: on a shared phase, runs after the tests that leave it as they found it",
+    )
+    config.addinivalue_line("markers", f"{ENDS_PHASE}: on a shared phase, runs last (`down`)")
+
+
 def _shared(item: pytest.Item) -> set[str]:
     return set(SHARED) & set(getattr(item, "fixturenames", ()))
 
 
+def _rank(item: pytest.Item) -> int:
+    if item.get_closest_marker(ENDS_PHASE):
+        return 2
+    return 1 if item.get_closest_marker(DESTRUCTIVE) else 0
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The users of a shared phase run together, where its first user was (each group in
-    file order: a module's destructive tests last, as it wrote them); a test on two shared
-    phases would keep both up, so none does."""
+    """The users of a shared phase run together, where its first user was, ordered by
+    `_rank` (stable: file order within a rank); a test on two shared phases would keep both
+    up, so none does."""
     groups: dict[str, list[pytest.Item]] = {}
     ordered: list[pytest.Item | str] = []
     for item in items:
@@ -48,7 +69,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items[:] = [
         found
         for entry in ordered
-        for found in (groups[entry] if isinstance(entry, str) else [entry])
+        for found in (sorted(groups[entry], key=_rank) if isinstance(entry, str) else [entry])
     ]
 
 

@@ -1,7 +1,10 @@
 """Growth phase: 3 Patroni members (etcd x3, HAProxy x2) behind two PgBouncers, Redis
 Sentinel, 2 gateways. Failover under load: test_local_failover.py.
 
-Tests run in file order; the destructive ones (restarts, kills, failover) come last.
+The session's growth phase (conftest.py), shared with test_least_privilege.py and
+test_local_failover.py: the tests that leave it as they found it first (this module's after
+test_least_privilege.py's), then the destructive ones (marked: restarts, kills, failovers;
+test_local_failover.py's before this module's), then `down`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,6 @@ CHECK_HELD = 16
 
 @pytest.fixture(scope="module")
 def phase(growth_phase: Phase) -> Phase:
-    """The session's growth phase (conftest.py): test_least_privilege.py's tests run on it
-    first, this module's destructive ones and `down` last of all."""
     return growth_phase
 
 
@@ -216,17 +217,21 @@ def test_gateways_demand_tokens(phase: Phase) -> None:
     checks.check_gateway_auth_through_nginx(phase)
 
 
+@pytest.mark.destructive
 def test_replica_restart_catches_up(phase: Phase) -> None:
     checks.check_replica_restart_catches_up(phase)
 
 
+@pytest.mark.destructive
 def test_killed_gateway_clients_resume_elsewhere(phase: Phase) -> None:
     checks.check_gateway_killed_clients_resume(phase)
 
 
+@pytest.mark.destructive
 def test_sentinel_failover_keeps_acknowledged_writes(phase: Phase) -> None:
     checks.check_sentinel_failover(phase)
 
 
+@pytest.mark.ends_phase
 def test_down_leaves_nothing(phase: Phase) -> None:
     checks.check_down_leaves_nothing(phase)

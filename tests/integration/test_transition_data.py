@@ -473,6 +473,7 @@ def test_scale_primary_accepts_writes(growth_to_scale: dict[str, Any]) -> None:
 # ------------------------------------------------------------------- prepare, undone
 
 
+@pytest.mark.destructive
 def test_prepare_source_admits_replication_and_unprepare_takes_it_back(
     launch_phase: Phase,
 ) -> None:
