@@ -24,7 +24,6 @@ import pytest
 import schemathesis
 from check_helpers import run_check
 from hypothesis import HealthCheck, given, settings
-from local_fixtures import start_phase
 from local_helpers import Phase, pg_connect, wait_for
 from support.api import SECRET, none_token, token
 
@@ -39,14 +38,16 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
-def phase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase]:
-    yield from start_phase("launch", tmp_path_factory)
+def phase(launch_phase: Phase) -> Phase:
+    """The session's launch phase (conftest.py), left as this module found it."""
+    return launch_phase
 
 
 @pytest.fixture(scope="module")
 def server(phase: Phase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = PortAllocator().take()
-    log = tmp_path_factory.mktemp("api") / "serve.log"
+    folder = tmp_path_factory.mktemp("api")
+    log = folder / "serve.log"
     env = {**os.environ, "SIKKA_JWT_SECRET": SECRET}
     env.pop("SIKKA_JWT_JWKS_URL", None)
     command = [
@@ -54,6 +55,9 @@ def server(phase: Phase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         *("-m", "scaling.cli", "serve", "--stack", "launch", "--local"),
         *("--state-dir", phase.run.state.state_dir, "--port", str(port)),
         *("--window", WINDOW, "--refresh", "1", "--no-host"),
+        # Its own samples: the shared phase's history is the other modules' (and the
+        # connections held over the critical level below stay out of it).
+        *("--history", str(folder / "serve-history.jsonl")),
     ]
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -133,13 +137,17 @@ def test_every_endpoint_with_tokens_of_each_kind(server: str) -> None:
         assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
-def test_documents_are_the_checkers_and_configs_hold_no_secret(server: str, phase: Phase) -> None:
+def test_documents_are_the_checkers_and_configs_hold_no_secret(
+    server: str, phase: Phase, tmp_path: Path
+) -> None:
     headers = bearer(token())
     with httpx.Client(base_url=server, timeout=60, headers=headers) as client:
         status = client.get("/api/scaling/status", params={"history": "true"}).json()
         summary = client.get("/api/scaling/phase-summary").json()
         configs = client.get("/api/scaling/deployment-configs")
-    _, cli_status = run_check(phase, "--local", "--no-host", command="status")
+    _, cli_status = run_check(
+        phase, "--local", "--no-host", "--history", str(tmp_path / "h.jsonl"), command="status"
+    )
     document = status["status"]
     assert set(status) == {"message", "status", "history"}
     assert set(document) == set(cli_status)  # the very document `status --json` prints

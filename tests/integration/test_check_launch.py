@@ -8,14 +8,12 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import psycopg
 import pytest
 from check_helpers import one, readings, run_check, wait_for_fresh_scrapes
-from local_fixtures import start_phase
 from local_helpers import Phase, new_marker, open_client, pg_connect, run_async, wait_for
 
 from scaling.advisor.verdict import Verdict
@@ -27,8 +25,9 @@ HELD_WS = 4
 
 
 @pytest.fixture(scope="module")
-def phase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase]:
-    yield from start_phase("launch", tmp_path_factory)
+def phase(launch_phase: Phase) -> Phase:
+    """The session's launch phase (conftest.py), left as this module found it."""
+    return launch_phase
 
 
 def _history_lines(phase: Phase) -> int:

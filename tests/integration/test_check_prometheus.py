@@ -19,7 +19,6 @@ import psutil
 import pytest
 import yaml
 from check_helpers import one, run_check
-from local_fixtures import start_phase
 from local_helpers import Phase, new_marker, open_client, run_async, wait_for
 
 from scaling.advisor.verdict import Verdict
@@ -46,8 +45,9 @@ def _hostport(url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def phase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase]:
-    yield from start_phase("launch", tmp_path_factory)
+def phase(launch_phase: Phase) -> Phase:
+    """The session's launch phase (conftest.py), left as this module found it."""
+    return launch_phase
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,8 @@ application connection could ``SHUTDOWN`` the pooler.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
-from local_fixtures import start_phase
 from local_helpers import Phase, pg_connect, pooler_console, url_hosts
 
 from scaling.model import POOLER_ADMIN_USER, SUPERUSER
@@ -22,8 +19,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def phase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase]:
-    yield from start_phase("growth", tmp_path_factory)
+def phase(growth_phase: Phase) -> Phase:
+    """The session's growth phase (small pools: the pool sizes are not under test here),
+    shared with test_local_growth.py, which runs after this module and is left the phase as
+    this module found it."""
+    return growth_phase
 
 
 def pooled(phase: Phase) -> psycopg.Connection:
@@ -33,16 +33,21 @@ def pooled(phase: Phase) -> psycopg.Connection:
 
 def test_the_application_cannot_run_programs_on_the_server(phase: Phase) -> None:
     with pooled(phase) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS t (line text)")
-        # (PostgreSQL 15 names the role it takes, 16+ says "permission denied".)
-        with pytest.raises(
-            psycopg.errors.InsufficientPrivilege,
-            match=r"pg_execute_server_program|permission denied",
-        ):
-            conn.execute("COPY t FROM PROGRAM 'id'")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("COPY t FROM '/etc/passwd'")
-        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        # Its own table, dropped again: the phase is shared with test_local_growth.py.
+        conn.execute("CREATE TABLE IF NOT EXISTS least_privilege_probe (line text)")
+        try:
+            # (PostgreSQL 15 names the role it takes, 16+ says "permission denied".)
+            with pytest.raises(
+                psycopg.errors.InsufficientPrivilege,
+                match=r"pg_execute_server_program|permission denied",
+            ):
+                conn.execute("COPY least_privilege_probe FROM PROGRAM 'id'")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("COPY least_privilege_probe FROM '/etc/passwd'")
+            count = conn.execute("SELECT count(*) FROM least_privilege_probe").fetchone()
+            assert count == (0,)
+        finally:
+            conn.execute("DROP TABLE IF EXISTS least_privilege_probe")
 
 
 def test_the_application_cannot_create_roles_or_databases(phase: Phase) -> None:

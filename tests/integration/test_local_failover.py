@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from local_fixtures import SMALL_POOLS, start_phase
 from local_helpers import Phase, pg_connect, wait_for
 
 from scaling.local import patroni_api
@@ -33,7 +32,7 @@ from scaling.local.runner import patroni_apis
 from scaling.local.state import RunState
 from scaling.render.patroni import REST_API_USER
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.destructive]
 
 TABLE = "failover_writes"
 PROMOTION_TIMEOUT = 60.0
@@ -101,8 +100,11 @@ class Writer:
 
 
 @pytest.fixture(scope="module")
-def phase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase]:
-    yield from start_phase("growth", tmp_path_factory, SMALL_POOLS)
+def phase(growth_phase: Phase) -> Phase:
+    """The session's growth phase (conftest.py): every test here is destructive (the leader
+    changes), so they run after the tests that leave it as found, before
+    test_local_growth.py's own destructive ones and its `down`."""
+    return growth_phase
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,20 @@
 """Growth phase: 3 Patroni members (etcd x3, HAProxy x2) behind two PgBouncers, Redis
 Sentinel, 2 gateways. Failover under load: test_local_failover.py.
 
-Tests run in file order; the destructive ones (restarts, kills, failover) come last.
+The session's growth phase (conftest.py), shared with test_least_privilege.py and
+test_local_failover.py: the tests that leave it as they found it first (this module's after
+test_least_privilege.py's), then the destructive ones (marked: restarts, kills, failovers;
+test_local_failover.py's before this module's), then `down`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import local_checks as checks
 import psycopg
 import pytest
 from check_helpers import check_prometheus_agrees_with_direct, readings, run_check
-from local_fixtures import SMALL_POOLS, start_phase
 from local_helpers import Phase, pg_connect, pooler_console, url_hosts
 from psycopg.conninfo import make_conninfo
 
@@ -30,8 +31,8 @@ CHECK_HELD = 16
 
 
 @pytest.fixture(scope="module")
-def phase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase]:
-    yield from start_phase("growth", tmp_path_factory, SMALL_POOLS)
+def phase(growth_phase: Phase) -> Phase:
+    return growth_phase
 
 
 def test_topology(phase: Phase) -> None:
@@ -216,17 +217,21 @@ def test_gateways_demand_tokens(phase: Phase) -> None:
     checks.check_gateway_auth_through_nginx(phase)
 
 
+@pytest.mark.destructive
 def test_replica_restart_catches_up(phase: Phase) -> None:
     checks.check_replica_restart_catches_up(phase)
 
 
+@pytest.mark.destructive
 def test_killed_gateway_clients_resume_elsewhere(phase: Phase) -> None:
     checks.check_gateway_killed_clients_resume(phase)
 
 
+@pytest.mark.destructive
 def test_sentinel_failover_keeps_acknowledged_writes(phase: Phase) -> None:
     checks.check_sentinel_failover(phase)
 
 
+@pytest.mark.ends_phase
 def test_down_leaves_nothing(phase: Phase) -> None:
     checks.check_down_leaves_nothing(phase)

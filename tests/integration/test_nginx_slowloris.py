@@ -19,7 +19,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from local_fixtures import start_phase
 from local_helpers import (
     Phase,
     new_marker,
@@ -40,13 +39,15 @@ PARTIAL_REQUEST = b"GET /?client_id=slow HTTP/1.1\r\nHost: sikka\r\nUser-Agent: 
 
 
 @pytest.fixture(scope="module")
-def phase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase]:
+def phase(launch_phase: Phase) -> Iterator[Phase]:
+    """The session's launch phase (conftest.py); this process opens the attacker's sockets
+    (Nginx's own open-file limit is the runner's to raise, scaling/local/limits.py)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = SOCKETS + 1024
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
     try:
-        yield from start_phase("launch", tmp_path_factory)
+        yield launch_phase
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 

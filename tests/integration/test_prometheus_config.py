@@ -77,6 +77,11 @@ def query(port: int, expression: str) -> list[dict[str, Any]]:
 def test_prometheus_scrapes_the_rendered_jobs(exporter: int, tmp_path: Path) -> None:
     assert PROMETHEUS is not None
     spec = parse({"sikka:phase": "growth", "sikka:gateway": {"processes": 2}}, stack="growth")
+    # The shortest interval the model allows (as `local up` does): the first scrape of each
+    # target comes within one interval of the start, and the test waits for it.
+    spec = spec.model_copy(
+        update={"monitoring": spec.monitoring.model_copy(update={"scrape_interval_seconds": 5})}
+    )
     topology = build_topology(spec)
 
     # The recording server stands in for every node's port; the probed servers keep names.

@@ -27,7 +27,7 @@ import psycopg
 import pytest
 import redis
 from local_fixtures import ROOT
-from local_helpers import wait_for
+from local_helpers import Phase, wait_for
 from redis.cluster import ClusterNode, RedisCluster
 
 from scaling.local import LocalRun, patroni_api, runner
@@ -473,41 +473,39 @@ def test_scale_primary_accepts_writes(growth_to_scale: dict[str, Any]) -> None:
 # ------------------------------------------------------------------- prepare, undone
 
 
+@pytest.mark.destructive
 def test_prepare_source_admits_replication_and_unprepare_takes_it_back(
-    tmp_path_factory: pytest.TempPathFactory,
+    launch_phase: Phase,
 ) -> None:
     """A launch source gets the replication login a standby needs; a rollback's
-    unprepare_source leaves it as a phase without replicas has it (NOLOGIN, no hba line)."""
-    base = tmp_path_factory.mktemp("transition-prepare")
-    launch = runner.up(
-        runner.load_spec(ROOT / "Pulumi.launch.yaml"), stack="launch", state_dir=base / "launch"
-    )
-    try:
-        door = Follow.of(launch).postgres
+    unprepare_source leaves it as a phase without replicas has it (NOLOGIN, no hba line).
 
-        def replicate() -> None:
-            psycopg.connect(
-                host=door.host,
-                port=door.port,
-                user="replicator",
-                password=launch.secrets["replication-password"],
-                dbname="replication",
-                replication="true",
-                connect_timeout=5,
-            ).close()
+    On the session's launch phase (conftest.py), as the last of its users: the replication
+    role stays behind (NOLOGIN), as a rollback leaves it."""
+    launch = launch_phase.run
+    door = Follow.of(launch).postgres
 
-        with pytest.raises(psycopg.OperationalError):
-            replicate()  # launch has no replication login
-        assert local_data.prepare_source(launch)["replication_role"] == "created"
+    def replicate() -> None:
+        psycopg.connect(
+            host=door.host,
+            port=door.port,
+            user="replicator",
+            password=launch.secrets["replication-password"],
+            dbname="replication",
+            replication="true",
+            connect_timeout=5,
+        ).close()
+
+    with pytest.raises(psycopg.OperationalError):
+        replicate()  # launch has no replication login
+    assert local_data.prepare_source(launch)["replication_role"] == "created"
+    replicate()
+    again = local_data.prepare_source(launch)  # idempotent
+    assert again["replication_role"] == "present" and again["hba_line_added"] is False
+    assert local_data.unprepare_source(launch)["hba_line_removed"] is True
+    with pytest.raises(psycopg.OperationalError):
         replicate()
-        again = local_data.prepare_source(launch)  # idempotent
-        assert again["replication_role"] == "present" and again["hba_line_added"] is False
-        assert local_data.unprepare_source(launch)["hba_line_removed"] is True
-        with pytest.raises(psycopg.OperationalError):
-            replicate()
-        rows = superuser_query(
-            launch, door, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'replicator'"
-        )
-        assert rows == [(False,)]
-    finally:
-        launch.down()
+    rows = superuser_query(
+        launch, door, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'replicator'"
+    )
+    assert rows == [(False,)]
