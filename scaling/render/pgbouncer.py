@@ -149,9 +149,10 @@ reserve_pool_timeout = 3
 ;; shared between the phase's {pool.replicas} PgBouncer(s) x {pool.processes} process(es).
 max_db_connections = {share.max_db_connections}
 
-;; When a backend is down, clients get an error within seconds instead of hanging.
+;; When a backend is down, clients get an error within seconds instead of hanging; one that
+;; comes back (a promoted leader) is tried again within a second.
 server_connect_timeout = 5
-server_login_retry = 2
+server_login_retry = 1
 query_wait_timeout = 10
 client_login_timeout = 15
 server_lifetime = 3600

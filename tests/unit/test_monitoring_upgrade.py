@@ -40,6 +40,10 @@ CHANGED = {
         "sikka-growth-postgres-postgres-2",
         "sikka-growth-postgres-pgbouncer-0",
         "sikka-growth-postgres-pgbouncer-1",
+        # Not monitoring: the routers check a member that is out every 250 ms (downinter),
+        # so a promoted leader takes writes sooner (stateless; replaced, nothing to keep).
+        "sikka-growth-postgres-haproxy-0",
+        "sikka-growth-postgres-haproxy-1",
     },
     "scale": {
         # The nginx-prometheus-exporter container beside Nginx (a rolling update).
