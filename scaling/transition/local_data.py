@@ -790,22 +790,29 @@ def _redis_final_sync(
 ) -> dict[str, Any]:
     password = source.secrets["redis-password"]
     master = _source_redis_master(source, frozen)
-    replica = _target_master(target)
+    wanted, offset, waited = _level_under_pause(
+        master, _target_master(target), password, timeout, step
+    )
+    return {"source_offset": wanted, "target_offset": offset, "wait_seconds": round(waited, 3)}
+
+
+def _level_under_pause(
+    master: Endpoint, replica: Endpoint, password: str, timeout: float, step: str
+) -> tuple[int, int, float]:
+    """Renew the source master's write pause, then wait until ``replica`` has its offset:
+    (the source's offset, the replica's, seconds waited). Under the pause the offsets stand
+    still, so a replica that reaches it holds every acknowledged write."""
     with _redis(master, password) as conn:
-        conn.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")  # renewed
+        conn.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
     offsets: list[int] = []
 
-    def equal() -> bool:
+    def level() -> bool:
         wanted, offset, link = _redis_offsets(master, replica, password)
         offsets[:] = [wanted, offset]
         return link == "up" and offset >= wanted
 
-    waited = _wait("the target's Redis master reaches the source's offset", equal, timeout, step)
-    return {
-        "source_offset": offsets[0],
-        "target_offset": offsets[1],
-        "wait_seconds": round(waited, 3),
-    }
+    waited = _wait("the target's Redis master reaches the source's offset", level, timeout, step)
+    return offsets[0], offsets[1], waited
 
 
 def _cluster_final_sync(
@@ -930,18 +937,8 @@ def _promote_redis(
     password = source.secrets["redis-password"]
     master = _source_redis_master(source, frozen)
     new = _target_master(target)
-    with _redis(master, password) as conn:
-        conn.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")  # renewed
-    offsets: list[int] = []
-
-    def level() -> bool:
-        wanted, offset, link = _redis_offsets(master, new, password)
-        offsets[:] = [wanted, offset]
-        return link == "up" and offset >= wanted
-
-    # Under the pause the offsets stand still; never promote a master that is behind.
-    _wait("the target's Redis master reaches the source's offset", level, 10.0, step)
-    wanted, offset = offsets
+    # Checked again at promotion: never promote a master that is behind.
+    wanted, offset, _ = _level_under_pause(master, new, password, 10.0, step)
     with _redis(new, password) as conn:
         conn.execute_command("REPLICAOF", "NO", "ONE")
     promoted_at = _now()

@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from local_fixtures import ROOT
+from support.transition import LOCAL_STEPS as STEPS
 from transition_load import Load, PhaseDoors, print_figures
 
 from scaling.cli import main as cli_main
@@ -41,19 +42,6 @@ pytestmark = pytest.mark.integration
 
 GAP_TARGET = 5.0  # seconds: the longest gap between two acknowledged writes
 LOAD_BEFORE = 3.0  # seconds of load before the transition starts, and after it ends
-STEPS = [
-    "validate-target",
-    "check-source",
-    "prepare-source",
-    "start-target",
-    "catch-up",
-    "freeze-source",
-    "final-sync",
-    "promote-target",
-    "switch-front-door",
-    "validate-target-live",
-    "retire-source",
-]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.transition import LOCAL_STEPS as STEPS
 from test_transition_notify import Hook
 
 from scaling.cli import main
@@ -17,20 +18,6 @@ from scaling.transition import log as tlog
 from scaling.transition import service
 from scaling.transition.errors import StepFailed
 from scaling.transition.runner import LOCK_FILE, StepContext, TransitionLock, Undo
-
-STEPS = [
-    "validate-target",
-    "check-source",
-    "prepare-source",
-    "start-target",
-    "catch-up",
-    "freeze-source",
-    "final-sync",
-    "promote-target",
-    "switch-front-door",
-    "validate-target-live",
-    "retire-source",
-]
 
 
 @pytest.fixture

@@ -4,26 +4,13 @@ the cut-over marked, what a Citus target asks of the schema, the Pulumi commands
 from __future__ import annotations
 
 import pytest
+from support.transition import LOCAL_STEPS
 
 from scaling.model import PhaseSpec
 from scaling.stackconfig import load_stack_file
 from scaling.stackfiles import stack_path
 from scaling.transition import plan
 from scaling.transition.plan import TransitionRefused
-
-LOCAL_STEPS = [
-    "validate-target",
-    "check-source",
-    "prepare-source",
-    "start-target",
-    "catch-up",
-    "freeze-source",
-    "final-sync",
-    "promote-target",
-    "switch-front-door",
-    "validate-target-live",
-    "retire-source",
-]
 
 
 def spec(stack: str) -> PhaseSpec:
