@@ -219,10 +219,18 @@ def _streams_past(run: LocalRun, standby: Endpoint, lsn: str) -> bool:
     return bool(row and row[0] == "streaming" and row[1] and lsn_int(row[1]) >= lsn_int(lsn))
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float, step: str) -> float:
+def _wait(
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    step: str,
+    watched: tuple[ProcessEntry, ...] = (),
+) -> float:
+    """Poll ``check``; a process of ``watched`` that dies fails the step at once (writes are
+    stopped meanwhile: waiting out the timeout for a dead target only lengthens that)."""
     try:
-        return health.wait_until(what, check, timeout, interval=0.1)
-    except health.HealthTimeout as error:
+        return health.wait_until(what, check, timeout, processes=watched, interval=0.1)
+    except (health.HealthTimeout, health.ProcessDied) as error:
         raise StepFailed(step, str(error)) from None
 
 
@@ -700,7 +708,8 @@ def _pg_final_sync(
 ) -> dict[str, Any]:
     pg = frozen["postgres"]
     leader = pg.get("leader")
-    _, target_leader, _ = _target_leader(target)
+    target_name, target_leader, _ = _target_leader(target)
+    watched = (target.entry(target_name),)
     # The final checkpoint reaches the target only through a live stream: a standby whose
     # receiver is still reconnecting (after an unfreeze, say) when the source stops would
     # miss it for good. So: streaming, and past the freeze, before anything stops.
@@ -709,6 +718,7 @@ def _pg_final_sync(
         lambda: _streams_past(target, target_leader, str(pg["lsn"])),
         timeout,
         step,
+        watched,
     )
     order = _stop_order(source, leader)
     *replicas, last = order
@@ -756,6 +766,7 @@ def _pg_final_sync(
         replayed_final,
         timeout,
         step,
+        watched,
     )
     return {
         "stopped": stops,
@@ -790,14 +801,20 @@ def _redis_final_sync(
 ) -> dict[str, Any]:
     password = source.secrets["redis-password"]
     master = _source_redis_master(source, frozen)
+    replica = _target_master(target)
     wanted, offset, waited = _level_under_pause(
-        master, _target_master(target), password, timeout, step
+        master, replica, _entry_at(target, replica), password, timeout, step
     )
     return {"source_offset": wanted, "target_offset": offset, "wait_seconds": round(waited, 3)}
 
 
 def _level_under_pause(
-    master: Endpoint, replica: Endpoint, password: str, timeout: float, step: str
+    master: Endpoint,
+    replica: Endpoint,
+    replica_process: ProcessEntry,
+    password: str,
+    timeout: float,
+    step: str,
 ) -> tuple[int, int, float]:
     """Renew the source master's write pause, then wait until ``replica`` has its offset:
     (the source's offset, the replica's, seconds waited). Under the pause the offsets stand
@@ -811,7 +828,13 @@ def _level_under_pause(
         offsets[:] = [wanted, offset]
         return link == "up" and offset >= wanted
 
-    waited = _wait("the target's Redis master reaches the source's offset", level, timeout, step)
+    waited = _wait(
+        "the target's Redis master reaches the source's offset",
+        level,
+        timeout,
+        step,
+        (replica_process,),
+    )
     return offsets[0], offsets[1], waited
 
 
@@ -938,7 +961,9 @@ def _promote_redis(
     master = _source_redis_master(source, frozen)
     new = _target_master(target)
     # Checked again at promotion: never promote a master that is behind.
-    wanted, offset, _ = _level_under_pause(master, new, password, 10.0, step)
+    wanted, offset, _ = _level_under_pause(
+        master, new, _entry_at(target, new), password, 10.0, step
+    )
     with _redis(new, password) as conn:
         conn.execute_command("REPLICAOF", "NO", "ONE")
     promoted_at = _now()
