@@ -572,8 +572,11 @@ def freeze_source(source: LocalRun) -> dict[str, Any]:
         # First (writes still flow): a Sentinel would fail the paused, later demoted or
         # stopped, master over.
         _stop_sentinels(source, frozen)
-        frozen["postgres"] = {"frozen_at": _now(), "leader": leader, "stopped": []}
+        frozen["postgres"] = {"leader": leader, "stopped": []}
         _save_freeze(source, frozen)  # before any change: the rollback reads it
+        replicas_stopped = _stop_source_replicas(source, frozen, leader, step)
+        frozen["postgres"]["frozen_at"] = _now()
+        _save_freeze(source, frozen)
         app_user = str(source.summary["database"]["user"])
         with _superuser(source, primary) as conn:
             conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
@@ -589,6 +592,7 @@ def freeze_source(source: LocalRun) -> dict[str, Any]:
             "lsn": lsn,
             "sessions_terminated": int(ended[0]) if ended else 0,
             "postgres_leader": leader,
+            "replicas_stopped_first": replicas_stopped,
         }
         if _redis_mode(source) != "cluster":
             result |= _pause_redis(source, frozen)
@@ -596,6 +600,24 @@ def freeze_source(source: LocalRun) -> dict[str, Any]:
     except (psycopg.Error, redis.RedisError, LookupError, OSError) as error:
         raise StepFailed(step, f"{type(error).__name__}: {error}") from None
     return result
+
+
+def _stop_source_replicas(
+    source: LocalRun, frozen: dict[str, Any], leader: str | None, step: str
+) -> list[str]:
+    """A Patroni source's replicas stop before its writes do: with none left, nothing can
+    fail over and take writes once the leader stops (final-sync), and the write stop then
+    holds the leader's shutdown alone. The leader serves writes meanwhile (asynchronous
+    replication; under synchronous_mode its commits wait for a standby, so writes stop
+    here already); reads through the replica door pause. Unfreeze starts them again."""
+    if leader is None:
+        return []
+    replicas = [e for e in _members(source) if e.name != leader and procs.alive(e)]
+    frozen["postgres"]["stopped"] += [e.name for e in replicas]
+    _save_freeze(source, frozen)  # recorded first: the rollback starts them again
+    with ThreadPoolExecutor(max_workers=max(1, len(replicas))) as pool:
+        _wait_down(replicas, {e.name: pool.submit(procs.stop, e) for e in replicas}, step)
+    return [e.name for e in replicas]
 
 
 def _stop_sentinels(source: LocalRun, frozen: dict[str, Any]) -> None:
@@ -1111,7 +1133,7 @@ def _unfreeze_postgres(source: LocalRun, frozen: dict[str, Any], step: str) -> d
             RESTART_TIMEOUT,
             step,
         )
-    return {"restarted": stopped + poolers, "read_only": read_only}
+    return {"restarted": stopped, "poolers_restarted": poolers, "read_only": read_only}
 
 
 def _pooler_answers(run: LocalRun, pooler: ProcessEntry) -> bool:

@@ -138,8 +138,9 @@ def local_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
         ),
         Step(
             "freeze-source",
-            f"stop writes on the {src} phase: default_transaction_read_only on and the "
-            "application's sessions ended, Redis CLIENT PAUSE WRITE (write downtime starts)",
+            f"stop writes on the {src} phase: its Patroni replicas stopped first (none can "
+            "take over), then default_transaction_read_only on and the application's sessions "
+            "ended, Redis CLIENT PAUSE WRITE (write downtime starts)",
         ),
         Step(
             "final-sync",

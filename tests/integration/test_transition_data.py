@@ -455,6 +455,8 @@ def test_unfrozen_growth_served_writes_again(growth_to_scale: dict[str, Any]) ->
     unfreeze = trip["unfreeze"]
     assert unfreeze["postgres"]["read_only"] == "off"
     assert len(unfreeze["postgres"]["restarted"]) == 3  # every Patroni member
+    # final-sync stopped growth's PgBouncers with its PostgreSQL: 2 poolers x 2 processes.
+    assert len(unfreeze["postgres"]["poolers_restarted"]) == 4
     assert unfreeze["redis"]["restarted"]  # the master shut down with SAVE, its Sentinels
 
 
