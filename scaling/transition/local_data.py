@@ -593,6 +593,7 @@ def freeze_source(source: LocalRun) -> dict[str, Any]:
             "sessions_terminated": int(ended[0]) if ended else 0,
             "postgres_leader": leader,
             "replicas_stopped_first": replicas_stopped,
+            "writes_stopped_at": frozen["postgres"]["frozen_at"],
         }
         if _redis_mode(source) != "cluster":
             result |= _pause_redis(source, frozen)

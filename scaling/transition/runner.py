@@ -207,13 +207,17 @@ def latest(events: Sequence[Mapping[str, Any]]) -> Record | None:
 
 def derived(rec: Record) -> dict[str, Any]:
     """The figures of a transition: each step's measurements, the total time and how long
-    writes were stopped on the database (freeze-source's start to promote-target's end)."""
+    writes were stopped on the database (from freeze-source's ``writes_stopped_at``, else its
+    start, to promote-target's end)."""
     out: dict[str, Any] = {"steps": {k: v for k, v in rec.measurements.items() if v}}
     if rec.started_at is not None and rec.ended_at is not None:
         out["totalSeconds"] = round(rec.ended_at - rec.started_at, 3)
     freeze, promote = rec.times.get(FREEZE), rec.times.get(CUTOVER)
     if freeze is not None and promote is not None and promote[1] is not None:
-        out["writesStoppedSeconds"] = round(promote[1] - freeze[0], 3)
+        # The step may do things first that leave writes flowing (a Patroni source's
+        # replicas stop); it says when writes stopped.
+        stopped_at = rec.measurements.get(FREEZE, {}).get("writes_stopped_at", freeze[0])
+        out["writesStoppedSeconds"] = round(promote[1] - float(stopped_at), 3)
     return out
 
 

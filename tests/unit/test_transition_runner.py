@@ -27,6 +27,7 @@ from scaling.transition.runner import (
     TransitionBusy,
     TransitionLock,
     Undo,
+    derived,
     is_locked,
     latest,
     records,
@@ -441,3 +442,26 @@ def test_reports_added_to_a_transition_join_its_figures(log: Path) -> None:
     rec = latest(tlog.read(log))
     assert rec is not None and not rec.open and rec.done == NAMES
     assert rec.summary()["measurements"]["steps"]["client-load"] == figures
+
+
+def test_writes_stopped_counts_from_when_freeze_source_says_writes_stopped() -> None:
+    # freeze-source first stops a Patroni source's replicas (writes still flow), then says
+    # when writes stopped: the figure runs from then to the cut-over's end.
+    def step(name: str, start: float, end: float, **measured: Any) -> list[dict[str, Any]]:
+        return [
+            {"transition": "t", "step": name, "event": "start", "at": start},
+            {"transition": "t", "step": name, "event": "end", "at": end, "outcome": "ok",
+             "measurements": measured},
+        ]  # fmt: skip
+
+    events = [
+        *step("freeze-source", 100.0, 103.5, writes_stopped_at=103.0),
+        *step("final-sync", 103.5, 104.0),
+        *step("promote-target", 104.0, 104.5),
+    ]
+    (rec,) = records(events)
+    assert derived(rec)["writesStoppedSeconds"] == 1.5
+    # A step that does not say: from its start.
+    del events[1]["measurements"]["writes_stopped_at"]
+    (rec,) = records(events)
+    assert derived(rec)["writesStoppedSeconds"] == 4.5
