@@ -14,6 +14,7 @@ from scaling.docker import (
     WAIT_TIMEOUT_SECONDS,
     container_name,
     health_test,
+    held_back,
     image_builds,
     start_after,
     volume_name,
@@ -108,6 +109,8 @@ class DockerRuntime:
     def register_tier(self, tier: str, prefix: str, parent: pulumi.Resource) -> list[str]:
         registered = []
         for node in self.topology.tier(tier):  # type: ignore[arg-type]
+            if held_back(self.topology, node):
+                continue
             self.container(prefix, node, parent)
             registered.append(node.name)
         return registered

@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from scaling.promotion import following
 from scaling.topology import HealthCheck, Node, Topology, Volume
 
 # Data-holding containers wait this long for a healthy start before `pulumi up` gives up.
@@ -27,6 +28,14 @@ def container_name(topology: Topology, node: Node) -> str:
 
 def volume_name(topology: Topology, volume: Volume) -> str:
     return f"{topology.spec.name_prefix}-{volume.name}"
+
+
+def held_back(topology: Topology, node: Node) -> bool:
+    """Whether the node runs no container yet: a transition's target (sikka:promoteFrom,
+    before the cut-over) starts no Sentinel, as a Sentinel would fail over a master that
+    reports itself a replica (of the source's master). The cut-over creates them, once the
+    master runs on its own (Kubernetes holds their StatefulSet at 0 replicas instead)."""
+    return node.role == "sentinel" and following(topology.spec.promotion)
 
 
 def start_after(topology: Topology, node: Node) -> tuple[str, ...]:

@@ -44,6 +44,8 @@ REDIS_UID = "999"
 # SIGTERM with `shutdown-on-sigterm save` in redis.conf: the AOF is flushed and an RDB
 # written before the server exits; the grace period leaves room for that write.
 STOP = Stop("SIGTERM", 120)
+# A transition's source network, as the source stack exports it (scaling.promotion).
+SOURCE_NETWORK = token("docker", "network")
 
 
 def _secret() -> dict[str, str]:
@@ -110,15 +112,29 @@ def node_memory_mb(spec: PhaseSpec) -> int:
 
 
 def follow_source(spec: PhaseSpec) -> tuple[str, str] | None:
-    """A transition's target on Kubernetes (sikka:promoteFrom, before the cut-over): its
-    master replicates from the source's Redis, at the address the source stack exports.
-    A Redis Cluster target starts empty (its keys are imported by `sikka-scaling transition`),
-    and on Docker Redis is not followed."""
-    if not (on_kubernetes(spec) and following(spec.promotion)):
+    """A transition's target (sikka:promoteFrom, before the cut-over): its master replicates
+    from the source's Redis, at the address the source stack exports (on Docker the source
+    master's container name, reached over the source's transition network). A Redis Cluster
+    target starts empty (its keys are imported by `sikka-scaling transition`)."""
+    if not following(spec.promotion):
         return None
     if spec.redis.mode == "cluster":
         return None
     return token("redis", "host"), token("redis", "port")
+
+
+def transition_networks(spec: PhaseSpec, index: int) -> tuple[str, ...]:
+    """The Docker networks a data node joins besides the phase's (no alias there): on a
+    transition's source (sikka:promoteTo) its master joins the transition network its
+    target's master follows it over; on a following target (sikka:promoteFrom, before the
+    cut-over) the master joins the source's. Replicas and Sentinels join none."""
+    if on_kubernetes(spec) or spec.redis.mode == "cluster" or index != 0:
+        return ()
+    if following(spec.promotion):
+        return (SOURCE_NETWORK,)
+    if spec.promote_to is not None:
+        return (spec.docker_transition_network,)
+    return ()
 
 
 def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
@@ -126,16 +142,19 @@ def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
     _, cli = redis.binaries
     conf, template = config_files(spec)
     first_master = node_host(spec, GROUP, 0)
-    start = data_start_script(
-        spec,
-        conf=conf.path,
-        secrets_file=f"{RUN_DIR}/secrets.conf",
-        data_dir=DATA_DIR,
-        port=REDIS_PORT,
-        sentinels=sentinel_endpoints(spec),
-        first_master=first_master,
-        follow=follow_source(spec),
-    )
+    scripts = {
+        follow: data_start_script(
+            spec,
+            conf=conf.path,
+            secrets_file=f"{RUN_DIR}/secrets.conf",
+            data_dir=DATA_DIR,
+            port=REDIS_PORT,
+            sentinels=sentinel_endpoints(spec),
+            first_master=first_master,
+            follow=follow_source(spec) if follow else None,
+        )
+        for follow in (False, True)
+    }
     nodes: list[Node] = []
     edges: list[Edge] = []
     ports = {"redis": REDIS_PORT}
@@ -164,7 +183,15 @@ def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
                 image=redis.image,
                 ports=ports,
                 replica_of=replica_of,
-                entrypoint=("sh", "-c", start, "redis-start"),
+                # On Kubernetes one script for the whole StatefulSet (it adds --replicaof
+                # to the master alone); on Docker the master's alone names the source, so
+                # the cut-over replaces that one container and no replica.
+                entrypoint=(
+                    "sh",
+                    "-c",
+                    scripts[on_kubernetes(spec) or index == 0],
+                    "redis-start",
+                ),
                 user=REDIS_UID,
                 env={"NODE_HOST": node_host(spec, GROUP, index)},
                 secret_env=_secret(),
@@ -174,6 +201,7 @@ def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
                 health=_ping(cli, REDIS_PORT),
                 stop=STOP,
                 memory_mb=node_memory_mb(spec),
+                extra_networks=transition_networks(spec, index),
             )
         )
     services: list[Service] = []

@@ -26,6 +26,7 @@ from scaling.render.env import required_secrets
 from scaling.stackconfig import load_stack_file, parse
 from scaling.topology import build_topology
 from scaling.topology.postgres import PROMOTER
+from scaling.topology.redis import follow_source, transition_networks
 
 
 def spec(stack: str, **values: Any) -> Any:
@@ -227,16 +228,21 @@ def test_the_docker_target_is_a_standby_cluster_of_the_source() -> None:
     }
     for member in (n for n in topology.tier("postgres") if n.group == "postgres"):
         assert member.extra_networks == (token("docker", "network"),)
-    # Nothing else joins the source's network; no promoter before the cut-over.
-    others = [n for n in topology.nodes if n.extra_networks and n.group != "postgres"]
-    assert others == []
+    # Besides them only the Redis master joins the source's network; no promoter yet.
+    others = [n.name for n in topology.nodes if n.extra_networks and n.group != "postgres"]
+    assert others == ["redis-0"]
     assert not topology.has_node(PROMOTER)
     assert "standby_cluster" not in patroni_yml(build_topology(spec("growth")))
 
 
 def test_the_cutover_adds_the_promoter_and_changes_no_member() -> None:
     following, promoted = docker_growth(), docker_growth(**{"sikka:promoteCutover": True})
-    assert [n for n in following.nodes] == [n for n in promoted.nodes if n.name != PROMOTER]
+    # Every node but the promoter stays; the Redis master alone changes (it stops following).
+    assert [n.name for n in following.nodes] == [
+        n.name for n in promoted.nodes if n.name != PROMOTER
+    ]
+    changed = [n.name for n in following.nodes if n != promoted.node(n.name)]
+    assert changed == ["redis-0"]
     promoter = promoted.node(PROMOTER)
     assert promoter.one_shot and promoter.role == "promoter"
     script = promoter.entrypoint[-1] if promoter.entrypoint else ""
@@ -284,5 +290,65 @@ def test_on_kubernetes_the_redis_master_follows_the_source_until_the_cutover() -
     )
     assert follow_line in following.node("redis-0").entrypoint[2]  # type: ignore[index]
     assert "@@source" not in promoted.node("redis-0").entrypoint[2]  # type: ignore[index]
-    # On Docker Redis is not followed (its Sentinels would fail the master over).
-    assert "@@source" not in docker_growth().node("redis-0").entrypoint[2]  # type: ignore[index]
+    # One script for the StatefulSet: the replicas carry the line too (it skips them).
+    assert follow_line in following.node("redis-1").entrypoint[2]  # type: ignore[index]
+    assert following.node("redis-0").extra_networks == ()
+
+
+def script(topology: Any, node: str) -> str:
+    entrypoint = topology.node(node).entrypoint
+    assert entrypoint is not None
+    return str(entrypoint[2])
+
+
+def test_on_docker_the_redis_master_follows_the_source_until_the_cutover() -> None:
+    following = docker_growth()
+    promoted = docker_growth(**{"sikka:promoteCutover": True})
+    fresh = build_topology(spec("growth"))
+    follow_line = (
+        f'[ "$master" != "$NODE_HOST" ] || set -- "$@" --replicaof '
+        f"{token('redis', 'host')} {token('redis', 'port')}"
+    )
+    master = script(following, "redis-0")
+    assert follow_line in master
+    # The password stays in the environment: masterauth is written from $REDIS_PASSWORD.
+    assert following.node("redis-0").secret_env == {"REDIS_PASSWORD": "redis-password"}
+    assert 'masterauth "%s"' in master and "@@source.redis.password" not in master
+    assert subprocess.run(["sh", "-n", "-c", master], check=False).returncode == 0
+    assert following.node("redis-0").extra_networks == (token("docker", "network"),)
+    # The master's script alone names the source: the cut-over replaces it and no replica.
+    for replica in ("redis-1", "redis-2"):
+        assert script(following, replica) == script(promoted, replica) == script(fresh, replica)
+        assert following.node(replica).extra_networks == ()
+    # At the cut-over the master starts on its own data, as in a fresh phase.
+    assert script(promoted, "redis-0") == script(fresh, "redis-0")
+    assert promoted.node("redis-0").extra_networks == ()
+    assert promoted.node("redis-0").volumes == following.node("redis-0").volumes
+
+
+def test_a_docker_source_redis_master_joins_its_transition_network() -> None:
+    source = build_topology(spec("launch", **{"sikka:promoteTo": "growth"}))
+    assert source.node("redis-0").extra_networks == (source.spec.docker_transition_network,)
+    assert build_topology(spec("launch")).node("redis-0").extra_networks == ()
+    growth = build_topology(spec("growth", **{"sikka:promoteTo": "growth-eu"}))
+    assert [n.name for n in growth.tier("redis") if n.extra_networks] == ["redis-0"]
+
+
+def as_cluster(phase: Any) -> Any:
+    return phase.model_copy(update={"redis": phase.redis.model_copy(update={"mode": "cluster"})})
+
+
+def test_a_docker_redis_cluster_is_neither_followed_nor_joins_a_transition_network() -> None:
+    """Its keys are imported by `sikka-scaling transition`: no master replicates a source."""
+    target = as_cluster(spec("growth", **{"sikka:promoteFrom": "launch"}))
+    source = as_cluster(spec("growth", **{"sikka:promoteTo": "growth-eu"}))
+    assert follow_source(target) is None
+    assert transition_networks(target, 0) == transition_networks(source, 0) == ()
+    # Sentinel mode, for contrast: the master (index 0) alone.
+    following = spec("growth", **{"sikka:promoteFrom": "launch"})
+    assert follow_source(following) == (token("redis", "host"), token("redis", "port"))
+    assert [transition_networks(following, i) for i in range(3)] == [
+        (token("docker", "network"),),
+        (),
+        (),
+    ]

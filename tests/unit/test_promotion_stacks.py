@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import re
 from pathlib import Path
@@ -33,7 +34,11 @@ INHERITED = {
 
 
 def digest(resource: Registered) -> str:
-    text = json.dumps(resource.inputs, sort_keys=True, default=str)
+    return inputs_digest(resource.inputs)
+
+
+def inputs_digest(inputs: dict[str, Any]) -> str:
+    text = json.dumps(inputs, sort_keys=True, default=str)
     text = re.sub(r"<pulumi\.output\.Unknown object at 0x[0-9a-f]+>", "<unknown>", text)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -44,6 +49,11 @@ def by_urn(run: StackRun) -> dict[str, Registered]:
 
 def protected(run: StackRun) -> dict[str, Registered]:
     return {r.urn: r for r in run.resources if r.protect or r.retain_on_delete}
+
+
+def without(resource: Registered, *keys: str) -> str:
+    """The digest of a resource's inputs less ``keys``."""
+    return inputs_digest({k: v for k, v in resource.inputs.items() if k not in keys})
 
 
 def changes(before: StackRun, after: StackRun) -> tuple[set[str], set[str], set[str]]:
@@ -75,6 +85,10 @@ def assert_protected_untouched(
 
 
 # --- Docker ----------------------------------------------------------------------------------
+
+SENTINELS = {f"sikka-growth-redis-redis-sentinel-{i}" for i in range(3)}
+REDIS_MASTER = "sikka-growth-redis-redis-0"
+REDIS_VOLUMES = {f"sikka-growth-redis-redis-{i}-data" for i in range(3)}
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +143,17 @@ def test_the_source_only_adds_its_replication_login_and_network(
     removed, added, changed = changes(docker["plain-launch"], docker["source"])
     assert removed == set()
     assert added == {"sikka-launch-secrets-replication-password", "sikka-launch-transition-network"}
-    # The primary restarts once (hba, its start script's replication login, the network).
-    assert changed == {"sikka-launch-postgres-postgres-0"}
-    primary = docker["source"].named("sikka-launch-postgres-postgres-0")
-    assert primary.inputs["networksAdvanced"][1] == {
-        "name": "sikka-launch-transition",
-        "aliases": [],
-    }
+    # The primary restarts once (hba, its start script's replication login, the network),
+    # the Redis master once (the network alone: its target's master follows it there).
+    assert changed == {"sikka-launch-postgres-postgres-0", "sikka-launch-redis-redis-0"}
+    for name in changed:
+        joined = docker["source"].named(name).inputs["networksAdvanced"]
+        assert joined[1] == {"name": "sikka-launch-transition", "aliases": []}
+        was = docker["plain-launch"].named(name).inputs["networksAdvanced"]
+        assert joined[:1] == was
+    redis = docker["source"].named("sikka-launch-redis-redis-0")
+    plain = docker["plain-launch"].named("sikka-launch-redis-redis-0")
+    assert without(redis, "networksAdvanced") == without(plain, "networksAdvanced")
     assert_protected_untouched(docker["plain-launch"], docker["source"])
 
 
@@ -158,7 +176,10 @@ def test_the_target_follows_the_source_from_its_outputs(docker: dict[str, StackR
         for r in following.of_type("docker:index/container:Container")
         if len(r.inputs["networksAdvanced"]) > 1
     ]
-    assert sorted(joined) == [f"sikka-growth-postgres-postgres-{i}" for i in range(3)]
+    assert sorted(joined) == [
+        *(f"sikka-growth-postgres-postgres-{i}" for i in range(3)),
+        "sikka-growth-redis-redis-0",
+    ]
 
 
 def test_the_target_inherits_the_source_secrets_as_secrets(docker: dict[str, StackRun]) -> None:
@@ -193,7 +214,8 @@ def test_following_leaves_every_protected_resource_as_it_was(docker: dict[str, S
     the source hands over replace the generated ones; the containers that read them (or,
     Patroni's members, patroni.yml and the network) change, and only those."""
     removed, added, changed = changes(docker["fresh"], docker["following"])
-    assert removed == {f"sikka-growth-secrets-{s}" for s in INHERITED}
+    # The Sentinels too: none runs while the master replicates the source.
+    assert removed == {f"sikka-growth-secrets-{s}" for s in INHERITED} | SENTINELS
     assert added == set()
     assert changed, "nothing changed: the target would not follow"
     fresh = {r.name: r for r in docker["fresh"].resources}
@@ -216,10 +238,11 @@ def test_the_members_differ_by_the_standby_and_the_network_alone(
         assert following.inputs["networksAdvanced"][:1] == fresh.inputs["networksAdvanced"]
 
 
-def test_the_cutover_only_adds_the_promoter(docker: dict[str, StackRun]) -> None:
+def test_the_cutover_adds_the_promoter_and_the_sentinels(docker: dict[str, StackRun]) -> None:
+    """Besides them only the Redis master changes: it restarts without --replicaof."""
     removed, added, changed = changes(docker["following"], docker["cutover"])
-    assert (removed, changed) == (set(), set())
-    assert added == {"sikka-growth-postgres-postgres-promote"}
+    assert (removed, changed) == (set(), {"sikka-growth-redis-redis-0"})
+    assert added == {"sikka-growth-postgres-postgres-promote"} | SENTINELS
     promoter = docker["cutover"].named("sikka-growth-postgres-postgres-promote")
     assert not promoter.protect and promoter.inputs.get("volumes") in (None, [])
     assert promoter.inputs["mustRun"] is False and promoter.inputs["restart"] == "no"
@@ -243,6 +266,86 @@ def test_finishing_the_transition_rotates_no_password(docker: dict[str, StackRun
         == docker["cutover"].exports["transition_secrets"]
     )
     assert_protected_untouched(docker["cutover"], docker["after"])
+
+
+def test_the_target_redis_master_replicates_the_source_master(
+    docker: dict[str, StackRun],
+) -> None:
+    following, source = docker["following"], docker["source"]
+    master = following.named(REDIS_MASTER)
+    script = master.inputs["entrypoints"][2]
+    address = source.exports["transition"]["redis"]
+    assert (address["host"], address["port"]) == ("sikka-launch-redis-0", 6379)
+    assert '|| set -- "$@" --replicaof sikka-launch-redis-0 6379\n' in script
+    # It reaches the source's master over the source's transition network, no alias there.
+    assert master.inputs["networksAdvanced"][1] == {
+        "name": "sikka-launch-transition",
+        "aliases": [],
+    }
+    # masterauth is the source's password (inherited), from the secret environment alone.
+    password = source.exports["transition_secrets"]["redis-password"]
+    assert f"REDIS_PASSWORD={password}" in master.inputs["envs"]
+    assert "envs" in master.secret_paths()
+    assert 'masterauth "%s"' in script
+    text = json.dumps({k: v for k, v in master.inputs.items() if k != "envs"}, default=str)
+    assert password not in text
+    # Its replicas chain from it as in any growth phase: their containers are the fresh ones
+    # but for the inherited password.
+    for index in (1, 2):
+        name = f"sikka-growth-redis-redis-{index}"
+        assert without(following.named(name), "envs") == without(
+            docker["fresh"].named(name), "envs"
+        )
+        assert "--replicaof sikka-launch" not in following.named(name).inputs["entrypoints"][2]
+
+
+def test_no_sentinel_runs_while_following(docker: dict[str, StackRun]) -> None:
+    names = {r.name for r in docker["following"].of_type("docker:index/container:Container")}
+    assert names.isdisjoint(SENTINELS)
+    assert not any("sentinel" in name for name in names)
+    # The fresh phase and the promoted one run them.
+    for run in (docker["fresh"], docker["cutover"], docker["after"]):
+        running = {r.name for r in run.of_type("docker:index/container:Container")}
+        assert running >= SENTINELS
+
+
+def test_at_the_cutover_the_master_runs_on_its_own_and_the_sentinels_start(
+    docker: dict[str, StackRun],
+) -> None:
+    cutover, fresh = docker["cutover"], docker["fresh"]
+    master = cutover.named(REDIS_MASTER)
+    assert "--replicaof sikka-launch" not in master.inputs["entrypoints"][2]
+    assert master.inputs["entrypoints"] == fresh.named(REDIS_MASTER).inputs["entrypoints"]
+    assert master.inputs["networksAdvanced"] == fresh.named(REDIS_MASTER).inputs["networksAdvanced"]
+    # The same volume, by the same name: the promoted master starts on the replicated data.
+    volume = {"volumeName": "sikka-growth-redis-0-data", "containerPath": "/data"}
+    following = docker["following"].named(REDIS_MASTER)
+    assert volume in master.inputs["volumes"] and volume in following.inputs["volumes"]
+    # The replaced container stops the way Redis saves its data (SHUTDOWN SAVE on SIGTERM).
+    assert master.inputs["stopSignal"] == "SIGTERM" and master.inputs["destroyGraceSeconds"] > 0
+    for name in SENTINELS:
+        assert master.urn in cutover.named(name).depends_on
+    # Removing the keys afterwards changes no Redis container.
+    _, _, changed = changes(cutover, docker["after"])
+    assert not any("redis" in name for name in changed)
+
+
+def test_the_redis_volumes_stay_through_every_step(docker: dict[str, StackRun]) -> None:
+    """fresh, following, cut-over and after: the Redis data volumes keep their URN, their
+    protect and retain flags and their inputs (the name from the stack and the node)."""
+    runs = [docker[k] for k in ("fresh", "following", "cutover", "after")]
+    volumes = [
+        {r.name: r for r in run.of_type("docker:index/volume:Volume") if r.name in REDIS_VOLUMES}
+        for run in runs
+    ]
+    assert set(volumes[0]) == REDIS_VOLUMES
+    for before, after in itertools.pairwise(volumes):
+        for name, was in before.items():
+            now = after[name]
+            assert now.protect and now.retain_on_delete, name
+            assert (now.urn, digest(now)) == (was.urn, digest(was)), name
+    for before, after in itertools.pairwise(runs):
+        assert_protected_untouched(before, after)
 
 
 # --- Kubernetes ------------------------------------------------------------------------------
