@@ -50,8 +50,8 @@ class DockerRuntime:
             ipam_configs=[docker.NetworkIpamConfigArgs(subnet=str(spec.docker_subnet))],
             opts=pulumi.ResourceOptions(parent=parent),
         )
-        # A transition's source (sikka:promoteTo): the network its read-write door shares
-        # with the target's PostgreSQL members, and nothing else.
+        # A transition's source (sikka:promoteTo): the network its read-write door and Redis
+        # master share with the target's PostgreSQL members and Redis master, nothing else.
         self.transition_network: docker.Network | None = None
         if spec.promote_to is not None:
             self.transition_network = docker.Network(

@@ -625,8 +625,8 @@ class PhaseSpec(Section):
     @property
     def docker_transition_network(self) -> str:
         """A transition's source (sikka:promoteTo) on Docker: the network its read-write door
-        shares with the target's PostgreSQL members, and nothing else (no alias of either
-        phase can be mistaken for the other's there)."""
+        and Redis master share with the target's PostgreSQL members and Redis master, and
+        nothing else (no alias of either phase can be mistaken for the other's there)."""
         return f"{self.name_prefix}-transition"
 
     @property

@@ -5,8 +5,8 @@ or "organization/sikka-scaling/launch"). Two `pulumi up` runs move the data:
 
 1. ``promoteFrom`` set, ``promoteCutover`` false (the default): the target's PostgreSQL is a
    standby of the source's (StackGres ``spec.replicateFrom`` on Kubernetes, Patroni's
-   ``standby_cluster`` on Docker), its Redis master a replica of the source's Redis
-   (Kubernetes); the target catches up while the source serves.
+   ``standby_cluster`` on Docker), its Redis master a replica of the source's Redis (no
+   Sentinel runs yet); the target catches up while the source serves.
 2. ``promoteCutover: true``: the target is promoted (``replicateFrom`` removed; on Docker a
    one-shot container removes ``standby_cluster`` through Patroni's REST API), after the
    writes on the source have stopped.
