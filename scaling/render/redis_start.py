@@ -73,6 +73,7 @@ def data_start_script(
     sentinels: Sequence[Endpoint],
     first_master: str,
     follow: tuple[str, str] | None = None,
+    follow_announce: str | None = None,
 ) -> str:
     """A data node: password into the included secrets file, then (Sentinel) ask who the
     master is, announce ``$NODE_HOST``, exec the server with the shared redis.conf.
@@ -80,7 +81,9 @@ def data_start_script(
     ``follow``: (host, port) of a transition's source master (scaling.promotion): the
     phase's master replicates from it (its replicas from the master, as always) until the
     cut-over renders the script without it. The source's password is the phase's own (the
-    target inherits it), so ``masterauth`` already holds it."""
+    target inherits it), so ``masterauth`` already holds it. ``follow_announce``: the name
+    the master gives the source while it follows (Docker: its container name, as
+    ``$NODE_HOST``, ``redis-0``, would name the source's own master on the source's side)."""
     server, cli = spec.redis.binaries
     mode = spec.redis.mode
     script = (
@@ -97,7 +100,12 @@ def data_start_script(
     if follow is not None:
         host, source_port = follow
         leader = '[ "$master" != "$NODE_HOST" ] || ' if mode == "sentinel" else ""
-        script += f'{leader}set -- "$@" --replicaof {host} {source_port}\n'
+        announce = (
+            f" --replica-announce-ip {follow_announce}"
+            if follow_announce and mode == "sentinel"
+            else ""
+        )
+        script += f'{leader}set -- "$@" --replicaof {host} {source_port}{announce}\n'
     script += f'exec {server} {conf} "$@"\n'
     return script
 

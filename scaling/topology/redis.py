@@ -152,6 +152,8 @@ def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
             sentinels=sentinel_endpoints(spec),
             first_master=first_master,
             follow=follow_source(spec) if follow else None,
+            # Docker: the source sees the master by its container name, unique on the host.
+            follow_announce=None if on_kubernetes(spec) else f"{spec.name_prefix}-{first_master}",
         )
         for follow in (False, True)
     }

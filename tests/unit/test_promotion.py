@@ -288,7 +288,7 @@ def test_on_kubernetes_the_redis_master_follows_the_source_until_the_cutover() -
         f'[ "$master" != "$NODE_HOST" ] || set -- "$@" --replicaof '
         f"{token('redis', 'host')} {token('redis', 'port')}"
     )
-    assert follow_line in following.node("redis-0").entrypoint[2]  # type: ignore[index]
+    assert f"{follow_line}\n" in following.node("redis-0").entrypoint[2]  # type: ignore[index]
     assert "@@source" not in promoted.node("redis-0").entrypoint[2]  # type: ignore[index]
     # One script for the StatefulSet: the replicas carry the line too (it skips them).
     assert follow_line in following.node("redis-1").entrypoint[2]  # type: ignore[index]
@@ -310,7 +310,7 @@ def test_on_docker_the_redis_master_follows_the_source_until_the_cutover() -> No
         f"{token('redis', 'host')} {token('redis', 'port')}"
     )
     master = script(following, "redis-0")
-    assert follow_line in master
+    assert f"{follow_line} --replica-announce-ip sikka-growth-redis-0\n" in master
     # The password stays in the environment: masterauth is written from $REDIS_PASSWORD.
     assert following.node("redis-0").secret_env == {"REDIS_PASSWORD": "redis-password"}
     assert 'masterauth "%s"' in master and "@@source.redis.password" not in master

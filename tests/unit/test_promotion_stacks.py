@@ -276,7 +276,11 @@ def test_the_target_redis_master_replicates_the_source_master(
     script = master.inputs["entrypoints"][2]
     address = source.exports["transition"]["redis"]
     assert (address["host"], address["port"]) == ("sikka-launch-redis-0", 6379)
-    assert '|| set -- "$@" --replicaof sikka-launch-redis-0 6379\n' in script
+    # It tells the source its container name: `redis-0` would name the source's own master.
+    assert (
+        '|| set -- "$@" --replicaof sikka-launch-redis-0 6379'
+        " --replica-announce-ip sikka-growth-redis-0\n"
+    ) in script
     # It reaches the source's master over the source's transition network, no alias there.
     assert master.inputs["networksAdvanced"][1] == {
         "name": "sikka-launch-transition",
