@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,22 @@ def server(phase: Phase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         # connections held over the critical level below stay out of it).
         *("--history", str(folder / "serve-history.jsonl")),
     ]
+    with serving(command, env, log, port, "the API") as base:
+        yield base
+    text = log.read_text()
+    print(text[-3000:])
+    assert "INFO:     sikka.api: ops-alice logged in to the status page" in text
+    # Tokens never reach the server's log: neither whole nor their signature.
+    for made in SEEN_TOKENS:
+        assert made not in text and made.split(".")[1] not in text
+
+
+@contextmanager
+def serving(
+    command: list[str], env: dict[str, str], log: Path, port: int, what: str
+) -> Iterator[str]:
+    """`serve` started as a subprocess (its output in ``log``), its base URL once it
+    answers /healthz; stopped by SIGTERM at the end (killed if it does not stop)."""
     with log.open("w") as out:
         process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -66,7 +83,7 @@ def server(phase: Phase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(
-            "the API answers /healthz",
+            f"{what} answers /healthz",
             lambda: process.poll() is None and httpx.get(f"{base}/healthz").status_code == 200,
             timeout=60,
         )
@@ -78,12 +95,6 @@ def server(phase: Phase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-        text = log.read_text()
-        print(text[-3000:])
-        assert "INFO:     sikka.api: ops-alice logged in to the status page" in text
-        # Tokens never reach the server's log: neither whole nor their signature.
-        for made in SEEN_TOKENS:
-            assert made not in text and made.split(".")[1] not in text
 
 
 SEEN_TOKENS: list[str] = []
@@ -208,31 +219,22 @@ def test_a_server_keyed_by_a_jwks_accepts_its_keys_only(phase: Phase, tmp_path: 
         *("--state-dir", phase.run.state.state_dir, "--port", str(port), "--no-host"),
     ]
     log = tmp_path / "serve-jwks.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(
-            "the JWKS-keyed API answers /healthz",
-            lambda: process.poll() is None and httpx.get(f"{base}/healthz").status_code == 200,
-            timeout=60,
-        )
-        path = f"{base}/api/scaling/deployment-configs"
-        signed = token(key=key, alg="RS256", headers={"kid": "idp-1"}, iss="https://idp.example")
-        assert httpx.get(path, headers=bearer(signed), timeout=30).status_code == 200
-        refused = {
-            "hs256": token(),
-            "unknown kid": token(key=key, alg="RS256", headers={"kid": "idp-9"}),
-            "wrong issuer": token(key=key, alg="RS256", headers={"kid": "idp-1"}, iss="x"),
-        }
-        for kind, made in refused.items():
-            response = httpx.get(path, headers=bearer(made), timeout=30)
-            assert response.status_code == 401, (kind, response.text)
+        with serving(command, env, log, port, "the JWKS-keyed API") as base:
+            path = f"{base}/api/scaling/deployment-configs"
+            signed = token(
+                key=key, alg="RS256", headers={"kid": "idp-1"}, iss="https://idp.example"
+            )
+            assert httpx.get(path, headers=bearer(signed), timeout=30).status_code == 200
+            refused = {
+                "hs256": token(),
+                "unknown kid": token(key=key, alg="RS256", headers={"kid": "idp-9"}),
+                "wrong issuer": token(key=key, alg="RS256", headers={"kid": "idp-1"}, iss="x"),
+            }
+            for kind, made in refused.items():
+                response = httpx.get(path, headers=bearer(made), timeout=30)
+                assert response.status_code == 401, (kind, response.text)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
         idp.shutdown()
         idp.server_close()
     assert "tokens: RS256/ES256 (SIKKA_JWT_JWKS_URL)" in log.read_text()
