@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
@@ -17,6 +18,7 @@ from scaling.docker import (
     held_back,
     image_builds,
     start_after,
+    start_order,
     volume_name,
 )
 from scaling.topology import Node, Topology
@@ -44,6 +46,8 @@ class DockerRuntime:
         self.builds = image_builds(topology)
         self._images: dict[str, pulumi.Output[str]] = {}
         self.containers: dict[str, docker.Container] = {}
+        # A cut-over guard's container, once it succeeded (see gate()).
+        self.gates: dict[str, pulumi.Output[docker.Container]] = {}
         self.network = docker.Network(
             f"{prefix}-network",
             name=spec.docker_network,
@@ -108,7 +112,7 @@ class DockerRuntime:
 
     def register_tier(self, tier: str, prefix: str, parent: pulumi.Resource) -> list[str]:
         registered = []
-        for node in self.topology.tier(tier):  # type: ignore[arg-type]
+        for node in start_order(self.topology, self.topology.tier(tier)):  # type: ignore[arg-type]
             if held_back(self.topology, node):
                 continue
             self.container(prefix, node, parent)
@@ -152,9 +156,12 @@ class DockerRuntime:
 
     def container(self, prefix: str, node: Node, parent: pulumi.Resource) -> docker.Container:
         health = node.health
-        depends = [
-            self.containers[n] for n in start_after(self.topology, node) if n in self.containers
+        after = [n for n in start_after(self.topology, node) if n in self.containers]
+        # A cut-over guard that failed holds back what waits for it (its gate raises).
+        depends: list[pulumi.Input[pulumi.Resource]] = [
+            self.gates.get(n, self.containers[n]) for n in after
         ]
+        guard = node.role == "promoter"
         resource = docker.Container(
             f"{prefix}-{node.name}",
             name=container_name(self.topology, node),
@@ -199,6 +206,10 @@ class DockerRuntime:
             destroy_grace_seconds=node.stop.grace_seconds,
             restart="no" if node.one_shot else "unless-stopped",
             must_run=not node.one_shot,
+            # A cut-over guard runs to its end within `pulumi up`, its output kept (it prints
+            # nothing secret): what waits for it starts only once it succeeded.
+            attach=True if guard else None,
+            logs=True if guard else None,
             # Dependents start only once this one reports healthy.
             wait=not node.one_shot and health.command is not None,
             wait_timeout=WAIT_TIMEOUT_SECONDS,
@@ -216,7 +227,27 @@ class DockerRuntime:
             ),
         )
         self.containers[node.name] = resource
+        if guard:
+            self.gates[node.name] = gate(resource, node.name)
         return resource
+
+
+def gate(resource: docker.Container, name: str) -> pulumi.Output[docker.Container]:
+    """``resource`` once its one-shot run has exited 0; otherwise an error that fails
+    `pulumi up` with the run's own output (why it refused), before anything that waits for
+    it is touched. Unknown in a preview: nothing has run."""
+
+    def check(args: list[Any]) -> docker.Container:
+        code, logs, urn = args
+        if code not in (None, 0):
+            tail = "\n".join(str(logs or "").strip().splitlines()[-15:])
+            raise pulumi.RunError(
+                f"{name} exited {code}; nothing that waits for it was changed:\n{tail}\n"
+                f"Once the cause is fixed, run it again: pulumi up --replace '{urn}'"
+            )
+        return resource
+
+    return pulumi.Output.all(resource.exit_code, resource.container_logs, resource.urn).apply(check)
 
 
 def open_files_ulimits(files: int | None) -> list[docker.ContainerUlimitArgs] | None:

@@ -70,6 +70,26 @@ def start_after(topology: Topology, node: Node) -> tuple[str, ...]:
     return tuple(wanted)
 
 
+def start_order(topology: Topology, nodes: list[Node]) -> list[Node]:
+    """``nodes`` (one tier's) in their order, but each after those of them it starts after
+    (a Redis master after the cut-over's guard appended to its tier)."""
+    names = {n.name for n in nodes}
+    placed: list[Node] = []
+    done: set[str] = set()
+    waiting = list(nodes)
+    while waiting:
+        for node in waiting:
+            wanted = set(start_after(topology, node)) & names
+            if wanted <= done:
+                break
+        else:  # a cycle: the order given (never produced by the topology)
+            node = waiting[0]
+        waiting.remove(node)
+        placed.append(node)
+        done.add(node.name)
+    return placed
+
+
 def health_test(check: HealthCheck) -> list[str]:
     """The Docker HEALTHCHECK test of a node's check (``check.command`` must be set): through
     the image's shell, or the command's words run directly when the image has no shell."""

@@ -35,11 +35,14 @@ Role = Literal[
     "router",  # HAProxy: sends clients to the Patroni leader or to healthy replicas
     "prometheus",  # the phase's Prometheus (scaling/topology/monitoring.py)
     "exporter",  # reads a server's figures and serves them to Prometheus
-    "promoter",  # one-shot: promotes a transition's standby cluster (scaling.promotion)
+    "promoter",  # one-shot: a transition's cut-over (scaling.promotion, render/cutover.py)
 ]
 
 # "scrapes": an exporter reads the node's figures (Prometheus scrapes the exporter).
-EdgeKind = Literal["replicates-from", "monitors", "pools", "proxies-to", "connects-to", "scrapes"]
+# "waits-for": the node starts only once the target (a one-shot) has run to success.
+EdgeKind = Literal[
+    "replicates-from", "monitors", "pools", "proxies-to", "connects-to", "scrapes", "waits-for"
+]
 
 
 @dataclass(frozen=True)

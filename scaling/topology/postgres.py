@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from scaling.model import MONITORING_USER, POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
 from scaling.promotion import token
+from scaling.render.cutover import postgres_cutover_script
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
 from scaling.render.etcd import CLIENT_PORT, PEER_PORT, EtcdMember, etcd_arguments
@@ -115,6 +116,8 @@ def _single_node(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]
         hba_file=f"{CONF_DIR}/pg_hba.conf",
         private_networks=_private_networks(spec),
         monitoring_user=MONITORING_USER,
+        # A transition's source: its target's cut-over logs in to stop its writes.
+        superuser_networks=(str(spec.docker_transition_subnet),) if replication else (),
     )
     conf = ConfigFile(
         f"{CONF_DIR}/postgresql.conf", render_postgresql_conf(spec, layout), "postgresql.conf"
@@ -213,44 +216,22 @@ def _patroni_yml(spec: PhaseSpec, layout: PatroniLayout) -> str:
 
 
 def promoter_node(spec: PhaseSpec, members: list[Node]) -> Node:
-    """One-shot, at the cut-over (sikka:promoteCutover): removes ``standby_cluster`` from the
-    cluster's configuration through a member's REST API (Patroni then promotes its standby
-    leader), and succeeds once a member answers as the primary. Safe to run again."""
-    apis = " ".join(f"{node_host(spec, GROUP, m.ordinal)}:{REST_PORT}" for m in members)
-    script = f"""\
-set -eu
-# The REST API's password goes to curl on stdin, never on its command line.
-auth() {{
-  printf 'user = "%s:%s"\\n' {REST_API_USER} \\
-    "$(printf '%s' "${RESTAPI_PASSWORD_ENV}" | sed 's/[\\\\"]/\\\\&/g')"
-}}
-# Any member writes the change into the DCS; the standby leader then promotes itself.
-patch() {{
-  for api in {apis}; do
-    auth | curl -fsS -o /dev/null -K - -X PATCH -H 'Content-Type: application/json' \\
-      --data '{{"standby_cluster":null}}' "http://$api/config" && return 0
-  done
-  return 1
-}}
-tries=0
-until patch; do
-  tries=$((tries + 1))
-  [ "$tries" -lt 60 ] || {{ echo "promote: no member took the change" >&2; exit 1; }}
-  sleep 2
-done
-tries=0
-while :; do
-  for api in {apis}; do
-    if curl -fsS -o /dev/null "http://$api/primary"; then
-      echo "promote: $api leads, the cluster takes writes"
-      exit 0
-    fi
-  done
-  tries=$((tries + 1))
-  [ "$tries" -lt 90 ] || {{ echo "promote: no member became the primary" >&2; exit 1; }}
-  sleep 2
-done
-"""
+    """One-shot, at the cut-over (sikka:promoteCutover): stops writes on the source, waits
+    until the standby leader has replayed the source's last WAL position, then removes
+    ``standby_cluster`` through a member's REST API (Patroni promotes its standby leader);
+    when the target cannot catch up it gives the source its writes back and fails
+    (scaling.render.cutover). It joins the source's transition network, where the source's
+    read-write door admits its superuser login. Safe to run again."""
+    apis = [f"{node_host(spec, GROUP, m.ordinal)}:{REST_PORT}" for m in members]
+    password = SECRET_VARIABLES["postgres-superuser-password"]
+    script = postgres_cutover_script(
+        (SOURCE_HOST, SOURCE_DOOR_PORT),
+        apis,
+        superuser=SUPERUSER,
+        superuser_password_env=password,
+        rest_user=REST_API_USER,
+        rest_password_env=RESTAPI_PASSWORD_ENV,
+    )
     return Node(
         name=PROMOTER,
         tier="postgres",
@@ -261,8 +242,13 @@ done
         ports={},
         entrypoint=("sh", "-c", script),
         user="postgres",
-        secret_env={RESTAPI_PASSWORD_ENV: "patroni-api-password"},
+        # The source's superuser password: the target inherits it (scaling.promotion).
+        secret_env={
+            RESTAPI_PASSWORD_ENV: "patroni-api-password",
+            password: "postgres-superuser-password",
+        },
         one_shot=True,
+        extra_networks=(SOURCE_NETWORK,),
     )
 
 

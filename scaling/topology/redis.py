@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from scaling.model import PhaseSpec
 from scaling.promotion import following, token
+from scaling.render.cutover import redis_cutover_script
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES
 from scaling.render.redis import (
@@ -33,6 +34,11 @@ from .network import node_host, node_name, on_kubernetes
 GROUP = "redis"
 SENTINEL_GROUP = "redis-sentinel"
 CLUSTER_INIT = "redis-cluster-init"
+# One-shot at a Docker transition's cut-over: promotes the target's master once it holds
+# every write the source's master acknowledged (scaling.render.cutover).
+PROMOTER = "redis-promote"
+# The PostgreSQL cut-over runs first (scaling.topology.postgres.PROMOTER).
+POSTGRES_PROMOTER = "postgres-promote"
 STANDALONE_SERVICE = "redis"
 BUS_PORT = REDIS_PORT + 10000
 
@@ -135,6 +141,48 @@ def transition_networks(spec: PhaseSpec, index: int) -> tuple[str, ...]:
     if spec.promote_to is not None:
         return (spec.docker_transition_network,)
     return ()
+
+
+def cutover_guarded(spec: PhaseSpec) -> bool:
+    """A Docker transition's cut-over (sikka:promoteCutover) of a master that followed the
+    source's: a guard promotes it before its container is replaced."""
+    promotion = spec.promotion
+    return (
+        not on_kubernetes(spec)
+        and promotion is not None
+        and promotion.cutover
+        and spec.redis.mode != "cluster"
+    )
+
+
+def promoter_node(spec: PhaseSpec) -> Node:
+    """One-shot (the Redis image): pauses the source master's writes, waits until the
+    target's master has their offset, makes it a master (REPLICAOF NO ONE) and waits until
+    its AOF is settled, so that the graceful replacement keeps all it received; the
+    source's master then refuses writes. Refuses (exit 1, the source unpaused, nothing
+    promoted) when the target is not in sync. Its password is the target's own, inherited
+    from the source. It joins the source's transition network."""
+    _, cli = spec.redis.binaries
+    script = redis_cutover_script(
+        (token("redis", "host"), token("redis", "port")),
+        data_endpoint(spec, 0),
+        cli=cli,
+        password_env=SECRET_VARIABLES["redis-password"],
+    )
+    return Node(
+        name=PROMOTER,
+        tier="redis",
+        role="promoter",
+        group=PROMOTER,
+        ordinal=0,
+        image=spec.redis.image,
+        ports={},
+        entrypoint=("sh", "-c", script),
+        user=REDIS_UID,
+        secret_env=_secret(),
+        one_shot=True,
+        extra_networks=(SOURCE_NETWORK,),
+    )
 
 
 def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
@@ -241,6 +289,12 @@ def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
                 )
             )
             edges.append(Edge(name, node_name(GROUP, 0), "monitors"))
+    if cutover_guarded(spec):
+        nodes.append(promoter_node(spec))
+        # The master is replaced (without --replicaof) only once the guard promoted it; the
+        # guard runs once PostgreSQL's cut-over succeeded.
+        edges.append(Edge(node_name(GROUP, 0), PROMOTER, "waits-for"))
+        edges.append(Edge(PROMOTER, POSTGRES_PROMOTER, "waits-for"))
     if redis.mode == "cluster":
         nodes.append(cluster_init_node(spec, [n for n in nodes if n.tier == "redis"]))
         # It forms the cluster from every data node: it runs once they all answer.

@@ -238,27 +238,107 @@ def test_the_members_differ_by_the_standby_and_the_network_alone(
         assert following.inputs["networksAdvanced"][:1] == fresh.inputs["networksAdvanced"]
 
 
-def test_the_cutover_adds_the_promoter_and_the_sentinels(docker: dict[str, StackRun]) -> None:
+PROMOTER = "sikka-growth-postgres-postgres-promote"
+REDIS_PROMOTER = "sikka-growth-redis-redis-promote"
+
+
+def test_the_cutover_adds_the_guards_and_the_sentinels(docker: dict[str, StackRun]) -> None:
     """Besides them only the Redis master changes: it restarts without --replicaof."""
     removed, added, changed = changes(docker["following"], docker["cutover"])
     assert (removed, changed) == (set(), {"sikka-growth-redis-redis-0"})
-    assert added == {"sikka-growth-postgres-postgres-promote"} | SENTINELS
-    promoter = docker["cutover"].named("sikka-growth-postgres-postgres-promote")
+    assert added == {PROMOTER, REDIS_PROMOTER} | SENTINELS
+    promoter = docker["cutover"].named(PROMOTER)
     assert not promoter.protect and promoter.inputs.get("volumes") in (None, [])
     assert promoter.inputs["mustRun"] is False and promoter.inputs["restart"] == "no"
+    # `pulumi up` waits for its end and keeps its output (the reason of a refusal).
+    assert promoter.inputs["attach"] is True and promoter.inputs["logs"] is True
     script = promoter.inputs["entrypoints"][-1]
     assert '{"standby_cluster":null}' in script
+    # It stops writes on the source's read-write door first, over the source's network.
+    assert "SOURCE_HOST=sikka-launch-postgres-0\nSOURCE_PORT=5432\n" in script
+    assert "ALTER SYSTEM SET default_transaction_read_only = on" in script
+    assert script.index("default_transaction_read_only = on") < script.index("until promote")
+    assert promoter.inputs["networksAdvanced"][1] == {
+        "name": "sikka-launch-transition",
+        "aliases": [],
+    }
     # It waits for every member (they must be up to take the change).
     members = {container(docker["cutover"], str(i)).urn for i in range(3)}
     assert members <= set(promoter.depends_on)
     assert_protected_untouched(docker["following"], docker["cutover"])
 
 
+def test_the_guards_read_their_passwords_from_secret_variables(
+    docker: dict[str, StackRun],
+) -> None:
+    """The source's superuser password (inherited) and Redis password reach the guards as
+    secret environment variables alone: never in their scripts or any other input."""
+    cutover, source = docker["cutover"], docker["source"]
+    inherited = source.exports["transition_secrets"]
+    for name, secret, variable in (
+        (PROMOTER, "postgres-superuser-password", "POSTGRES_PASSWORD"),
+        (REDIS_PROMOTER, "redis-password", "REDIS_PASSWORD"),
+    ):
+        guard = cutover.named(name)
+        assert f"{variable}={inherited[secret]}" in guard.inputs["envs"], name
+        assert "envs" in guard.secret_paths()
+        text = json.dumps({k: v for k, v in guard.inputs.items() if k != "envs"}, default=str)
+        assert inherited[secret] not in text, name
+
+
+def test_the_redis_master_is_replaced_only_after_its_guard(docker: dict[str, StackRun]) -> None:
+    """The order at the cut-over: PostgreSQL's guard, then Redis's, then the master's
+    replacement, then the Sentinels."""
+    cutover = docker["cutover"]
+    guard, master = cutover.named(REDIS_PROMOTER), cutover.named(REDIS_MASTER)
+    assert guard.urn in master.depends_on
+    assert cutover.named(PROMOTER).urn in guard.depends_on
+    assert guard.inputs["attach"] is True and guard.inputs["mustRun"] is False
+    script = guard.inputs["entrypoints"][-1]
+    assert "-h sikka-launch-redis-0 -p 6379" in script
+    assert "-h redis-0 -p 6379" in script
+    assert script.index("pause") < script.index("replicaof no one")
+    assert guard.inputs["networksAdvanced"][1] == {"name": "sikka-launch-transition", "aliases": []}
+    # Redis's own order, checked elsewhere: the Sentinels after the master.
+    for name in SENTINELS:
+        assert master.urn in cutover.named(name).depends_on
+
+
+def _failing(guard: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mock engine reports ``guard``'s run as refused (exit 1, its output)."""
+    from components import offline_preview
+
+    original = offline_preview.Recorder.new_resource
+
+    def new_resource(self: Any, args: Any) -> tuple[str, dict[str, Any]]:
+        resource_id, state = original(self, args)
+        if args.name == guard:
+            state = {
+                **state,
+                "exitCode": 1,
+                "containerLogs": "cut-over refused: the target replayed up to 5 of 9 in 60 s\n",
+            }
+        return resource_id, state
+
+    monkeypatch.setattr(offline_preview.Recorder, "new_resource", new_resource)
+
+
+@pytest.mark.parametrize("guard", [PROMOTER, REDIS_PROMOTER])
+def test_a_refused_guard_fails_the_update_before_the_master_is_replaced(
+    guard: str, docker: dict[str, StackRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _failing(guard, monkeypatch)
+    refs = {SOURCE: docker["source"].exports}
+    with pytest.raises(Exception, match=r"exited 1.*\n.*replayed up to 5 of 9") as error:
+        run_stack("growth", CUTOVER, references=refs)
+    assert "pulumi up --replace" in str(error.value)
+
+
 def test_finishing_the_transition_rotates_no_password(docker: dict[str, StackRun]) -> None:
     """Removing both keys after the cut-over: the stack keeps the passwords it inherited
     (from its own last outputs); only the members change (standby and network gone)."""
     removed, added, changed = changes(docker["cutover"], docker["after"])
-    assert removed == {"sikka-growth-postgres-postgres-promote"}
+    assert removed == {PROMOTER, REDIS_PROMOTER}
     assert added == set()
     assert changed == {f"sikka-growth-postgres-postgres-{i}" for i in range(3)}
     assert (

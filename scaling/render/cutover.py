@@ -1,0 +1,308 @@
+"""The cut-over's guards on Docker: one-shot shell scripts that stop writes on a transition's
+source, wait until the target holds every acknowledged write, and only then promote it.
+
+Pure text. The Docker stack runs them in one-shot containers at ``sikka:promoteCutover``
+(scaling.topology); the integration test runs the same text against servers on loopback.
+
+PostgreSQL (:func:`postgres_cutover_script`, in the Patroni image: ``psql``, ``curl``):
+
+1. a member answers ``/primary``: promoted already (an earlier run), nothing to do;
+   ``standby_cluster`` already gone from the cluster's configuration: only wait for the
+   leader;
+2. no standby leader answers: refused, the source untouched;
+3. the source stops writes: ``ALTER SYSTEM SET default_transaction_read_only = on``,
+   ``pg_reload_conf()``, a new session must see it, then every other client session is
+   terminated (and waited for: a commit in flight is acknowledged or not before the LSN is
+   read), then ``pg_current_wal_lsn()``;
+4. bounded wait until the standby leader (Patroni's REST API, ``xlog.replayed_location``)
+   has replayed that LSN; otherwise the source's setting is reset (it takes writes again)
+   and the script exits 1 saying how far the target got;
+5. ``standby_cluster`` removed through the REST API; success once a member answers
+   ``/primary``. The source stays read-only from then on (its writes would be lost).
+
+Redis (:func:`redis_cutover_script`, in the Redis image: ``redis-cli``):
+
+1. the target's master is a master already: done (an earlier run);
+2. its link to the source's master is not up: refused, the source untouched;
+3. ``CLIENT PAUSE WRITE`` on the source's master (it expires by itself should the script
+   die), bounded wait until the target's replication offset reaches the source's;
+   otherwise ``CLIENT UNPAUSE`` and exit 1;
+4. ``REPLICAOF NO ONE`` on the target's master, then wait until its AOF is settled (no
+   rewrite in progress or scheduled: a graceful stop then keeps everything it received);
+   the source's master then refuses writes (``min-replicas-to-write``, in memory: a
+   restart of the source clears it) and is unpaused.
+
+Passwords come from the environment alone (``PGPASSWORD`` for ``psql``, ``REDISCLI_AUTH``
+for ``redis-cli``, curl's config on stdin for the REST API); nothing secret is printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scaling.render.endpoints import Endpoint
+
+# How long the target may take to replay the source's last write once writes stopped: the
+# write downtime is bounded by it (the source takes writes again when it runs out).
+CATCH_UP_SECONDS = 60
+# How long Redis writes may stay paused while the target catches up (CLIENT PAUSE WRITE
+# expires by itself after PAUSE_MS, should the script die in between).
+REDIS_CATCH_UP_SECONDS = 30
+PAUSE_MS = (REDIS_CATCH_UP_SECONDS + 30) * 1000
+# The source's master refuses writes after the cut-over: more good replicas than it has.
+REFUSE_WRITES_REPLICAS = 1000
+# Exit status of a refusal (the target is not promoted, the source takes writes again).
+REFUSED = 1
+
+
+def postgres_cutover_script(
+    source: Endpoint | tuple[str, str | int],
+    apis: Sequence[str],
+    *,
+    superuser: str,
+    superuser_password_env: str,
+    rest_user: str,
+    rest_password_env: str,
+    catch_up_seconds: int = CATCH_UP_SECONDS,
+    promote_seconds: int = 180,
+) -> str:
+    """The PostgreSQL cut-over: ``source`` is the source's read-write door (host, port),
+    ``apis`` the target members' REST APIs ("host:port"). The source's superuser password
+    is read from ``$superuser_password_env`` (the target inherits it)."""
+    host, port = (source.host, source.port) if isinstance(source, Endpoint) else source
+    members = " ".join(apis)
+    return f"""\
+set -eu
+SOURCE_HOST={host}
+SOURCE_PORT={port}
+APIS="{members}"
+say() {{ echo "cut-over: $*"; }}
+refuse() {{ echo "cut-over refused: $*" >&2; exit {REFUSED}; }}
+# libpq reads the password from the environment: never on a command line, never printed.
+PGPASSWORD="${superuser_password_env}"
+export PGPASSWORD
+export PGCONNECT_TIMEOUT=5 PGAPPNAME=sikka-cutover
+src() {{
+  psql -X -q -t -A -v ON_ERROR_STOP=1 -h "$SOURCE_HOST" -p "$SOURCE_PORT" \\
+    -U {superuser} -d postgres "$@"
+}}
+get() {{ curl -fsS --max-time 5 "http://$1/$2" 2>/dev/null; }}
+leader() {{
+  for api in $APIS; do
+    if get "$api" primary > /dev/null; then echo "$api"; return 0; fi
+  done
+  return 1
+}}
+# The standby leader's replayed position, in bytes (Patroni's xlog.replayed_location).
+replayed() {{
+  for api in $APIS; do
+    body=$(get "$api" standby-leader) || continue
+    value=$(printf '%s' "$body" | sed -n 's/.*"replayed_location": *\\([0-9][0-9]*\\).*/\\1/p')
+    [ -n "$value" ] && {{ echo "$value"; return 0; }}
+  done
+  return 1
+}}
+# yes / no: whether the cluster's configuration still holds standby_cluster.
+standby_configured() {{
+  for api in $APIS; do
+    body=$(get "$api" config) || continue
+    if printf '%s' "$body" | grep -q '"standby_cluster": *{{'; then echo yes; else echo no; fi
+    return 0
+  done
+  return 1
+}}
+# The REST API's password goes to curl on stdin, never on its command line.
+auth() {{
+  printf 'user = "%s:%s"\\n' {rest_user} \\
+    "$(printf '%s' "${rest_password_env}" | sed 's/[\\\\"]/\\\\&/g')"
+}}
+promote() {{
+  for api in $APIS; do
+    auth | curl -fsS --max-time 10 -o /dev/null -K - -X PATCH \\
+      -H 'Content-Type: application/json' \\
+      --data '{{"standby_cluster":null}}' "http://$api/config" && return 0
+  done
+  return 1
+}}
+wait_leader() {{
+  deadline=$(( $(date +%s) + {promote_seconds} ))
+  until api=$(leader); do
+    [ "$(date +%s)" -lt "$deadline" ] || {{
+      echo "cut-over: standby_cluster is removed but no member leads after {promote_seconds} s;" \\
+        "run it again (the source stays read-only)" >&2
+      exit 1
+    }}
+    sleep 1
+  done
+  say "$api leads: the target takes writes; the source stays read-only"
+  exit 0
+}}
+
+if api=$(leader); then
+  say "$api leads already: the target was promoted by an earlier run; nothing to do"
+  exit 0
+fi
+UNTOUCHED="the source is untouched"
+configured=$(standby_configured) ||
+  refuse "no member of the target answers ($APIS); $UNTOUCHED"
+if [ "$configured" = no ]; then
+  say "standby_cluster was removed by an earlier run; waiting for the leader"
+  wait_leader
+fi
+replayed > /dev/null || refuse "the target has no standby leader replicating yet; $UNTOUCHED"
+src -c 'SELECT 1' > /dev/null ||
+  refuse "cannot log into the source $SOURCE_HOST:$SOURCE_PORT as {superuser}; $UNTOUCHED"
+
+frozen=0
+promoting=0
+thaw() {{
+  status=$?
+  if [ "$frozen" = 1 ] && [ "$promoting" = 0 ]; then
+    if src -c 'ALTER SYSTEM RESET default_transaction_read_only' \\
+      -c 'SELECT pg_reload_conf()' > /dev/null; then
+      echo "cut-over: the source takes writes again" >&2
+    else
+      echo "cut-over: could not make the source writable again: run ALTER SYSTEM RESET" \\
+        "default_transaction_read_only and SELECT pg_reload_conf() on it" >&2
+    fi
+  fi
+  exit "$status"
+}}
+trap thaw EXIT
+trap 'exit 1' INT TERM HUP
+
+frozen=1
+src -c 'ALTER SYSTEM SET default_transaction_read_only = on' \\
+  -c 'SELECT pg_reload_conf()' > /dev/null
+# pg_reload_conf() only signals: a new session sees the setting once the server reloaded.
+tries=0
+until [ "$(src -c 'SHOW default_transaction_read_only')" = on ]; do
+  tries=$((tries + 1))
+  [ "$tries" -lt 50 ] || refuse "the source did not apply default_transaction_read_only"
+  sleep 0.2
+done
+# Every other client session ends, and is waited for: a commit in flight is then either
+# acknowledged (and in the WAL read below) or never acknowledged.
+left=$(src -c "SELECT count(*) FILTER (WHERE NOT pg_terminate_backend(pid, 10000))
+  FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+[ "$left" = 0 ] || refuse "$left session(s) on the source did not end within 10 s"
+lsn=$(src -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+say "the source is read-only; its last WAL position is $lsn"
+
+deadline=$(( $(date +%s) + {catch_up_seconds} ))
+while :; do
+  at=$(replayed) || at=0
+  [ "$at" -ge "$lsn" ] && break
+  [ "$(date +%s)" -lt "$deadline" ] ||
+    refuse "the target replayed up to $at of $lsn in {catch_up_seconds} s: not promoted"
+  sleep 0.5
+done
+say "the standby leader replayed $at (the source's last is $lsn)"
+
+promoting=1
+tries=0
+until promote; do
+  tries=$((tries + 1))
+  if [ "$tries" -ge 30 ]; then
+    # Still a standby everywhere: nothing was promoted, the source may take writes again.
+    [ "$(standby_configured)" != yes ] || promoting=0
+    refuse "no member of the target took the change"
+  fi
+  sleep 2
+done
+wait_leader
+"""
+
+
+def redis_cutover_script(
+    source: Endpoint | tuple[str, str | int],
+    target: Endpoint,
+    *,
+    cli: str = "redis-cli",
+    password_env: str = "REDIS_PASSWORD",
+    catch_up_seconds: int = REDIS_CATCH_UP_SECONDS,
+) -> str:
+    """The Redis cut-over: ``source`` is the source's master, ``target`` the target's master
+    (which replicates it). One password for both (the target inherits the source's)."""
+    host, port = (source.host, source.port) if isinstance(source, Endpoint) else source
+    return f"""\
+set -eu
+REDISCLI_AUTH="${password_env}"
+export REDISCLI_AUTH
+say() {{ echo "redis cut-over: $*"; }}
+refuse() {{ echo "redis cut-over refused: $*" >&2; exit {REFUSED}; }}
+src() {{ timeout 10 {cli} --no-auth-warning -h {host} -p {port} "$@"; }}
+dst() {{ timeout 10 {cli} --no-auth-warning -h {target.host} -p {target.port} "$@"; }}
+field() {{ sed -n "s/^$1:\\([^[:space:]]*\\).*/\\1/p" | tr -d '\\r'; }}
+settled() {{
+  persistence=$(dst info persistence) || return 1
+  [ "$(printf '%s\\n' "$persistence" | field loading)" = 0 ] &&
+    [ "$(printf '%s\\n' "$persistence" | field aof_rewrite_in_progress)" = 0 ] &&
+    [ "$(printf '%s\\n' "$persistence" | field aof_rewrite_scheduled)" = 0 ]
+}}
+wait_settled() {{
+  tries=0
+  until settled; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 600 ] || {{
+      echo "redis cut-over: the target's AOF is still being written" >&2
+      exit 1
+    }}
+    sleep 1
+  done
+}}
+
+UNTOUCHED="the source is untouched"
+info=$(dst info replication) ||
+  refuse "the target's master {target.host}:{target.port} does not answer; $UNTOUCHED"
+if [ "$(printf '%s\\n' "$info" | field role)" = master ]; then
+  wait_settled
+  say "the target's master runs on its own already (an earlier run); nothing to do"
+  exit 0
+fi
+[ "$(printf '%s\\n' "$info" | field master_link_status)" = up ] ||
+  refuse "the target's master is not in sync with the source's ({host}:{port}); $UNTOUCHED"
+
+paused=0
+promoted=0
+thaw() {{
+  status=$?
+  if [ "$paused" = 1 ] && [ "$promoted" = 0 ]; then
+    src client unpause > /dev/null && echo "redis cut-over: the source takes writes again" >&2
+  elif [ "$paused" = 1 ]; then
+    # Promoted: the source's writes would be lost; it is unpaused only once it refuses them.
+    if src config set min-replicas-to-write {REFUSE_WRITES_REPLICAS} > /dev/null; then
+      src client unpause > /dev/null || true
+    else
+      echo "redis cut-over: the source's writes stay paused until the pause expires" >&2
+    fi
+  fi
+  exit "$status"
+}}
+trap thaw EXIT
+trap 'exit 1' INT TERM HUP
+
+paused=1
+src client pause {PAUSE_MS} write > /dev/null
+wanted=$(src info replication | field master_repl_offset)
+say "writes paused on the source at offset $wanted"
+deadline=$(( $(date +%s) + {catch_up_seconds} ))
+while :; do
+  at=$(dst info replication | field slave_repl_offset) || at=0
+  [ -n "$at" ] || at=0
+  [ "$at" -ge "$wanted" ] && break
+  [ "$(date +%s)" -lt "$deadline" ] ||
+    refuse "the target reached offset $at of $wanted in {catch_up_seconds} s: not promoted"
+  sleep 1
+done
+promoted=1
+dst replicaof no one > /dev/null
+say "the target's master runs on its own at offset $at"
+# The source's master refuses writes from now on (in memory; a restart clears it).
+src config set min-replicas-to-write {REFUSE_WRITES_REPLICAS} > /dev/null
+src client unpause > /dev/null
+paused=0
+say "the source's master refuses writes (min-replicas-to-write {REFUSE_WRITES_REPLICAS})"
+wait_settled
+say "the target's AOF is settled: its master may be replaced"
+"""
