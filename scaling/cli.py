@@ -19,7 +19,7 @@ from scaling.local.cli import local_app
 from scaling.metrics.cli import check as check_command
 from scaling.metrics.cli import status as status_command
 from scaling.metrics.cli import summary as summary_command
-from scaling.model import PhaseSpec
+from scaling.model import PhaseSpec, PlatformKind
 from scaling.stackconfig import load_stack_file
 from scaling.transition.cli import transition as transition_command
 
@@ -89,7 +89,11 @@ def render(
     try:
         out.mkdir(parents=True, exist_ok=True)
         project = Path(os.path.relpath(PROJECT_DIR, out.resolve())).as_posix()
-        for name, content in render_bundle(spec, project).items():
+        try:
+            bundle = render_bundle(spec, project, _source_transition(spec, stack))
+        except ValueError as error:  # a transition's target without its source beside
+            _fail(f"render: {error}")
+        for name, content in bundle.items():
             (out / name).write_text(content)
             typer.echo(f"wrote {out / name}")
     except OSError as error:
@@ -100,6 +104,20 @@ def render(
 def _fail(message: str) -> None:
     typer.echo(one_line(message, 400), err=True)
     raise typer.Exit(code=1)
+
+
+def _source_transition(spec: PhaseSpec, stack: str) -> dict[str, Any] | None:
+    """A Docker transition's target: its source's ``transition`` output, from the source's
+    stack file beside this one (None when there is none: rendering then says so)."""
+    from scaling.exports import transition_source
+    from scaling.topology import build_topology
+
+    if spec.promotion is None or spec.platform != PlatformKind.DOCKER:
+        return None
+    source = stack_path(stack).parent / f"Pulumi.{spec.promotion.source_stack}.yaml"
+    if not source.is_file():
+        return None
+    return transition_source(build_topology(load(str(source))))
 
 
 def _source_outputs(spec: PhaseSpec, stack: str) -> dict[str, Any]:

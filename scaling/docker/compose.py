@@ -2,18 +2,46 @@
 
 The same nodes, names, start order and stop policies the Docker stack registers. Config
 files are bind-mounted from the files `sikka-scaling render` writes beside it.
+
+Each service is named as the stack names its container (``sikka-<stack>-<node>``, also its
+``container_name``); the node's own name (``postgres-0``) and its services' names are its
+aliases on the phase's network. Compose gives a service's name to every network it joins,
+and on a transition's network (scaling.promotion), shared by two phases, only container
+names are unambiguous: the stack joins it without aliases, and so does compose.
+
+A transition as the stack renders it: the source (``sikka:promoteTo``) creates the network
+its target follows it over; the target (``sikka:promoteFrom``) joins it as an external
+network, runs no Sentinel while following, and at the cut-over
+(``sikka:promoteCutover``) runs the guards (scaling.render.cutover) before its Redis master
+is replaced: that master waits for the Redis guard to complete successfully. The source's
+hosts and network come from its ``transition`` output (:func:`scaling.exports.transition_source`
+of its stack file), given as ``source``.
 """
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from scaling.docker import ImageBuild, health_test, image_builds, start_after, volume_name
+from scaling.docker import (
+    ImageBuild,
+    container_name,
+    health_test,
+    held_back,
+    image_builds,
+    start_after,
+    volume_name,
+)
+from scaling.promotion import fill_tokens, tokens_in
 from scaling.render.env import SECRET_VARIABLES
 from scaling.topology import Node, Topology
+
+PRIVATE = "private"
+TRANSITION = "transition"  # a source's own (sikka:promoteTo)
+SOURCE_TRANSITION = "source-transition"  # a target's: the source's, external
 
 
 def _build(build: ImageBuild, project_path: str) -> dict[str, Any]:
@@ -28,7 +56,11 @@ def _build(build: ImageBuild, project_path: str) -> dict[str, Any]:
 def _service(
     topology: Topology, node: Node, builds: dict[str, ImageBuild], project_path: str | None
 ) -> dict[str, Any]:
-    service: dict[str, Any] = {"image": node.image, "hostname": node.name}
+    service: dict[str, Any] = {
+        "image": node.image,
+        "container_name": container_name(topology, node),
+        "hostname": node.name,
+    }
     if node.image in builds and project_path is not None:
         service["build"] = _build(builds[node.image], project_path)
     if node.user:
@@ -60,16 +92,16 @@ def _service(
             "retries": hc.retries,
             "start_period": f"{hc.start_period_seconds}s",
         }
-    after = start_after(topology, node)
+    after = [topology.node(name) for name in start_after(topology, node)]
     if after:
         service["depends_on"] = {
-            name: {"condition": "service_healthy"}
-            if topology.node(name).health.command
-            else {"condition": "service_started"}
-            for name in after
+            container_name(topology, other): {"condition": _condition(other)} for other in after
         }
-    aliases = list(topology.aliases(node.name))
-    service["networks"] = {"private": {"aliases": aliases} if aliases else None}
+    aliases = [node.name, *topology.aliases(node.name)]
+    service["networks"] = {PRIVATE: {"aliases": aliases}}
+    for network in node.extra_networks:
+        own = network == topology.spec.docker_transition_network
+        service["networks"][TRANSITION if own else SOURCE_TRANSITION] = None
     service["stop_signal"] = node.stop.signal
     service["stop_grace_period"] = f"{node.stop.grace_seconds}s"
     if node.memory_mb:
@@ -82,37 +114,74 @@ def _service(
     return service
 
 
+def _condition(node: Node) -> str:
+    """What a dependent waits for: a one-shot's success, a checked node's health."""
+    if node.one_shot:
+        return "service_completed_successfully"
+    return "service_healthy" if node.health.command else "service_started"
+
+
 def _escape(parts: list[str]) -> list[str]:
     """Compose interpolates $VAR itself; shell variables meant for the container need $$."""
     return [part.replace("$", "$$") for part in parts]
 
 
-def render_compose(topology: Topology, project_path: str | None = None) -> str:
+def render_compose(
+    topology: Topology, project_path: str | None = None, source: Mapping[str, Any] | None = None
+) -> str:
     """``project_path``: where the project folder is, relative to the compose file. Given
     it, compose builds the images the stack builds (the gateway's, the Patroni members'),
-    from the same folders with the same build arguments; without it, it pulls them."""
+    from the same folders with the same build arguments; without it, it pulls them.
+
+    ``source``: a transition target's source, its ``transition`` output (its hosts and
+    network); a target's compose file cannot be written without it (ValueError)."""
     spec = topology.spec
     builds = image_builds(topology)
+    nodes = [node for node in topology.nodes if not held_back(topology, node)]
     services = {
-        node.name: _service(topology, node, builds, project_path) for node in topology.nodes
+        container_name(topology, node): _service(topology, node, builds, project_path)
+        for node in nodes
     }
     volumes = {
         volume.name: {"name": volume_name(topology, volume)}
-        for node in topology.nodes
+        for node in nodes
         for volume in node.volumes
     }
-    document = {
-        "name": spec.name_prefix,
-        "services": services,
-        "networks": {
-            "private": {
-                "name": spec.docker_network,
-                "ipam": {"config": [{"subnet": str(spec.docker_subnet)}]},
-            }
-        },
-        "volumes": volumes,
+    networks: dict[str, Any] = {
+        PRIVATE: {
+            "name": spec.docker_network,
+            "ipam": {"config": [{"subnet": str(spec.docker_subnet)}]},
+        }
     }
+    joined = {network for node in nodes for network in node.extra_networks}
+    if spec.docker_transition_network in joined:
+        networks[TRANSITION] = {
+            "name": spec.docker_transition_network,
+            "ipam": {"config": [{"subnet": str(spec.docker_transition_subnet)}]},
+        }
+    others = sorted(joined - {spec.docker_transition_network})
+    if others:
+        assert len(others) == 1, f"a phase follows one source: {others}"
+        # Created by the source's own stack or compose file: never created nor removed here.
+        networks[SOURCE_TRANSITION] = {"name": others[0], "external": True}
+    document = {"name": spec.name_prefix, "services": services, "networks": networks}
+    document["volumes"] = volumes
+    if tokens_in(document):
+        document = fill_source(document, source, spec.stack)
     header = (
         f"# Generated by sikka-scaling for the {spec.phase.value} phase; do not edit by hand.\n"
     )
     return header + yaml.safe_dump(document, sort_keys=False, width=1000)
+
+
+def fill_source(value: Any, source: Mapping[str, Any] | None, stack: str) -> Any:
+    """``value`` with the transition source's tokens filled from its ``transition`` output."""
+    if source is None:
+        raise ValueError(
+            f"Pulumi.{stack}.yaml: sikka:promoteFrom: the source's hosts and network come "
+            "from its stack file, which must be beside this one"
+        )
+    try:
+        return fill_tokens(value, source)
+    except KeyError as error:
+        raise ValueError(f"Pulumi.{stack}.yaml: sikka:promoteFrom: {error.args[0]}") from None

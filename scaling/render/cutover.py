@@ -86,17 +86,17 @@ src() {{
   psql -X -q -t -A -v ON_ERROR_STOP=1 -h "$SOURCE_HOST" -p "$SOURCE_PORT" \\
     -U {superuser} -d postgres "$@"
 }}
-get() {{ curl -fsS --max-time 5 "http://$1/$2" 2>/dev/null; }}
+get() {{ curl -fsS --max-time 5 "http://$1" 2>/dev/null; }}
 leader() {{
   for api in $APIS; do
-    if get "$api" primary > /dev/null; then echo "$api"; return 0; fi
+    if get "$api/primary" > /dev/null; then echo "$api"; return 0; fi
   done
   return 1
 }}
 # The standby leader's replayed position, in bytes (Patroni's xlog.replayed_location).
 replayed() {{
   for api in $APIS; do
-    body=$(get "$api" standby-leader) || continue
+    body=$(get "$api/standby-leader") || continue
     value=$(printf '%s' "$body" | sed -n 's/.*"replayed_location": *\\([0-9][0-9]*\\).*/\\1/p')
     [ -n "$value" ] && {{ echo "$value"; return 0; }}
   done
@@ -105,7 +105,7 @@ replayed() {{
 # yes / no: whether the cluster's configuration still holds standby_cluster.
 standby_configured() {{
   for api in $APIS; do
-    body=$(get "$api" config) || continue
+    body=$(get "$api/config") || continue
     if printf '%s' "$body" | grep -q '"standby_cluster": *{{'; then echo yes; else echo no; fi
     return 0
   done

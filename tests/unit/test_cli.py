@@ -96,7 +96,7 @@ def test_render_writes_the_phase_files(
         if "build" in service:
             assert (tmp_path / service["build"]["context"] / "Dockerfile").is_file(), name
     if stack == "growth":
-        member = compose["services"]["postgres-1"]
+        member = compose["services"]["sikka-growth-postgres-1"]
         assert "./patroni-postgres-1.yml:/etc/patroni/patroni.yml:ro" in member["volumes"]
         assert (tmp_path / member["build"]["context"]).resolve() == ROOT / "images/postgres-patroni"
         assert "name: postgres-1\n" in (tmp_path / "patroni-postgres-1.yml").read_text()

@@ -16,8 +16,23 @@ def spec_of(stack: str) -> PhaseSpec:
     return parse({"sikka:phase": stack}, stack=stack)
 
 
+def by_node(document: dict) -> dict:
+    """The compose document with its services (and what they wait for) named by node, as
+    the tests below read them; the file names them by container (sikka-<stack>-<node>)."""
+    names = {key: service["hostname"] for key, service in document["services"].items()}
+    services = {}
+    for key, service in document["services"].items():
+        if "depends_on" in service:
+            service = {
+                **service,
+                "depends_on": {names[k]: v for k, v in service["depends_on"].items()},
+            }
+        services[names[key]] = service
+    return {**document, "services": services}
+
+
 def compose_of(stack: str, project: str | None = None) -> dict:
-    return yaml.safe_load(render_compose(build_topology(spec_of(stack)), project))
+    return by_node(yaml.safe_load(render_compose(build_topology(spec_of(stack)), project)))
 
 
 def unescaped(parts: list[str] | None) -> list[str] | None:
@@ -36,7 +51,7 @@ def test_compose_matches_the_registered_containers(stack: str) -> None:
     assert set(built) == {"ghcr.io/sikka-scaling/gateway:0.1.0"} | (
         {"ghcr.io/sikka-scaling/postgres-patroni:0.1.0"} if stack == "growth" else set()
     )
-    with_builds = yaml.safe_load(render_compose(build_topology(spec_of(stack)), "."))
+    with_builds = compose_of(stack, ".")
     for name, service in compose["services"].items():
         assert service["image"] in (set(built) | pulled), name
         resource = registered[name]
@@ -57,7 +72,8 @@ def test_compose_matches_the_registered_containers(stack: str) -> None:
             assert image.inputs["build"]["context"].endswith("/" + build["context"]), name
             assert image.inputs["build"].get("args") == build.get("args"), name
         aliases = resource.inputs["networksAdvanced"][0]["aliases"]
-        assert (service["networks"]["private"] or {}).get("aliases", []) == aliases[1:], name
+        assert service["networks"]["private"]["aliases"] == aliases, name
+        assert service["container_name"] == resource.inputs["name"], name
     volumes = {v["name"] for v in compose["volumes"].values()}
     assert volumes == {r.inputs["name"] for r in run.of_type("docker:index/volume:Volume")}
 
@@ -112,8 +128,9 @@ def test_compose_references_secrets_never_values() -> None:
     for name in ("haproxy-0", "haproxy-1", "etcd-0", "etcd-1", "etcd-2"):
         assert "environment" not in compose["services"][name], name
     # The members answer to their own names; clients reach them through the routers.
-    assert compose["services"]["postgres-1"]["networks"]["private"] is None
+    assert compose["services"]["postgres-1"]["networks"]["private"] == {"aliases": ["postgres-1"]}
     assert compose["services"]["haproxy-0"]["networks"]["private"]["aliases"] == [
+        "haproxy-0",
         "postgres",
         "postgres-replicas",
     ]

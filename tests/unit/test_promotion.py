@@ -237,10 +237,12 @@ def test_the_docker_target_is_a_standby_cluster_of_the_source() -> None:
 
 def test_the_cutover_adds_the_promoter_and_changes_no_member() -> None:
     following, promoted = docker_growth(), docker_growth(**{"sikka:promoteCutover": True})
-    # Every node but the promoter stays; the Redis master alone changes (it stops following).
+    # Every node but the guards stays; the Redis master alone changes (it stops following).
     assert [n.name for n in following.nodes] == [
-        n.name for n in promoted.nodes if n.name != PROMOTER
+        n.name for n in promoted.nodes if n.name not in (PROMOTER, "redis-promote")
     ]
+    redis_guard = promoted.node("redis-promote").entrypoint or ()
+    assert subprocess.run(["sh", "-n", "-c", redis_guard[-1]], check=False).returncode == 0
     changed = [n.name for n in following.nodes if n != promoted.node(n.name)]
     assert changed == ["redis-0"]
     promoter = promoted.node(PROMOTER)
