@@ -89,9 +89,16 @@ def render(
     try:
         out.mkdir(parents=True, exist_ok=True)
         project = Path(os.path.relpath(PROJECT_DIR, out.resolve())).as_posix()
+        source = _source_transition(spec, stack)
+        if spec.promotion is not None and spec.platform == PlatformKind.DOCKER and not source:
+            _fail(
+                f"render: Pulumi.{spec.stack}.yaml: sikka:promoteFrom: the source's hosts and "
+                f"network come from its stack file, Pulumi.{spec.promotion.source_stack}.yaml, "
+                "which must be beside this one"
+            )
         try:
-            bundle = render_bundle(spec, project, _source_transition(spec, stack))
-        except ValueError as error:  # a transition's target without its source beside
+            bundle = render_bundle(spec, project, source)
+        except ValueError as error:  # the source's file lacks what the target follows
             _fail(f"render: {error}")
         for name, content in bundle.items():
             (out / name).write_text(content)

@@ -134,7 +134,8 @@ def render_compose(
     from the same folders with the same build arguments; without it, it pulls them.
 
     ``source``: a transition target's source, its ``transition`` output (its hosts and
-    network); a target's compose file cannot be written without it (ValueError)."""
+    network; ValueError when it lacks one the file needs). Without it the source's
+    placeholders (``@@source.postgres.host@@``) stay in the file."""
     spec = topology.spec
     builds = image_builds(topology)
     nodes = [node for node in topology.nodes if not held_back(topology, node)]
@@ -175,12 +176,10 @@ def render_compose(
 
 
 def fill_source(value: Any, source: Mapping[str, Any] | None, stack: str) -> Any:
-    """``value`` with the transition source's tokens filled from its ``transition`` output."""
+    """``value`` with the transition source's tokens filled from its ``transition`` output
+    (left as they are without it: `sikka-scaling render` refuses that case itself)."""
     if source is None:
-        raise ValueError(
-            f"Pulumi.{stack}.yaml: sikka:promoteFrom: the source's hosts and network come "
-            "from its stack file, which must be beside this one"
-        )
+        return value
     try:
         return fill_tokens(value, source)
     except KeyError as error:

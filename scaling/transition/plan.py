@@ -182,8 +182,10 @@ def pulumi_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
     else:
         standby = (
             "Patroni bootstrap.dcs.standby_cluster over the source's transition network, "
-            "found through a stack reference to the source's outputs"
+            "found through a stack reference to the source's outputs; its Redis master "
+            "--replicaof the source's, no Sentinel"
         )
+    docker = target.platform.value == "docker"
     return [
         Step("validate-target", f"load and validate the {dst} stack file, render its configs"),
         Step("check-source", f"run the checker on the deployed {src} stack"),
@@ -198,16 +200,12 @@ def pulumi_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
             f"target starts as a standby of {src} ({standby})",
         ),
         Step("catch-up", f"watch the replication lag (`sikka-scaling check {dst}`)"),
-        Step(
-            "freeze-source",
-            f"stop writes on {src} (default_transaction_read_only on, the application's "
-            f"sessions ended) and wait until {dst} has replayed its last LSN",
-        ),
+        Step("freeze-source", _freeze_by_hand(src, dst) if not docker else DOCKER_FREEZE),
         Step(
             CUTOVER,
             f"`pulumi config set sikka:promoteCutover true` on {dst}, then `pulumi up`: the "
-            "standby is promoted (replicateFrom removed; on Docker a one-shot promoter) — THE "
-            "CUT-OVER",
+            "standby is promoted (replicateFrom removed; on Docker one-shot guards, then the "
+            "Redis master replaced) — THE CUT-OVER",
             cutover=True,
         ),
         Step("validate-target-live", f"run the checker on the {dst} stack"),
@@ -232,7 +230,17 @@ def pulumi_limits(source: PhaseSpec, target: PhaseSpec) -> list[str]:
                 f"{target.stack} runs a single PostgreSQL without Patroni: on Docker it "
                 "cannot start as a standby (refused by the program)"
             )
-        found.append("Redis is not followed on Docker: the target's Redis starts empty")
+        if target.redis.mode == "cluster":
+            found.append(
+                "a Redis Cluster target starts empty on Docker: import the keys before the "
+                "cut-over (only `--execute --local` copies them)"
+            )
+        if source.postgres.mode != "single":
+            found.append(
+                f"{source.stack} runs Patroni: the cut-over's guard cannot log into its "
+                "leader from the transition network, so it refuses (nothing changed): stop "
+                "its writes by hand and remove standby_cluster through Patroni's REST API"
+            )
     elif target.postgres.mode == "citus" and source.postgres.mode != "citus":
         found.append(
             "a Citus target on Kubernetes follows a sharded source only: rows move from "
@@ -274,10 +282,32 @@ def schema_requirements(target: PhaseSpec) -> list[str]:
     ]
 
 
-def pulumi_commands(source_stack: str, target_stack: str, force: bool = False) -> list[str]:
-    """The Docker/Kubernetes transition as what a person runs, in order."""
+# On Docker the cut-over's `pulumi up` stops the source's writes itself (scaling/render/
+# cutover.py): its one-shot guards refuse, the source writable again, when the target
+# cannot catch up, and the Redis master is replaced only after its guard succeeded.
+DOCKER_FREEZE = (
+    "done by the cut-over's `pulumi up`: one-shot guards stop writes on the source "
+    "(default_transaction_read_only, sessions ended; Redis CLIENT PAUSE WRITE), wait until "
+    "the target has replayed its last LSN and reached its Redis offset, then promote it; "
+    "when it cannot (60 s, 30 s) the source takes writes again and `pulumi up` fails"
+)
+
+
+def _freeze_by_hand(src: str, dst: str) -> str:
+    return (
+        f"stop writes on {src} (default_transaction_read_only on, the application's sessions "
+        f"ended) and wait until {dst} has replayed its last LSN"
+    )
+
+
+def pulumi_commands(
+    source_stack: str, target_stack: str, force: bool = False, platform: str | None = None
+) -> list[str]:
+    """The Docker/Kubernetes transition as what a person runs, in order (on Docker the
+    cut-over's `pulumi up` stops the source's writes itself)."""
     src, dst = source_stack, target_stack
     forced = [f"pulumi config set sikka:promoteForce true --stack {dst}"] if force else []
+    by_hand = [] if platform == "docker" else [_freeze_by_hand(src, dst)]
     return [
         f"pulumi config set sikka:promoteTo {dst} --stack {src}",
         f"pulumi up --stack {src}",
@@ -285,8 +315,7 @@ def pulumi_commands(source_stack: str, target_stack: str, force: bool = False) -
         *forced,
         f"pulumi up --stack {dst}",
         f"sikka-scaling check {dst}",
-        f"stop writes on {src} (default_transaction_read_only on, the application's sessions "
-        f"ended) and wait until {dst} has replayed its last LSN",
+        *by_hand,
         f"pulumi config set sikka:promoteCutover true --stack {dst}",
         f"pulumi up --stack {dst}",
         f"sikka-scaling check {dst}",

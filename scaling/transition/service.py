@@ -390,7 +390,7 @@ def prepare(
     if local:
         next_steps = [f"sikka-scaling transition {dst} --from {src} --execute --local"]
     else:
-        next_steps = plan.pulumi_commands(src, dst, force=force)
+        next_steps = plan.pulumi_commands(src, dst, force=force, platform=platform)
     return TransitionResult(
         success=True,
         message=f"prepared {src} → {dst}: {len(steps)} steps ({platform}); nothing was changed"
@@ -447,7 +447,10 @@ def execute(
     say = progress or (lambda message: None)
     if not local:
         pair = _pair(to_stack, from_stack, force, state_root, log_file)
-        commands = "; ".join(plan.pulumi_commands(pair.source, pair.target, force=force))
+        platform = pair.target_spec.platform.value
+        commands = "; ".join(
+            plan.pulumi_commands(pair.source, pair.target, force=force, platform=platform)
+        )
         raise TransitionRefused(
             f"--execute runs a transition on the processes of `local up` only (add --local); "
             f"on {pair.target_spec.platform.value} it is stack config and two `pulumi up` "

@@ -132,9 +132,15 @@ def test_the_cutover_runs_the_guards_before_the_master_is_replaced() -> None:
     assert {f"sikka-growth-redis-sentinel-{i}" for i in range(3)} <= set(services)
 
 
-def test_a_target_is_not_rendered_without_its_source(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"Pulumi\.growth\.yaml: sikka:promoteFrom: .*beside"):
-        render_compose(build_topology(spec("growth", FOLLOW)))
+def test_a_target_is_not_rendered_without_its_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without it the placeholders stay (render refuses below); a source without the
+    # network its target follows over is named.
+    assert "@@source.docker.network@@" in render_compose(build_topology(spec("growth", FOLLOW)))
+    plain = transition_source(build_topology(spec("launch", {})))
+    with pytest.raises(ValueError, match=r"Pulumi\.growth\.yaml: sikka:promoteFrom: .*promoteTo"):
+        render_compose(build_topology(spec("growth", FOLLOW)), None, plain)
     # The source's stack file beside the target's: its hosts fill the target's files.
     (tmp_path / "Pulumi.launch.yaml").write_text(
         "config:\n  sikka:phase: launch\n  sikka:promoteTo: growth\n"
@@ -149,3 +155,4 @@ def test_a_target_is_not_rendered_without_its_source(tmp_path: Path) -> None:
     # Without it, render says what is missing.
     (tmp_path / "Pulumi.launch.yaml").unlink()
     assert main(["render", str(target), "--out", str(out)]) == 1
+    assert "Pulumi.launch.yaml, which must be beside this one" in capsys.readouterr().err

@@ -91,12 +91,19 @@ def test_pulumi_commands_in_order() -> None:
     ]
     forced = plan.pulumi_commands("growth", "launch", force=True)
     assert forced[3] == "pulumi config set sikka:promoteForce true --stack launch"
+    # On Docker the cut-over's `pulumi up` stops the writes and waits itself.
+    docker = plan.pulumi_commands("launch", "growth", platform="docker")
+    assert docker == [c for c in plan.pulumi_commands("launch", "growth") if "stop" not in c]
+    assert len(docker) == 8
+    steps = {s.name: s.description for s in plan.steps(spec("launch"), spec("growth"), "docker")}
+    assert steps["freeze-source"].startswith("done by the cut-over's `pulumi up`")
 
 
 def test_pulumi_limits() -> None:
-    assert plan.pulumi_limits(spec("launch"), spec("growth")) == [
-        "Redis is not followed on Docker: the target's Redis starts empty"
-    ]
+    # The Docker pair launch → growth: PostgreSQL and Redis both followed, cut over safely.
+    assert plan.pulumi_limits(spec("launch"), spec("growth")) == []
+    patroni_source = plan.pulumi_limits(spec("growth"), spec("growth"))
+    assert patroni_source[0].startswith("growth runs Patroni: the cut-over's guard cannot")
     platforms, citus = plan.pulumi_limits(spec("growth"), spec("scale"))
     assert platforms.startswith("growth runs on docker and scale on kubernetes:")
     assert citus.startswith("a Citus target on Kubernetes follows a sharded source only")
