@@ -113,7 +113,7 @@ def test_compose_refers_to_the_key_and_publishes_no_metrics() -> None:
     spec = spec_with("growth")
     compose = yaml.safe_load(render_compose(build_topology(spec)))
     for name in ("gateway-0", "gateway-1"):
-        service = compose["services"][name]
+        service = compose["services"][f"sikka-growth-{name}"]
         assert service["environment"]["GATEWAY_JWT_SECRET"].startswith("${GATEWAY_JWT_SECRET:?")
         assert "ports" not in service  # /metrics stays on the private network
         assert "/livez" in service["healthcheck"]["test"][1]

@@ -305,6 +305,6 @@ def test_the_stack_exports_where_prometheus_answers_and_what_it_scrapes() -> Non
 def test_compose_keeps_prometheus_data_in_a_volume_named_from_the_stack() -> None:
     compose = yaml.safe_load(render_bundle(spec_of("launch"))["docker-compose.yml"])
     assert compose["volumes"]["prometheus-data"]["name"] == "sikka-launch-prometheus-data"
-    prometheus = compose["services"]["prometheus"]
+    prometheus = compose["services"]["sikka-launch-prometheus"]
     assert "prometheus-data:/prometheus" in prometheus["volumes"]
     assert "ports" not in prometheus  # answers on the private network only

@@ -65,7 +65,9 @@ def test_docker_compose_sets_each_servers_nofile() -> None:
     from scaling.topology import build_topology
 
     spec = spec_of("growth")
-    services = yaml.safe_load(render_compose(build_topology(spec)))["services"]
+    rendered = yaml.safe_load(render_compose(build_topology(spec)))["services"]
+    # Named by container (sikka-growth-<node>); read here by node.
+    services = {service["hostname"]: service for service in rendered.values()}
     assert services["nginx"]["ulimits"] == {"nofile": {"soft": 4608, "hard": 4608}}
     for name in ("gateway-0", "gateway-1"):
         # 1,000 connections per gateway, a publish pool of 1,000 and 256 spare.
