@@ -7,9 +7,10 @@ or "organization/sikka-scaling/launch"). Two `pulumi up` runs move the data:
    standby of the source's (StackGres ``spec.replicateFrom`` on Kubernetes, Patroni's
    ``standby_cluster`` on Docker), its Redis master a replica of the source's Redis (no
    Sentinel runs yet); the target catches up while the source serves.
-2. ``promoteCutover: true``: the target is promoted (``replicateFrom`` removed; on Docker a
-   one-shot container removes ``standby_cluster`` through Patroni's REST API), after the
-   writes on the source have stopped.
+2. ``promoteCutover: true``: the target is promoted (``replicateFrom`` removed, after the
+   writes on the source have stopped; on Docker one-shot guards stop them, wait for the
+   target, then remove ``standby_cluster`` and promote the Redis master:
+   scaling.render.cutover).
 
 The source stack may say ``sikka:promoteTo`` (the target's name): a single PostgreSQL
 (launch) then keeps a replication login and admits it from its private network, which the
