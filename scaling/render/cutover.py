@@ -150,8 +150,9 @@ if [ "$configured" = no ]; then
   wait_leader
 fi
 replayed > /dev/null || refuse "the target has no standby leader replicating yet; $UNTOUCHED"
-src -c 'SELECT 1' > /dev/null ||
+recovery=$(src -c 'SELECT pg_is_in_recovery()') ||
   refuse "cannot log into the source $SOURCE_HOST:$SOURCE_PORT as {superuser}; $UNTOUCHED"
+[ "$recovery" = f ] || refuse "the source $SOURCE_HOST:$SOURCE_PORT is a standby; $UNTOUCHED"
 
 frozen=0
 promoting=0
@@ -260,6 +261,8 @@ if [ "$(printf '%s\\n' "$info" | field role)" = master ]; then
   say "the target's master runs on its own already (an earlier run); nothing to do"
   exit 0
 fi
+[ "$(src info replication | field role)" = master ] ||
+  refuse "{host}:{port} is not the source's master (a failover there?); $UNTOUCHED"
 [ "$(printf '%s\\n' "$info" | field master_link_status)" = up ] ||
   refuse "the target's master is not in sync with the source's ({host}:{port}); $UNTOUCHED"
 
