@@ -390,7 +390,9 @@ def prepare(
     if local:
         next_steps = [f"sikka-scaling transition {dst} --from {src} --execute --local"]
     else:
-        next_steps = plan.pulumi_commands(src, dst, force=force)
+        next_steps = plan.pulumi_commands(
+            src, dst, force=force, logical=plan.logical(pair.source_spec, target)
+        )
     return TransitionResult(
         success=True,
         message=f"prepared {src} → {dst}: {len(steps)} steps ({platform}); nothing was changed"
@@ -447,7 +449,14 @@ def execute(
     say = progress or (lambda message: None)
     if not local:
         pair = _pair(to_stack, from_stack, force, state_root, log_file)
-        commands = "; ".join(plan.pulumi_commands(pair.source, pair.target, force=force))
+        commands = "; ".join(
+            plan.pulumi_commands(
+                pair.source,
+                pair.target,
+                force=force,
+                logical=plan.logical(pair.source_spec, pair.target_spec),
+            )
+        )
         raise TransitionRefused(
             f"--execute runs a transition on the processes of `local up` only (add --local); "
             f"on {pair.target_spec.platform.value} it is stack config and two `pulumi up` "
