@@ -254,6 +254,10 @@ def test_rows_move_into_the_coordinator_and_the_cutover_waits_for_the_freeze(
             assert conn.execute(
                 "SELECT count(*) FROM pg_subscription WHERE subname = %s", (SUBSCRIPTION,)
             ).fetchone() == (1,)
+        # The coordinator falls behind (its subscription held back) while rows still come.
+        with coordinator.connect() as conn:
+            conn.execute(f"ALTER SUBSCRIPTION {SUBSCRIPTION} DISABLE")
+        time.sleep(0.5)
         # Stop the writes as the operator does: read-only by default, sessions ended.
         with source.connect() as conn:
             conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
@@ -268,6 +272,15 @@ def test_rows_move_into_the_coordinator_and_the_cutover_waits_for_the_freeze(
     finally:
         writer.stop()
     assert writer.acked, "the writer wrote nothing"
+    # Writes stopped, but the coordinator has not applied them: refused after the bounded
+    # wait, nothing changed; once it catches up the cut-over goes on.
+    code, out = run_script(
+        cutover_script(SPEC), source, coordinator, tmp_path, CATCH_UP_SECONDS="3"
+    )
+    assert code == 1 and "has not applied the source's LSN" in out, out
+    with coordinator.connect() as conn:
+        assert conn.execute("SHOW sikka.transition").fetchone() == ("following",)
+        conn.execute(f"ALTER SUBSCRIPTION {SUBSCRIPTION} ENABLE")
     with source.connect() as conn:
         source_last = conn.execute("SELECT last_value FROM orders_id_seq").fetchone()
         source_rows = conn.execute("SELECT count(*) FROM orders").fetchone()
