@@ -24,10 +24,12 @@ safe to run again: the coordinator's database carries the transition's state in 
 database-level setting (``sikka.transition``: ``following``, ``cut-over``), a subscription
 already made is kept, a schema already restored is checked, and a table already distributed
 is left alone. Passwords come from the environment (Secrets) into a pgpass file in a
-private scratch folder; none is ever on a command line or in the output. The subscription's
-connection string holds the source's password (PostgreSQL keeps it in ``pg_subscription``,
-readable by superusers alone) until the cut-over drops it; the sessions that write it turn
-statement logging off for themselves.
+private scratch folder; none is ever on a command line or in the output. The subscription
+logs in as its own role on the source (``sikka_transition``: LOGIN REPLICATION and
+``pg_read_all_data``, nothing more) with a password the follow Job draws for it; its
+connection string holds that password (PostgreSQL keeps it in ``pg_subscription``, readable
+by superusers alone) until the cut-over drops the subscription and the role. The sessions
+that set or write it turn statement logging off for themselves.
 
 The environment both scripts read: ``SOURCE_HOST``, ``SOURCE_PORT``, ``SOURCE_DATABASE``,
 ``SOURCE_USER``, ``SOURCE_PASSWORD`` (a superuser of the source), the same five ``TARGET_*``
@@ -47,6 +49,8 @@ from scaling.model import PhaseSpec
 
 PUBLICATION = "sikka_transition"
 SUBSCRIPTION = "sikka_transition"
+# The subscription's login on the source (created by the follow Job, dropped at the cut-over).
+LOGIN_ROLE = "sikka_transition"
 # The coordinator database's setting that records how far the transition went.
 STATE_SETTING = "sikka.transition"
 FOLLOWING = "following"
@@ -230,28 +234,54 @@ fi
 
 
 _SUBSCRIBE = r"""
-# The connection string holds the source's password: this session logs no statement, and
-# psql, given nothing but the variables' names, prints none.
-dst <<'SQL' > /dev/null
-\getenv source_host SOURCE_HOST
-\getenv source_port SOURCE_PORT
-\getenv source_database SOURCE_DATABASE
-\getenv source_user SOURCE_USER
-\getenv source_password SOURCE_PASSWORD
+# The subscription logs in as its own role on the source: LOGIN REPLICATION, reading every
+# table (pg_read_all_data) and nothing more, with a password drawn here for this subscription
+# alone (gen_random_uuid: PostgreSQL's strong random source). The sessions that set it and
+# write it into the connection string log no statement; psql is given the variables' names
+# only, so it prints no value.
+SUBSCRIPTION_PASSWORD=$(src -c "SELECT replace(gen_random_uuid()::text
+                                              || gen_random_uuid()::text, '-', '')")
+export SUBSCRIPTION_PASSWORD
+src <<'SQL' > /dev/null
+\getenv login_password SUBSCRIPTION_PASSWORD
+SET default_transaction_read_only = off;
 SET log_statement = 'none';
 SET log_min_duration_statement = -1;
 SET log_min_error_statement = 'panic';
 SELECT pg_catalog.set_config(name, 'off', false) FROM pg_catalog.pg_settings
  WHERE name = 'pg_stat_statements.track_utility';
-SELECT format('host=%s port=%s dbname=%s user=%s password=%s application_name=@@SUB@@',
-              v[1], v[2], v[3], v[4], v[5]) AS conninfo
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '@@LOGIN@@') THEN
+    CREATE ROLE @@LOGIN@@;
+  END IF;
+END
+$$;
+ALTER ROLE @@LOGIN@@ WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS
+  PASSWORD :'login_password';
+GRANT pg_read_all_data TO @@LOGIN@@;
+SQL
+log "source: role @@LOGIN@@ (LOGIN REPLICATION, pg_read_all_data) for the subscription"
+dst <<'SQL' > /dev/null
+\getenv source_host SOURCE_HOST
+\getenv source_port SOURCE_PORT
+\getenv source_database SOURCE_DATABASE
+\getenv login_password SUBSCRIPTION_PASSWORD
+SET log_statement = 'none';
+SET log_min_duration_statement = -1;
+SET log_min_error_statement = 'panic';
+SELECT pg_catalog.set_config(name, 'off', false) FROM pg_catalog.pg_settings
+ WHERE name = 'pg_stat_statements.track_utility';
+SELECT format('host=%s port=%s dbname=%s user=@@LOGIN@@ password=%s application_name=@@SUB@@',
+              v[1], v[2], v[3], v[4]) AS conninfo
   FROM (SELECT array_agg('''' || replace(replace(x, '\', '\\'), '''', '\''') || '''' ORDER BY i)
-          FROM unnest(ARRAY[:'source_host', :'source_port', :'source_database', :'source_user',
-                            :'source_password']) WITH ORDINALITY AS u(x, i)) AS quoted(v)
+          FROM unnest(ARRAY[:'source_host', :'source_port', :'source_database',
+                            :'login_password']) WITH ORDINALITY AS u(x, i)) AS quoted(v)
 \gset
 CREATE SUBSCRIPTION @@SUB@@ CONNECTION :'conninfo' PUBLICATION @@PUB@@
   WITH (copy_data = true);
 SQL
+unset SUBSCRIPTION_PASSWORD
 dst -c "ALTER DATABASE \"$TARGET_DATABASE\" SET @@STATE@@ = '@@FOLLOWING@@'" > /dev/null
 log "coordinator: subscription @@SUB@@ made (copy_data = true): the rows follow the source"
 """
@@ -274,6 +304,7 @@ def _common(text: str) -> str:
         FOLLOWING=FOLLOWING,
         CUT_OVER=CUT_OVER,
         USER_TABLES=_USER_TABLES,
+        LOGIN=LOGIN_ROLE,
     )
 
 
@@ -409,7 +440,9 @@ if [ "$(subscribed)" -gt 0 ]; then
 fi
 src -c "SET default_transaction_read_only = off" -c "DROP PUBLICATION IF EXISTS @@PUB@@" \
   > /dev/null
-log "source: publication @@PUB@@ dropped; the source stays read-only"
+src -c "SET default_transaction_read_only = off" -c "DROP ROLE IF EXISTS @@LOGIN@@" \
+  > /dev/null
+log "source: publication @@PUB@@ and role @@LOGIN@@ dropped; the source stays read-only"
 citus=$(dst -c "SELECT count(*) FROM pg_catalog.pg_extension WHERE extname = 'citus'")
 if [ "$citus" -eq 0 ]; then
   if [ "$REQUIRE_CITUS" = 1 ]; then

@@ -30,6 +30,7 @@ import pytest
 
 from scaling.local.procs import pg_bin
 from scaling.render.logical_transition import (
+    LOGIN_ROLE,
     PUBLICATION,
     SUBSCRIPTION,
     cutover_script,
@@ -241,6 +242,16 @@ def test_rows_move_into_the_coordinator_and_the_cutover_waits_for_the_freeze(
         code, out = run_script(follow_script(), source, coordinator, tmp_path)
         assert code == 0, out
         assert "schema restored (3 table(s)" in out and "subscription sikka_transition made" in out
+        # The subscription logs in as its own role, not as the source's superuser.
+        with coordinator.connect() as conn:
+            (conninfo,) = conn.execute(
+                "SELECT subconninfo FROM pg_subscription WHERE subname = %s", (SUBSCRIPTION,)
+            ).fetchone()
+        assert f"user={LOGIN_ROLE} " in conninfo and PASSWORD not in conninfo
+        with source.connect() as conn:
+            assert conn.execute(
+                "SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = %s", (LOGIN_ROLE,)
+            ).fetchone() == (False, True)
         # Run again (a Job retried): nothing is made twice.
         code, out = run_script(follow_script(), source, coordinator, tmp_path)
         assert code == 0 and "already made" in out, out
@@ -312,6 +323,9 @@ def test_rows_move_into_the_coordinator_and_the_cutover_waits_for_the_freeze(
         conn.execute("INSERT INTO orders (city_id, seq) VALUES (1, -1)")
     with source.connect() as conn:
         assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_roles WHERE rolname = %s", (LOGIN_ROLE,)
+        ).fetchone() == (0,)
         assert conn.execute(
             "SELECT count(*) FROM pg_publication WHERE pubname = %s", (PUBLICATION,)
         ).fetchone() == (0,)

@@ -182,3 +182,23 @@ def test_a_sharded_source_named_as_a_growth_stack_is_refused(runs: dict[str, Sta
     exports["transition"]["postgres"]["sharded"] = True
     with pytest.raises(Exception, match="runs a sharded PostgreSQL; this stack follows a plain"):
         run_stack("scale", FOLLOW, references={SOURCE: exports}, reads={USERS_READ: {"data": {}}})
+
+
+def test_the_distribution_keys_are_validated_with_their_key() -> None:
+    from scaling.issues import ConfigError
+    from scaling.stackconfig import parse
+
+    def problems(phase: str, postgres: dict[str, Any]) -> str:
+        values = {"sikka:phase": phase, "sikka:platform": "kubernetes", "sikka:postgres": postgres}
+        with pytest.raises(ConfigError) as caught:
+            parse(values, stack=phase)
+        return str(caught.value)
+
+    said = problems("growth", {"distributionColumns": {"trips": "city_id"}})
+    assert "Pulumi.growth.yaml: sikka:postgres.distributionColumns: spreads tables over" in said
+    said = problems("scale", {"distributionColumns": {"Trips": "city-id"}})
+    assert "sikka:postgres.distributionColumns.Trips" in said
+    said = problems("scale", {"distributionColumns": {"trips": "id"}, "referenceTables": ["trips"]})
+    assert "sikka:postgres.referenceTables: 'trips' is also distributed" in said
+    said = problems("scale", {"referenceTables": ["public.cities", "cities"]})
+    assert "sikka:postgres.referenceTables: names 'cities' twice" in said
