@@ -239,7 +239,7 @@ def check(
         why = direction(source_phase, phase)
         if why is not None and not force:
             found.append(_issue(FROM_KEY, f"{why}; set sikka:{FORCE_KEY}: true to do it anyway"))
-    found.extend(_supported(phase, platform, postgres, source_phase))
+    found.extend(_supported(phase, platform, postgres))
     promotion = Promotion(
         source=source, source_stack=name, source_phase=source_phase, cutover=cutover, force=force
     )
@@ -247,7 +247,7 @@ def check(
 
 
 def _supported(
-    phase: Phase, platform: PlatformKind | None, postgres: PostgresSpec | None, source: Phase | None
+    phase: Phase, platform: PlatformKind | None, postgres: PostgresSpec | None
 ) -> Iterator[ConfigIssue]:
     """What no sikka:promoteForce makes possible: the mechanisms themselves."""
     if postgres is None or platform is None:
