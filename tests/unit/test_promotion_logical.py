@@ -18,8 +18,19 @@ from test_promotion_stacks import assert_protected_untouched, by_urn, changes, d
 
 from scaling.kubernetes.logical import CUTOVER_JOB, FOLLOW_JOB
 from scaling.kubernetes.postgres import SOURCE_USERS_SECRET
+from scaling.render.logical_transition import cutover_script, follow_script
+from scaling.stackconfig import parse
 
 SOURCE = "organization/sikka-scaling/growth"
+
+
+def parse_values(stack: str, overrides: dict[str, Any]) -> Any:
+    """The phase as the program reads it (the scale stack file's own keys, and
+    ``overrides``)."""
+    values = {"sikka:phase": "scale", "sikka:platform": "kubernetes"}
+    return parse({**values, **overrides}, stack=stack)
+
+
 K8S = {"sikka:platform": "kubernetes"}
 DISTRIBUTION = {
     "sikka:postgres": {
@@ -106,6 +117,11 @@ def test_following_renders_the_follow_job_with_the_source_from_its_outputs(
     labels = job.inputs["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/component"] == "postgres"
     scripts = run.named(CONFIG).inputs["data"]
+    # The very text tests/integration/test_transition_logical.py runs on real servers.
+    assert scripts == {
+        "follow.sh": follow_script(),
+        "cutover.sh": cutover_script(parse_values("scale", FOLLOW)),
+    }
     assert "CREATE SUBSCRIPTION sikka_transition" in scripts["follow.sh"]
     assert "copy_data = true" in scripts["follow.sh"]
     assert "pg_dump --schema-only" in scripts["follow.sh"]
@@ -186,7 +202,6 @@ def test_a_sharded_source_named_as_a_growth_stack_is_refused(runs: dict[str, Sta
 
 def test_the_distribution_keys_are_validated_with_their_key() -> None:
     from scaling.issues import ConfigError
-    from scaling.stackconfig import parse
 
     def problems(phase: str, postgres: dict[str, Any]) -> str:
         values = {"sikka:phase": phase, "sikka:platform": "kubernetes", "sikka:postgres": postgres}
