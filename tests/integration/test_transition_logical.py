@@ -35,6 +35,7 @@ from scaling.render.logical_transition import (
     SUBSCRIPTION,
     cutover_script,
     distribution_checks,
+    distribution_statements,
     follow_script,
 )
 from scaling.stackconfig import parse
@@ -380,3 +381,42 @@ def test_the_follow_script_refuses_a_table_without_replica_identity(
             conn.execute("UPDATE keyless SET b = 'still works'")
     finally:
         _stop(source)
+
+
+STUB = """
+SET allow_system_table_mods = on;
+CREATE TABLE pg_catalog.pg_dist_partition (logicalrelid regclass);
+RESET allow_system_table_mods;
+CREATE TABLE citus_calls (n serial, call text);
+CREATE FUNCTION create_reference_table(t regclass) RETURNS void LANGUAGE sql AS $$
+  INSERT INTO citus_calls (call) VALUES ('reference ' || t);
+  INSERT INTO pg_catalog.pg_dist_partition VALUES (t) $$;
+CREATE FUNCTION create_distributed_table_concurrently(t regclass, c text) RETURNS void
+  LANGUAGE sql AS $$
+  INSERT INTO citus_calls (call) VALUES ('distributed ' || t || ' by ' || c);
+  INSERT INTO pg_catalog.pg_dist_partition VALUES (t) $$;
+CREATE TABLE cities (id int PRIMARY KEY);
+CREATE TABLE trips (city_id int, id bigint, PRIMARY KEY (city_id, id));
+"""
+
+
+def test_the_citus_calls_as_rendered_against_a_stand_in(servers: tuple[Server, Server]) -> None:
+    """Citus is not installed here: its two functions and its pg_dist_partition catalog are
+    stood in for (recording each call), to run the cut-over's very statements: reference
+    tables first, each table once, nothing again on a second run. What Citus itself does
+    with them is not tested here."""
+    _, coordinator = servers
+    with coordinator.connect("postgres") as conn:
+        conn.execute("CREATE DATABASE stand_in")
+    with coordinator.connect("stand_in") as conn:
+        conn.execute(STUB)
+        statements = distribution_statements({"trips": "city_id"}, ["cities"])
+        for _ in range(2):
+            for statement in statements:
+                conn.execute(statement)
+        calls = [row[0] for row in conn.execute("SELECT call FROM citus_calls ORDER BY n")]
+    assert calls == ["reference cities", "distributed trips by city_id"]
+    script = cutover_script(SPEC)
+    assert all(statement in script for statement in distribution_statements(
+        dict(SPEC.postgres.distribution_columns), list(SPEC.postgres.reference_tables)
+    ))  # fmt: skip

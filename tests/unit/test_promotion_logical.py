@@ -10,6 +10,8 @@ or any input across fresh → following → cut-over → after."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -217,3 +219,18 @@ def test_the_distribution_keys_are_validated_with_their_key() -> None:
     assert "sikka:postgres.referenceTables: 'trips' is also distributed" in said
     said = problems("scale", {"referenceTables": ["public.cities", "cities"]})
     assert "sikka:postgres.referenceTables: names 'cities' twice" in said
+
+
+@pytest.mark.parametrize(
+    "postgres",
+    [{}, {"distributionColumns": {"trips": "city_id"}, "referenceTables": ["app.cities"]}],
+    ids=["no-distribution", "distribution"],
+)
+def test_the_scripts_are_valid_posix_sh(postgres: dict[str, Any], tmp_path: Path) -> None:
+    """`sh -n` parses every branch, the Citus one the integration test cannot run."""
+    spec = parse_values("scale", {"sikka:postgres": postgres} if postgres else {})
+    for name, text in (("follow.sh", follow_script()), ("cutover.sh", cutover_script(spec))):
+        path = tmp_path / name
+        path.write_text(text)
+        checked = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
