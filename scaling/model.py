@@ -297,6 +297,16 @@ class PostgresSpec(Section):
         description="Citus only: tables (`cities`, `app.cities`) copied whole to every node",
     )
 
+    def __hash__(self) -> int:
+        # Frozen sections hash by value; distributionColumns is a mapping (the stack file's
+        # shape), hashed as its sorted items so the phase stays hashable.
+        return hash(
+            tuple(
+                tuple(sorted(value.items())) if isinstance(value, dict) else value
+                for value in self.__dict__.values()
+            )
+        )
+
     @property
     def version(self) -> str | None:
         """The Postgres version the image tag names ("17.6-bookworm" → "17.6"), if any."""

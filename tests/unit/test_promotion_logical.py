@@ -234,3 +234,10 @@ def test_the_scripts_are_valid_posix_sh(postgres: dict[str, Any], tmp_path: Path
         path.write_text(text)
         checked = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
+
+
+def test_the_phase_stays_hashable_with_a_distribution() -> None:
+    one = parse_values("scale", {"sikka:postgres": {"distributionColumns": {"a": "x", "b": "y"}}})
+    two = parse_values("scale", {"sikka:postgres": {"distributionColumns": {"b": "y", "a": "x"}}})
+    assert one == two and hash(one) == hash(two)
+    assert hash(one) != hash(parse_values("scale", {}))
