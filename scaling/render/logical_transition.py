@@ -55,6 +55,7 @@ LOGIN_ROLE = "sikka_transition"
 STATE_SETTING = "sikka.transition"
 FOLLOWING = "following"
 CUT_OVER = "cut-over"
+# What both scripts require (they refuse to start without any of them).
 ENVIRONMENT = (
     "SOURCE_HOST",
     "SOURCE_PORT",
@@ -84,8 +85,7 @@ _PRELUDE = r"""#!/bin/sh
 # sikka-scaling: a transition into Citus by logical replication (rendered by
 # scaling/render/logical_transition.py; the README's "Moving to the next phase").
 set -eu
-for variable in SOURCE_HOST SOURCE_PORT SOURCE_DATABASE SOURCE_USER SOURCE_PASSWORD \
-                TARGET_HOST TARGET_PORT TARGET_DATABASE TARGET_USER TARGET_PASSWORD; do
+for variable in @@ENVIRONMENT@@; do
   eval "value=\${$variable:-}"
   if [ -z "$value" ]; then
     echo "REFUSED: $variable is not set" >&2
@@ -110,7 +110,7 @@ pgpass_field() { printf '%s' "$1" | sed 's/[\\:]/\\&/g'; }
 } > "$SCRATCH/pgpass"
 PGPASSFILE="$SCRATCH/pgpass"
 export PGPASSFILE
-unset TARGET_PASSWORD
+unset SOURCE_PASSWORD TARGET_PASSWORD
 PGAPPNAME=sikka-transition
 PGCONNECT_TIMEOUT=5
 export PGAPPNAME PGCONNECT_TIMEOUT
@@ -159,7 +159,8 @@ wal_level=logical (StackGres's default; set it in the source's SGPostgresConfig)
 
 # A publication FOR ALL TABLES makes UPDATE and DELETE fail on a table without a replica
 # identity: refuse before publishing anything.
-missing=$(src -c "SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ' ORDER BY 1)
+missing=$(src -c "SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', '
+                                 ORDER BY n.nspname, c.relname)
 @@USER_TABLES@@
    AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS (
          SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))")
@@ -305,6 +306,7 @@ def _common(text: str) -> str:
         CUT_OVER=CUT_OVER,
         USER_TABLES=_USER_TABLES,
         LOGIN=LOGIN_ROLE,
+        ENVIRONMENT=" ".join(ENVIRONMENT),
     )
 
 

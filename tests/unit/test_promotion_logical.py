@@ -20,7 +20,7 @@ from test_promotion_stacks import assert_protected_untouched, by_urn, changes, d
 
 from scaling.kubernetes.logical import CUTOVER_JOB, FOLLOW_JOB
 from scaling.kubernetes.postgres import SOURCE_USERS_SECRET
-from scaling.render.logical_transition import cutover_script, follow_script
+from scaling.render.logical_transition import ENVIRONMENT, cutover_script, follow_script
 from scaling.stackconfig import parse
 
 SOURCE = "organization/sikka-scaling/growth"
@@ -96,6 +96,7 @@ def test_following_renders_the_follow_job_with_the_source_from_its_outputs(
     assert set(jobs(run)) - {"redis-cluster-init"} == {FOLLOW_JOB}
     job = jobs(run)[FOLLOW_JOB]
     variables = env(job)
+    assert set(ENVIRONMENT) <= set(variables)  # what the scripts refuse to start without
     assert variables["SOURCE_HOST"]["value"] == "postgres.sikka-growth.svc.cluster.local"
     assert variables["SOURCE_DATABASE"]["value"] == "sikka"
     assert variables["SOURCE_PORT"]["value"] == variables["TARGET_PORT"]["value"] == "5433"
