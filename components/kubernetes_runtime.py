@@ -14,6 +14,7 @@ import pulumi_random as random
 from components.transition import SourceStack, filled
 from scaling.kubernetes import Manifest, fill_placeholders, placeholders_in
 from scaling.kubernetes import operator_release as operator_chart
+from scaling.kubernetes.logical import JOBS as TRANSITION_JOBS
 from scaling.kubernetes.manifests import labels
 from scaling.kubernetes.postgres import SOURCE_USERS_OF, SOURCE_USERS_SECRET
 from scaling.model import PhaseSpec
@@ -36,6 +37,9 @@ TYPED: dict[tuple[str, str], Any] = {
     ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
 }
+
+# The StackGres clusters: a Citus target's transition Jobs run after theirs.
+CLUSTER_KINDS = ("SGCluster", "SGShardedCluster")
 
 # Top-level object fields → the typed classes' keyword arguments.
 FIELD_ARGS = {
@@ -99,7 +103,7 @@ class KubernetesRuntime:
     def register_tier(self, tier: str, prefix: str, parent: pulumi.Resource) -> list[str]:
         registered = []
         depends = list(self._foundation)
-        if tier == "postgres" and self._replicates_from_source():
+        if tier == "postgres" and self._needs_source_users():
             depends.append(self._source_users(prefix, parent))
             registered.append(f"Secret/{SOURCE_USERS_SECRET}")
         data: list[pulumi.Resource] = []
@@ -111,18 +115,25 @@ class KubernetesRuntime:
                     # rolled out without --replicaof (Pulumi waits for a StatefulSet's
                     # rollout), never while the master still follows the source.
                     after = [*depends, *data] if self.spec.promotion else depends
+                if manifest.kind == "Job" and manifest.name in TRANSITION_JOBS:
+                    # A Citus target's transition step runs once its cluster is declared.
+                    after = [*depends, *data]
                 resource = self._register(prefix, manifest, parent, after)
                 if manifest.kind == "StatefulSet" and manifest.name == REDIS_GROUP:
+                    data.append(resource)
+                if manifest.kind in CLUSTER_KINDS:
                     data.append(resource)
                 registered.append(f"{manifest.kind}/{manifest.name}")
         return registered
 
-    def _replicates_from_source(self) -> bool:
+    def _needs_source_users(self) -> bool:
+        """The source cluster's users are read by a standby (replicateFrom) or by a Citus
+        target's transition Jobs (logical replication)."""
         return any(
             "replicateFrom" in m.body.get("spec", {})
             for m in self.manifests
-            if m.kind in ("SGCluster", "SGShardedCluster")
-        )
+            if m.kind in CLUSTER_KINDS
+        ) or any(m.kind == "Job" and m.name in TRANSITION_JOBS for m in self.manifests)
 
     def _source_users(self, prefix: str, parent: pulumi.Resource) -> pulumi.Resource:
         """The source cluster's users (StackGres keeps them in the cluster's own Secret, in
@@ -156,6 +167,15 @@ class KubernetesRuntime:
         depends_on: list[pulumi.Resource],
     ) -> pulumi.Resource:
         opts = pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on))
+        if manifest.kind == "Job" and manifest.name in TRANSITION_JOBS:
+            # Following waits for a new cluster to answer and copies the rows' schema; the
+            # cut-over waits (bounded) for the last LSN: longer than Pulumi's 10 minutes.
+            opts = pulumi.ResourceOptions.merge(
+                opts,
+                pulumi.ResourceOptions(
+                    custom_timeouts=pulumi.CustomTimeouts(create="60m", update="60m")
+                ),
+            )
         if manifest.holds_data:
             # The Namespace, the StackGres clusters and claim-bearing StatefulSets: never
             # deleted or replaced by a routine `pulumi up`, and left in place if the stack

@@ -14,6 +14,7 @@ from typing import Any
 
 import pulumi
 
+from scaling.kubernetes.postgres import follows_logically, is_sharded
 from scaling.model import PhaseSpec, Promotion
 from scaling.promotion import (
     SECRETS_EXPORT,
@@ -39,6 +40,9 @@ class SourceStack:
         )
         platform = spec.platform.value
         stack = spec.stack
+        # Kubernetes: a Citus target follows a sharded source group by group and a plain one
+        # by logical replication; any other target follows a plain source.
+        sharded_source = is_sharded(spec) and not follows_logically(spec)
 
         def checked(value: Any) -> dict[str, Any]:
             if not isinstance(value, Mapping):
@@ -54,6 +58,13 @@ class SourceStack:
                     "a source on its own platform"
                 )
             door = value.get("postgres") or {}
+            if platform == "kubernetes" and bool(door.get("sharded")) != sharded_source:
+                raise pulumi.RunError(
+                    f"Pulumi.{stack}.yaml: sikka:promoteFrom: stack {self.name!r} runs "
+                    f"{'a sharded' if door.get('sharded') else 'a plain'} PostgreSQL; this "
+                    f"stack follows {'a sharded' if sharded_source else 'a plain'} one "
+                    "(its phase, from its name or stack file, says so): name the right stack"
+                )
             if platform == "docker" and door.get("port") != SOURCE_DOOR_PORT:
                 raise pulumi.RunError(
                     f"Pulumi.{stack}.yaml: sikka:promoteFrom: stack {self.name!r} takes "

@@ -227,6 +227,8 @@ def transition_source(topology: Topology) -> dict[str, Any]:
             "port": STACKGRES_DIRECT_PORT,
             "sharded": spec.postgres.mode == "citus",
             "shards": spec.postgres.shards if spec.postgres.mode == "citus" else 0,
+            # The application's database: a Citus target subscribes to it (logical).
+            "database": spec.postgres.database,
         }
         platform: dict[str, Any] = {"namespace": spec.namespace}
     else:
@@ -239,6 +241,7 @@ def transition_source(topology: Topology) -> dict[str, Any]:
             "port": primary.port,
             "sharded": False,
             "shards": 0,
+            "database": spec.postgres.database,
         }
         platform = {
             "network": spec.docker_transition_network if spec.promote_to else None,

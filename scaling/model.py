@@ -176,6 +176,21 @@ RoleName = Annotated[
     Field(description="`[a-z_][a-z0-9_]*`, at most 63 characters, not a reserved name"),
 ]
 
+TableName = Annotated[
+    str,
+    Field(
+        pattern=r"^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$",
+        description="`table` or `schema.table`, lowercase (`[a-z_][a-z0-9_]*`)",
+    ),
+]
+ColumnName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="a column name, lowercase (`[a-z_][a-z0-9_]*`)",
+    ),
+]
+
 
 def _network(value: object) -> object:
     if isinstance(value, str):
@@ -262,6 +277,35 @@ class PostgresSpec(Section):
     # a majority exists; 3 survive the loss of one).
     etcd_members: Literal[1, 3, 5, 7] = 3
     etcd_image: Image = "quay.io/coreos/etcd:v3.5.21"
+    # Citus (scale): how the tables a transition moves into the coordinator are spread at its
+    # cut-over (scaling.render.logical_transition): table ("orders" or "app.orders") → its
+    # distribution column (create_distributed_table_concurrently), and tables copied whole
+    # to every node (create_reference_table). A table named in neither stays a local table on
+    # the coordinator.
+    distribution_columns: dict[TableName, ColumnName] = Field(
+        default_factory=dict,
+        description=(
+            "Citus only: table (`orders`, `app.orders`) → its distribution column, part of "
+            "its primary key and unique keys; lowercase names"
+        ),
+    )
+    reference_tables: Annotated[
+        tuple[TableName, ...],
+        BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v),
+    ] = Field(
+        default=(),
+        description="Citus only: tables (`cities`, `app.cities`) copied whole to every node",
+    )
+
+    def __hash__(self) -> int:
+        # Frozen sections hash by value; distributionColumns is a mapping (the stack file's
+        # shape), hashed as its sorted items so the phase stays hashable.
+        return hash(
+            tuple(
+                tuple(sorted(value.items())) if isinstance(value, dict) else value
+                for value in self.__dict__.values()
+            )
+        )
 
     @property
     def version(self) -> str | None:

@@ -6,11 +6,14 @@ or "organization/sikka-scaling/launch"). Two `pulumi up` runs move the data:
 1. ``promoteFrom`` set, ``promoteCutover`` false (the default): the target's PostgreSQL is a
    standby of the source's (StackGres ``spec.replicateFrom`` on Kubernetes, Patroni's
    ``standby_cluster`` on Docker), its Redis master a replica of the source's Redis (no
-   Sentinel runs yet); the target catches up while the source serves.
+   Sentinel runs yet); the target catches up while the source serves. A Citus target of a
+   launch or growth source on Kubernetes subscribes to it instead (logical replication into
+   its coordinator, a Job: scaling.kubernetes.logical).
 2. ``promoteCutover: true``: the target is promoted (``replicateFrom`` removed, after the
    writes on the source have stopped; on Docker one-shot guards stop them, wait for the
    target, then remove ``standby_cluster`` and promote the Redis master:
-   scaling.render.cutover).
+   scaling.render.cutover; for the Citus target a Job checks the writes have stopped, sets
+   the sequences, drops the subscription and distributes the tables).
 
 The source stack may say ``sikka:promoteTo`` (the target's name): a single PostgreSQL
 (launch) then keeps a replication login and admits it from its private network, which the
@@ -237,7 +240,7 @@ def check(
         why = direction(source_phase, phase)
         if why is not None and not force:
             found.append(_issue(FROM_KEY, f"{why}; set sikka:{FORCE_KEY}: true to do it anyway"))
-    found.extend(_supported(phase, platform, postgres, source_phase))
+    found.extend(_supported(phase, platform, postgres))
     promotion = Promotion(
         source=source, source_stack=name, source_phase=source_phase, cutover=cutover, force=force
     )
@@ -245,7 +248,7 @@ def check(
 
 
 def _supported(
-    phase: Phase, platform: PlatformKind | None, postgres: PostgresSpec | None, source: Phase | None
+    phase: Phase, platform: PlatformKind | None, postgres: PostgresSpec | None
 ) -> Iterator[ConfigIssue]:
     """What no sikka:promoteForce makes possible: the mechanisms themselves."""
     if postgres is None or platform is None:
@@ -257,16 +260,9 @@ def _supported(
             f"{phase.value} phase's postgres.mode {postgres.mode!r} runs no Patroni "
             "(use a 'replicated' target, such as growth)",
         )
-    sharded_target = platform == PlatformKind.KUBERNETES and postgres.mode == "citus"
-    if sharded_target and source is not None and source != Phase.SCALE:
-        yield _issue(
-            FROM_KEY,
-            f"a Citus target (SGShardedCluster) can be a standby of a sharded source only "
-            f"(StackGres replicateFrom maps coordinator and shards one to one); "
-            f"{source.value} → {phase.value} moves the rows by logical replication into "
-            "the coordinator, which `sikka-scaling transition` does and this program "
-            "does not render",
-        )
+    # A Citus target on Kubernetes follows a sharded source by StackGres replicateFrom
+    # (group by group) and a launch or growth source by logical replication into its
+    # coordinator (scaling.kubernetes.logical): both are rendered.
 
 
 def following(promotion: Promotion | None) -> bool:

@@ -122,6 +122,8 @@ def _show(value: Any) -> str:
         return "—"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, dict):
+        return ", ".join(f"`{key}: {item}`" for key, item in value.items()) or "none"
     if isinstance(value, tuple | list):
         return ", ".join(f"`{item}`" for item in value) or "none"
     return f"`{value}`"

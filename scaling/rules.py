@@ -89,6 +89,45 @@ def postgres_topology(s: Sections) -> Iterator[ConfigIssue]:
             )
 
 
+def _table(name: str) -> str:
+    return name if "." in name else f"public.{name}"
+
+
+def postgres_distribution(s: Sections) -> Iterator[ConfigIssue]:
+    """How Citus spreads the tables: a Citus phase's, each table at most once."""
+    pg: PostgresSpec | None = s.get("postgres")
+    if pg is None:
+        return
+    if pg.mode != "citus":
+        for key, value in (
+            ("distributionColumns", pg.distribution_columns),
+            ("referenceTables", pg.reference_tables),
+        ):
+            if value:
+                yield _issue(
+                    f"postgres.{key}",
+                    f"spreads tables over Citus; postgres.mode is '{pg.mode}': remove it",
+                )
+        return
+    distributed = {_table(t): t for t in pg.distribution_columns}
+    seen: set[str] = set()
+    for table in pg.reference_tables:
+        if _table(table) in distributed:
+            yield _issue(
+                "postgres.referenceTables",
+                f"{table!r} is also distributed by postgres.distributionColumns "
+                f"({distributed[_table(table)]!r}): name it in one of them",
+            )
+        if _table(table) in seen:
+            yield _issue("postgres.referenceTables", f"names {table!r} twice")
+        seen.add(_table(table))
+    if len(distributed) < len(pg.distribution_columns):
+        yield _issue(
+            "postgres.distributionColumns",
+            "names a table twice ('orders' is 'public.orders')",
+        )
+
+
 def postgres_durability(s: Sections) -> Iterator[ConfigIssue]:
     pg: PostgresSpec | None = s.get("postgres")
     if pg is not None and pg.mode == "single" and pg.synchronous_mode != "off":
@@ -355,6 +394,7 @@ RULES: tuple[Rule, ...] = (
     kubernetes_nginx_ports,
     kubernetes_postgres_version,
     autoscaling_platform,
+    postgres_distribution,
 )
 
 

@@ -7,6 +7,7 @@ from scaling.model import PhaseSpec
 from scaling.topology import Topology, build_topology
 
 from .gateway import gateway_manifests
+from .logical import logical_manifests
 from .manifests import PART_OF, Manifest, labels, obj
 from .monitoring import monitoring_manifests
 from .network import network_policies
@@ -42,7 +43,9 @@ def topology_manifests(topology: Topology) -> list[Manifest]:
     spec = topology.spec
     policies = {policy.tier: policy for policy in network_policies(topology)}
     manifests = [namespace(spec), *operator_manifests(spec), policies.pop("namespace")]
-    manifests += [*postgres_manifests(topology), policies.pop("postgres")]
+    # A Citus target following a plain source: its transition's scripts and Job.
+    manifests += [*postgres_manifests(topology), *logical_manifests(spec)]
+    manifests.append(policies.pop("postgres"))
     manifests += [*redis_manifests(topology), policies.pop("redis")]
     manifests += [*gateway_manifests(topology), policies.pop("gateway")]
     manifests += [*nginx_manifests(topology), policies.pop("nginx")]

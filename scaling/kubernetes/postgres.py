@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scaling.exports import STACKGRES_DIRECT_PORT
-from scaling.model import PhaseSpec
+from scaling.model import Phase, PhaseSpec
 from scaling.promotion import following, token
 from scaling.render.patroni import dynamic_configuration
 from scaling.render.postgres import PG_PORT, REPLICATION_USER, postgres_parameters
@@ -420,6 +420,19 @@ def source_users() -> dict[str, Any]:
     }
 
 
+def follows_logically(spec: PhaseSpec) -> bool:
+    """Whether the phase moves its source's rows by logical replication
+    (:mod:`scaling.kubernetes.logical`): a Citus target whose source is a launch or growth
+    stack. A sharded source is followed by ``replicateFrom``, group by group."""
+    promotion = spec.promotion
+    return (
+        promotion is not None
+        and is_sharded(spec)
+        and promotion.source_phase is not None
+        and promotion.source_phase != Phase.SCALE
+    )
+
+
 def replicate_from(spec: PhaseSpec) -> dict[str, Any] | None:
     """``spec.replicateFrom`` while the phase follows its transition's source (None before a
     transition and once ``sikka:promoteCutover`` promotes it: removing the field makes the
@@ -428,7 +441,7 @@ def replicate_from(spec: PhaseSpec) -> dict[str, Any] | None:
     ``external`` form, with the source's address from its stack outputs and its users'
     credentials from :data:`SOURCE_USERS_SECRET`. A sharded cluster follows a sharded source
     group by group: its coordinator's and each shard's primary Service, one to one."""
-    if not following(spec.promotion):
+    if not following(spec.promotion) or follows_logically(spec):
         return None
     if is_sharded(spec):
         namespace = token("kubernetes", "namespace")

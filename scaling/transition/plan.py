@@ -172,7 +172,69 @@ def local_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
     ]
 
 
+def logical(source: PhaseSpec, target: PhaseSpec) -> bool:
+    """Whether the pair moves its rows by logical replication into a Citus coordinator
+    (Kubernetes: a plain source, a Citus target; scaling.kubernetes.logical)."""
+    return (
+        target.platform.value == "kubernetes"
+        and target.postgres.mode == "citus"
+        and source.postgres.mode != "citus"
+    )
+
+
+def logical_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
+    """growth → scale on Kubernetes: the Citus coordinator subscribes to the source."""
+    src, dst = source.stack, target.stack
+    return [
+        Step("validate-target", f"load and validate the {dst} stack file, render its configs"),
+        Step("check-source", f"run the checker on the deployed {src} stack"),
+        Step(
+            "prepare-source",
+            f"`pulumi config set sikka:promoteTo {dst}` on {src}, then `pulumi up`: it "
+            f"exports where the target subscribes and its NetworkPolicy admits {dst}'s "
+            "PostgreSQL pods (its SGCluster is unchanged: StackGres runs wal_level=logical)",
+        ),
+        Step(
+            "start-target",
+            f"`pulumi config set sikka:promoteFrom {src}` on {dst}, then `pulumi up`: the "
+            "SGShardedCluster starts empty (no replicateFrom) and the Job "
+            "postgres-transition-follow publishes the source's tables (FOR ALL TABLES; it "
+            "refuses a table without a primary key or replica identity first), restores the "
+            "source's schema on the coordinator (pg_dump --schema-only, local tables) and "
+            "subscribes the coordinator to it (copy_data = true)",
+        ),
+        Step(
+            "catch-up",
+            "watch the subscription on the coordinator (pg_subscription_rel: every table 'r', "
+            f"pg_stat_subscription) and `sikka-scaling check {dst}`",
+        ),
+        Step(
+            "freeze-source",
+            f"stop writes on {src}: ALTER SYSTEM SET default_transaction_read_only = on, "
+            "pg_reload_conf(), the application's sessions ended (write downtime starts)",
+        ),
+        Step(
+            CUTOVER,
+            f"`pulumi config set sikka:promoteCutover true` on {dst}, then `pulumi up`: the "
+            "Job postgres-transition-cutover refuses unless the source takes no writes and "
+            "the coordinator has applied its last LSN (bounded wait), then sets every "
+            "sequence past the source's value, drops the subscription (and the source's "
+            "slot) and distributes the tables named in postgres.distributionColumns with "
+            "create_distributed_table_concurrently (writes go on meanwhile) and "
+            "postgres.referenceTables with create_reference_table — THE CUT-OVER",
+            cutover=True,
+        ),
+        Step("validate-target-live", f"run the checker on the {dst} stack"),
+        Step(
+            "retire-source",
+            f"scale the {src} stack down once clients use {dst}; its volumes stay protected",
+        ),
+    ]
+
+
 def pulumi_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
+    if logical(source, target):
+        return logical_steps(source, target)
     src, dst = source.stack, target.stack
     if target.platform.value == "kubernetes":
         standby = (
@@ -241,11 +303,14 @@ def pulumi_limits(source: PhaseSpec, target: PhaseSpec) -> list[str]:
                 "leader from the transition network, so it refuses (nothing changed): stop "
                 "its writes by hand and remove standby_cluster through Patroni's REST API"
             )
-    elif target.postgres.mode == "citus" and source.postgres.mode != "citus":
+    elif logical(source, target):
         found.append(
-            "a Citus target on Kubernetes follows a sharded source only: rows move from "
-            f"{source.stack} by logical replication into the coordinator, which the program "
-            "does not render (refused by the program; `--execute --local` does it locally)"
+            "logical replication carries rows, not DDL, sequences or large objects: no schema "
+            "change on the source while following; the cut-over Job sets the sequences"
+        )
+        found.append(
+            "tables named in neither postgres.distributionColumns nor postgres.referenceTables "
+            "stay local tables on the coordinator"
         )
     return found
 
@@ -270,14 +335,19 @@ def schema_requirements(target: PhaseSpec) -> list[str]:
     if target.postgres.mode != "citus":
         return []
     return [
-        "every table has a primary key (or REPLICA IDENTITY FULL): logical replication "
-        "publishes UPDATE and DELETE only for tables with a replica identity",
-        "every table to be distributed has a distribution column (create_distributed_table) "
-        "that is part of its primary key and of each of its unique constraints",
+        "every table has a primary key (or REPLICA IDENTITY FULL): a publication FOR ALL "
+        "TABLES makes UPDATE and DELETE fail on a table without a replica identity, so the "
+        "follow Job refuses such a source before publishing anything",
+        "every table to be distributed is named in postgres.distributionColumns with a "
+        "distribution column that is part of its primary key and of each of its unique "
+        "constraints (create_distributed_table_concurrently needs the primary key); the "
+        "cut-over Job checks this before it changes anything",
         "foreign keys between distributed tables include the distribution column; small "
-        "lookup tables become reference tables (create_reference_table)",
-        "sequences are not carried by logical replication: set them past the source's values "
-        "at the cut-over",
+        "lookup tables go in postgres.referenceTables (create_reference_table); tables named "
+        "in neither stay local tables on the coordinator",
+        "the roles owning the tables exist on the target (the application's role does)",
+        "sequences are not carried by logical replication: the cut-over Job sets them past "
+        "the source's values",
         "DDL is not replicated: no schema change on the source while the transition runs",
     ]
 
@@ -301,13 +371,28 @@ def _freeze_by_hand(src: str, dst: str) -> str:
 
 
 def pulumi_commands(
-    source_stack: str, target_stack: str, force: bool = False, platform: str | None = None
+    source_stack: str,
+    target_stack: str,
+    force: bool = False,
+    platform: str | None = None,
+    *,
+    logical: bool = False,
 ) -> list[str]:
     """The Docker/Kubernetes transition as what a person runs, in order (on Docker the
-    cut-over's `pulumi up` stops the source's writes itself)."""
+    cut-over's `pulumi up` stops the source's writes itself). ``logical``: a Citus target of
+    a plain source (:func:`logical`), whose cut-over Job checks the writes stopped and waits
+    for the LSN, after the person stopped them."""
     src, dst = source_stack, target_stack
     forced = [f"pulumi config set sikka:promoteForce true --stack {dst}"] if force else []
-    by_hand = [] if platform == "docker" else [_freeze_by_hand(src, dst)]
+    if platform == "docker":
+        by_hand = []
+    elif logical:
+        by_hand = [
+            f"stop writes on {src} (ALTER SYSTEM SET default_transaction_read_only = on; "
+            "SELECT pg_reload_conf(); the application's sessions ended)"
+        ]
+    else:
+        by_hand = [_freeze_by_hand(src, dst)]
     return [
         f"pulumi config set sikka:promoteTo {dst} --stack {src}",
         f"pulumi up --stack {src}",

@@ -390,7 +390,13 @@ def prepare(
     if local:
         next_steps = [f"sikka-scaling transition {dst} --from {src} --execute --local"]
     else:
-        next_steps = plan.pulumi_commands(src, dst, force=force, platform=platform)
+        next_steps = plan.pulumi_commands(
+            src,
+            dst,
+            force=force,
+            platform=platform,
+            logical=plan.logical(pair.source_spec, target),
+        )
     return TransitionResult(
         success=True,
         message=f"prepared {src} → {dst}: {len(steps)} steps ({platform}); nothing was changed"
@@ -449,7 +455,13 @@ def execute(
         pair = _pair(to_stack, from_stack, force, state_root, log_file)
         platform = pair.target_spec.platform.value
         commands = "; ".join(
-            plan.pulumi_commands(pair.source, pair.target, force=force, platform=platform)
+            plan.pulumi_commands(
+                pair.source,
+                pair.target,
+                force=force,
+                platform=platform,
+                logical=plan.logical(pair.source_spec, pair.target_spec),
+            )
         )
         raise TransitionRefused(
             f"--execute runs a transition on the processes of `local up` only (add --local); "

@@ -127,6 +127,7 @@ def test_the_source_exports_where_it_is_followed_from(docker: dict[str, StackRun
             "port": 5432,
             "sharded": False,
             "shards": 0,
+            "database": "sikka",
         },
         "redis": {"mode": "standalone", "host": "sikka-launch-redis-0", "port": 6379},
         "docker": {"network": "sikka-launch-transition"},

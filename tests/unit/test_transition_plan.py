@@ -104,9 +104,13 @@ def test_pulumi_limits() -> None:
     assert plan.pulumi_limits(spec("launch"), spec("growth")) == []
     patroni_source = plan.pulumi_limits(spec("growth"), spec("growth"))
     assert patroni_source[0].startswith("growth runs Patroni: the cut-over's guard cannot")
-    platforms, citus = plan.pulumi_limits(spec("growth"), spec("scale"))
+    platforms, *_ = plan.pulumi_limits(spec("growth"), spec("scale"))
     assert platforms.startswith("growth runs on docker and scale on kubernetes:")
-    assert citus.startswith("a Citus target on Kubernetes follows a sharded source only")
+    # On Kubernetes the pair is rendered: what logical replication leaves out is said.
+    growth = spec("growth").model_copy(update={"platform": spec("scale").platform})
+    limits = plan.pulumi_limits(growth, spec("scale"))
+    assert len(limits) == 2 and "not DDL, sequences" in limits[0]
+    assert "stay local tables on the coordinator" in limits[1]
     back = plan.pulumi_limits(spec("growth"), spec("launch"))
     assert "cannot start as a standby" in back[0]
 
@@ -114,3 +118,21 @@ def test_pulumi_limits() -> None:
 def test_previous_phase() -> None:
     assert plan.previous_phase("growth") == "launch"
     assert plan.previous_phase("launch") is None
+
+
+def test_growth_to_scale_on_kubernetes_subscribes_the_coordinator() -> None:
+    growth = spec("growth").model_copy(update={"platform": spec("scale").platform})
+    assert plan.logical(growth, spec("scale")) and not plan.logical(spec("launch"), spec("growth"))
+    steps = plan.steps(growth, spec("scale"), "kubernetes")
+    by_name = {s.name: s.description for s in steps}
+    assert "no replicateFrom" in by_name["start-target"]
+    assert "copy_data = true" in by_name["start-target"]
+    assert "create_distributed_table_concurrently" in by_name["promote-target"]
+    assert [s.name for s in steps if s.cutover] == ["promote-target"]
+    commands = plan.pulumi_commands("growth", "scale", logical=True)
+    assert commands[2] == "pulumi config set sikka:promoteFrom growth --stack scale"
+    assert "default_transaction_read_only = on" in commands[5]
+    assert commands[-3:-1] == [
+        "pulumi config set sikka:promoteCutover true --stack scale",
+        "pulumi up --stack scale",
+    ]
