@@ -114,6 +114,7 @@ def local_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
         if target.redis.mode == "cluster"
         else "Redis replica offsets equal"
     )
+    promote = "pg_promote()" if target.postgres.mode == "single" else "remove standby_cluster"
     return [
         Step(
             "validate-target",
@@ -149,7 +150,7 @@ def local_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
         ),
         Step(
             CUTOVER,
-            "promote the target (remove standby_cluster; REPLICAOF NO ONE): THE CUT-OVER — "
+            f"promote the target ({promote}; REPLICAOF NO ONE): THE CUT-OVER — "
             "from here on the transition only goes forward",
             cutover=True,
         ),
