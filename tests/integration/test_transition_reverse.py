@@ -1,0 +1,200 @@
+"""Going back after the cut-over, on real servers: growth → launch (`--force`: backwards) by
+the same mechanism as launch → growth, in reverse, while the load harness
+(transition_load.py) writes rows and Redis keys and keeps WebSocket clients subscribed
+through growth's Nginx.
+
+One chain for the module: launch is started and moved to growth (no load: this leg is
+test_transition_local.py's); then
+1. growth → launch with launch's PostgreSQL killed as final-sync begins: rolled back, growth
+   (a Patroni source, its replicas stopped by freeze-source) serves writes again and nothing
+   acknowledged is lost;
+2. growth → launch: launch's single PostgreSQL starts from a base backup of growth's
+   read-write door as a hot standby, replays growth's final checkpoint, is promoted with
+   pg_promote(); its Redis replicates growth's master, then takes over; growth's Nginx
+   fronts launch's gateways. Rows acknowledged == present, keys acknowledged == present,
+   the longest gaps between acknowledged writes under 5 s.
+
+Every figure is printed (run with -s) and appended to the transition log as a
+``client-load`` report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from local_fixtures import ROOT
+from support.transition import LOCAL_STEPS as STEPS
+from transition_load import Load, PhaseDoors, print_figures
+
+from scaling.local import LocalRun, runner
+from scaling.local.postgres import REPLICATION_PASSFILE
+from scaling.local.state import STATE_FILE
+from scaling.model import SUPERUSER
+from scaling.transition import local_front, service
+from scaling.transition import log as tlog
+
+pytestmark = pytest.mark.integration
+
+GAP_TARGET = 5.0  # seconds: the longest gap between two acknowledged writes
+LOAD_BEFORE = 3.0  # seconds of load before the transition starts, and after it ends
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """launch up, moved to growth; launch's retired run taken down (its data is growth's
+    now), so the way back starts launch afresh as growth's replica."""
+    base = tmp_path_factory.mktemp("reverse") / "state"
+    spec = runner.load_spec(ROOT / "Pulumi.launch.yaml")
+    runner.up(spec, stack="launch", state_dir=base / "launch", progress=runner.print_progress)
+    try:
+        forward = service.execute(
+            "growth",
+            from_stack="launch",
+            local=True,
+            state_root=base,
+            progress=runner.print_progress,
+        )
+        assert forward.success, forward.message
+        LocalRun.open(base / "launch").down()
+        yield base
+    finally:
+        for stack in ("launch", "growth"):
+            if (base / stack / STATE_FILE).exists():
+                LocalRun.open(base / stack).down()
+
+
+def _back(root: Path, progress: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """growth → launch --force under load: (the result document, the load's figures)."""
+    growth = LocalRun.open(root / "growth")
+    doors = PhaseDoors([root / "growth", root / "launch"])
+    load = Load(
+        pg_urls=doors.pg_urls,
+        pg_password=growth.secrets["postgres-password"],
+        redis_endpoints=doors.redis_endpoints,
+        redis_password=growth.secrets["redis-password"],
+        ws_url=str(growth.summary["nginx"]["ws_url"]),
+        jwt_secret=growth.secrets["gateway-jwt-secret"],
+        subscribers=4,
+        duration=900,
+    )
+    load.start()
+    try:
+        time.sleep(LOAD_BEFORE)
+        result = service.execute(
+            "launch",
+            from_stack="growth",
+            force=True,
+            local=True,
+            state_root=root,
+            progress=progress,
+        ).as_dict()
+        time.sleep(LOAD_BEFORE)
+    finally:
+        load.stop()
+    figures = load.results()
+    figures["transition_writes_stopped_seconds"] = result["measurements"].get(
+        "writesStoppedSeconds"
+    )
+    print_figures(f"transition growth → launch: {result['outcome']}", result)
+    print_figures("transition measurements", result["measurements"])
+    print_figures("client load growth → launch", figures)
+    tlog.append(
+        Path(result["log"]),
+        {
+            "transition": result["transition"],
+            "step": "client-load",
+            "event": "report",
+            "at": round(time.time(), 3),
+            "outcome": "ok" if _no_loss(figures) else "failed",
+            "measurements": figures,
+        },
+    )
+    return result, figures
+
+
+def _no_loss(figures: dict[str, Any]) -> bool:
+    return (
+        figures["rows_acknowledged"] == figures["rows_present"]
+        and figures["keys_acknowledged"] == figures["keys_present"]
+    )
+
+
+def _assert_nothing_lost(figures: dict[str, Any]) -> None:
+    assert figures["rows_acknowledged"] > 0 and figures["keys_acknowledged"] > 0
+    assert figures["rows_missing"] == [] and figures["keys_missing"] == [], figures
+    assert _no_loss(figures), figures
+
+
+def _steps_logged(root: Path, transition: str | None) -> dict[str, str]:
+    events = service.transitions("launch", state_root=root)
+    return {
+        str(e["step"]): str(e.get("outcome"))
+        for e in events
+        if e.get("transition") == transition and e.get("event") == "end"
+    }
+
+
+def test_a_failed_way_back_rolls_back_and_growth_keeps_serving(root: Path) -> None:
+    killed: list[str] = []
+
+    def progress(message: str) -> None:
+        runner.print_progress(message)
+        if message.startswith("final-sync:") and not killed:
+            LocalRun.open(root / "launch").kill_process("postgres-0")
+            killed.append("postgres-0")
+            runner.print_progress("test: killed launch's postgres-0 (SIGKILL)")
+
+    result, figures = _back(root, progress)
+    assert killed, "final-sync never began"
+    assert result["outcome"] == "rolled-back", result["message"]
+    assert result["failedStep"] == "final-sync", result
+    _assert_nothing_lost(figures)
+    growth = LocalRun.open(root / "growth")
+    assert all(growth.alive(e.name) for e in growth.state.processes)
+    assert not (root / "launch" / STATE_FILE).exists()
+    assert local_front.fronted_stack(growth) is None
+    logged = _steps_logged(root, result["transition"])
+    assert logged.get("rollback:unfreeze-source") == "ok", logged
+
+
+def test_growth_back_to_launch_carries_every_write(root: Path) -> None:
+    result, figures = _back(root, runner.print_progress)
+    assert result["success"], result["message"]
+    _assert_nothing_lost(figures)
+    launch = LocalRun.open(root / "launch")
+    # The keys ended on launch's Redis, the rows on launch's single server, which is a
+    # primary now and no longer reaches growth (no conninfo, no password file).
+    redis_node = urlsplit(str(launch.summary["redis"]["url"])).netloc.rpartition("@")[2]
+    assert figures["redis_masters"][-1].endswith(redis_node), figures["redis_masters"]
+    entry = launch.entry("postgres-0")
+    with psycopg.connect(
+        host=entry.host,
+        port=entry.port,
+        user=SUPERUSER,
+        dbname="postgres",
+        password=launch.secrets["postgres-superuser-password"],
+        autocommit=True,
+    ) as conn:
+        row = conn.execute("SELECT pg_is_in_recovery(), current_setting('primary_conninfo')")
+        assert row.fetchone() == (False, "")
+    assert not (Path(str(entry.cwd)) / REPLICATION_PASSFILE).exists()
+    logged = _steps_logged(root, result["transition"])
+    assert [s for s in STEPS if logged.get(s) != "ok"] == [], logged
+    # Growth is retired; its Nginx stays, fronting launch's gateways.
+    growth = LocalRun.open(root / "growth")
+    assert growth.alive("nginx") and local_front.fronted_stack(growth) == "launch"
+    assert not any(growth.alive(e.name) for e in growth.state.processes if e.tier == "postgres")
+    ws = figures["ws"]
+    assert ws["connected_at_stop"] == ws["subscribers"], ws
+    over = {
+        name: figures[name]
+        for name in ("longest_row_gap_seconds", "longest_key_gap_seconds")
+        if figures[name] >= GAP_TARGET
+    }
+    assert not over, f"over the {GAP_TARGET} s target: {over}"
