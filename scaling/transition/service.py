@@ -688,12 +688,7 @@ def _local_actions(pair: _Pair, force: bool) -> dict[str, Any]:
         # The transition starts the target itself, and its rollback tears down what it
         # started: a run of the target that is already there is never taken for its own.
         if (pair.target_dir / STATE_FILE).exists():
-            raise StepFailed(
-                "validate-target",
-                f"a local run of {pair.target} is already in {pair.target_dir}: the "
-                f"transition starts the target itself; `sikka-scaling local down "
-                f"{pair.target}` first",
-            )
+            raise StepFailed("validate-target", occupied(pair))
         files = render_target(pair.target_spec, pair.target_dir / RENDERED)
         return {"rendered": len(files), "folder": str(pair.target_dir / RENDERED)}
 
@@ -761,6 +756,31 @@ def _local_actions(pair: _Pair, force: bool) -> dict[str, Any]:
         "validate-target-live": validate_target_live,
         "retire-source": retire_source,
     }
+
+
+def occupied(pair: _Pair) -> str:
+    """Why the target's state folder cannot take the transition's own run: a run is there.
+    A run retired by an earlier transition (going back after a cut-over) says what it holds
+    and how clients keep a URL while it goes."""
+    from scaling.local.state import RunState
+
+    text = (
+        f"a local run of {pair.target} is already in {pair.target_dir}: the transition "
+        f"starts the target itself; `sikka-scaling local down {pair.target}` first"
+    )
+    try:
+        retired = RunState.load(pair.target_dir).summary.get("retired")
+    except (OSError, ValueError, TypeError):
+        return text
+    if not isinstance(retired, dict):
+        return text
+    return (
+        f"{text} (it was retired by transition {retired.get('transition')} to "
+        f"{retired.get('target')}: its data is a copy as of that cut-over, and "
+        f"{retired.get('target')} holds every write since, which this transition copies "
+        f"back; its Nginx, kept as a front door, goes with it: point clients at "
+        f"{pair.source}'s own Nginx first)"
+    )
 
 
 def _local_undo(pair: _Pair) -> list[Undo]:

@@ -340,6 +340,29 @@ def test_a_running_target_is_never_taken_for_the_transitions_own(
     )
 
 
+def test_a_retired_target_run_says_what_it_holds_before_going_back(state: Path) -> None:
+    from scaling.local.state import RunState
+
+    pair = service._pair("launch", "growth", True, None, None)
+    pair.target_dir.mkdir(parents=True)
+    RunState(
+        stack="launch",
+        phase="launch",
+        state_dir=str(pair.target_dir),
+        secrets_file=str(pair.target_dir / "secrets.json"),
+        summary={"retired": {"transition": "growth-1", "target": "growth"}},
+    ).save()
+    ctx = StepContext("t", "growth", "launch", print)
+    with pytest.raises(service.StepFailed) as failed:
+        service._local_actions(pair, True)["validate-target"](ctx)
+    assert str(failed.value).endswith(
+        "`sikka-scaling local down launch` first (it was retired by transition growth-1 to "
+        "growth: its data is a copy as of that cut-over, and growth holds every write since, "
+        "which this transition copies back; its Nginx, kept as a front door, goes with it: "
+        "point clients at growth's own Nginx first)"
+    )
+
+
 def fake_cli(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pulumi").write_text("#!/bin/sh\nexit 0\n")
