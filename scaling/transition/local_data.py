@@ -1115,6 +1115,12 @@ def unfreeze_source(source: LocalRun) -> dict[str, Any]:
     try:
         result["postgres"] = _unfreeze_postgres(source, frozen, step)
         result["redis"] = _unfreeze_redis(source, frozen, step)
+        result["writable_after_seconds"] = round(time.monotonic() - started, 3)
+        # Writes flow again; only then is the whole Patroni cluster waited for (its
+        # replicas, stopped first at freeze-source, rejoin meanwhile).
+        result["postgres"]["cluster_healthy_after_seconds"] = _wait_source_cluster(
+            source, frozen, step, started
+        )
     except (psycopg.Error, redis.RedisError, LookupError, OSError, RuntimeError) as error:
         if isinstance(error, StepFailed):
             raise
@@ -1136,16 +1142,6 @@ def _unfreeze_postgres(source: LocalRun, frozen: dict[str, Any], step: str) -> d
         source.start_process(name)
         if name == stopped[0] or name == leader:
             _wait_source_writable_server(source, step)
-    if _pg_mode(source) != "single" and stopped:
-        names = [e.name for e in _members(source)]
-        _wait(
-            "the source's Patroni leader and its streaming replicas",
-            lambda: patroni_api.healthy(
-                patroni_api.fetch_cluster(patroni_apis(source.state)), names
-            ),
-            RESTART_TIMEOUT,
-            step,
-        )
     primary = _source_primary(source)
     with _superuser(source, primary) as conn:
         conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
@@ -1170,6 +1166,23 @@ def _unfreeze_postgres(source: LocalRun, frozen: dict[str, Any], step: str) -> d
             step,
         )
     return {"restarted": stopped, "poolers_restarted": poolers, "read_only": read_only}
+
+
+def _wait_source_cluster(
+    source: LocalRun, frozen: dict[str, Any], step: str, started: float
+) -> float | None:
+    """A Patroni source whose servers were stopped: wait until its leader and every replica
+    stream again; seconds since the unfreeze began (None: nothing to wait for)."""
+    if _pg_mode(source) == "single" or not frozen.get("postgres", {}).get("stopped"):
+        return None
+    names = [e.name for e in _members(source)]
+    _wait(
+        "the source's Patroni leader and its streaming replicas",
+        lambda: patroni_api.healthy(patroni_api.fetch_cluster(patroni_apis(source.state)), names),
+        RESTART_TIMEOUT,
+        step,
+    )
+    return round(time.monotonic() - started, 3)
 
 
 def _pooler_answers(run: LocalRun, pooler: ProcessEntry) -> bool:

@@ -20,6 +20,8 @@ Every figure is printed (run with -s) and appended to the transition log as a
 
 from __future__ import annotations
 
+import os
+import pwd
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,18 +142,44 @@ def _steps_logged(root: Path, transition: str | None) -> dict[str, str]:
     }
 
 
+def _standby_files(launch: LocalRun) -> dict[str, Any]:
+    """How launch's standby keeps the replication password: its password file's mode and
+    owner, and whether the password shows in its postgresql.auto.conf or its log."""
+    entry = launch.entry("postgres-0")
+    passfile = Path(str(entry.cwd)) / REPLICATION_PASSFILE
+    password = launch.secrets["replication-password"]
+    auto = (Path(str(entry.data_dir)) / "postgresql.auto.conf").read_text()
+    info = passfile.stat()
+    return {
+        "mode": oct(info.st_mode & 0o777),
+        "owner": pwd.getpwuid(info.st_uid).pw_name,
+        "conninfo_names_the_file": f"passfile={passfile}" in auto,
+        "password_in_auto_conf": password in auto,
+        "password_in_log": password in Path(str(entry.log)).read_text(),
+    }
+
+
 def test_a_failed_way_back_rolls_back_and_growth_keeps_serving(root: Path) -> None:
     killed: list[str] = []
+    standby: dict[str, Any] = {}
 
     def progress(message: str) -> None:
         runner.print_progress(message)
         if message.startswith("final-sync:") and not killed:
+            standby.update(_standby_files(LocalRun.open(root / "launch")))
             LocalRun.open(root / "launch").kill_process("postgres-0")
             killed.append("postgres-0")
             runner.print_progress("test: killed launch's postgres-0 (SIGKILL)")
 
     result, figures = _back(root, progress)
     assert killed, "final-sync never began"
+    assert standby == {
+        "mode": "0o600",
+        "owner": "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name,
+        "conninfo_names_the_file": True,
+        "password_in_auto_conf": False,
+        "password_in_log": False,
+    }, standby
     assert result["outcome"] == "rolled-back", result["message"]
     assert result["failedStep"] == "final-sync", result
     _assert_nothing_lost(figures)
