@@ -26,8 +26,10 @@ back to after the cut-over of launch → growth: the same mechanism in reverse):
   reset and its replication password file removed); done when the target's leader (or
   server) is read-write.
 * unfreeze-source (rollback before the cut-over): the stopped source servers start again on
-  their intact data, read-only is lifted. Once the target is torn down, unprepare_source
-  takes a single source's replication login back (hba line removed, role NOLOGIN).
+  their intact data (the former leader first), read-only is lifted as soon as the writable
+  server is back, the Redis pause too; only then are a Patroni source's replicas waited
+  for. Once the target is torn down, unprepare_source takes a single source's replication
+  login back (hba line removed, role NOLOGIN).
 
 Redis:
 
