@@ -292,7 +292,7 @@ def start_standby(ctx: Context, node: Node) -> Endpoint:
         timeout=BASEBACKUP_TIMEOUT,
         log=ctx.log_path(node.name),
     )
-    control = procs.run_tool(
+    control = ctx.run_tool(
         [procs.pg_bin("pg_controldata"), "-D", str(data)], user=ctx.pg_user, timeout=30
     ).stdout
     raised = standby_parameters(postgres_parameters(ctx.spec), parse_controldata(control))

@@ -212,6 +212,8 @@ def test_growth_back_to_launch_carries_every_write(root: Path) -> None:
         row = conn.execute("SELECT pg_is_in_recovery(), current_setting('primary_conninfo')")
         assert row.fetchone() == (False, "")
     assert not (Path(str(entry.cwd)) / REPLICATION_PASSFILE).exists()
+    # Launch's own max_connections is below growth's: a standby needs its primary's.
+    assert any(n.startswith("postgres: postgres-0 follows growth") for n in launch.summary["notes"])
     logged = _steps_logged(root, result["transition"])
     assert [s for s in STEPS if logged.get(s) != "ok"] == [], logged
     # Growth is retired; its Nginx stays, fronting launch's gateways.
