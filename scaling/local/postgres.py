@@ -15,6 +15,8 @@ libpq's multi-host URLs) reaches every one of them, as a Docker network alias do
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from scaling.local.patroni import PatroniMember, start_patroni
 from scaling.local.routers import start_routers
 from scaling.local.state import ProcessEntry
 from scaling.local.topology import nodes
-from scaling.model import POOLER_ADMIN_USER, REPLICATION_USER, SUPERUSER
+from scaling.model import POOLER_ADMIN_USER, REPLICATION_USER, SUPERUSER, PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.pgbouncer import (
     PoolerLayout,
@@ -257,22 +259,29 @@ def render_standby_auto_conf(conninfo: str, raised: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_standby(ctx: Context, node: Node) -> Endpoint:
-    """A transition's target without Patroni: its data directory is a base backup of the
-    source's read-write door (pg_basebackup as the replication role), and it starts as a
-    hot standby streaming from there (standby.signal, primary_conninfo with a password
-    file). Roles and databases come with the copy; promote-target ends the recovery."""
-    assert ctx.follow is not None
-    door = ctx.follow.postgres
-    endpoint = Endpoint("127.0.0.1", ctx.ports.take())
-    ctx.begin(node.name, ctx.log_path(node.name))
-    instance = ctx.pg_dir(ctx.pg_root / node.name, 0o755)
+def make_standby_data(
+    *,
+    instance: Path,
+    name: str,
+    door: Endpoint,
+    password: str,
+    spec: PhaseSpec,
+    pg_user: str | None,
+    run_tool: Callable[..., Any],
+    log: str | None = None,
+) -> dict[str, str]:
+    """``instance``/data as a hot standby of ``door``: pg_basebackup as the replication
+    role (``password`` in ``instance``/replication.pgpass, 0600, owned by ``pg_user``; only
+    its path in primary_conninfo), ``standby.signal``, and a postgresql.auto.conf with
+    primary_conninfo and the settings raised to the primary's (returned). The data folder
+    must not exist yet."""
     data = instance / "data"
     passfile = instance / REPLICATION_PASSFILE
-    uid, gid = ctx.pg_ids()
-    line = passfile_line(door, REPLICATION_USER, ctx.secrets["replication-password"])
+    account = procs.account(pg_user)
+    uid, gid = (account.pw_uid, account.pw_gid) if account else (None, None)
+    line = passfile_line(door, REPLICATION_USER, password)
     write_private(passfile, line + "\n", uid=uid, gid=gid)
-    ctx.run_tool(
+    run_tool(
         [
             procs.pg_bin("pg_basebackup"),
             "-D",
@@ -287,42 +296,68 @@ def start_standby(ctx: Context, node: Node) -> Endpoint:
             "--wal-method=stream",
             "--checkpoint=fast",
         ],
-        user=ctx.pg_user,
+        user=pg_user,
         env={"PGPASSFILE": str(passfile)},
         timeout=BASEBACKUP_TIMEOUT,
+        log=log,
+    )
+    control = run_tool(
+        [procs.pg_bin("pg_controldata"), "-D", str(data)], user=pg_user, timeout=30
+    ).stdout
+    raised = standby_parameters(postgres_parameters(spec), parse_controldata(control))
+    conninfo = primary_conninfo(door, REPLICATION_USER, passfile, name)
+    for path, text in (
+        (data / "postgresql.auto.conf", render_standby_auto_conf(conninfo, raised)),
+        (data / "standby.signal", ""),
+    ):
+        path.write_text(text)
+        if uid is not None:
+            os.chown(path, uid, -1 if gid is None else gid)
+    return raised
+
+
+def start_standby(ctx: Context, node: Node) -> Endpoint:
+    """A transition's target without Patroni: its data directory is a base backup of the
+    source's read-write door (pg_basebackup as the replication role), and it starts as a
+    hot standby streaming from there (standby.signal, primary_conninfo with a password
+    file). Roles and databases come with the copy; promote-target ends the recovery."""
+    assert ctx.follow is not None
+    door = ctx.follow.postgres
+    endpoint = Endpoint("127.0.0.1", ctx.ports.take())
+    ctx.begin(node.name, ctx.log_path(node.name))
+    instance = ctx.pg_dir(ctx.pg_root / node.name, 0o755)
+    data = instance / "data"
+    raised = make_standby_data(
+        instance=instance,
+        name=node.name,
+        door=door,
+        password=ctx.secrets["replication-password"],
+        spec=ctx.spec,
+        pg_user=ctx.pg_user,
+        run_tool=ctx.run_tool,
         log=ctx.log_path(node.name),
     )
-    control = ctx.run_tool(
-        [procs.pg_bin("pg_controldata"), "-D", str(data)], user=ctx.pg_user, timeout=30
-    ).stdout
-    raised = standby_parameters(postgres_parameters(ctx.spec), parse_controldata(control))
-    auto = data / "postgresql.auto.conf"
-    auto.write_text(
-        render_standby_auto_conf(
-            primary_conninfo(door, REPLICATION_USER, passfile, node.name), raised
-        )
-    )
-    ctx.chown_pg(auto)
-    signal_file = data / "standby.signal"
-    signal_file.write_text("")
-    ctx.chown_pg(signal_file)
     layout = _layout(instance, endpoint.host, endpoint.port, ctx.monitoring_user)
     conf = _write_configs(ctx, instance, layout)
     entry = ctx.start(_server_entry(ctx, node, data, conf, endpoint))
     ctx.endpoints[node.name] = endpoint
     health.wait_until(
         f"{node.name} accepts connections as a standby of {door}",
-        lambda: _standby_streams(ctx, endpoint),
+        lambda: standby_streams(endpoint, ctx.secrets["postgres-superuser-password"]),
         START_TIMEOUT,
         process=entry,
     )
     if raised:
-        ctx.notes.append(
-            f"postgres: {node.name} follows {ctx.follow.stack}, so it runs with "
-            + ", ".join(f"{k} = {v}" for k, v in sorted(raised.items()))
-            + " (a standby needs its primary's values; kept after the promotion)"
-        )
+        ctx.notes.append(standby_note(node.name, ctx.follow.stack, raised))
     return endpoint
+
+
+def standby_note(name: str, source: str, raised: dict[str, str]) -> str:
+    settings = ", ".join(f"{k} = {v}" for k, v in sorted(raised.items()))
+    return (
+        f"postgres: {name} follows {source}, so it runs with {settings} (a standby needs "
+        "its primary's values; kept after the promotion)"
+    )
 
 
 def parse_controldata(text: str) -> dict[str, str]:
@@ -335,8 +370,16 @@ def parse_controldata(text: str) -> dict[str, str]:
     return fields
 
 
-def _standby_streams(ctx: Context, endpoint: Endpoint) -> bool:
-    with connect(ctx, endpoint, "postgres", superuser=True) as conn:
+def standby_streams(endpoint: Endpoint, superuser_password: str) -> bool:
+    """Whether the server at ``endpoint`` is in recovery and its WAL receiver streams."""
+    with psycopg.connect(
+        host=endpoint.host,
+        port=endpoint.port,
+        user=SUPERUSER,
+        password=superuser_password,
+        dbname="postgres",
+        connect_timeout=3,
+    ) as conn:
         row = conn.execute(
             "SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver)"
         ).fetchone()

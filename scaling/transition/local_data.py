@@ -1167,7 +1167,36 @@ def _unfreeze_postgres(source: LocalRun, frozen: dict[str, Any], step: str) -> d
             RESTART_TIMEOUT,
             step,
         )
-    return {"restarted": stopped, "poolers_restarted": poolers, "read_only": read_only}
+    refreshed = _refresh_poolers(source, poolers, step) if "frozen_at" in pg else []
+    return {
+        "restarted": stopped,
+        "poolers_restarted": poolers,
+        "poolers_refreshed": refreshed,
+        "read_only": read_only,
+    }
+
+
+def _refresh_poolers(source: LocalRun, restarted: list[str], step: str) -> list[str]:
+    """Restart, one at a time, the source's PgBouncers that kept running through the freeze.
+    A PgBouncer hands every new client the server parameters it cached from a server login
+    (PgBouncer issue #859): one that logged in while the source was read-only goes on
+    announcing ``default_transaction_read_only=on``, and libpq's
+    ``target_session_attrs=read-write`` then refuses a writable source. Restarted, it logs
+    in afresh; one at a time, the others sharing its port keep serving."""
+    refreshed = []
+    for entry in _entries(source, "postgres", "pooler"):
+        if entry.name in restarted or not procs.alive(entry):
+            continue
+        procs.stop(entry)
+        source.start_process(entry.name)
+        _wait(
+            f"{entry.name} serves the application's database",
+            lambda e=entry: _pooler_answers(source, e),  # type: ignore[misc]
+            RESTART_TIMEOUT,
+            step,
+        )
+        refreshed.append(entry.name)
+    return refreshed
 
 
 def _wait_source_cluster(

@@ -1,16 +1,17 @@
 """Going back after the cut-over, on real servers: growth → launch (`--force`: backwards) by
 the same mechanism as launch → growth, in reverse, while the load harness
 (transition_load.py) writes rows and Redis keys and keeps WebSocket clients subscribed
-through growth's Nginx.
+through launch's Nginx (the clients' URL throughout: retired launch's Nginx fronts growth).
 
 One chain for the module: launch is started and moved to growth (no load: this leg is
-test_transition_local.py's); then
+test_transition_local.py's); launch's run stays, retired; then
 1. growth → launch with launch's PostgreSQL killed as final-sync begins: rolled back, growth
-   (a Patroni source, its replicas stopped by freeze-source) serves writes again and nothing
-   acknowledged is lost;
-2. growth → launch: launch's single PostgreSQL starts from a base backup of growth's
-   read-write door as a hot standby, replays growth's final checkpoint, is promoted with
-   pg_promote(); its Redis replicates growth's master, then takes over; growth's Nginx
+   (a Patroni source, its replicas stopped by freeze-source) serves writes again, nothing
+   acknowledged is lost, and launch is retired again on its own retired data;
+2. growth → launch: the retired run starts again as growth's replica (its data set aside):
+   its single PostgreSQL from a base backup of growth's read-write door as a hot standby,
+   replaying growth's final checkpoint, promoted with pg_promote(); its Redis replicates
+   growth's master, then takes over; launch's Nginx gets its own upstream back and growth's
    fronts launch's gateways. Rows acknowledged == present, keys acknowledged == present,
    the longest gaps between acknowledged writes under 5 s.
 
@@ -38,7 +39,7 @@ from scaling.local import LocalRun, runner
 from scaling.local.postgres import REPLICATION_PASSFILE
 from scaling.local.state import STATE_FILE
 from scaling.model import SUPERUSER
-from scaling.transition import local_front, service
+from scaling.transition import local_data, local_front, service
 from scaling.transition import log as tlog
 
 pytestmark = pytest.mark.integration
@@ -49,8 +50,7 @@ LOAD_BEFORE = 3.0  # seconds of load before the transition starts, and after it 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """launch up, moved to growth; launch's retired run taken down (its data is growth's
-    now), so the way back starts launch afresh as growth's replica."""
+    """launch up, moved to growth; launch's run stays, retired, its Nginx fronting growth."""
     base = tmp_path_factory.mktemp("reverse") / "state"
     spec = runner.load_spec(ROOT / "Pulumi.launch.yaml")
     runner.up(spec, stack="launch", state_dir=base / "launch", progress=runner.print_progress)
@@ -63,7 +63,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             progress=runner.print_progress,
         )
         assert forward.success, forward.message
-        LocalRun.open(base / "launch").down()
         yield base
     finally:
         for stack in ("launch", "growth"):
@@ -74,13 +73,14 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def _back(root: Path, progress: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """growth → launch --force under load: (the result document, the load's figures)."""
     growth = LocalRun.open(root / "growth")
+    launch = LocalRun.open(root / "launch")
     doors = PhaseDoors([root / "growth", root / "launch"])
     load = Load(
         pg_urls=doors.pg_urls,
         pg_password=growth.secrets["postgres-password"],
         redis_endpoints=doors.redis_endpoints,
         redis_password=growth.secrets["redis-password"],
-        ws_url=str(growth.summary["nginx"]["ws_url"]),
+        ws_url=str(launch.summary["nginx"]["ws_url"]),
         jwt_secret=growth.secrets["gateway-jwt-secret"],
         subscribers=4,
         duration=900,
@@ -159,7 +159,21 @@ def _standby_files(launch: LocalRun) -> dict[str, Any]:
     }
 
 
+def _retired_data(root: Path) -> dict[str, Any]:
+    """Launch's retired PostgreSQL data: where, and its last checkpoint."""
+    entry = LocalRun.open(root / "launch").entry("postgres-0")
+    control = local_data.controldata(str(entry.data_dir))
+    return {
+        "data_dir": entry.data_dir,
+        "checkpoint": control["Latest checkpoint location"],
+        "state": control["Database cluster state"],
+        "standby_signal": (Path(str(entry.data_dir)) / "standby.signal").exists(),
+    }
+
+
 def test_a_failed_way_back_rolls_back_and_growth_keeps_serving(root: Path) -> None:
+    retired = _retired_data(root)
+    assert retired["state"] == "shut down" and not retired["standby_signal"], retired
     killed: list[str] = []
     standby: dict[str, Any] = {}
 
@@ -185,8 +199,14 @@ def test_a_failed_way_back_rolls_back_and_growth_keeps_serving(root: Path) -> No
     _assert_nothing_lost(figures)
     growth = LocalRun.open(root / "growth")
     assert all(growth.alive(e.name) for e in growth.state.processes)
-    assert not (root / "launch" / STATE_FILE).exists()
     assert local_front.fronted_stack(growth) is None
+    # Launch is retired again, on its own retired data, its Nginx still fronting growth.
+    launch = LocalRun.open(root / "launch")
+    assert "retired" in launch.summary and "revived" not in launch.summary
+    assert [e.name for e in launch.state.processes if launch.alive(e.name)] == ["nginx"]
+    assert local_front.fronted_stack(launch) == "growth"
+    assert _retired_data(root) == retired
+    assert not list(Path(str(retired["data_dir"])).parent.glob("data.retired-*"))
     logged = _steps_logged(root, result["transition"])
     assert logged.get("rollback:unfreeze-source") == "ok", logged
 
@@ -216,11 +236,19 @@ def test_growth_back_to_launch_carries_every_write(root: Path) -> None:
     assert any(n.startswith("postgres: postgres-0 follows growth") for n in launch.summary["notes"])
     logged = _steps_logged(root, result["transition"])
     assert [s for s in STEPS if logged.get(s) != "ok"] == [], logged
+    # Launch's retired data is set aside, kept; its Nginx fronts its own gateways again.
+    assert len(list(Path(str(entry.data_dir)).parent.glob("data.retired-*"))) == 1
+    assert "retired" not in launch.summary and "revived" not in launch.summary
+    assert local_front.fronted_stack(launch) is None
+    assert all(launch.alive(e.name) for e in launch.state.processes)
     # Growth is retired; its Nginx stays, fronting launch's gateways.
     growth = LocalRun.open(root / "growth")
     assert growth.alive("nginx") and local_front.fronted_stack(growth) == "launch"
     assert not any(growth.alive(e.name) for e in growth.state.processes if e.tier == "postgres")
+    # The WebSocket clients, on launch's Nginx throughout, were drained from growth's
+    # gateways (1001) and reconnected to launch's.
     ws = figures["ws"]
+    assert ws["close_codes"].get("1001", 0) >= ws["subscribers"], ws
     assert ws["connected_at_stop"] == ws["subscribers"], ws
     over = {
         name: figures[name]
