@@ -28,8 +28,10 @@ back to after the cut-over of launch → growth: the same mechanism in reverse):
 * unfreeze-source (rollback before the cut-over): the stopped source servers start again on
   their intact data (the former leader first), read-only is lifted as soon as the writable
   server is back, the Redis pause too; only then are a Patroni source's replicas waited
-  for. Once the target is torn down, unprepare_source takes a single source's replication
-  login back (hba line removed, role NOLOGIN).
+  for. PgBouncers that kept running through the freeze are restarted one at a time (one
+  that logged in meanwhile announces the frozen read-only state to every new client). Once
+  the target is torn down, unprepare_source takes a single source's replication login back
+  (hba line removed, role NOLOGIN).
 
 Redis:
 
