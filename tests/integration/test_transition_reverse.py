@@ -8,7 +8,8 @@ test_transition_local.py's); launch's run stays, retired; then
 1. growth → launch with launch's PostgreSQL killed as final-sync begins: rolled back, growth
    (a Patroni source, its replicas stopped by freeze-source) serves writes again, nothing
    acknowledged is lost, and launch is retired again on its own retired data;
-2. growth → launch: the retired run starts again as growth's replica (its data set aside):
+2. without a retired run (another folder), `up` itself starts launch as growth's standby;
+3. growth → launch: the retired run starts again as growth's replica (its data set aside):
    its single PostgreSQL from a base backup of growth's read-write door as a hot standby,
    replaying growth's final checkpoint, promoted with pg_promote(); its Redis replicates
    growth's master, then takes over; launch's Nginx gets its own upstream back and growth's
@@ -36,9 +37,11 @@ from support.transition import LOCAL_STEPS as STEPS
 from transition_load import Load, PhaseDoors, print_figures
 
 from scaling.local import LocalRun, runner
-from scaling.local.postgres import REPLICATION_PASSFILE
+from scaling.local.follow import Follow
+from scaling.local.postgres import REPLICATION_PASSFILE, standby_streams
 from scaling.local.state import STATE_FILE
 from scaling.model import SUPERUSER
+from scaling.render.endpoints import Endpoint
 from scaling.transition import local_data, local_front, service
 from scaling.transition import log as tlog
 
@@ -209,6 +212,29 @@ def test_a_failed_way_back_rolls_back_and_growth_keeps_serving(root: Path) -> No
     assert not list(Path(str(retired["data_dir"])).parent.glob("data.retired-*"))
     logged = _steps_logged(root, result["transition"])
     assert logged.get("rollback:unfreeze-source") == "ok", logged
+
+
+def test_a_new_launch_run_starts_as_growth_s_standby(
+    root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Without a retired run to start again (`local down launch` after the forward move),
+    `up` itself starts launch as growth's replica: the same base backup and hot standby."""
+    growth = LocalRun.open(root / "growth")
+    spec = runner.load_spec(ROOT / "Pulumi.launch.yaml")
+    folder = tmp_path_factory.mktemp("fresh-launch") / "launch"
+    run = runner.up(spec, stack="launch", state_dir=folder, follow=Follow.of(growth))
+    try:
+        entry = run.entry("postgres-0")
+        assert standby_streams(
+            Endpoint(entry.host, int(entry.port or 0)), run.secrets["postgres-superuser-password"]
+        )
+        assert any(
+            n.startswith("postgres: postgres-0 follows growth") for n in run.summary["notes"]
+        )
+        assert _standby_files(run)["mode"] == "0o600"
+        assert run.summary["follows"]["stack"] == "growth"
+    finally:
+        run.down()
 
 
 def test_growth_back_to_launch_carries_every_write(root: Path) -> None:
