@@ -44,7 +44,6 @@ from scaling.local.state import ProcessEntry
 from scaling.model import PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.transition.errors import StepFailed
-from scaling.transition.local_data import replicaof_argv
 
 RECORD = "revived"  # key of the run's summary while it is revived
 RETIRED = "retired"  # key retire-source writes
@@ -87,9 +86,18 @@ def _save(run: LocalRun) -> None:
 
 def revive(target: LocalRun, source: LocalRun, spec: PhaseSpec, transition: str) -> dict[str, Any]:
     """Start the retired ``target`` again as a replica of ``source`` (see the module)."""
+    from scaling.transition.local_data import replicaof_argv
+
     started = time.monotonic()
     summary = target.summary
-    record: dict[str, Any] = summary.get(RECORD) or {
+    earlier = summary.get(RECORD)
+    if earlier and earlier.get("transition") != transition:
+        raise StepFailed(
+            STEP,
+            f"{target.state.stack} was started again by transition {earlier.get('transition')}"
+            ", which neither finished nor was rolled back: finish that one first",
+        )
+    record: dict[str, Any] = earlier or {
         "transition": transition,
         RETIRED: summary.get(RETIRED),
         "aside": {},
@@ -208,6 +216,8 @@ def unrevive(target: LocalRun) -> dict[str, Any]:
 
 def finish(target: LocalRun) -> None:
     """After the cut-over: the revived run is the phase's primary; its record goes (the
-    retired data stays set aside, removed with the run by `local down`)."""
-    if target.summary.pop(RECORD, None) is not None:
+    retired data stays set aside, removed with the run by `local down`). Anything but a
+    revived run is left alone."""
+    summary = getattr(target, "summary", None)
+    if isinstance(summary, dict) and summary.pop(RECORD, None) is not None:
         _save(target)
