@@ -92,7 +92,8 @@ def _start_target(source: PhaseSpec, target: PhaseSpec) -> str:
     else:
         pg = (
             "PostgreSQL: the target server starts as a streaming standby of the source "
-            "(basebackup from the source's read-write door)"
+            "(basebackup from the source's read-write door; a run of it retired by a move "
+            "to the source starts again so, its Nginx kept, its retired data set aside)"
         )
     if target.redis.mode == "cluster":
         rd = (
