@@ -153,10 +153,12 @@ def revive(target: LocalRun, source: LocalRun, spec: PhaseSpec, transition: str)
         node.argv = replicaof_argv(node.argv, master)
         _save(target)
         target.start_process(node.name)
+        # Its Nginx too, should it have been stopped: it fronts the source until
+        # switch-front-door gives it its own upstream back.
         rest = [
             e
             for e in sorted(target.state.processes, key=stop_key, reverse=True)
-            if e.tier != "nginx" and e.name not in (pg.name, node.name) and not procs.alive(e)
+            if e.name not in (pg.name, node.name) and not procs.alive(e)
         ]
         for entry in rest:
             target.start_process(entry.name)
