@@ -4,19 +4,20 @@
 from a fresh start in the data tier only:
 
 * secrets: the source's, all of them (scaling.local.credentials.inherited_secrets);
-* PostgreSQL: the Patroni cluster bootstraps as a *standby cluster* of the source's
+* PostgreSQL under Patroni: the cluster bootstraps as a *standby cluster* of the source's
   read-write door (``bootstrap.dcs.standby_cluster``, scaling.render.patroni): its first
   member clones the source with pg_basebackup as the replication role and streams from it;
-  `up` waits for what can answer while nothing is writable (the standby leader, its
-  replicas streaming, PgBouncer's read-only database or console), not for a read-write
-  server;
+  a single PostgreSQL (launch, a transition back to it): its data directory is a
+  pg_basebackup of that door and it starts as a hot standby (``standby.signal``,
+  ``primary_conninfo`` whose password is read from a 0600 password file owned by the
+  postgres account; scaling.local.postgres.start_standby). Either way `up` waits for what
+  can answer while nothing is writable (the standby leader, its replicas streaming,
+  PgBouncer's read-only database or console), not for a read-write server;
 * Redis (Sentinel or standalone target): the master starts with ``replicaof`` the source's
   master, the replicas chain from it, and the Sentinels are written but started only at
   promotion (a Sentinel fails over a master that reports itself a replica); the gateways,
   which find the master through the Sentinels, are waited for on /livez;
 * a Redis Cluster target starts empty, as a fresh one (keys are copied by the transition).
-
-A phase without Patroni (a single PostgreSQL) cannot start as a replica.
 """
 
 from __future__ import annotations

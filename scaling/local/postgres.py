@@ -15,6 +15,8 @@ libpq's multi-host URLs) reaches every one of them, as a Docker network alias do
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from scaling.local.patroni import PatroniMember, start_patroni
 from scaling.local.routers import start_routers
 from scaling.local.state import ProcessEntry
 from scaling.local.topology import nodes
-from scaling.model import POOLER_ADMIN_USER, SUPERUSER
+from scaling.model import POOLER_ADMIN_USER, REPLICATION_USER, SUPERUSER, PhaseSpec
 from scaling.render.endpoints import Endpoint
 from scaling.render.pgbouncer import (
     PoolerLayout,
@@ -41,6 +43,7 @@ from scaling.render.pgbouncer import (
 )
 from scaling.render.postgres import (
     PostgresLayout,
+    postgres_parameters,
     render_pg_hba_conf,
     render_postgresql_conf,
 )
@@ -49,6 +52,25 @@ from scaling.topology import Node
 
 LOOPBACK_NETWORK = "127.0.0.0/8"
 START_TIMEOUT = 60.0
+BASEBACKUP_TIMEOUT = 600.0
+# The password file a following server's pg_basebackup and WAL receiver read (0600, owned by
+# the postgres account; its path, never the password, is in primary_conninfo).
+REPLICATION_PASSFILE = "replication.pgpass"
+# What a hot standby needs at least as high as its primary (else it will not replay), as
+# pg_controldata names the primary's values, and PostgreSQL's defaults for those the stack
+# leaves alone.
+STANDBY_MINIMUMS = {
+    "max_connections": "max_connections setting",
+    "max_worker_processes": "max_worker_processes setting",
+    "max_wal_senders": "max_wal_senders setting",
+    "max_prepared_transactions": "max_prepared_xacts setting",
+    "max_locks_per_transaction": "max_locks_per_xact setting",
+}
+PG_DEFAULTS = {
+    "max_worker_processes": "8",
+    "max_prepared_transactions": "0",
+    "max_locks_per_transaction": "64",
+}
 
 
 @dataclass
@@ -149,6 +171,8 @@ def _server_entry(
 
 
 def start_primary(ctx: Context, node: Node) -> Endpoint:
+    if ctx.follow is not None:
+        return start_standby(ctx, node)
     endpoint = Endpoint("127.0.0.1", ctx.ports.take())
     ctx.begin(node.name, ctx.log_path(node.name))
     instance = ctx.pg_dir(ctx.pg_root / node.name, 0o755)
@@ -188,6 +212,178 @@ def start_primary(ctx: Context, node: Node) -> Endpoint:
     )
     _apply_roles(ctx, endpoint)
     return endpoint
+
+
+def passfile_line(endpoint: Endpoint, user: str, password: str) -> str:
+    """A libpq password file line for replication connections to ``endpoint`` (``:`` and
+    ``\\`` escaped, as libpq reads them)."""
+
+    def escape(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+
+    return ":".join(
+        escape(v) for v in (endpoint.host, str(endpoint.port), "replication", user, password)
+    )
+
+
+def primary_conninfo(endpoint: Endpoint, user: str, passfile: Path, name: str) -> str:
+    """The conninfo a following server streams with: its password is read from
+    ``passfile``, never written here."""
+    return (
+        f"host={endpoint.host} port={endpoint.port} user={user} passfile={passfile} "
+        f"application_name={name} connect_timeout=3"
+    )
+
+
+def standby_parameters(own: dict[str, str], control: dict[str, str]) -> dict[str, str]:
+    """The settings a hot standby must raise to its primary's values (``control``:
+    pg_controldata of the base backup, which records the primary's), given its own
+    (``own``, the phase's postgres_parameters): only those the primary has higher."""
+    raised = {}
+    for name, field_name in STANDBY_MINIMUMS.items():
+        theirs = control.get(field_name, "")
+        mine = own.get(name, PG_DEFAULTS.get(name, "0"))
+        if theirs.isdigit() and mine.isdigit() and int(theirs) > int(mine):
+            raised[name] = theirs
+    return raised
+
+
+def render_standby_auto_conf(conninfo: str, raised: dict[str, str]) -> str:
+    """postgresql.auto.conf of a following server (replaces the copy of the source's)."""
+    quoted = conninfo.replace("'", "''")
+    lines = [
+        "# Written by sikka-scaling: this server follows a transition's source.",
+        f"primary_conninfo = '{quoted}'",
+        *(f"{name} = {value}" for name, value in sorted(raised.items())),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def make_standby_data(
+    *,
+    instance: Path,
+    name: str,
+    door: Endpoint,
+    password: str,
+    spec: PhaseSpec,
+    pg_user: str | None,
+    run_tool: Callable[..., Any],
+    log: str | None = None,
+) -> dict[str, str]:
+    """``instance``/data as a hot standby of ``door``: pg_basebackup as the replication
+    role (``password`` in ``instance``/replication.pgpass, 0600, owned by ``pg_user``; only
+    its path in primary_conninfo), ``standby.signal``, and a postgresql.auto.conf with
+    primary_conninfo and the settings raised to the primary's (returned). The data folder
+    must not exist yet."""
+    data = instance / "data"
+    passfile = instance / REPLICATION_PASSFILE
+    account = procs.account(pg_user)
+    uid, gid = (account.pw_uid, account.pw_gid) if account else (None, None)
+    line = passfile_line(door, REPLICATION_USER, password)
+    write_private(passfile, line + "\n", uid=uid, gid=gid)
+    run_tool(
+        [
+            procs.pg_bin("pg_basebackup"),
+            "-D",
+            str(data),
+            "-h",
+            door.host,
+            "-p",
+            str(door.port),
+            "-U",
+            REPLICATION_USER,
+            "--no-password",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+        ],
+        user=pg_user,
+        env={"PGPASSFILE": str(passfile)},
+        timeout=BASEBACKUP_TIMEOUT,
+        log=log,
+    )
+    control = run_tool(
+        [procs.pg_bin("pg_controldata"), "-D", str(data)], user=pg_user, timeout=30
+    ).stdout
+    raised = standby_parameters(postgres_parameters(spec), parse_controldata(control))
+    conninfo = primary_conninfo(door, REPLICATION_USER, passfile, name)
+    for path, text in (
+        (data / "postgresql.auto.conf", render_standby_auto_conf(conninfo, raised)),
+        (data / "standby.signal", ""),
+    ):
+        path.write_text(text)
+        if uid is not None:
+            os.chown(path, uid, -1 if gid is None else gid)
+    return raised
+
+
+def start_standby(ctx: Context, node: Node) -> Endpoint:
+    """A transition's target without Patroni: its data directory is a base backup of the
+    source's read-write door (pg_basebackup as the replication role), and it starts as a
+    hot standby streaming from there (standby.signal, primary_conninfo with a password
+    file). Roles and databases come with the copy; promote-target ends the recovery."""
+    assert ctx.follow is not None
+    door = ctx.follow.postgres
+    endpoint = Endpoint("127.0.0.1", ctx.ports.take())
+    ctx.begin(node.name, ctx.log_path(node.name))
+    instance = ctx.pg_dir(ctx.pg_root / node.name, 0o755)
+    data = instance / "data"
+    raised = make_standby_data(
+        instance=instance,
+        name=node.name,
+        door=door,
+        password=ctx.secrets["replication-password"],
+        spec=ctx.spec,
+        pg_user=ctx.pg_user,
+        run_tool=ctx.run_tool,
+        log=ctx.log_path(node.name),
+    )
+    layout = _layout(instance, endpoint.host, endpoint.port, ctx.monitoring_user)
+    conf = _write_configs(ctx, instance, layout)
+    entry = ctx.start(_server_entry(ctx, node, data, conf, endpoint))
+    ctx.endpoints[node.name] = endpoint
+    health.wait_until(
+        f"{node.name} accepts connections as a standby of {door}",
+        lambda: standby_streams(endpoint, ctx.secrets["postgres-superuser-password"]),
+        START_TIMEOUT,
+        process=entry,
+    )
+    if raised:
+        ctx.notes.append(standby_note(node.name, ctx.follow.stack, raised))
+    return endpoint
+
+
+def standby_note(name: str, source: str, raised: dict[str, str]) -> str:
+    settings = ", ".join(f"{k} = {v}" for k, v in sorted(raised.items()))
+    return (
+        f"postgres: {name} follows {source}, so it runs with {settings} (a standby needs "
+        "its primary's values; kept after the promotion)"
+    )
+
+
+def parse_controldata(text: str) -> dict[str, str]:
+    """pg_controldata's ``Name:   value`` lines."""
+    fields = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip()] = value.strip()
+    return fields
+
+
+def standby_streams(endpoint: Endpoint, superuser_password: str) -> bool:
+    """Whether the server at ``endpoint`` is in recovery and its WAL receiver streams."""
+    with psycopg.connect(
+        host=endpoint.host,
+        port=endpoint.port,
+        user=SUPERUSER,
+        password=superuser_password,
+        dbname="postgres",
+        connect_timeout=3,
+    ) as conn:
+        row = conn.execute(
+            "SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver)"
+        ).fetchone()
+    return bool(row and row[0] and row[1] == "streaming")
 
 
 def _apply_roles(ctx: Context, endpoint: Endpoint) -> None:

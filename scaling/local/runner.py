@@ -52,7 +52,7 @@ from scaling.local.state import (
     state_dir_for,
 )
 from scaling.local.tokens import auth_summary, write_key
-from scaling.local.topology import local_spec, local_topology, nodes
+from scaling.local.topology import local_spec, local_topology
 from scaling.model import POOLER_ADMIN_USER, SUPERUSER, PhaseSpec
 from scaling.stackconfig import (
     NAMESPACE,
@@ -433,7 +433,7 @@ def up(
     """Start the phase's topology on 127.0.0.1 and wait until every part is healthy.
 
     With ``follow`` the phase starts as a replica of that running source (its secrets, a
-    Patroni standby cluster, a Redis master replicating the source's; see
+    Patroni standby cluster or a single hot standby, a Redis master replicating the source's; see
     scaling.local.follow): what cannot answer before the promotion is not waited for.
 
     On any failure everything started so far is stopped again and :class:`LocalUpError`
@@ -449,14 +449,6 @@ def up(
         limits.check(local_spec(spec), local_topology(spec))
     except limits.TooFewOpenFiles as error:
         raise LocalUpError("open-file limits", str(error), "", None) from None
-    if follow is not None and not nodes(local_topology(spec), "postgres", "dcs"):
-        raise LocalUpError(
-            "postgres",
-            f"the {spec.phase.value} phase runs a single PostgreSQL without Patroni, so it "
-            f"cannot start as a replica of {follow.stack!r} (a standby cluster needs Patroni)",
-            "",
-            None,
-        )
     with _InterruptGuard() as guard:
         _check_previous(stack, folder)
         state: RunState | None = None

@@ -1,6 +1,7 @@
 """The data tier of a local transition, on the processes of `local up` (source and target runs).
 
-PostgreSQL (the target runs Patroni; the source a single PostgreSQL or Patroni):
+PostgreSQL (either side a single PostgreSQL or Patroni; a single target is launch, moved
+back to after the cut-over of launch → growth: the same mechanism in reverse):
 
 * prepare-source: a single source has no replication login: the replication role is created
   (its SCRAM verifier, from the source's own ``replication-password``), a ``host replication``
@@ -8,8 +9,10 @@ PostgreSQL (the target runs Patroni; the source a single PostgreSQL or Patroni):
   superuser over loopback. A Patroni source has both already; either way a replication
   connection is tried.
 * start-target: ``runner.up(..., follow=Follow.of(source))``: the target is a standby cluster
-  of the source's read-write door (scaling.local.follow); it inherits the source's secrets.
-* catch-up: the target's standby leader replays up to the source's current LSN (measured).
+  of the source's read-write door, or a single hot standby whose data directory is a
+  pg_basebackup of it (scaling.local.follow); it inherits the source's secrets.
+* catch-up: the target's standby leader (or single standby) replays up to the source's
+  current LSN (measured).
 * freeze-source: ``default_transaction_read_only`` (ALTER SYSTEM + reload) and the
   application's sessions terminated, so clients fail fast and move on.
 * final-sync: once the target streams from the source past the freeze LSN (a receiver still
@@ -19,10 +22,16 @@ PostgreSQL (the target runs Patroni; the source a single PostgreSQL or Patroni):
   checkpoint, whose LSN ``pg_controldata`` reads from the stopped data directory (which
   must say "shut down"); then the target's standby leader must have replayed it.
 * promote-target (the cut-over): ``PATCH /config {"standby_cluster": null}`` on the target's
-  Patroni REST API; done when the target's leader is read-write.
+  Patroni REST API, or ``pg_promote()`` on a single standby (then its primary_conninfo is
+  reset and its replication password file removed); done when the target's leader (or
+  server) is read-write.
 * unfreeze-source (rollback before the cut-over): the stopped source servers start again on
-  their intact data, read-only is lifted. Once the target is torn down, unprepare_source
-  takes a single source's replication login back (hba line removed, role NOLOGIN).
+  their intact data (the former leader first), read-only is lifted as soon as the writable
+  server is back, the Redis pause too; only then are a Patroni source's replicas waited
+  for. PgBouncers that kept running through the freeze are restarted one at a time (one
+  that logged in meanwhile announces the frozen read-only state to every new client). Once
+  the target is torn down, unprepare_source takes a single source's replication login back
+  (hba line removed, role NOLOGIN).
 
 Redis:
 
@@ -73,7 +82,7 @@ from redis.retry import Retry
 
 from scaling.local import health, patroni_api, procs, runner
 from scaling.local.follow import Follow
-from scaling.local.postgres import LOOPBACK_NETWORK
+from scaling.local.postgres import LOOPBACK_NETWORK, REPLICATION_PASSFILE, parse_controldata
 from scaling.local.runner import LocalRun, LocalUpError, patroni_apis
 from scaling.local.state import ProcessEntry
 from scaling.model import REPLICATION_USER, SUPERUSER, PhaseSpec
@@ -102,16 +111,6 @@ def lsn_int(lsn: str) -> int:
     """``'0/3000060'`` -> its byte position."""
     high, _, low = lsn.partition("/")
     return (int(high, 16) << 32) + int(low, 16)
-
-
-def parse_controldata(text: str) -> dict[str, str]:
-    """pg_controldata's ``Name:   value`` lines."""
-    fields = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition(":")
-        if sep:
-            fields[name.strip()] = value.strip()
-    return fields
 
 
 def _now() -> float:
@@ -167,8 +166,13 @@ def _source_primary(run: LocalRun) -> Endpoint:
     return Endpoint(entry.host, entry.port)
 
 
-def _target_leader(run: LocalRun) -> tuple[str, Endpoint, str]:
-    """(name, PostgreSQL endpoint, REST API) of the target's leader (standby leader or not)."""
+def _target_leader(run: LocalRun) -> tuple[str, Endpoint, str | None]:
+    """(name, PostgreSQL endpoint, REST API) of the target's leader (standby leader or not);
+    a single PostgreSQL target: its server, and no REST API."""
+    if _pg_mode(run) == "single":
+        (entry,) = _entries(run, "postgres", "primary")
+        assert entry.port is not None
+        return entry.name, Endpoint(entry.host, entry.port), None
     leader = _leader_name(run)
     if leader is None:
         raise LookupError("no Patroni member of the target leads")
@@ -946,6 +950,8 @@ def promote_target(source: LocalRun, target: LocalRun) -> dict[str, Any]:
 
 def _promote_postgres(target: LocalRun, step: str) -> dict[str, Any]:
     name, leader, api = _target_leader(target)
+    if api is None:
+        return _promote_single(target, name, leader, step)
     started = time.monotonic()
     response = httpx.patch(
         f"{api}/config",
@@ -966,14 +972,47 @@ def _promote_postgres(target: LocalRun, step: str) -> dict[str, Any]:
         return _value(target, leader, "SELECT NOT pg_is_in_recovery()") is True
 
     waited = _wait(f"{name} leads a read-write cluster", writable, PROMOTE_TIMEOUT, step)
-    # The timeline the new leader writes on (the WAL file name's first 8 hex digits).
-    wal_file = str(_value(target, leader, "SELECT pg_walfile_name(pg_current_wal_lsn())"))
-    timeline = int(wal_file[:8], 16)
     return {
         "leader": name,
         "promote_seconds": round(time.monotonic() - started, 3),
         "writable_after_seconds": round(waited, 3),
-        "timeline": timeline,
+        "timeline": _timeline(target, leader),
+    }
+
+
+def _timeline(run: LocalRun, server: Endpoint) -> int:
+    """The timeline a primary writes on (its WAL file name's first 8 hex digits)."""
+    wal_file = str(_value(run, server, "SELECT pg_walfile_name(pg_current_wal_lsn())"))
+    return int(wal_file[:8], 16)
+
+
+def _promote_single(target: LocalRun, name: str, server: Endpoint, step: str) -> dict[str, Any]:
+    """A single standby ends its recovery (``pg_promote()``, waiting for it); then it no
+    longer needs to reach the source: primary_conninfo reset, the password file removed.
+    Run again after the promotion, it only checks and tidies."""
+    started = time.monotonic()
+    with _superuser(target, server) as conn:
+        in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        if in_recovery and in_recovery[0]:
+            row = conn.execute("SELECT pg_promote(true, %s)", (int(PROMOTE_TIMEOUT),)).fetchone()
+            if not (row and row[0]):
+                raise StepFailed(step, f"pg_promote() on {name} did not finish in time")
+
+    def writable() -> bool:
+        return _value(target, server, "SELECT NOT pg_is_in_recovery()") is True
+
+    waited = _wait(f"{name} is read-write", writable, PROMOTE_TIMEOUT, step)
+    with _superuser(target, server) as conn:
+        conn.execute("ALTER SYSTEM RESET primary_conninfo")
+        conn.execute("SELECT pg_reload_conf()")
+    entry = target.entry(name)
+    if entry.cwd:
+        (Path(entry.cwd) / REPLICATION_PASSFILE).unlink(missing_ok=True)
+    return {
+        "server": name,
+        "promote_seconds": round(time.monotonic() - started, 3),
+        "writable_after_seconds": round(waited, 3),
+        "timeline": _timeline(target, server),
     }
 
 
@@ -1080,6 +1119,12 @@ def unfreeze_source(source: LocalRun) -> dict[str, Any]:
     try:
         result["postgres"] = _unfreeze_postgres(source, frozen, step)
         result["redis"] = _unfreeze_redis(source, frozen, step)
+        result["writable_after_seconds"] = round(time.monotonic() - started, 3)
+        # Writes flow again; only then is the whole Patroni cluster waited for (its
+        # replicas, stopped first at freeze-source, rejoin meanwhile).
+        result["postgres"]["cluster_healthy_after_seconds"] = _wait_source_cluster(
+            source, frozen, step, started
+        )
     except (psycopg.Error, redis.RedisError, LookupError, OSError, RuntimeError) as error:
         if isinstance(error, StepFailed):
             raise
@@ -1101,16 +1146,6 @@ def _unfreeze_postgres(source: LocalRun, frozen: dict[str, Any], step: str) -> d
         source.start_process(name)
         if name == stopped[0] or name == leader:
             _wait_source_writable_server(source, step)
-    if _pg_mode(source) != "single" and stopped:
-        names = [e.name for e in _members(source)]
-        _wait(
-            "the source's Patroni leader and its streaming replicas",
-            lambda: patroni_api.healthy(
-                patroni_api.fetch_cluster(patroni_apis(source.state)), names
-            ),
-            RESTART_TIMEOUT,
-            step,
-        )
     primary = _source_primary(source)
     with _superuser(source, primary) as conn:
         conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
@@ -1134,7 +1169,53 @@ def _unfreeze_postgres(source: LocalRun, frozen: dict[str, Any], step: str) -> d
             RESTART_TIMEOUT,
             step,
         )
-    return {"restarted": stopped, "poolers_restarted": poolers, "read_only": read_only}
+    refreshed = _refresh_poolers(source, poolers, step) if "frozen_at" in pg else []
+    return {
+        "restarted": stopped,
+        "poolers_restarted": poolers,
+        "poolers_refreshed": refreshed,
+        "read_only": read_only,
+    }
+
+
+def _refresh_poolers(source: LocalRun, restarted: list[str], step: str) -> list[str]:
+    """Restart, one at a time, the source's PgBouncers that kept running through the freeze.
+    A PgBouncer hands every new client the server parameters it cached from a server login
+    (PgBouncer issue #859): one that logged in while the source was read-only goes on
+    announcing ``default_transaction_read_only=on``, and libpq's
+    ``target_session_attrs=read-write`` then refuses a writable source. Restarted, it logs
+    in afresh; one at a time, the others sharing its port keep serving."""
+    refreshed = []
+    for entry in _entries(source, "postgres", "pooler"):
+        if entry.name in restarted or not procs.alive(entry):
+            continue
+        procs.stop(entry)
+        source.start_process(entry.name)
+        _wait(
+            f"{entry.name} serves the application's database",
+            lambda e=entry: _pooler_answers(source, e),  # type: ignore[misc]
+            RESTART_TIMEOUT,
+            step,
+        )
+        refreshed.append(entry.name)
+    return refreshed
+
+
+def _wait_source_cluster(
+    source: LocalRun, frozen: dict[str, Any], step: str, started: float
+) -> float | None:
+    """A Patroni source whose servers were stopped: wait until its leader and every replica
+    stream again; seconds since the unfreeze began (None: nothing to wait for)."""
+    if _pg_mode(source) == "single" or not frozen.get("postgres", {}).get("stopped"):
+        return None
+    names = [e.name for e in _members(source)]
+    _wait(
+        "the source's Patroni leader and its streaming replicas",
+        lambda: patroni_api.healthy(patroni_api.fetch_cluster(patroni_apis(source.state)), names),
+        RESTART_TIMEOUT,
+        step,
+    )
+    return round(time.monotonic() - started, 3)
 
 
 def _pooler_answers(run: LocalRun, pooler: ProcessEntry) -> bool:

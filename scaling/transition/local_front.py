@@ -258,6 +258,15 @@ def _wait_healthy(run: LocalRun, step: str, note: str = "") -> None:
         raise StepFailed(step, f"{error}{note}") from None
 
 
+def _own_block(run: LocalRun) -> str:
+    """The ``upstream gateways`` block of the run's own gateways: its nginx.conf's, or, while
+    its Nginx fronts another phase, the block it had before (kept in its record)."""
+    record = run.summary.get(RECORD) or {}
+    if record.get("own_upstream_block"):
+        return str(record["own_upstream_block"])
+    return upstream_block(_conf_path(_nginx(run)).read_text())
+
+
 def _point(door: LocalRun, to: LocalRun, step: str) -> dict[str, Any]:
     """Reload ``door``'s Nginx with the upstream block of ``to``'s own nginx.conf; returns
     the reload's measurements. The door's state records whom it fronts (cleared when
@@ -266,9 +275,12 @@ def _point(door: LocalRun, to: LocalRun, step: str) -> dict[str, Any]:
     conf = _conf_path(nginx)
     current = conf.read_text()
     previous = door.summary.get(RECORD) or {}
+    # ``to`` is the door's own run (opened once or twice): its own upstream goes back, as
+    # when a phase moved away from is moved back to.
+    itself = Path(to.state.state_dir).resolve() == Path(door.state.state_dir).resolve()
     try:
         own_block = str(previous.get("own_upstream_block") or upstream_block(current))
-        block = own_block if to is door else upstream_block(_conf_path(_nginx(to)).read_text())
+        block = own_block if itself else _own_block(to)
         text = replace_upstream_block(current, block)
     except ValueError as error:
         raise StepFailed(step, f"{conf}: {error}") from None
@@ -276,7 +288,7 @@ def _point(door: LocalRun, to: LocalRun, step: str) -> dict[str, Any]:
     front = _front_url(door)
     measurements = _reload(nginx, conf, text, step, lambda: _answered_by(front) in ids)
     record = None
-    if to is not door:
+    if not itself:
         # Recorded as soon as the upstream is switched: a crash from here on is resumed.
         record = {
             "fronts": to.state.stack,
@@ -304,6 +316,8 @@ def switch_front_door(source: LocalRun, target: LocalRun) -> dict[str, Any]:
             continue  # an earlier run of this step switched it already
         reloads[door.state.stack] = _point(door, target, STEP)
         old_workers[door.state.stack] = reloads[door.state.stack].pop("old_workers")
+        if door.state.state_dir == target.state.state_dir:
+            target.state.summary.pop(RECORD, None)  # its own door serves it again
     # The target's gateways are these doors' upstream now: a later transition from the
     # target switches them too.
     _save_summary(

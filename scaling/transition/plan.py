@@ -92,7 +92,8 @@ def _start_target(source: PhaseSpec, target: PhaseSpec) -> str:
     else:
         pg = (
             "PostgreSQL: the target server starts as a streaming standby of the source "
-            "(basebackup from the source's read-write door)"
+            "(basebackup from the source's read-write door; a run of it retired by a move "
+            "to the source starts again so, its Nginx kept, its retired data set aside)"
         )
     if target.redis.mode == "cluster":
         rd = (
@@ -114,6 +115,7 @@ def local_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
         if target.redis.mode == "cluster"
         else "Redis replica offsets equal"
     )
+    promote = "pg_promote()" if target.postgres.mode == "single" else "remove standby_cluster"
     return [
         Step(
             "validate-target",
@@ -149,7 +151,7 @@ def local_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
         ),
         Step(
             CUTOVER,
-            "promote the target (remove standby_cluster; REPLICAOF NO ONE): THE CUT-OVER — "
+            f"promote the target ({promote}; REPLICAOF NO ONE): THE CUT-OVER — "
             "from here on the transition only goes forward",
             cutover=True,
         ),

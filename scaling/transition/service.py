@@ -701,16 +701,20 @@ def _local_actions(pair: _Pair, force: bool) -> dict[str, Any]:
         from scaling.local.state import STATE_FILE
 
         # The transition starts the target itself, and its rollback tears down what it
-        # started: a run of the target that is already there is never taken for its own.
+        # started: a run of the target that is already there is never taken for its own,
+        # but for a retired run of the phase it goes back to, started again as a replica
+        # (scaling.transition.local_revive; its rollback retires it again).
+        revive = None
         if (pair.target_dir / STATE_FILE).exists():
-            raise StepFailed(
-                "validate-target",
-                f"a local run of {pair.target} is already in {pair.target_dir}: the "
-                f"transition starts the target itself; `sikka-scaling local down "
-                f"{pair.target}` first",
-            )
+            why = _revivable(pair)
+            if why is not None:
+                raise StepFailed("validate-target", occupied(pair, why))
+            revive = str(pair.target_dir)
         files = render_target(pair.target_spec, pair.target_dir / RENDERED)
-        return {"rendered": len(files), "folder": str(pair.target_dir / RENDERED)}
+        found: dict[str, Any] = {"rendered": len(files), "folder": str(pair.target_dir / RENDERED)}
+        if revive:
+            found["revive"] = revive
+        return found
 
     def check_source(ctx: StepContext) -> dict[str, Any]:
         from scaling.metrics.endpoints import EndpointsError
@@ -732,6 +736,18 @@ def _local_actions(pair: _Pair, force: bool) -> dict[str, Any]:
         return _data().prepare_source(_source_run(pair, ctx))
 
     def start_target(ctx: StepContext) -> dict[str, Any]:
+        from scaling.local.runner import LocalRun
+        from scaling.local.state import STATE_FILE
+
+        if (pair.target_dir / STATE_FILE).exists():
+            why = _revivable(pair)
+            if why is not None:
+                raise StepFailed("start-target", occupied(pair, why))
+            target = LocalRun.open(pair.target_dir)
+            ctx.values["target_run"] = target
+            return _revive().revive(
+                target, _source_run(pair, ctx), pair.target_spec, ctx.transition
+            )
         run = _data().start_target(
             pair.target_spec, pair.target, pair.target_dir, _source_run(pair, ctx), ctx.progress
         )
@@ -751,7 +767,9 @@ def _local_actions(pair: _Pair, force: bool) -> dict[str, Any]:
 
     def promote_target(ctx: StepContext) -> Any:
         target = _target_run(pair, ctx, plan.CUTOVER)
-        return _data().promote_target(_source_run(pair, ctx), target)
+        result = _data().promote_target(_source_run(pair, ctx), target)
+        _revive().finish(target)  # a revived run is the phase now: no rollback retires it
+        return result
 
     def switch_front_door(ctx: StepContext) -> Any:
         target = _target_run(pair, ctx, "switch-front-door")
@@ -778,6 +796,33 @@ def _local_actions(pair: _Pair, force: bool) -> dict[str, Any]:
     }
 
 
+def _revive() -> ModuleType:
+    return importlib.import_module("scaling.transition.local_revive")
+
+
+def _revivable(pair: _Pair) -> str | None:
+    """None when the run in the target's folder is a retired run the transition starts
+    again as the source's replica; else why it is not."""
+    from scaling.local.runner import LocalRun
+
+    try:
+        run = LocalRun.open(pair.target_dir)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        return f"its state cannot be read ({type(error).__name__}: {error})"
+    why: str | None = _revive().revivable(run, pair.target_spec, pair.source)
+    return why
+
+
+def occupied(pair: _Pair, why: str) -> str:
+    """Why the target's state folder cannot take the transition's own run: a run is there,
+    and ``why`` it is not a retired run the transition could start again."""
+    return (
+        f"a local run of {pair.target} is already in {pair.target_dir} and is not started "
+        f"again as a replica of {pair.source} ({why}): the transition starts the target "
+        f"itself; `sikka-scaling local down {pair.target}` first"
+    )
+
+
 def _local_undo(pair: _Pair) -> list[Undo]:
     def restore_front_door(ctx: StepContext) -> Any:
         return _front().restore_front_door(_source_run(pair, ctx))
@@ -794,6 +839,12 @@ def _local_undo(pair: _Pair) -> list[Undo]:
             if not (pair.target_dir / STATE_FILE).exists():
                 return {"stopped": 0, "note": "the target had left nothing running"}
             run = LocalRun.open(pair.target_dir)
+        revive = _revive()
+        if revive.RECORD in run.summary:
+            return dict(revive.unrevive(run))  # retired again, on its own data
+        if revive.RETIRED in run.summary:
+            # A retired run this transition never started: never torn down by a rollback.
+            return {"stopped": 0, "note": f"{pair.target}'s retired run left as it was"}
         report = run.down(keep=False)
         left = [r["name"] for r in report if r["result"] == "still running"]
         if left:

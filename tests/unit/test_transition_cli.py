@@ -326,19 +326,62 @@ def test_the_same_move_again_is_allowed_once_it_was_moved_back(
     assert main(EXECUTE) == 0
 
 
+def _run_in(folder: Path, stack: str, summary: dict[str, Any]) -> None:
+    from scaling.local.state import RunState
+
+    folder.mkdir(parents=True)
+    (folder / "secrets.json").write_text("{}")
+    RunState(
+        stack=stack,
+        phase=stack,
+        state_dir=str(folder),
+        secrets_file=str(folder / "secrets.json"),
+        summary=summary,
+        complete=True,
+    ).save()
+
+
 def test_a_running_target_is_never_taken_for_the_transitions_own(
     state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pair = service._pair("growth", None, False, None, None)
-    (pair.target_dir).mkdir(parents=True)
-    (pair.target_dir / "state.json").write_text("{}")
+    _run_in(pair.target_dir, "growth", {})
     ctx = StepContext("t", "launch", "growth", print)
     with pytest.raises(service.StepFailed) as failed:
         service._local_actions(pair, False)["validate-target"](ctx)
     assert str(failed.value) == (
-        f"validate-target: a local run of growth is already in {pair.target_dir}: the "
+        f"validate-target: a local run of growth is already in {pair.target_dir} and is not "
+        "started again as a replica of launch (it was not retired by a transition): the "
         "transition starts the target itself; `sikka-scaling local down growth` first"
     )
+
+
+def test_going_back_starts_the_retired_run_again_and_nothing_else(state: Path) -> None:
+    pair = service._pair("launch", "growth", True, None, None)
+    _run_in(pair.target_dir, "launch", {"retired": {"transition": "g-1", "target": "scale"}})
+    ctx = StepContext("t", "growth", "launch", print)
+    validate = service._local_actions(pair, True)["validate-target"]
+    with pytest.raises(service.StepFailed) as failed:
+        validate(ctx)
+    assert "(it was retired by a transition to scale, not to growth)" in str(failed.value)
+    # Retired by the move to growth: the way back starts that same run again.
+    (pair.target_dir / "state.json").unlink()
+    (pair.target_dir / "secrets.json").unlink()
+    pair.target_dir.rmdir()
+    _run_in(pair.target_dir, "launch", {"retired": {"transition": "g-1", "target": "growth"}})
+    assert validate(ctx)["revive"] == str(pair.target_dir)
+    # A rollback never tears a retired run down (its data is the fallback copy).
+    undo = {u.name: u for u in service._local_undo(pair)}["stop-target"]
+    assert undo.run(ctx) == {"stopped": 0, "note": "launch's retired run left as it was"}
+    assert (pair.target_dir / "state.json").is_file()
+    # Going back to growth (Patroni) from scale is refused, saying why.
+    growth = service._pair("growth", "scale", True, None, None)
+    _run_in(growth.target_dir, "growth", {"retired": {"transition": "s-1", "target": "scale"}})
+    with pytest.raises(service.StepFailed) as failed:
+        service._local_actions(growth, True)["validate-target"](
+            StepContext("t", "scale", "growth", print)
+        )
+    assert "only a phase with one PostgreSQL and one Redis (launch)" in str(failed.value)
 
 
 def fake_cli(folder: Path) -> None:

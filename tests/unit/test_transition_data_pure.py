@@ -14,6 +14,12 @@ from scaling.local import patroni_api, runner
 from scaling.local.credentials import inherited_secrets, new_secrets
 from scaling.local.follow import Follow, read_write_door
 from scaling.local.patroni import member_host, member_layout
+from scaling.local.postgres import (
+    passfile_line,
+    primary_conninfo,
+    render_standby_auto_conf,
+    standby_parameters,
+)
 from scaling.render.endpoints import Endpoint
 from scaling.render.env import SECRET_VARIABLES, VERIFIER_OF
 from scaling.render.patroni import StandbySource, render_patroni_yml
@@ -134,16 +140,57 @@ def test_a_promoted_master_restarts_as_a_master_and_the_old_one_as_its_replica()
     ]
 
 
-def test_a_phase_without_patroni_cannot_follow(tmp_path: Path) -> None:
-    """Launch runs a single PostgreSQL: `up` refuses before starting anything."""
+def test_a_single_postgresql_follows_by_base_backup_and_cleans_up_when_it_cannot(
+    tmp_path: Path,
+) -> None:
+    """Launch runs a single PostgreSQL: following, it starts from pg_basebackup of the
+    source's door; a door that refuses fails `up` at that server, and nothing is left."""
     follow = Follow(
         stack="growth",
         state_dir=tmp_path / "growth",
         postgres=Endpoint("127.0.2.1", 25432),
         redis_master=Endpoint("127.0.0.1", 26379),
         redis_mode="sentinel",
+        secrets=new_secrets(),
     )
     spec = runner.load_spec(ROOT / "Pulumi.launch.yaml")
-    with pytest.raises(runner.LocalUpError, match="cannot start as a replica of 'growth'"):
+    with pytest.raises(runner.LocalUpError, match="postgres-0: pg_basebackup exited 1"):
         runner.up(spec, stack="launch", state_dir=tmp_path / "launch", follow=follow)
     assert not (tmp_path / "launch").exists()
+
+
+def test_a_single_standby_reads_its_password_from_a_file_never_from_its_conninfo() -> None:
+    door = Endpoint("127.0.2.1", 25432)
+    assert passfile_line(door, "replicator", "a:b\\c") == (
+        "127.0.2.1:25432:replication:replicator:a\\:b\\\\c"
+    )
+    conninfo = primary_conninfo(door, "replicator", Path("/s/postgres-0/replication.pgpass"), "pg0")
+    assert conninfo == (
+        "host=127.0.2.1 port=25432 user=replicator passfile=/s/postgres-0/replication.pgpass "
+        "application_name=pg0 connect_timeout=3"
+    )
+    assert "password" not in conninfo
+    auto = render_standby_auto_conf("host=h user=o'k", {"max_connections": "100"})
+    assert auto.splitlines()[1:] == [
+        "primary_conninfo = 'host=h user=o''k'",
+        "max_connections = 100",
+    ]
+
+
+def test_a_single_standby_raises_only_what_its_primary_has_higher() -> None:
+    control = parse_controldata(
+        "max_connections setting:              100\n"
+        "max_worker_processes setting:         8\n"
+        "max_wal_senders setting:              10\n"
+        "max_prepared_xacts setting:           0\n"
+        "max_locks_per_xact setting:           128\n"
+    )
+    own = {"max_connections": "20", "max_wal_senders": "10"}
+    assert standby_parameters(own, control) == {
+        "max_connections": "100",
+        "max_locks_per_transaction": "128",
+    }
+    assert standby_parameters({"max_connections": "200", "max_wal_senders": "12"}, control) == {
+        "max_locks_per_transaction": "128"
+    }
+    assert standby_parameters(own, {}) == {}

@@ -49,6 +49,15 @@ def test_local_steps_in_order_with_one_cutover() -> None:
     assert "standby cluster" in start and "REPLICAOF" in start
 
 
+def test_going_back_to_a_single_postgresql_is_the_same_steps_in_reverse() -> None:
+    steps = {s.name: s.description for s in plan.steps(spec("growth"), spec("launch"), "local")}
+    assert list(steps) == LOCAL_STEPS
+    assert "streaming standby of the source (basebackup" in steps["start-target"]
+    assert steps["promote-target"].startswith("promote the target (pg_promote(); REPLICAOF NO ONE)")
+    forward = {s.name: s.description for s in plan.steps(spec("launch"), spec("growth"), "local")}
+    assert "(remove standby_cluster; REPLICAOF NO ONE)" in forward["promote-target"]
+
+
 def test_a_cluster_and_citus_target_says_how_data_moves() -> None:
     steps = plan.steps(spec("growth"), spec("scale"), "local")
     start = next(s for s in steps if s.name == "start-target").description
