@@ -51,8 +51,13 @@ lint: $(BIN)/sikka-scaling
 unit: setup
 	$(BIN)/pytest -m "not integration"
 
+# The suite in TEST_WORKERS parallel workers (pytest-xdist): most of its time is spent
+# waiting on real servers, so more workers than cores; each module, or phase shared by several
+# modules, runs whole in one worker (tests/conftest.py). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 4
+
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # Main job: validate, render and preview every stack, then run one phase for real on
 # 127.0.0.1 (STACK=launch|growth|scale, default growth) and print where everything is.
