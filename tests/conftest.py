@@ -20,11 +20,23 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # Redis cluster, a rendered stack) start once and its ordered chains keep their order; a
 # phase shared by several modules is one group of its own (tests/integration/conftest.py).
 XDIST_GROUP = "xdist_group"
+# Tests that assert a timing which parallel load on a 2-core machine breaks (a transition's
+# write gaps under 5 s): `make test` runs them after the parallel run, alone.
+SERIAL = "serial"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{SERIAL}: asserts timings that parallel load would break; `make test` runs it alone,"
+        " after the parallel run",
+    )
+
+
 # The longest groups, handed out first so that none starts last (`--durations`: a chain of
 # phases, or a phase many modules share, takes minutes; the rest seconds). Order only: a
 # group missing here runs all the same, in collection order after these.
 LONGEST_FIRST = (
-    "tests/integration/test_transition_local.py",
     "growth_phase",
     "launch_phase",
     "tests/integration/test_transition_data.py",
