@@ -51,8 +51,17 @@ lint: $(BIN)/sikka-scaling
 unit: setup
 	$(BIN)/pytest -m "not integration"
 
+# The suite in TEST_WORKERS parallel workers (pytest-xdist): most of its time is spent
+# waiting on real servers, so more workers than cores; each module, or phase shared by several
+# modules, runs whole in one worker (tests/conftest.py). Then the tests marked `serial` (timings
+# that parallel load breaks) alone. Both always run; either failing fails `make test`.
+TEST_WORKERS ?= 4
+
 test: setup lint
-	$(BIN)/pytest
+	@status=0; \
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not serial" || status=$$?; \
+	$(BIN)/pytest -m serial || status=$$?; \
+	exit $$status
 
 # Main job: validate, render and preview every stack, then run one phase for real on
 # 127.0.0.1 (STACK=launch|growth|scale, default growth) and print where everything is.

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from scaling.local.ports import PortAllocator
 
 PASSWORD = "gw-test-secret"
 MASTER_NAME = "trips-master"
@@ -24,20 +25,15 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_SENTINEL = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
-_used_ports: set[int] = set()
+_ports = PortAllocator()
 _live: list[RedisProc] = []
 
 
 def free_port() -> int:
-    """A port nobody listens on now, never handed out twice in this run."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _used_ports:
-            _used_ports.add(port)
-            return port
-    raise RuntimeError("no free port found")
+    """A port nobody listens on now, below the ephemeral range and claimed machine-wide
+    (scaling.local.ports: parallel test workers never pick the same), never handed out twice
+    in this run."""
+    return _ports.take()
 
 
 @dataclass

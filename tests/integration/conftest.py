@@ -49,10 +49,20 @@ def _rank(item: pytest.Item) -> int:
     return 1 if item.get_closest_marker(DESTRUCTIVE) else 0
 
 
+def _in_group(item: pytest.Item, name: str) -> None:
+    """Puts ``item`` in the xdist group ``name`` alone (not its module's, which
+    tests/conftest.py gives every test that has none)."""
+    item.own_markers[:] = [m for m in item.own_markers if m.name != "xdist_group"]
+    item.add_marker(pytest.mark.xdist_group(name))
+
+
+# tryfirst: before pytest-xdist reads the groups (it runs both orders of the two conftests'
+# hooks correctly: `_in_group` replaces a module group).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The users of a shared phase run together, where its first user was, ordered by
-    `_rank` (stable: file order within a rank); a test on two shared phases would keep both
-    up, so none does."""
+    `_rank` (stable: file order within a rank), in one xdist worker (the group named after
+    the phase); a test on two shared phases would keep both up, so none does."""
     groups: dict[str, list[pytest.Item]] = {}
     ordered: list[pytest.Item | str] = []
     for item in items:
@@ -62,6 +72,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             ordered.append(item)
             continue
         (name,) = names
+        _in_group(item, name)
         if name not in groups:
             groups[name] = []
             ordered.append(name)

@@ -89,7 +89,21 @@ def test_the_application_cannot_shut_the_pooler_down(phase: Phase) -> None:
 
 
 def test_the_pooler_admin_runs_the_console(phase: Phase) -> None:
-    with pooler_console(phase) as conn:
+    # PgBouncer lists a pool once a client has used it: an application session on the
+    # console's own PgBouncer (the URL's first host; the test before may have reached
+    # another one, as libpq tries the next host when the first is slow to answer).
+    host, port = url_hosts(phase.summary["postgres"]["pooler"])[0]
+    app = psycopg.connect(
+        host=host,
+        port=port,
+        user=phase.spec.postgres.user,
+        password=phase.password,
+        dbname=phase.spec.postgres.database,
+        autocommit=True,
+        connect_timeout=10,
+    )
+    with app, pooler_console(phase) as conn:
+        assert app.execute("SELECT 1").fetchone() == (1,)
         cur = conn.cursor()
         cur.execute("SHOW POOLS")
         names = [c.name for c in cur.description or []]
@@ -98,7 +112,6 @@ def test_the_pooler_admin_runs_the_console(phase: Phase) -> None:
     # ... with its own password only, and it is no PostgreSQL role: no way into a database.
     with pytest.raises(psycopg.OperationalError):
         pooler_console(phase, POOLER_ADMIN_USER, phase.password)
-    host, port = url_hosts(phase.summary["postgres"]["pooler"])[0]
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(
             host=host,

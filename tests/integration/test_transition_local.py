@@ -38,7 +38,9 @@ from scaling.local.state import STATE_FILE
 from scaling.transition import local_front, service
 from scaling.transition import log as tlog
 
-pytestmark = pytest.mark.integration
+# Serial: its write-gap target (GAP_TARGET) holds on the 2-core runner alone; under the
+# parallel run's load the gaps measured 6.5 s (rows) and 8.7 s (keys) for launch → growth.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 GAP_TARGET = 5.0  # seconds: the longest gap between two acknowledged writes
 LOAD_BEFORE = 3.0  # seconds of load before the transition starts, and after it ends
