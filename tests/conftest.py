@@ -40,6 +40,7 @@ LONGEST_FIRST = (
     "growth_phase",
     "launch_phase",
     "tests/integration/test_transition_data.py",
+    "tests/integration/test_cutover_scripts.py",
     "tests/integration/test_local_scale.py",
     "tests/integration/test_local_interrupt.py",
     "tests/integration/test_local_launch.py",

@@ -45,7 +45,7 @@ from scaling.render.endpoints import Endpoint
 from scaling.transition import local_data, local_front, service
 from scaling.transition import log as tlog
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 GAP_TARGET = 5.0  # seconds: the longest gap between two acknowledged writes
 LOAD_BEFORE = 3.0  # seconds of load before the transition starts, and after it ends
