@@ -30,19 +30,17 @@ from typing import Any
 import pytest
 from local_fixtures import ROOT
 from support.transition import LOCAL_STEPS as STEPS
-from transition_load import Load, PhaseDoors, print_figures
+from transition_load import Load, PhaseDoors, assert_gaps, assert_nothing_lost, report
 
 from scaling.cli import main as cli_main
 from scaling.local import LocalRun, runner
 from scaling.local.state import STATE_FILE
 from scaling.transition import local_front, service
-from scaling.transition import log as tlog
 
 # Serial: its write-gap target (GAP_TARGET) holds on the 2-core runner alone; under the
 # parallel run's load the gaps measured 6.5 s (rows) and 8.7 s (keys) for launch → growth.
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
-GAP_TARGET = 5.0  # seconds: the longest gap between two acknowledged writes
 LOAD_BEFORE = 3.0  # seconds of load before the transition starts, and after it ends
 
 
@@ -121,46 +119,8 @@ def _transition(
         for kind in ("row", "key"):
             extra = figures[f"longest_{kind}_gap_seconds"] - stopped
             figures[f"{kind}_gap_beyond_write_stop_seconds"] = round(extra, 3)
-    print_figures(f"transition {source} → {target}: {result['outcome']}", result)
-    print_figures("transition measurements", result["measurements"])
-    print_figures(f"client load {source} → {target}", figures)
-    tlog.append(
-        Path(result["log"]),
-        {
-            "transition": result["transition"],
-            "step": "client-load",
-            "event": "report",
-            "at": round(time.time(), 3),
-            "outcome": "ok" if _no_loss(figures) else "failed",
-            "measurements": figures,
-        },
-    )
+    report(f"{source} → {target}", result, figures)
     return result, figures
-
-
-def _no_loss(figures: dict[str, Any]) -> bool:
-    return (
-        figures["rows_acknowledged"] == figures["rows_present"]
-        and figures["keys_acknowledged"] == figures["keys_present"]
-    )
-
-
-def _assert_nothing_lost(figures: dict[str, Any]) -> None:
-    assert figures["rows_acknowledged"] > 0 and figures["keys_acknowledged"] > 0
-    assert figures["rows_missing"] == [], figures
-    assert figures["keys_missing"] == [], figures
-    assert figures["rows_acknowledged"] == figures["rows_present"], figures
-    assert figures["keys_acknowledged"] == figures["keys_present"], figures
-
-
-def _assert_gaps(figures: dict[str, Any]) -> None:
-    """The issue's target: no gap between two acknowledged writes of GAP_TARGET or more."""
-    over = {
-        name: figures[name]
-        for name in ("longest_row_gap_seconds", "longest_key_gap_seconds")
-        if figures[name] >= GAP_TARGET
-    }
-    assert not over, f"over the {GAP_TARGET} s target: {over}"
 
 
 def _steps_logged(root: Path, target: str, transition: str | None) -> dict[str, str]:
@@ -190,7 +150,7 @@ def test_a_target_part_killed_before_the_cut_over_rolls_back(root: Path) -> None
     assert result["success"] is False
     assert result["outcome"] == "rolled-back", result["message"]
     assert result["failedStep"] in {"final-sync", "catch-up", "freeze-source"}
-    _assert_nothing_lost(figures)
+    assert_nothing_lost(figures)
     # Launch keeps serving: its own door acknowledged writes after the rollback (the writer
     # ran LOAD_BEFORE seconds more), and the target is gone.
     launch = LocalRun.open(root / "launch")
@@ -208,7 +168,7 @@ def test_a_target_part_killed_before_the_cut_over_rolls_back(root: Path) -> None
 def test_launch_to_growth_carries_every_write(root: Path) -> None:
     result, figures = _transition(root, "launch", "growth", cli=True)
     assert result["success"], result["message"]
-    _assert_nothing_lost(figures)
+    assert_nothing_lost(figures)
     # The rows ended on growth's door, the keys on growth's master.
     growth = LocalRun.open(root / "growth")
     assert figures["redis_masters"][-1].endswith(
@@ -223,7 +183,7 @@ def test_launch_to_growth_carries_every_write(root: Path) -> None:
     launch = LocalRun.open(root / "launch")
     assert launch.alive("nginx")
     assert local_front.fronted_stack(launch) == "growth"
-    _assert_gaps(figures)
+    assert_gaps(figures)
 
 
 def test_growth_to_scale_carries_every_write(root: Path) -> None:
@@ -231,7 +191,7 @@ def test_growth_to_scale_carries_every_write(root: Path) -> None:
         pytest.skip("launch → growth did not leave a growth run")
     result, figures = _transition(root, "growth", "scale")
     assert result["success"], result["message"]
-    _assert_nothing_lost(figures)
+    assert_nothing_lost(figures)
     assert any(m.startswith("cluster ") for m in figures["redis_masters"]), figures
     ws = figures["ws"]
     assert ws["connected_at_stop"] == ws["subscribers"], ws
@@ -239,4 +199,4 @@ def test_growth_to_scale_carries_every_write(root: Path) -> None:
     assert [s for s in STEPS if logged.get(s) != "ok"] == [], logged
     # Launch's Nginx (the clients' URL) followed: it fronts scale's gateways now.
     assert local_front.fronted_stack(LocalRun.open(root / "launch")) == "scale"
-    _assert_gaps(figures)
+    assert_gaps(figures)

@@ -48,6 +48,7 @@ from websockets.typing import Subprotocol
 
 from gateway.auth import mint_token
 from gateway.server import BEARER_PREFIX, SUBPROTOCOL
+from scaling.transition import log as tlog
 
 TABLE = "transition_load"
 LOOPBACK = ("127.",)
@@ -732,6 +733,53 @@ def print_figures(title: str, figures: dict[str, Any]) -> None:
     print(f"\n=== {title} ===", flush=True)
     for key, value in figures.items():
         print(f"  {key}: {value}", flush=True)
+
+
+GAP_TARGET = 5.0  # seconds: issue 12's longest gap between two acknowledged writes
+
+
+def no_loss(figures: dict[str, Any]) -> bool:
+    """Every acknowledged row and key is present afterwards."""
+    return (
+        figures["rows_acknowledged"] == figures["rows_present"]
+        and figures["keys_acknowledged"] == figures["keys_present"]
+    )
+
+
+def assert_nothing_lost(figures: dict[str, Any]) -> None:
+    assert figures["rows_acknowledged"] > 0 and figures["keys_acknowledged"] > 0
+    assert figures["rows_missing"] == [], figures
+    assert figures["keys_missing"] == [], figures
+    assert no_loss(figures), figures
+
+
+def assert_gaps(figures: dict[str, Any]) -> None:
+    """No gap between two acknowledged writes (rows, keys) of GAP_TARGET or more."""
+    over = {
+        name: figures[name]
+        for name in ("longest_row_gap_seconds", "longest_key_gap_seconds")
+        if figures[name] >= GAP_TARGET
+    }
+    assert not over, f"over the {GAP_TARGET} s target: {over}"
+
+
+def report(title: str, result: dict[str, Any], figures: dict[str, Any]) -> None:
+    """Print a transition's result, its measurements and the client load's figures, and
+    append the figures to the transition's own log (step "client-load")."""
+    print_figures(f"transition {title}: {result['outcome']}", result)
+    print_figures("transition measurements", result["measurements"])
+    print_figures(f"client load {title}", figures)
+    tlog.append(
+        Path(result["log"]),
+        {
+            "transition": result["transition"],
+            "step": "client-load",
+            "event": "report",
+            "at": round(time.time(), 3),
+            "outcome": "ok" if no_loss(figures) else "failed",
+            "measurements": figures,
+        },
+    )
 
 
 # ---------------------------------------------------------------------- phase doors
