@@ -4,19 +4,12 @@ measured, and a server without the extension says so instead of reporting zero."
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
+from support import scratch_postgres
 
-from scaling.local.procs import pg_bin
 from scaling.metrics.endpoints import HostPort
 from scaling.metrics.probes.postgres import SLOW_STATEMENT_MS, probe_member
 
@@ -24,43 +17,15 @@ pytestmark = pytest.mark.integration
 PASSWORD = "statements-pw"
 
 
-def _as_postgres() -> list[str]:
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[HostPort]:
-    # Under /tmp (1777) so the postgres account can reach it; pytest's tmp dir is root-only.
-    root = Path(tempfile.mkdtemp(prefix="sikka-check-pgss-"))
-    root.chmod(0o755)
-    data, port = root / "data", _free_port()
-    (root / "pw").write_text(PASSWORD + "\n")
-    if os.geteuid() == 0:
-        account = pwd.getpwnam("postgres")
-        os.chown(root, account.pw_uid, account.pw_gid)
-        os.chown(root / "pw", account.pw_uid, account.pw_gid)
-
-    def run(*argv: str) -> None:
-        subprocess.run([*_as_postgres(), *argv], check=True, capture_output=True, timeout=120)
-
-    run(pg_bin("initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={root / 'pw'}",
-        "--auth=scram-sha-256", "--no-sync")  # fmt: skip
-    options = (
-        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} "
-        "-c shared_preload_libraries=pg_stat_statements"
+    postgres = scratch_postgres.start(
+        "sikka-check-pgss-", PASSWORD, "-c shared_preload_libraries=pg_stat_statements"
     )
-    run(pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
     try:
-        yield HostPort("127.0.0.1", port)
+        yield HostPort("127.0.0.1", postgres.port)
     finally:
-        run(pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        postgres.stop()
 
 
 def _connect(target: HostPort) -> psycopg.Connection:

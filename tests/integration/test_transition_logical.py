@@ -14,11 +14,7 @@ and rows on the coordinator are counted.
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
-import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,8 +23,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from support import scratch_postgres
+from support.scratch_postgres import ScratchPostgres
 
-from scaling.local.procs import pg_bin
 from scaling.render.logical_transition import (
     LOGIN_ROLE,
     PUBLICATION,
@@ -62,20 +59,13 @@ ALTER TABLE notes OWNER TO {APP};
 """
 
 
-def _as_postgres() -> list[str]:
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Server:
-    port: int
-    root: Path
+    postgres: ScratchPostgres
+
+    @property
+    def port(self) -> int:
+        return self.postgres.port
 
     def connect(self, dbname: str = DATABASE) -> psycopg.Connection:
         return psycopg.connect(
@@ -90,27 +80,9 @@ class Server:
 
 
 def _start(name: str, *options: str) -> Server:
-    # Under /tmp (1777) so the postgres account can reach it; pytest's tmp dir is root-only.
-    root = Path(tempfile.mkdtemp(prefix=f"sikka-logical-{name}-"))
-    root.chmod(0o755)
-    data, port = root / "data", _free_port()
-    (root / "pw").write_text(PASSWORD + "\n")
-    if os.geteuid() == 0:
-        account = pwd.getpwnam("postgres")
-        os.chown(root, account.pw_uid, account.pw_gid)
-        os.chown(root / "pw", account.pw_uid, account.pw_gid)
-
-    def run(*argv: str) -> None:
-        subprocess.run([*_as_postgres(), *argv], check=True, capture_output=True, timeout=120)
-
-    run(pg_bin("initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={root / 'pw'}",
-        "--auth=scram-sha-256", "--no-sync")  # fmt: skip
-    settings = " ".join(
-        [f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root}",
-         "-c fsync=off", *options]
-    )  # fmt: skip
-    run(pg_bin("pg_ctl"), "-D", str(data), "-o", settings, "-l", str(root / "log"), "-w", "start")
-    server = Server(port, root)
+    server = Server(
+        scratch_postgres.start(f"sikka-logical-{name}-", PASSWORD, "-c fsync=off", *options)
+    )
     with server.connect("postgres") as conn:
         conn.execute(f"CREATE ROLE {APP} LOGIN")
         conn.execute(f"CREATE DATABASE {DATABASE} OWNER {APP}")
@@ -118,12 +90,7 @@ def _start(name: str, *options: str) -> Server:
 
 
 def _stop(server: Server) -> None:
-    subprocess.run(
-        [*_as_postgres(), pg_bin("pg_ctl"), "-D", str(server.root / "data"), "-m", "fast",
-         "-w", "stop"],
-        check=False, capture_output=True, timeout=120,
-    )  # fmt: skip
-    shutil.rmtree(server.root, ignore_errors=True)
+    server.postgres.stop()
 
 
 @pytest.fixture(scope="module")
