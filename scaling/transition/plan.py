@@ -184,61 +184,43 @@ def logical(source: PhaseSpec, target: PhaseSpec) -> bool:
     )
 
 
-def logical_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
+def _logical_mechanism(src: str, dst: str) -> dict[str, str]:
     """growth → scale on Kubernetes: the Citus coordinator subscribes to the source."""
-    src, dst = source.stack, target.stack
-    return [
-        Step("validate-target", f"load and validate the {dst} stack file, render its configs"),
-        Step("check-source", f"run the checker on the deployed {src} stack"),
-        Step(
-            "prepare-source",
+    return {
+        "prepare-source": (
             f"`pulumi config set sikka:promoteTo {dst}` on {src}, then `pulumi up`: it "
             f"exports where the target subscribes and its NetworkPolicy admits {dst}'s "
-            "PostgreSQL pods (its SGCluster is unchanged: StackGres runs wal_level=logical)",
+            "PostgreSQL pods (its SGCluster is unchanged: StackGres runs wal_level=logical)"
         ),
-        Step(
-            "start-target",
+        "start-target": (
             f"`pulumi config set sikka:promoteFrom {src}` on {dst}, then `pulumi up`: the "
             "SGShardedCluster starts empty (no replicateFrom) and the Job "
             "postgres-transition-follow publishes the source's tables (FOR ALL TABLES; it "
             "refuses a table without a primary key or replica identity first), restores the "
             "source's schema on the coordinator (pg_dump --schema-only, local tables) and "
-            "subscribes the coordinator to it (copy_data = true)",
+            "subscribes the coordinator to it (copy_data = true)"
         ),
-        Step(
-            "catch-up",
+        "catch-up": (
             "watch the subscription on the coordinator (pg_subscription_rel: every table 'r', "
-            f"pg_stat_subscription) and `sikka-scaling check {dst}`",
+            f"pg_stat_subscription) and `sikka-scaling check {dst}`"
         ),
-        Step(
-            "freeze-source",
-            f"stop writes on {src}: ALTER SYSTEM SET default_transaction_read_only = on, "
-            "pg_reload_conf(), the application's sessions ended (write downtime starts)",
-        ),
-        Step(
-            CUTOVER,
+        "freeze-source": f"{_freeze_logical(src)}: write downtime starts",
+        CUTOVER: (
             f"`pulumi config set sikka:promoteCutover true` on {dst}, then `pulumi up`: the "
             "Job postgres-transition-cutover refuses unless the source takes no writes and "
             "the coordinator has applied its last LSN (bounded wait), then sets every "
             "sequence past the source's value, drops the subscription (and the source's "
             "slot) and distributes the tables named in postgres.distributionColumns with "
             "create_distributed_table_concurrently (writes go on meanwhile) and "
-            "postgres.referenceTables with create_reference_table — THE CUT-OVER",
-            cutover=True,
+            "postgres.referenceTables with create_reference_table — THE CUT-OVER"
         ),
-        Step("validate-target-live", f"run the checker on the {dst} stack"),
-        Step(
-            "retire-source",
-            f"scale the {src} stack down once clients use {dst}; its volumes stay protected",
-        ),
-    ]
+    }
 
 
-def pulumi_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
-    if logical(source, target):
-        return logical_steps(source, target)
-    src, dst = source.stack, target.stack
-    if target.platform.value == "kubernetes":
+def _standby_mechanism(src: str, dst: str, platform: str) -> dict[str, str]:
+    """The target a physical standby of the source (StackGres on Kubernetes, Patroni on
+    Docker)."""
+    if platform == "kubernetes":
         standby = (
             "StackGres spec.replicateFrom on its SGCluster / SGShardedCluster, its Redis "
             "master --replicaof the source's, its Sentinels held at 0"
@@ -249,28 +231,40 @@ def pulumi_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
             "found through a stack reference to the source's outputs; its Redis master "
             "--replicaof the source's, no Sentinel"
         )
-    docker = target.platform.value == "docker"
+    return {
+        "prepare-source": (
+            f"`pulumi config set sikka:promoteTo {dst}` on {src}, then `pulumi up`: it "
+            "exports where the target follows it and admits the target's standby"
+        ),
+        "start-target": (
+            f"`pulumi config set sikka:promoteFrom {src}` on {dst}, then `pulumi up`: the "
+            f"target starts as a standby of {src} ({standby})"
+        ),
+        "catch-up": f"watch the replication lag (`sikka-scaling check {dst}`)",
+        "freeze-source": DOCKER_FREEZE if platform == "docker" else _freeze_by_hand(src, dst),
+        CUTOVER: (
+            f"`pulumi config set sikka:promoteCutover true` on {dst}, then `pulumi up`: the "
+            "standby is promoted (replicateFrom removed; on Docker one-shot guards, then the "
+            "Redis master replaced) — THE CUT-OVER"
+        ),
+    }
+
+
+def pulumi_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
+    """The Docker/Kubernetes transition's steps: the same frame for every pair, the
+    mechanism's own words for what it does in between."""
+    src, dst = source.stack, target.stack
+    mechanism = (
+        _logical_mechanism(src, dst)
+        if logical(source, target)
+        else _standby_mechanism(src, dst, target.platform.value)
+    )
     return [
         Step("validate-target", f"load and validate the {dst} stack file, render its configs"),
         Step("check-source", f"run the checker on the deployed {src} stack"),
-        Step(
-            "prepare-source",
-            f"`pulumi config set sikka:promoteTo {dst}` on {src}, then `pulumi up`: it "
-            "exports where the target follows it and admits the target's standby",
-        ),
-        Step(
-            "start-target",
-            f"`pulumi config set sikka:promoteFrom {src}` on {dst}, then `pulumi up`: the "
-            f"target starts as a standby of {src} ({standby})",
-        ),
-        Step("catch-up", f"watch the replication lag (`sikka-scaling check {dst}`)"),
-        Step("freeze-source", _freeze_by_hand(src, dst) if not docker else DOCKER_FREEZE),
-        Step(
-            CUTOVER,
-            f"`pulumi config set sikka:promoteCutover true` on {dst}, then `pulumi up`: the "
-            "standby is promoted (replicateFrom removed; on Docker one-shot guards, then the "
-            "Redis master replaced) — THE CUT-OVER",
-            cutover=True,
+        *(
+            Step(name, mechanism[name], cutover=name == CUTOVER)
+            for name in ("prepare-source", "start-target", "catch-up", "freeze-source", CUTOVER)
         ),
         Step("validate-target-live", f"run the checker on the {dst} stack"),
         Step(
@@ -372,6 +366,14 @@ def _freeze_by_hand(src: str, dst: str) -> str:
     )
 
 
+def _freeze_logical(src: str) -> str:
+    """The write stop a person does before the logical cut-over (its Job only checks it)."""
+    return (
+        f"stop writes on {src} (ALTER SYSTEM SET default_transaction_read_only = on; "
+        "SELECT pg_reload_conf(); the application's sessions ended)"
+    )
+
+
 def pulumi_commands(
     source_stack: str,
     target_stack: str,
@@ -389,10 +391,7 @@ def pulumi_commands(
     if platform == "docker":
         by_hand = []
     elif logical:
-        by_hand = [
-            f"stop writes on {src} (ALTER SYSTEM SET default_transaction_read_only = on; "
-            "SELECT pg_reload_conf(); the application's sessions ended)"
-        ]
+        by_hand = [_freeze_logical(src)]
     else:
         by_hand = [_freeze_by_hand(src, dst)]
     return [
