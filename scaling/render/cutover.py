@@ -87,9 +87,14 @@ src() {{
     -U {superuser} -d postgres "$@"
 }}
 get() {{ curl -fsS --max-time 5 "http://$1" 2>/dev/null; }}
+# The member that leads and takes writes. /primary alone is not enough: when its status
+# query fails (a busy server mid-promotion) Patroni answers from the role it holds in
+# memory, set before recovery has ended; its status shows xlog.location (the WAL position
+# of a server out of recovery) only once pg_is_in_recovery() said false.
 leader() {{
   for api in $APIS; do
-    if get "$api/primary" > /dev/null; then echo "$api"; return 0; fi
+    get "$api/primary" > /dev/null || continue
+    if get "$api/patroni" | grep -q '"location": *[0-9]'; then echo "$api"; return 0; fi
   done
   return 1
 }}
