@@ -13,7 +13,9 @@ or "organization/sikka-scaling/launch"). Two `pulumi up` runs move the data:
    writes on the source have stopped; on Docker one-shot guards stop them, wait for the
    target, then remove ``standby_cluster`` and promote the Redis master:
    scaling.render.cutover; for the Citus target a Job checks the writes have stopped, sets
-   the sequences, drops the subscription and distributes the tables).
+   the sequences, drops the subscription and distributes the tables). A Redis Cluster
+   target, formed empty, takes the source master's keys then, under a pause of its writes
+   (the one-shot ``redis-import``, a Job on Kubernetes: scaling.render.redis_import).
 
 The source stack may say ``sikka:promoteTo`` (the target's name): a single PostgreSQL
 (launch) then keeps a replication login and admits it from its private network, which the

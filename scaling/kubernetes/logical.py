@@ -37,7 +37,7 @@ from scaling.promotion import token
 from scaling.render.logical_transition import cutover_script, follow_script
 from scaling.topology.network import service_host
 
-from .manifests import Manifest, labels, obj
+from .manifests import REPLACE_UNREADY, Manifest, labels, obj
 from .postgres import CLUSTER_NAME, SOURCE_USERS_SECRET, follows_logically
 from .secrets import secret_key_ref
 from .security import container_security_context, empty_dir, pod_spec, resources
@@ -53,9 +53,6 @@ SCRIPTS_DIR = "/opt/sikka-transition"
 POSTGRES_UID = 999
 # StackGres's Secret of a cluster bears the cluster's name and holds its superuser's login.
 TARGET_USERS_SECRET = CLUSTER_NAME
-# pulumi-kubernetes replaces a Job that failed on the previous `pulumi up` (a refused
-# cut-over runs again on the next one); without it Pulumi would only wait for it again.
-REPLACE_UNREADY = {"pulumi.com/replaceUnready": "true"}
 
 
 def scripts(spec: PhaseSpec) -> dict[str, str]:

@@ -39,6 +39,11 @@ class Manifest:
         return f"{self.kind}/{self.namespace or '-'}/{self.name}"
 
 
+# pulumi-kubernetes replaces a Job that failed on the previous `pulumi up` (a refused
+# cut-over runs again on the next one); without it Pulumi would only wait for it again.
+REPLACE_UNREADY = {"pulumi.com/replaceUnready": "true"}
+
+
 def selector_labels(name: str) -> dict[str, str]:
     """Labels a workload selects its pods by. Selectors are immutable, so the phase (which
     changes when a stack is promoted) is deliberately left out."""

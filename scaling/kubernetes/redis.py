@@ -28,7 +28,7 @@ from scaling.topology.network import headless_service
 from scaling.topology.redis import GROUP, SENTINEL_GROUP
 
 from . import pods
-from .manifests import Manifest, labels, obj
+from .manifests import REPLACE_UNREADY, Manifest, labels, obj
 from .policy import disruption_budget
 from .secrets import REDIS_SECRET, secret_env, secret_manifest, secret_placeholders
 from .security import REDIS_UID, container_security_context, pod_spec, resources
@@ -120,10 +120,14 @@ def server_statefulset(topology: Topology, group: str) -> Manifest:
 
 
 def one_shot_job(topology: Topology, node: Node) -> Manifest:
-    """A one-shot node (the cluster init) as a Job, retried until it succeeds. Its script
-    names every node, so a phase that grows changes the Job, which then runs again."""
+    """A one-shot node as a Job. The cluster init is retried until it succeeds; its script
+    names every node, so a phase that grows changes the Job, which then runs again. A
+    cut-over's guard (the key import) runs once: a refusal fails `pulumi up`, and the next
+    `pulumi up` replaces the failed Job, which runs it again."""
     spec = topology.spec
     user = pods.uid(node, REDIS_UID)
+    guard = node.role == "promoter"
+    mounts, volumes = pods.tmpfs_volumes(node.tmpfs)
     container = {
         "name": _container_name(node.group),
         "image": node.image,
@@ -131,9 +135,10 @@ def one_shot_job(topology: Topology, node: Node) -> Manifest:
         "env": [*pods.plain_env(node.env), *secret_env(node)],
         "resources": resources(50, 64, 200, 128),
         "securityContext": container_security_context(user),
+        **({"volumeMounts": mounts} if mounts else {}),
     }
-    pod = pod_spec(user, [container], [], restartPolicy="OnFailure")
-    return obj(
+    pod = pod_spec(user, [container], volumes, restartPolicy="Never" if guard else "OnFailure")
+    manifest = obj(
         "redis",
         "batch/v1",
         "Job",
@@ -141,11 +146,14 @@ def one_shot_job(topology: Topology, node: Node) -> Manifest:
         spec.namespace,
         labels(spec, node.name, "redis"),
         spec={
-            "backoffLimit": 6,
+            "backoffLimit": 0 if guard else 6,
             "activeDeadlineSeconds": 1800,
             "template": {"metadata": {"labels": labels(spec, node.name, "redis")}, "spec": pod},
         },
     )
+    if guard:
+        manifest.body["metadata"]["annotations"] = dict(REPLACE_UNREADY)
+    return manifest
 
 
 def _while_following(topology: Topology, manifest: Manifest) -> Manifest:

@@ -21,6 +21,7 @@ from scaling.render.redis import (
     render_redis_conf,
     render_sentinel_conf,
 )
+from scaling.render.redis_import import redis_import_script
 from scaling.render.redis_start import (
     MASTER_TOKEN,
     cluster_script,
@@ -37,6 +38,10 @@ CLUSTER_INIT = "redis-cluster-init"
 # One-shot at a Docker transition's cut-over: promotes the target's master once it holds
 # every write the source's master acknowledged (scaling.render.cutover).
 PROMOTER = "redis-promote"
+# One-shot at a transition's cut-over onto a Redis Cluster (Docker and Kubernetes): copies
+# the source master's keys into it while the source's writes are paused
+# (scaling.render.redis_import).
+IMPORTER = "redis-import"
 # The PostgreSQL cut-over runs first (scaling.topology.postgres.PROMOTER).
 POSTGRES_PROMOTER = "postgres-promote"
 STANDALONE_SERVICE = "redis"
@@ -121,7 +126,7 @@ def follow_source(spec: PhaseSpec) -> tuple[str, str] | None:
     """A transition's target (sikka:promoteFrom, before the cut-over): its master replicates
     from the source's Redis, at the address the source stack exports (on Docker the source
     master's container name, reached over the source's transition network). A Redis Cluster
-    target starts empty (its keys are imported by `sikka-scaling transition`)."""
+    target starts empty (its keys are copied in at the cut-over: :func:`importer_node`)."""
     if not following(spec.promotion):
         return None
     if spec.redis.mode == "cluster":
@@ -182,6 +187,51 @@ def promoter_node(spec: PhaseSpec) -> Node:
         secret_env=_secret(),
         one_shot=True,
         extra_networks=(SOURCE_NETWORK,),
+    )
+
+
+def imports_keys(spec: PhaseSpec) -> bool:
+    """A transition's cut-over (sikka:promoteCutover) onto a Redis Cluster: it cannot have
+    followed the source (a cluster replicates no standalone master), so its keys are copied
+    in at the cut-over."""
+    promotion = spec.promotion
+    return promotion is not None and promotion.cutover and spec.redis.mode == "cluster"
+
+
+def importer_node(spec: PhaseSpec) -> Node:
+    """One-shot (the Redis image, a Job on Kubernetes): pauses the source master's writes,
+    copies every key into the cluster (DUMP / RESTORE on the master owning each slot),
+    checks the count, then has the source's master refuse writes. Refuses (exit 1, the
+    source unpaused) when the cluster is not formed, holds keys of its own or refuses the
+    copy. Its password is the target's own, inherited from the source. On Docker it joins
+    the source's transition network."""
+    _, cli = spec.redis.binaries
+    masters = [
+        data_endpoint(spec, index)
+        for index in range(data_node_count(spec))
+        if cluster_role(spec, index)[0] == "cluster-master"
+    ]
+    script = redis_import_script(
+        (token("redis", "host"), token("redis", "port")),
+        masters,
+        cli=cli,
+        password_env=SECRET_VARIABLES["redis-password"],
+    )
+    return Node(
+        name=IMPORTER,
+        tier="redis",
+        role="promoter",
+        group=IMPORTER,
+        ordinal=0,
+        image=spec.redis.image,
+        ports={},
+        entrypoint=("sh", "-c", script),
+        user=REDIS_UID,
+        secret_env=_secret(),
+        # Its counts (never a value or a key) are written there while it runs.
+        tmpfs=("/tmp",),
+        one_shot=True,
+        extra_networks=() if on_kubernetes(spec) else (SOURCE_NETWORK,),
     )
 
 
@@ -299,6 +349,11 @@ def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:
         nodes.append(cluster_init_node(spec, [n for n in nodes if n.tier == "redis"]))
         # It forms the cluster from every data node: it runs once they all answer.
         edges.append(Edge(CLUSTER_INIT, GROUP, "connects-to"))
+    if imports_keys(spec):
+        nodes.append(importer_node(spec))
+        # It waits (bounded) for the cluster to form; PostgreSQL's cut-over runs first.
+        edges.append(Edge(IMPORTER, CLUSTER_INIT, "waits-for"))
+        edges.append(Edge(IMPORTER, POSTGRES_PROMOTER, "waits-for"))
     return nodes, services, edges
 
 

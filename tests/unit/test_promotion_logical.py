@@ -158,8 +158,22 @@ def test_the_source_admits_the_target_and_changes_nothing_else(
 def test_the_cutover_swaps_the_follow_job_for_the_cutover_job(runs: dict[str, StackRun]) -> None:
     removed, added, changed = changes(runs["following"], runs["cutover"])
     assert removed == {f"sikka-scale-postgres-job-{FOLLOW_JOB}"}
-    assert added == {f"sikka-scale-postgres-job-{CUTOVER_JOB}"}
+    # The Redis Cluster's keys come at the cut-over (scaling.render.redis_import).
+    assert added == {
+        f"sikka-scale-postgres-job-{CUTOVER_JOB}",
+        "sikka-scale-redis-job-redis-import",
+    }
     assert changed == set()
+    importer = jobs(runs["cutover"])["redis-import"]
+    assert importer.inputs["spec"]["backoffLimit"] == 0
+    assert importer.inputs["metadata"]["annotations"] == {"pulumi.com/replaceUnready": "true"}
+    pod = importer.inputs["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (script,) = [c["command"][-1] for c in pod["containers"]]
+    # The source's master, filled from the source stack's outputs; the cluster's masters.
+    assert "SOURCE_HOST=redis-0.redis-headless.sikka-growth.svc.cluster.local" in script
+    assert "redis-0.redis-headless.sikka-scale.svc.cluster.local:6379" in script
+    assert "@@source" not in script
     job = jobs(runs["cutover"])[CUTOVER_JOB]
     assert job.inputs["spec"]["backoffLimit"] == 0
     (container,) = job.inputs["spec"]["template"]["spec"]["containers"]
@@ -185,7 +199,12 @@ def test_no_stateful_resource_changes_through_the_transition(runs: dict[str, Sta
     # After the transition the stack is the fresh phase again: the Jobs, their scripts and
     # the copied users are gone, nothing else differs.
     removed, added, changed = changes(runs["cutover"], runs["after"])
-    assert removed == {f"sikka-scale-postgres-job-{CUTOVER_JOB}", CONFIG, USERS}
+    assert removed == {
+        f"sikka-scale-postgres-job-{CUTOVER_JOB}",
+        "sikka-scale-redis-job-redis-import",
+        CONFIG,
+        USERS,
+    }
     assert (added, changed) == (set(), set())
     # Against a fresh phase: only the passwords it would draw are missing (they came from
     # the source, whose application keeps using them).

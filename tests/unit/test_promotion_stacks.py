@@ -433,6 +433,61 @@ def test_the_redis_volumes_stay_through_every_step(docker: dict[str, StackRun]) 
         assert_protected_untouched(before, after)
 
 
+# --- Docker, onto a Redis Cluster ------------------------------------------------------------
+
+SCALE_ON_DOCKER = {
+    "sikka:platform": "docker",
+    "sikka:autoscaling": {"enabled": False},
+    "sikka:postgres": {"mode": "replicated"},
+}
+SCALE_FORCED = {**SCALE_ON_DOCKER, "sikka:promoteForce": True}
+IMPORTER = "sikka-scale-redis-redis-import"
+
+
+@pytest.fixture(scope="module")
+def docker_scale() -> dict[str, StackRun]:
+    """launch → scale on Docker (a phase skipped, so forced): the Redis Cluster target."""
+    source = run_stack("launch", {"sikka:promoteTo": "scale"})
+    refs = {SOURCE: source.exports}
+    return {
+        "source": source,
+        "following": run_stack("scale", {**SCALE_FORCED, **FOLLOW}, references=refs),
+        "cutover": run_stack("scale", {**SCALE_FORCED, **CUTOVER}, references=refs),
+    }
+
+
+def test_the_cluster_target_imports_the_keys_at_the_cutover(
+    docker_scale: dict[str, StackRun],
+) -> None:
+    following, cutover = docker_scale["following"], docker_scale["cutover"]
+    assert IMPORTER not in {r.name for r in following.resources}
+    importer = cutover.named(IMPORTER)
+    # A guard: run to its end within `pulumi up`, after PostgreSQL's cut-over and the
+    # cluster's init; over the source's transition network.
+    assert importer.inputs["attach"] is True and importer.inputs["mustRun"] is False
+    assert cutover.named("sikka-scale-postgres-postgres-promote").urn in importer.depends_on
+    assert cutover.named("sikka-scale-redis-redis-cluster-init").urn in importer.depends_on
+    networks = [n["name"] for n in importer.inputs["networksAdvanced"]]
+    assert networks[1:] == ["sikka-launch-transition"]
+    script = importer.inputs["entrypoints"][-1]
+    assert "SOURCE_HOST=sikka-launch-redis-0" in script
+    assert 'SEEDS="redis-0:6379 redis-2:6379 redis-4:6379"' in script
+    assert script.index("client pause") < script.index("RESTORE") < script.rindex("refuse_writes")
+    assert {"REDIS_PASSWORD"} <= {e.split("=", 1)[0] for e in importer.inputs["envs"]}
+    # The cluster's data nodes are the same before and after: nothing stateful changes.
+    assert_protected_untouched(following, cutover)
+
+
+def test_a_refused_import_fails_the_update(
+    docker_scale: dict[str, StackRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _failing(IMPORTER, monkeypatch)
+    refs = {SOURCE: docker_scale["source"].exports}
+    with pytest.raises(Exception, match=r"redis-import exited 1") as error:
+        run_stack("scale", {**SCALE_FORCED, **CUTOVER}, references=refs)
+    assert "pulumi up --replace" in str(error.value)
+
+
 # --- Kubernetes ------------------------------------------------------------------------------
 
 SG_CLUSTER = "kubernetes:stackgres.io/v1:SGCluster"

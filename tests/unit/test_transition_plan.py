@@ -117,7 +117,8 @@ def test_pulumi_limits() -> None:
     assert platforms.startswith("growth runs on docker and scale on kubernetes:")
     # On Kubernetes the pair is rendered: what logical replication leaves out is said.
     growth = spec("growth").model_copy(update={"platform": spec("scale").platform})
-    limits = plan.pulumi_limits(growth, spec("scale"))
+    cluster, *limits = plan.pulumi_limits(growth, spec("scale"))
+    assert cluster.startswith("a Redis Cluster cannot replicate the source's master")
     assert len(limits) == 2 and "not DDL, sequences" in limits[0]
     assert "stay local tables on the coordinator" in limits[1]
     back = plan.pulumi_limits(spec("growth"), spec("launch"))
@@ -138,6 +139,11 @@ def test_growth_to_scale_on_kubernetes_subscribes_the_coordinator() -> None:
     assert "copy_data = true" in by_name["start-target"]
     assert "create_distributed_table_concurrently" in by_name["promote-target"]
     assert [s.name for s in steps if s.cutover] == ["promote-target"]
+    # Its Redis Cluster takes the keys at the same cut-over.
+    assert by_name["promote-target"].endswith(plan.REDIS_IMPORT)
+    assert plan.REDIS_IMPORT not in {d for n, d in by_name.items() if n != "promote-target"}
+    launch_growth = plan.steps(spec("launch"), spec("growth"), "docker")
+    assert not any(plan.REDIS_IMPORT in s.description for s in launch_growth)
     commands = plan.pulumi_commands("growth", "scale", logical=True)
     assert commands[2] == "pulumi config set sikka:promoteFrom growth --stack scale"
     assert "default_transaction_read_only = on" in commands[5]
