@@ -10,8 +10,9 @@ as for a fresh phase, and beside it:
   ``postgres-transition-follow``: the source's schema onto the coordinator, a publication on
   the source, a subscription on the coordinator (``copy_data = true``);
 * at the cut-over (``sikka:promoteCutover: true``): the same ConfigMap and the Job
-  ``postgres-transition-cutover``, which refuses until the source's writes have stopped and
-  the coordinator has applied the source's last LSN, then sets the sequences, drops the
+  ``postgres-transition-cutover``, which stops the source's writes and refuses (giving them
+  back) unless the coordinator applies the source's last LSN in time, then sets the
+  sequences, drops the
   subscription and distributes the tables (``postgres.distributionColumns``,
   ``postgres.referenceTables``);
 * once ``promoteFrom`` is removed: neither (the SGShardedCluster never changed).

@@ -10,9 +10,12 @@ move by logical replication into the coordinator, then are distributed:
    ``WITH (copy_data = true)`` on the coordinator. It refuses (before publishing anything) a
    source whose tables lack a replica identity: with a publication ``FOR ALL TABLES`` their
    UPDATEs and DELETEs would fail on the source itself.
-2. :func:`cutover_script` (``sikka:promoteCutover: true``): refuses unless the source takes no
-   writes (``default_transaction_read_only`` on, no session holding a write transaction) and
-   the subscription has applied everything up to the source's current LSN (a bounded wait);
+2. :func:`cutover_script` (``sikka:promoteCutover: true``): stops the source's writes
+   (``ALTER SYSTEM SET default_transaction_read_only = on``, reloaded, every client session
+   but Patroni's ended) unless they are stopped already, and refuses unless no session
+   holds a write transaction there and the subscription has applied everything up to the
+   source's current LSN (a bounded wait): the source then takes writes again if this run
+   had stopped them;
    checks the distribution columns against the coordinator's tables; sets every sequence
    past the source's value (logical replication carries no sequence); drops the
    subscription (and with it the source's slot) and the publication; distributes the tables
@@ -385,11 +388,44 @@ wait_ready dst coordinator
 if [ "$(state)" != @@CUT_OVER@@ ]; then
   [ "$(subscribed)" -gt 0 ] || refuse "the coordinator has no subscription @@SUB@@: the rows \
 do not follow the source (run the first step, sikka:promoteFrom without promoteCutover)"
+  # The source's writes stop here (unless stopped already): read-only by default, then every
+  # client session but Patroni's ended and waited for, so that a commit in flight is either
+  # acknowledged (and in the LSN read below) or never acknowledged. A refusal before the
+  # point of no return gives the source its writes back, if this run had stopped them.
+  froze=0
+  thaw() {
+    [ "$froze" = 1 ] || return 0
+    if src -c "ALTER SYSTEM RESET default_transaction_read_only" \
+      -c "SELECT pg_reload_conf()" > /dev/null; then
+      log "source: takes writes again (this run had stopped them)" >&2
+    else
+      log "source: could not make it writable again: run ALTER SYSTEM RESET \
+default_transaction_read_only and SELECT pg_reload_conf() on it" >&2
+    fi
+  }
+  trap 'status=$?; thaw; rm -rf "$SCRATCH"; exit $status' EXIT
+  trap 'exit 1' INT TERM HUP
+  if [ "$(src -c "SHOW default_transaction_read_only")" != on ]; then
+    froze=1
+    src -c "ALTER SYSTEM SET default_transaction_read_only = on" \
+      -c "SELECT pg_reload_conf()" > /dev/null
+    tries=0
+    until [ "$(src -c "SHOW default_transaction_read_only")" = on ]; do
+      tries=$((tries + 1))
+      [ "$tries" -lt 50 ] || refuse "the source did not apply default_transaction_read_only"
+      sleep 0.2
+    done
+    ended=$(src -c "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000))
+                      FROM pg_catalog.pg_stat_activity
+                     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+                       AND application_name NOT LIKE 'Patroni%'")
+    log "source: writes stopped by this run (default_transaction_read_only on, $ended \
+session(s) ended)"
+  fi
   frozen() {
     readonly=$(src -c "SHOW default_transaction_read_only")
-    [ "$readonly" = on ] || refuse "the source still takes writes (default_transaction_read_only \
-is $readonly): stop them first (ALTER SYSTEM SET default_transaction_read_only = on; \
-SELECT pg_reload_conf(); and end the application's sessions)"
+    [ "$readonly" = on ] || refuse "the source takes writes again (default_transaction_read_only \
+is $readonly): something reset it during the cut-over"
     writers=$(src -c "SELECT count(*) FROM pg_catalog.pg_stat_activity
                        WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
                          AND backend_xid IS NOT NULL")
@@ -421,6 +457,9 @@ nothing was changed, run the cut-over again"
   done
   frozen
   log "coordinator: every table copied, the source's LSN $lsn applied (${waited}s)"
+  # The point of no return: the coordinator becomes the primary copy, the source stays
+  # read-only whatever happens next.
+  froze=0
   @@CHECKS@@
   # Sequences are not replicated: each goes past the source's value (never backwards).
   src -c "SELECT format('SELECT pg_catalog.setval(%L, greatest(%s, '

@@ -204,11 +204,12 @@ def _logical_mechanism(src: str, dst: str) -> dict[str, str]:
             "watch the subscription on the coordinator (pg_subscription_rel: every table 'r', "
             f"pg_stat_subscription) and `sikka-scaling check {dst}`"
         ),
-        "freeze-source": f"{_freeze_logical(src)}: write downtime starts",
+        "freeze-source": LOGICAL_FREEZE,
         CUTOVER: (
             f"`pulumi config set sikka:promoteCutover true` on {dst}, then `pulumi up`: the "
-            "Job postgres-transition-cutover refuses unless the source takes no writes and "
-            "the coordinator has applied its last LSN (bounded wait), then sets every "
+            "Job postgres-transition-cutover stops the source's writes, refuses (the source "
+            "writable again) unless the coordinator applies its last LSN within 120 s, then "
+            "sets every "
             "sequence past the source's value, drops the subscription (and the source's "
             "slot) and distributes the tables named in postgres.distributionColumns with "
             "create_distributed_table_concurrently (writes go on meanwhile) and "
@@ -383,12 +384,13 @@ def _freeze_by_hand(src: str, dst: str) -> str:
     )
 
 
-def _freeze_logical(src: str) -> str:
-    """The write stop a person does before the logical cut-over (its Job only checks it)."""
-    return (
-        f"stop writes on {src} (ALTER SYSTEM SET default_transaction_read_only = on; "
-        "SELECT pg_reload_conf(); the application's sessions ended)"
-    )
+# The logical cut-over's Job stops the source's writes itself (scaling/render/
+# logical_transition.py), and gives them back when the coordinator does not catch up.
+LOGICAL_FREEZE = (
+    "done by the cut-over Job: ALTER SYSTEM SET default_transaction_read_only = on on the "
+    "source, pg_reload_conf(), every client session but Patroni's ended (write downtime "
+    "starts); reset when the coordinator does not apply the source's last LSN in time"
+)
 
 
 def pulumi_commands(
@@ -399,18 +401,13 @@ def pulumi_commands(
     *,
     logical: bool = False,
 ) -> list[str]:
-    """The Docker/Kubernetes transition as what a person runs, in order (on Docker the
-    cut-over's `pulumi up` stops the source's writes itself). ``logical``: a Citus target of
-    a plain source (:func:`logical`), whose cut-over Job checks the writes stopped and waits
-    for the LSN, after the person stopped them."""
+    """The Docker/Kubernetes transition as what a person runs, in order. On Docker the
+    cut-over's `pulumi up` stops the source's writes itself, and so does the cut-over Job of
+    ``logical`` (a Citus target of a plain source: :func:`logical`); a Kubernetes standby's
+    source is stopped by the person."""
     src, dst = source_stack, target_stack
     forced = [f"pulumi config set sikka:promoteForce true --stack {dst}"] if force else []
-    if platform == "docker":
-        by_hand = []
-    elif logical:
-        by_hand = [_freeze_logical(src)]
-    else:
-        by_hand = [_freeze_by_hand(src, dst)]
+    by_hand = [] if platform == "docker" or logical else [_freeze_by_hand(src, dst)]
     return [
         f"pulumi config set sikka:promoteTo {dst} --stack {src}",
         f"pulumi up --stack {src}",

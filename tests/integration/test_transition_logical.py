@@ -225,59 +225,55 @@ def test_rows_move_into_the_coordinator_and_the_cutover_waits_for_the_freeze(
         code, out = run_script(follow_script(), source, coordinator, tmp_path)
         assert code == 0 and "already made" in out, out
         time.sleep(1.0)
-        # The source still takes writes: the cut-over refuses and changes nothing.
-        code, out = run_script(
-            cutover_script(SPEC), source, coordinator, tmp_path, CATCH_UP_SECONDS="5"
-        )
-        assert code == 1 and "REFUSED: the source still takes writes" in out, out
-        with coordinator.connect() as conn:
-            assert conn.execute(
-                "SELECT count(*) FROM pg_subscription WHERE subname = %s", (SUBSCRIPTION,)
-            ).fetchone() == (1,)
-        # The coordinator falls behind (its subscription held back) while rows still come.
+        # The coordinator falls behind (its subscription held back) while rows still come:
+        # the cut-over stops the writes, waits in vain, gives the source its writes back.
         with coordinator.connect() as conn:
             conn.execute(f"ALTER SUBSCRIPTION {SUBSCRIPTION} DISABLE")
         time.sleep(0.5)
-        # Stop the writes as the operator does: read-only by default, sessions ended.
+        code, out = run_script(
+            cutover_script(SPEC), source, coordinator, tmp_path, CATCH_UP_SECONDS="3"
+        )
+        assert code == 1 and "has not applied the source's LSN" in out, out
+        assert "writes stopped by this run" in out and "takes writes again" in out, out
+        with coordinator.connect() as conn:
+            assert conn.execute("SHOW sikka.transition").fetchone() == ("following",)
+            assert conn.execute(
+                "SELECT count(*) FROM pg_subscription WHERE subname = %s", (SUBSCRIPTION,)
+            ).fetchone() == (1,)
+            conn.execute(f"ALTER SUBSCRIPTION {SUBSCRIPTION} ENABLE")
         with source.connect() as conn:
-            conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
-            conn.execute("SELECT pg_reload_conf()")
-            time.sleep(0.3)
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
-                "AND application_name NOT LIKE 'sikka%%'"
-            )
+            assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("off",)
+        refused_before = writer.refused
+        acked_before = len(writer.acked)
+        deadline = time.monotonic() + 10
+        while len(writer.acked) < acked_before + 20:
+            assert time.monotonic() < deadline, "the source took no write after the refusal"
+            time.sleep(0.1)
+        # The writer still runs: this cut-over stops its writes itself, then goes on.
+        code, out = run_script(
+            cutover_script(SPEC), source, coordinator, tmp_path,
+            CATCH_UP_SECONDS="30", REQUIRE_CITUS="0",
+        )  # fmt: skip
+        assert code == 0, out
+        assert "writes stopped by this run" in out and "takes writes again" not in out, out
         time.sleep(0.5)
     finally:
         writer.stop()
     assert writer.acked, "the writer wrote nothing"
-    # Writes stopped, but the coordinator has not applied them: refused after the bounded
-    # wait, nothing changed; once it catches up the cut-over goes on.
-    code, out = run_script(
-        cutover_script(SPEC), source, coordinator, tmp_path, CATCH_UP_SECONDS="3"
-    )
-    assert code == 1 and "has not applied the source's LSN" in out, out
-    with coordinator.connect() as conn:
-        assert conn.execute("SHOW sikka.transition").fetchone() == ("following",)
-        conn.execute(f"ALTER SUBSCRIPTION {SUBSCRIPTION} ENABLE")
+    assert writer.refused > refused_before, "no write was refused after the cut-over"
     with source.connect() as conn:
         source_last = conn.execute("SELECT last_value FROM orders_id_seq").fetchone()
         source_rows = conn.execute("SELECT count(*) FROM orders").fetchone()
-    code, out = run_script(
-        cutover_script(SPEC), source, coordinator, tmp_path,
-        CATCH_UP_SECONDS="30", REQUIRE_CITUS="0",
-    )  # fmt: skip
-    assert code == 0, out
     assert "SKIPPED: the coordinator has no citus extension" in out
     print(
         f"rows acknowledged {len(writer.acked)}, on the source {source_rows[0]}, "
         f"writes refused after the freeze {writer.refused}, "
         f"total {time.monotonic() - started:.1f}s"
     )
-    # Every acknowledged row is on the coordinator, updates included, and nothing else.
+    # Every acknowledged row is on the coordinator, updates included; the coordinator holds
+    # what the source holds (a commit whose session was ended may have gone unacknowledged).
     moved = _rows(coordinator)
-    assert sorted(seq for seq, _ in moved) == sorted(writer.acked)
+    assert set(writer.acked) <= {seq for seq, _ in moved}
     assert moved == _rows(source)
     assert any(note == "updated" for _, note in moved)
     with coordinator.connect() as conn:
