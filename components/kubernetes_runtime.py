@@ -14,12 +14,16 @@ import pulumi_random as random
 from components.transition import SourceStack, filled
 from scaling.kubernetes import Manifest, fill_placeholders, placeholders_in
 from scaling.kubernetes import operator_release as operator_chart
+from scaling.kubernetes.guards import GUARD_JOB as POSTGRES_GUARD
+from scaling.kubernetes.logical import CUTOVER_JOB as LOGICAL_CUTOVER_JOB
 from scaling.kubernetes.logical import JOBS as TRANSITION_JOBS
 from scaling.kubernetes.manifests import labels
 from scaling.kubernetes.postgres import SOURCE_USERS_OF, SOURCE_USERS_SECRET
 from scaling.model import PhaseSpec
 from scaling.render.env import SECRET_VARIABLES
 from scaling.topology.redis import GROUP as REDIS_GROUP
+from scaling.topology.redis import IMPORTER as REDIS_IMPORTER
+from scaling.topology.redis import PROMOTER as REDIS_PROMOTER
 from scaling.topology.redis import SENTINEL_GROUP
 
 # Built-in kinds the builder emits → their typed resource classes. Anything else (StackGres
@@ -40,6 +44,13 @@ TYPED: dict[tuple[str, str], Any] = {
 
 # The StackGres clusters: a Citus target's transition Jobs run after theirs.
 CLUSTER_KINDS = ("SGCluster", "SGShardedCluster")
+# A transition's cut-over guards (Jobs): PostgreSQL's (a standby's, or the logical cut-over),
+# then Redis's (the master's promotion, or the key import into a Redis Cluster).
+POSTGRES_GUARDS = (POSTGRES_GUARD, LOGICAL_CUTOVER_JOB)
+REDIS_GUARDS = (REDIS_PROMOTER, REDIS_IMPORTER)
+GUARDS = (*POSTGRES_GUARDS, *REDIS_GUARDS)
+# Registered before the rest of their tier (the logical cut-over waits for its cluster).
+FIRST_GUARDS = (POSTGRES_GUARD, *REDIS_GUARDS)
 
 # Top-level object fields → the typed classes' keyword arguments.
 FIELD_ARGS = {
@@ -78,6 +89,8 @@ class KubernetesRuntime:
             if missing:  # a programming error: caught before anything is registered
                 raise KeyError(f"{manifest.key}: no secret for {sorted(missing)}")
         self._foundation: list[pulumi.Resource] = []
+        # The cut-over's guard Jobs registered so far, by name.
+        self._guards: dict[str, pulumi.Resource] = {}
 
     def register_foundation(self, prefix: str, parent: pulumi.Resource) -> None:
         """The namespace, its default-deny policy and, when asked, the StackGres operator."""
@@ -107,24 +120,43 @@ class KubernetesRuntime:
             depends.append(self._source_users(prefix, parent))
             registered.append(f"Secret/{SOURCE_USERS_SECRET}")
         data: list[pulumi.Resource] = []
-        for manifest in self.manifests:
-            if manifest.tier == tier:
-                after = depends
-                if manifest.kind == "StatefulSet" and manifest.name == SENTINEL_GROUP:
-                    # A transition's target: the Sentinels start once the Redis pods have
-                    # rolled out without --replicaof (Pulumi waits for a StatefulSet's
-                    # rollout), never while the master still follows the source.
-                    after = [*depends, *data] if self.spec.promotion else depends
-                if manifest.kind == "Job" and manifest.name in TRANSITION_JOBS:
-                    # A Citus target's transition step runs once its cluster is declared.
-                    after = [*depends, *data]
-                resource = self._register(prefix, manifest, parent, after)
-                if manifest.kind == "StatefulSet" and manifest.name == REDIS_GROUP:
-                    data.append(resource)
-                if manifest.kind in CLUSTER_KINDS:
-                    data.append(resource)
-                registered.append(f"{manifest.kind}/{manifest.name}")
+        # A cut-over's guards come first in their tier: what holds the data waits for them.
+        ordered = sorted(
+            (m for m in self.manifests if m.tier == tier),
+            key=lambda m: not (m.kind == "Job" and m.name in FIRST_GUARDS),
+        )
+        for manifest in ordered:
+            after = depends
+            if manifest.kind == "Job" and manifest.name in REDIS_GUARDS:
+                # Redis's cut-over only once PostgreSQL's succeeded (as on Docker): a
+                # refused one leaves both stores with the source.
+                after = [*depends, *self._guarded(POSTGRES_GUARDS)]
+            if manifest.kind in CLUSTER_KINDS:
+                # replicateFrom goes only once the guard saw the standby replay it all.
+                after = [*depends, *self._guarded((POSTGRES_GUARD,))]
+            if manifest.kind == "StatefulSet" and manifest.name == REDIS_GROUP:
+                # The pods roll without --replicaof only once the guard promoted the master.
+                after = [*depends, *self._guarded((REDIS_PROMOTER,))]
+            if manifest.kind == "StatefulSet" and manifest.name == SENTINEL_GROUP:
+                # A transition's target: the Sentinels start once the Redis pods have
+                # rolled out without --replicaof (Pulumi waits for a StatefulSet's
+                # rollout), never while the master still follows the source.
+                after = [*depends, *data] if self.spec.promotion else depends
+            if manifest.kind == "Job" and manifest.name in TRANSITION_JOBS:
+                # A Citus target's transition step runs once its cluster is declared.
+                after = [*depends, *data]
+            resource = self._register(prefix, manifest, parent, after)
+            if manifest.kind == "Job" and manifest.name in GUARDS:
+                self._guards[manifest.name] = resource
+            if manifest.kind == "StatefulSet" and manifest.name == REDIS_GROUP:
+                data.append(resource)
+            if manifest.kind in CLUSTER_KINDS:
+                data.append(resource)
+            registered.append(f"{manifest.kind}/{manifest.name}")
         return registered
+
+    def _guarded(self, names: tuple[str, ...]) -> list[pulumi.Resource]:
+        return [self._guards[name] for name in names if name in self._guards]
 
     def _needs_source_users(self) -> bool:
         """The source cluster's users are read by a standby (replicateFrom) or by a Citus
@@ -133,7 +165,9 @@ class KubernetesRuntime:
             "replicateFrom" in m.body.get("spec", {})
             for m in self.manifests
             if m.kind in CLUSTER_KINDS
-        ) or any(m.kind == "Job" and m.name in TRANSITION_JOBS for m in self.manifests)
+        ) or any(
+            m.kind == "Job" and m.name in (*TRANSITION_JOBS, POSTGRES_GUARD) for m in self.manifests
+        )
 
     def _source_users(self, prefix: str, parent: pulumi.Resource) -> pulumi.Resource:
         """The source cluster's users (StackGres keeps them in the cluster's own Secret, in
@@ -167,9 +201,10 @@ class KubernetesRuntime:
         depends_on: list[pulumi.Resource],
     ) -> pulumi.Resource:
         opts = pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on))
-        if manifest.kind == "Job" and manifest.name in TRANSITION_JOBS:
+        if manifest.kind == "Job" and manifest.name in (*TRANSITION_JOBS, *GUARDS):
             # Following waits for a new cluster to answer and copies the rows' schema; the
-            # cut-over waits (bounded) for the last LSN: longer than Pulumi's 10 minutes.
+            # cut-over waits (bounded) for the last LSN, the key import for the cluster to
+            # form and for its copy: longer than Pulumi's 10 minutes.
             opts = pulumi.ResourceOptions.merge(
                 opts,
                 pulumi.ResourceOptions(

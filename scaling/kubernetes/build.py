@@ -7,6 +7,7 @@ from scaling.model import PhaseSpec
 from scaling.topology import Topology, build_topology
 
 from .gateway import gateway_manifests
+from .guards import guard_manifests
 from .logical import logical_manifests
 from .manifests import PART_OF, Manifest, labels, obj
 from .monitoring import monitoring_manifests
@@ -43,8 +44,10 @@ def topology_manifests(topology: Topology) -> list[Manifest]:
     spec = topology.spec
     policies = {policy.tier: policy for policy in network_policies(topology)}
     manifests = [namespace(spec), *operator_manifests(spec), policies.pop("namespace")]
-    # A Citus target following a plain source: its transition's scripts and Job.
+    # A Citus target following a plain source: its transition's scripts and Job; a
+    # standby's cut-over: its guard Job.
     manifests += [*postgres_manifests(topology), *logical_manifests(spec)]
+    manifests += guard_manifests(spec)
     manifests.append(policies.pop("postgres"))
     manifests += [*redis_manifests(topology), policies.pop("redis")]
     manifests += [*gateway_manifests(topology), policies.pop("gateway")]

@@ -55,6 +55,46 @@ REFUSE_WRITES_REPLICAS = 1000
 REFUSED = 1
 
 
+# The source's write stop, shared by every PostgreSQL cut-over (Docker's guard, Kubernetes's
+# standby guard, the logical cut-over Job). The including script defines ``src`` (psql on
+# the source as a superuser), ``refuse`` (exit 1) and ``note`` (a line on stderr).
+FREEZE_SOURCE = """\
+# The source's writes stop: read-only by default (ALTER SYSTEM, reloaded; a new session must
+# see it), then every client session but this one's and Patroni's ended and waited for, so
+# that a commit in flight is acknowledged (and in the WAL position read next) or never.
+# froze=1 when this run stopped them: thaw_source gives them back, unless froze was reset
+# at the point of no return (the target holds the data from then on).
+froze=0
+freeze_source() {
+  [ "$(src -c 'SHOW default_transaction_read_only')" != on ] || return 0
+  froze=1
+  src -c 'ALTER SYSTEM SET default_transaction_read_only = on' \\
+    -c 'SELECT pg_reload_conf()' > /dev/null
+  tries=0
+  until [ "$(src -c 'SHOW default_transaction_read_only')" = on ]; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 50 ] || refuse "the source did not apply default_transaction_read_only"
+    sleep 0.2
+  done
+  left=$(src -c "SELECT count(*) FILTER (WHERE NOT pg_terminate_backend(pid, 10000))
+    FROM pg_catalog.pg_stat_activity WHERE backend_type = 'client backend'
+     AND pid <> pg_backend_pid() AND application_name NOT LIKE 'Patroni%'")
+  [ "$left" = 0 ] || refuse "$left session(s) on the source did not end within 10 s"
+  note "the source's writes are stopped (default_transaction_read_only on, sessions ended)"
+}
+thaw_source() {
+  [ "$froze" = 1 ] || return 0
+  if src -c 'ALTER SYSTEM RESET default_transaction_read_only' \\
+    -c 'SELECT pg_reload_conf()' > /dev/null; then
+    note "the source takes writes again"
+  else
+    note "could not make the source writable again: run ALTER SYSTEM RESET" \\
+      "default_transaction_read_only and SELECT pg_reload_conf() on it"
+  fi
+}
+"""
+
+
 def postgres_cutover_script(
     source: Endpoint | tuple[str, str | int],
     apis: Sequence[str],
@@ -159,39 +199,11 @@ recovery=$(src -c 'SELECT pg_is_in_recovery()') ||
   refuse "cannot log into the source $SOURCE_HOST:$SOURCE_PORT as {superuser}; $UNTOUCHED"
 [ "$recovery" = f ] || refuse "the source $SOURCE_HOST:$SOURCE_PORT is a standby; $UNTOUCHED"
 
-frozen=0
-promoting=0
-thaw() {{
-  status=$?
-  if [ "$frozen" = 1 ] && [ "$promoting" = 0 ]; then
-    if src -c 'ALTER SYSTEM RESET default_transaction_read_only' \\
-      -c 'SELECT pg_reload_conf()' > /dev/null; then
-      echo "cut-over: the source takes writes again" >&2
-    else
-      echo "cut-over: could not make the source writable again: run ALTER SYSTEM RESET" \\
-        "default_transaction_read_only and SELECT pg_reload_conf() on it" >&2
-    fi
-  fi
-  exit "$status"
-}}
-trap thaw EXIT
+note() {{ echo "cut-over: $*" >&2; }}
+{FREEZE_SOURCE}trap 'status=$?; thaw_source; exit $status' EXIT
 trap 'exit 1' INT TERM HUP
 
-frozen=1
-src -c 'ALTER SYSTEM SET default_transaction_read_only = on' \\
-  -c 'SELECT pg_reload_conf()' > /dev/null
-# pg_reload_conf() only signals: a new session sees the setting once the server reloaded.
-tries=0
-until [ "$(src -c 'SHOW default_transaction_read_only')" = on ]; do
-  tries=$((tries + 1))
-  [ "$tries" -lt 50 ] || refuse "the source did not apply default_transaction_read_only"
-  sleep 0.2
-done
-# Every other client session ends, and is waited for: a commit in flight is then either
-# acknowledged (and in the WAL read below) or never acknowledged.
-left=$(src -c "SELECT count(*) FILTER (WHERE NOT pg_terminate_backend(pid, 10000))
-  FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
-[ "$left" = 0 ] || refuse "$left session(s) on the source did not end within 10 s"
+freeze_source
 lsn=$(src -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
 say "the source is read-only; its last WAL position is $lsn"
 
@@ -205,18 +217,91 @@ while :; do
 done
 say "the standby leader replayed $at (the source's last is $lsn)"
 
-promoting=1
+stopped_here=$froze
+froze=0
 tries=0
 until promote; do
   tries=$((tries + 1))
   if [ "$tries" -ge 30 ]; then
     # Still a standby everywhere: nothing was promoted, the source may take writes again.
-    [ "$(standby_configured)" != yes ] || promoting=0
+    [ "$(standby_configured)" != yes ] || froze=$stopped_here
     refuse "no member of the target took the change"
   fi
   sleep 2
 done
 wait_leader
+"""
+
+
+def standby_guard_script(
+    source: Endpoint | tuple[str, str | int],
+    target: Endpoint,
+    *,
+    user_env: str = "SUPERUSER",
+    password_env: str = "SUPERUSER_PASSWORD",
+    catch_up_seconds: int = CATCH_UP_SECONDS,
+) -> str:
+    """Kubernetes: the guard before ``replicateFrom`` is removed (StackGres then promotes the
+    standby leader itself). ``source`` is the source's primary, ``target`` the target
+    cluster's primary Service (its standby leader until the promotion); both take the
+    source's superuser (the target's users are the source's, ``replicateFrom.users``), whose
+    name and password are read from ``$user_env`` and ``$password_env``.
+
+    The target out of recovery already: done (an earlier run). Otherwise, with the target
+    streaming from the source, the source's writes stop (:data:`FREEZE_SOURCE`) and the
+    guard waits until the target has replayed the source's last WAL position; if it has not
+    within ``catch_up_seconds`` the source takes writes again and the guard exits 1, before
+    Pulumi touches the SGCluster. On success the source stays read-only."""
+    host, port = (source.host, source.port) if isinstance(source, Endpoint) else source
+    return f"""\
+set -eu
+PGPASSWORD="${password_env}"
+export PGPASSWORD
+export PGCONNECT_TIMEOUT=5 PGAPPNAME=sikka-cutover
+say() {{ echo "cut-over: $*"; }}
+note() {{ echo "cut-over: $*" >&2; }}
+refuse() {{ echo "cut-over refused: $*" >&2; exit {REFUSED}; }}
+psql_on() {{
+  on_host=$1 on_port=$2
+  shift 2
+  psql -X -q -t -A -v ON_ERROR_STOP=1 -h "$on_host" -p "$on_port" -U "${user_env}" \\
+    -d postgres "$@"
+}}
+src() {{ psql_on {host} {port} "$@"; }}
+dst() {{ psql_on {target.host} {target.port} "$@"; }}
+
+UNTOUCHED="the source is untouched"
+recovery=$(dst -c 'SELECT pg_is_in_recovery()') ||
+  refuse "cannot log into the target {target.host}:{target.port}; $UNTOUCHED"
+if [ "$recovery" = f ]; then
+  say "the target is out of recovery already (an earlier run); nothing to do"
+  exit 0
+fi
+streaming=$(dst -c "SELECT count(*) FROM pg_catalog.pg_stat_wal_receiver
+  WHERE status = 'streaming'")
+[ "$streaming" -gt 0 ] || refuse "the target does not stream from the source; $UNTOUCHED"
+recovery=$(src -c 'SELECT pg_is_in_recovery()') ||
+  refuse "cannot log into the source {host}:{port}; $UNTOUCHED"
+[ "$recovery" = f ] || refuse "the source {host}:{port} is a standby; $UNTOUCHED"
+
+{FREEZE_SOURCE}trap 'status=$?; thaw_source; exit $status' EXIT
+trap 'exit 1' INT TERM HUP
+
+freeze_source
+lsn=$(src -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+say "the source is read-only; its last WAL position is $lsn"
+deadline=$(( $(date +%s) + {catch_up_seconds} ))
+while :; do
+  at=$(dst -c "SELECT coalesce(pg_last_wal_replay_lsn() - '0/0'::pg_lsn, 0)") || at=0
+  at=${{at%.*}}
+  [ "$at" -ge "$lsn" ] && break
+  [ "$(date +%s)" -lt "$deadline" ] ||
+    refuse "the target replayed up to $at of $lsn in {catch_up_seconds} s: not promoted"
+  sleep 0.5
+done
+froze=0
+say "the target replayed $at (the source's last is $lsn): replicateFrom may go; the source" \\
+  "stays read-only"
 """
 
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from scaling.model import PhaseSpec
+from scaling.render.cutover import FREEZE_SOURCE
 
 PUBLICATION = "sikka_transition"
 SUBSCRIPTION = "sikka_transition"
@@ -388,40 +389,13 @@ wait_ready dst coordinator
 if [ "$(state)" != @@CUT_OVER@@ ]; then
   [ "$(subscribed)" -gt 0 ] || refuse "the coordinator has no subscription @@SUB@@: the rows \
 do not follow the source (run the first step, sikka:promoteFrom without promoteCutover)"
-  # The source's writes stop here (unless stopped already): read-only by default, then every
-  # client session but Patroni's ended and waited for, so that a commit in flight is either
-  # acknowledged (and in the LSN read below) or never acknowledged. A refusal before the
-  # point of no return gives the source its writes back, if this run had stopped them.
-  froze=0
-  thaw() {
-    [ "$froze" = 1 ] || return 0
-    if src -c "ALTER SYSTEM RESET default_transaction_read_only" \
-      -c "SELECT pg_reload_conf()" > /dev/null; then
-      log "source: takes writes again (this run had stopped them)" >&2
-    else
-      log "source: could not make it writable again: run ALTER SYSTEM RESET \
-default_transaction_read_only and SELECT pg_reload_conf() on it" >&2
-    fi
-  }
-  trap 'status=$?; thaw; rm -rf "$SCRATCH"; exit $status' EXIT
+  # The source's writes stop here (unless stopped already); a refusal before the point of
+  # no return gives them back, if this run had stopped them.
+  note() { log "source: $*" >&2; }
+@@FREEZE@@
+  trap 'status=$?; thaw_source; rm -rf "$SCRATCH"; exit $status' EXIT
   trap 'exit 1' INT TERM HUP
-  if [ "$(src -c "SHOW default_transaction_read_only")" != on ]; then
-    froze=1
-    src -c "ALTER SYSTEM SET default_transaction_read_only = on" \
-      -c "SELECT pg_reload_conf()" > /dev/null
-    tries=0
-    until [ "$(src -c "SHOW default_transaction_read_only")" = on ]; do
-      tries=$((tries + 1))
-      [ "$tries" -lt 50 ] || refuse "the source did not apply default_transaction_read_only"
-      sleep 0.2
-    done
-    ended=$(src -c "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000))
-                      FROM pg_catalog.pg_stat_activity
-                     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-                       AND application_name NOT LIKE 'Patroni%'")
-    log "source: writes stopped by this run (default_transaction_read_only on, $ended \
-session(s) ended)"
-  fi
+  freeze_source
   frozen() {
     readonly=$(src -c "SHOW default_transaction_read_only")
     [ "$readonly" = on ] || refuse "the source takes writes again (default_transaction_read_only \
@@ -528,6 +502,7 @@ def cutover_script(spec: PhaseSpec) -> str:
     return _fill(
         _common(_PRELUDE + _CUTOVER),
         CHECKS=checks,
+        FREEZE=FREEZE_SOURCE,
         DISTRIBUTE="\n".join(distribute),
         LOCAL=local,
     )

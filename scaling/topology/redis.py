@@ -149,24 +149,21 @@ def transition_networks(spec: PhaseSpec, index: int) -> tuple[str, ...]:
 
 
 def cutover_guarded(spec: PhaseSpec) -> bool:
-    """A Docker transition's cut-over (sikka:promoteCutover) of a master that followed the
-    source's: a guard promotes it before its container is replaced."""
+    """A transition's cut-over (sikka:promoteCutover) of a master that followed the
+    source's: a guard promotes it before its container is replaced (Docker) or its pods roll
+    without --replicaof (Kubernetes, a Job)."""
     promotion = spec.promotion
-    return (
-        not on_kubernetes(spec)
-        and promotion is not None
-        and promotion.cutover
-        and spec.redis.mode != "cluster"
-    )
+    return promotion is not None and promotion.cutover and spec.redis.mode != "cluster"
 
 
 def promoter_node(spec: PhaseSpec) -> Node:
-    """One-shot (the Redis image): pauses the source master's writes, waits until the
-    target's master has their offset, makes it a master (REPLICAOF NO ONE) and waits until
-    its AOF is settled, so that the graceful replacement keeps all it received; the
+    """One-shot (the Redis image; a Job on Kubernetes): pauses the source master's writes,
+    waits until the target's master has their offset, makes it a master (REPLICAOF NO ONE)
+    and waits until its AOF is settled, so that the graceful replacement keeps all it received; the
     source's master then refuses writes. Refuses (exit 1, the source unpaused, nothing
     promoted) when the target is not in sync. Its password is the target's own, inherited
-    from the source. It joins the source's transition network."""
+    from the source. On Docker it joins the source's transition network; on Kubernetes it
+    is a Job the Redis StatefulSet waits for."""
     _, cli = spec.redis.binaries
     script = redis_cutover_script(
         (token("redis", "host"), token("redis", "port")),
@@ -186,7 +183,7 @@ def promoter_node(spec: PhaseSpec) -> Node:
         user=REDIS_UID,
         secret_env=_secret(),
         one_shot=True,
-        extra_networks=(SOURCE_NETWORK,),
+        extra_networks=() if on_kubernetes(spec) else (SOURCE_NETWORK,),
     )
 
 

@@ -229,9 +229,12 @@ REDIS_IMPORT = (
 )
 
 
-def _standby_mechanism(src: str, dst: str, platform: str, *, cluster: bool) -> dict[str, str]:
+def _standby_mechanism(
+    src: str, dst: str, platform: str, *, cluster: bool, guarded_here: bool
+) -> dict[str, str]:
     """The target a physical standby of the source (StackGres on Kubernetes, Patroni on
-    Docker); ``cluster``: its Redis is a Redis Cluster."""
+    Docker); ``cluster``: its Redis is a Redis Cluster; ``guarded_here``: the cut-over's
+    `pulumi up` stops the source's writes (:func:`guarded`)."""
     if platform == "kubernetes":
         standby = "StackGres spec.replicateFrom on its SGCluster / SGShardedCluster"
         follower = "its Redis master --replicaof the source's, its Sentinels held at 0"
@@ -254,7 +257,13 @@ def _standby_mechanism(src: str, dst: str, platform: str, *, cluster: bool) -> d
             f"target starts as a standby of {src} ({standby})"
         ),
         "catch-up": f"watch the replication lag (`sikka-scaling check {dst}`)",
-        "freeze-source": DOCKER_FREEZE if platform == "docker" else _freeze_by_hand(src, dst),
+        "freeze-source": (
+            DOCKER_FREEZE
+            if platform == "docker"
+            else KUBERNETES_FREEZE
+            if guarded_here
+            else _freeze_by_hand(src, dst)
+        ),
         CUTOVER: (
             f"`pulumi config set sikka:promoteCutover true` on {dst}, then `pulumi up`: the "
             "standby is promoted (replicateFrom removed; on Docker one-shot guards, then the "
@@ -271,7 +280,11 @@ def pulumi_steps(source: PhaseSpec, target: PhaseSpec) -> list[Step]:
         _logical_mechanism(src, dst)
         if logical(source, target)
         else _standby_mechanism(
-            src, dst, target.platform.value, cluster=target.redis.mode == "cluster"
+            src,
+            dst,
+            target.platform.value,
+            cluster=target.redis.mode == "cluster",
+            guarded_here=guarded(source, target),
         )
     )
     if target.redis.mode == "cluster":
@@ -377,6 +390,29 @@ DOCKER_FREEZE = (
 )
 
 
+# On Kubernetes a standby's cut-over runs guard Jobs first (scaling/kubernetes/guards.py):
+# the SGCluster and the Redis StatefulSet change only once they succeeded.
+KUBERNETES_FREEZE = (
+    "done by the cut-over's `pulumi up`: the Job postgres-promote stops writes on the "
+    "source (default_transaction_read_only, sessions ended) and waits until the standby has "
+    "replayed its last LSN, then the Job redis-promote pauses the source Redis master's "
+    "writes, waits for its offset and promotes the target's master; when they cannot (60 s, "
+    "30 s) the source takes writes again and `pulumi up` fails before the SGCluster or the "
+    "Redis pods change"
+)
+
+
+def guarded(source: PhaseSpec, target: PhaseSpec) -> bool:
+    """Whether the cut-over's `pulumi up` stops the source's writes itself: everywhere but
+    a sharded target following a sharded source on Kubernetes (coordinator and shards one
+    to one), whose writes are stopped by hand."""
+    return not (
+        target.platform.value == "kubernetes"
+        and target.postgres.mode == "citus"
+        and source.postgres.mode == "citus"
+    )
+
+
 def _freeze_by_hand(src: str, dst: str) -> str:
     return (
         f"stop writes on {src} (default_transaction_read_only on, the application's sessions "
@@ -397,17 +433,15 @@ def pulumi_commands(
     source_stack: str,
     target_stack: str,
     force: bool = False,
-    platform: str | None = None,
     *,
-    logical: bool = False,
+    guarded_here: bool = True,
 ) -> list[str]:
-    """The Docker/Kubernetes transition as what a person runs, in order. On Docker the
-    cut-over's `pulumi up` stops the source's writes itself, and so does the cut-over Job of
-    ``logical`` (a Citus target of a plain source: :func:`logical`); a Kubernetes standby's
-    source is stopped by the person."""
+    """The Docker/Kubernetes transition as what a person runs, in order. The cut-over's
+    `pulumi up` stops the source's writes itself, unless not ``guarded_here``
+    (:func:`guarded`): then the person stops them first."""
     src, dst = source_stack, target_stack
     forced = [f"pulumi config set sikka:promoteForce true --stack {dst}"] if force else []
-    by_hand = [] if platform == "docker" or logical else [_freeze_by_hand(src, dst)]
+    by_hand = [] if guarded_here else [_freeze_by_hand(src, dst)]
     return [
         f"pulumi config set sikka:promoteTo {dst} --stack {src}",
         f"pulumi up --stack {src}",

@@ -391,11 +391,7 @@ def prepare(
         next_steps = [f"sikka-scaling transition {dst} --from {src} --execute --local"]
     else:
         next_steps = plan.pulumi_commands(
-            src,
-            dst,
-            force=force,
-            platform=platform,
-            logical=plan.logical(pair.source_spec, target),
+            src, dst, force=force, guarded_here=plan.guarded(pair.source_spec, target)
         )
     return TransitionResult(
         success=True,
@@ -453,14 +449,12 @@ def execute(
     say = progress or (lambda message: None)
     if not local:
         pair = _pair(to_stack, from_stack, force, state_root, log_file)
-        platform = pair.target_spec.platform.value
         commands = "; ".join(
             plan.pulumi_commands(
                 pair.source,
                 pair.target,
                 force=force,
-                platform=platform,
-                logical=plan.logical(pair.source_spec, pair.target_spec),
+                guarded_here=plan.guarded(pair.source_spec, pair.target_spec),
             )
         )
         raise TransitionRefused(

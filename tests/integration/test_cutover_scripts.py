@@ -32,7 +32,11 @@ import redis
 from scaling.local import LocalRun, runner
 from scaling.local.follow import Follow
 from scaling.model import SUPERUSER
-from scaling.render.cutover import postgres_cutover_script, redis_cutover_script
+from scaling.render.cutover import (
+    postgres_cutover_script,
+    redis_cutover_script,
+    standby_guard_script,
+)
 from scaling.render.endpoints import Endpoint
 from scaling.render.patroni import REST_API_USER, RESTAPI_PASSWORD_ENV
 from scaling.transition import local_data
@@ -171,6 +175,7 @@ class Pair:
             "POSTGRES_PASSWORD": self.launch.secrets["postgres-superuser-password"],
             RESTAPI_PASSWORD_ENV: self.growth.secrets["patroni-api-password"],
             "REDIS_PASSWORD": self.launch.secrets["redis-password"],
+            "SUPERUSER": SUPERUSER,
         }
 
     def run(self, script: str) -> subprocess.CompletedProcess[str]:
@@ -193,6 +198,19 @@ class Pair:
             rest_password_env=RESTAPI_PASSWORD_ENV,
             catch_up_seconds=catch_up,
             promote_seconds=60,
+        )
+
+    def guard_script(self, target: Endpoint, catch_up: int = 30) -> str:
+        """Kubernetes's standby guard (the target: the standby's primary Service there)."""
+        return standby_guard_script(
+            self.source, target, password_env="POSTGRES_PASSWORD", catch_up_seconds=catch_up
+        )
+
+    def standby_leader(self) -> Endpoint:
+        return next(
+            self.member(i)
+            for i in range(2)
+            if httpx.get(f"http://{self.apis[i]}/standby-leader", timeout=3).status_code == 200
         )
 
     def redis_script(self, target: Endpoint | None = None) -> str:
@@ -266,6 +284,63 @@ def wait_for(check: Any, seconds: float, what: str) -> None:
     while not check():
         assert time.monotonic() < deadline, what
         time.sleep(0.2)
+
+
+def test_kubernetes_standby_guard_freezes_then_lets_the_cutover_go(pair: Pair) -> None:
+    """The Job before replicateFrom goes (scaling/kubernetes/guards.py): the same SQL
+    against the local standby leader as against StackGres's primary Service. It leaves the
+    source read-only; the test gives it its writes back for the Docker guard's test."""
+    url = pair.launch.summary["postgres"]["primary"]
+    writer = row_writer(url, pair.launch.secrets["postgres-password"]).start()
+    standby = pair.standby_leader()
+    try:
+        wait_for(lambda: len(writer.acked) > 50, 30, "no row acknowledged by the source")
+        # 1. The target does not answer: refused, the source untouched.
+        done = pair.run(pair.guard_script(Endpoint("127.0.0.1", 9)))
+        assert done.returncode == 1 and "cannot log into the target" in done.stderr
+        assert pair.source_read_only() == "off"
+
+        # 2. The standby does not replay (paused): the source frozen, then given back.
+        pair.maintenance(True)
+        with pair.superuser(standby) as conn:
+            conn.execute("SELECT pg_wal_replay_pause()")
+        try:
+            time.sleep(0.5)
+            before = len(writer.acked)
+            done = pair.run(pair.guard_script(standby, catch_up=3))
+            assert done.returncode == 1 and "replayed up to" in done.stderr, done.stderr
+            assert "the source takes writes again" in done.stderr
+            assert pair.source_read_only() == "off"
+            wait_for(lambda: len(writer.acked) > before + 20, 15, "source not writable again")
+        finally:
+            with pair.superuser(standby) as conn:
+                conn.execute("SELECT pg_wal_replay_resume()")
+            pair.maintenance(False)
+
+        # 3. The guard lets the cut-over go: the source frozen, every write replayed.
+        started = time.monotonic()
+        done = pair.run(pair.guard_script(standby))
+        seconds = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        assert "replicateFrom may go" in done.stdout
+        assert pair.source_read_only() == "on"
+        # 4. Run again (a Job replaced): the source stays frozen, no second freeze.
+        again = pair.run(pair.guard_script(standby))
+        assert again.returncode == 0 and "writes are stopped" not in again.stderr
+    finally:
+        acked = writer.stop()
+        with pair.superuser(pair.source, "postgres") as conn:
+            conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            conn.execute("SELECT pg_reload_conf()")
+    with pair.superuser(standby) as conn:
+        present = {row[0] for row in conn.execute(f"SELECT seq FROM {TABLE}").fetchall()}
+    missing = sorted(set(acked) - present)
+    print(
+        f"\n[kubernetes guard] rows acknowledged {len(acked)}, on the standby {len(present)}, "
+        f"missing {len(missing)}; refused while frozen {writer.failed}; guard {seconds:.1f} s"
+    )
+    assert not missing
+    wait_for(lambda: pair.source_read_only() == "off", 10, "the source stays read-only")
 
 
 def test_postgres_cutover_refuses_then_promotes_with_every_row(pair: Pair) -> None:

@@ -234,7 +234,7 @@ def test_rows_move_into_the_coordinator_and_the_cutover_waits_for_the_freeze(
             cutover_script(SPEC), source, coordinator, tmp_path, CATCH_UP_SECONDS="3"
         )
         assert code == 1 and "has not applied the source's LSN" in out, out
-        assert "writes stopped by this run" in out and "takes writes again" in out, out
+        assert "writes are stopped" in out and "the source takes writes again" in out, out
         with coordinator.connect() as conn:
             assert conn.execute("SHOW sikka.transition").fetchone() == ("following",)
             assert conn.execute(
@@ -255,7 +255,7 @@ def test_rows_move_into_the_coordinator_and_the_cutover_waits_for_the_freeze(
             CATCH_UP_SECONDS="30", REQUIRE_CITUS="0",
         )  # fmt: skip
         assert code == 0, out
-        assert "writes stopped by this run" in out and "takes writes again" not in out, out
+        assert "writes are stopped" in out and "takes writes again" not in out, out
         time.sleep(0.5)
     finally:
         writer.stop()

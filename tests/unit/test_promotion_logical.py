@@ -183,7 +183,7 @@ def test_the_cutover_swaps_the_follow_job_for_the_cutover_job(runs: dict[str, St
     assert "create_distributed_table_concurrently('\"app\".\"payments\"', 'city_id')" in cutover
     assert 'create_reference_table(\'"public"."cities"\')' in cutover
     assert "ALTER SYSTEM SET default_transaction_read_only = on" in cutover
-    assert "writes stopped by this run" in cutover
+    assert "freeze_source" in cutover and "thaw_source" in cutover
 
 
 def test_no_stateful_resource_changes_through_the_transition(runs: dict[str, StackRun]) -> None:

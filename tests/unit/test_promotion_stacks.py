@@ -563,8 +563,9 @@ def test_the_cutover_removes_replicate_from_and_starts_the_sentinels(
     assert "replicateFrom" not in promoted.inputs["spec"]
     assert promoted.protect and promoted.retain_on_delete
     removed, added, changed = changes(kubernetes["following"], kubernetes["cutover"])
-    assert removed == {"sikka-growth-postgres-secret-postgres-source-users"}
-    assert added == set()
+    # The guards come (the source's users stay for them), nothing goes.
+    assert removed == set()
+    assert added == {PG_GUARD, REDIS_GUARD}
     assert changed == {
         "sikka-growth-postgres-sgcluster-postgres",
         "sikka-growth-redis-statefulset-redis",
@@ -599,7 +600,49 @@ def test_following_changes_the_clusters_by_replicate_from_alone(
     # No password rotates when the keys are removed after the cut-over, and the database
     # that came with the data is not created again.
     removed, added, changed = changes(kubernetes["cutover"], kubernetes["after"])
-    assert (removed, added, changed) == (set(), set(), set())
+    assert removed == {"sikka-growth-postgres-secret-postgres-source-users", PG_GUARD, REDIS_GUARD}
+    assert (added, changed) == (set(), set())
+
+
+PG_GUARD = "sikka-growth-postgres-job-postgres-promote"
+REDIS_GUARD = "sikka-growth-redis-job-redis-promote"
+
+
+def test_the_cutover_waits_for_its_guards(kubernetes: dict[str, StackRun]) -> None:
+    """The SGCluster loses replicateFrom only after the PostgreSQL guard (the source frozen,
+    its last position replayed); the Redis guard runs after it, and the Redis pods roll
+    without --replicaof only after the Redis guard promoted the master."""
+    cutover = kubernetes["cutover"]
+    pg_guard, redis_guard = cutover.named(PG_GUARD), cutover.named(REDIS_GUARD)
+    assert pg_guard.urn in cluster(cutover).depends_on
+    assert pg_guard.urn in redis_guard.depends_on
+    assert redis_guard.urn in cutover.named("sikka-growth-redis-statefulset-redis").depends_on
+    for job in (pg_guard, redis_guard):
+        assert job.inputs["spec"]["backoffLimit"] == 0
+        assert job.inputs["metadata"]["annotations"] == {"pulumi.com/replaceUnready": "true"}
+        assert job.inputs["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    (container,) = pg_guard.inputs["spec"]["template"]["spec"]["containers"]
+    script = container["command"][-1]
+    assert "src() { psql_on postgres.sikka-launch.svc.cluster.local 5433" in script
+    assert "dst() { psql_on postgres.sikka-growth.svc.cluster.local 5433" in script
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]} == {
+        "SUPERUSER": "postgres-source-users",
+        "SUPERUSER_PASSWORD": "postgres-source-users",
+    }
+    (container,) = redis_guard.inputs["spec"]["template"]["spec"]["containers"]
+    script = container["command"][-1]
+    assert "-h redis-0.redis-headless.sikka-launch.svc.cluster.local -p 6379" in script
+    assert "-h redis-0.redis-headless.sikka-growth.svc.cluster.local -p 6379" in script
+    # The guards' pods are admitted where they connect: the source's policies name the
+    # target namespace's postgres and redis pods, which the guards' labels make them.
+    assert (
+        pg_guard.inputs["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        == "postgres"
+    )
+    assert (
+        redis_guard.inputs["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        == "redis"
+    )
 
 
 def test_the_source_admits_its_target_namespace(kubernetes: dict[str, StackRun]) -> None:

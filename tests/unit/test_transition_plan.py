@@ -86,24 +86,33 @@ def test_unknown_platform_is_refused() -> None:
 
 
 def test_pulumi_commands_in_order() -> None:
+    # The cut-over's `pulumi up` stops the source's writes itself (guard Jobs on
+    # Kubernetes, one-shot containers on Docker).
     assert plan.pulumi_commands("launch", "growth") == [
         "pulumi config set sikka:promoteTo growth --stack launch",
         "pulumi up --stack launch",
         "pulumi config set sikka:promoteFrom launch --stack growth",
         "pulumi up --stack growth",
         "sikka-scaling check growth",
-        "stop writes on launch (default_transaction_read_only on, the application's sessions "
-        "ended) and wait until growth has replayed its last LSN",
         "pulumi config set sikka:promoteCutover true --stack growth",
         "pulumi up --stack growth",
         "sikka-scaling check growth",
     ]
     forced = plan.pulumi_commands("growth", "launch", force=True)
     assert forced[3] == "pulumi config set sikka:promoteForce true --stack launch"
-    # On Docker the cut-over's `pulumi up` stops the writes and waits itself.
-    docker = plan.pulumi_commands("launch", "growth", platform="docker")
-    assert docker == [c for c in plan.pulumi_commands("launch", "growth") if "stop" not in c]
-    assert len(docker) == 8
+    # A sharded standby of a sharded source: the person stops the writes first.
+    by_hand = plan.pulumi_commands("scale", "scale-eu", guarded_here=False)
+    assert by_hand[5] == (
+        "stop writes on scale (default_transaction_read_only on, the application's sessions "
+        "ended) and wait until scale-eu has replayed its last LSN"
+    )
+    assert not plan.guarded(spec("scale"), spec("scale"))
+    assert plan.guarded(spec("launch"), spec("growth"))
+    k8s = spec("launch").model_copy(update={"platform": spec("scale").platform})
+    target = spec("growth").model_copy(update={"platform": spec("scale").platform})
+    assert plan.guarded(k8s, target)
+    steps = {s.name: s.description for s in plan.steps(k8s, target, "kubernetes")}
+    assert steps["freeze-source"] == plan.KUBERNETES_FREEZE
     steps = {s.name: s.description for s in plan.steps(spec("launch"), spec("growth"), "docker")}
     assert steps["freeze-source"].startswith("done by the cut-over's `pulumi up`")
 
@@ -144,7 +153,9 @@ def test_growth_to_scale_on_kubernetes_subscribes_the_coordinator() -> None:
     assert plan.REDIS_IMPORT not in {d for n, d in by_name.items() if n != "promote-target"}
     launch_growth = plan.steps(spec("launch"), spec("growth"), "docker")
     assert not any(plan.REDIS_IMPORT in s.description for s in launch_growth)
-    commands = plan.pulumi_commands("growth", "scale", logical=True)
+    commands = plan.pulumi_commands(
+        "growth", "scale", guarded_here=plan.guarded(growth, spec("scale"))
+    )
     assert commands[2] == "pulumi config set sikka:promoteFrom growth --stack scale"
     # No write stop by hand: the cut-over Job stops the writes itself.
     assert not any("default_transaction_read_only" in c for c in commands)
