@@ -171,17 +171,24 @@ def promoter_node(spec: PhaseSpec) -> Node:
         cli=cli,
         password_env=SECRET_VARIABLES["redis-password"],
     )
+    return _guard_node(spec, PROMOTER, script)
+
+
+def _guard_node(spec: PhaseSpec, name: str, script: str, tmpfs: tuple[str, ...] = ()) -> Node:
+    """A cut-over's one-shot in the Redis image, with the (inherited) Redis password; on
+    Docker it joins the source's transition network."""
     return Node(
-        name=PROMOTER,
+        name=name,
         tier="redis",
         role="promoter",
-        group=PROMOTER,
+        group=name,
         ordinal=0,
         image=spec.redis.image,
         ports={},
         entrypoint=("sh", "-c", script),
         user=REDIS_UID,
         secret_env=_secret(),
+        tmpfs=tmpfs,
         one_shot=True,
         extra_networks=() if on_kubernetes(spec) else (SOURCE_NETWORK,),
     )
@@ -214,22 +221,8 @@ def importer_node(spec: PhaseSpec) -> Node:
         cli=cli,
         password_env=SECRET_VARIABLES["redis-password"],
     )
-    return Node(
-        name=IMPORTER,
-        tier="redis",
-        role="promoter",
-        group=IMPORTER,
-        ordinal=0,
-        image=spec.redis.image,
-        ports={},
-        entrypoint=("sh", "-c", script),
-        user=REDIS_UID,
-        secret_env=_secret(),
-        # Its counts (never a value or a key) are written there while it runs.
-        tmpfs=("/tmp",),
-        one_shot=True,
-        extra_networks=() if on_kubernetes(spec) else (SOURCE_NETWORK,),
-    )
+    # Its counts (never a value or a key) are written to /tmp while it runs.
+    return _guard_node(spec, IMPORTER, script, tmpfs=("/tmp",))
 
 
 def redis_tier(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edge]]:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -23,8 +24,32 @@ from websockets.typing import Subprotocol
 
 from gateway.auth import Role, mint_token
 from gateway.server import BEARER_PREFIX, SUBPROTOCOL
-from scaling.local import LocalRun
+from scaling.local import LocalRun, runner
+from scaling.local.context import Context
+from scaling.local.ports import PortAllocator
+from scaling.local.state import RunState
+from scaling.local.topology import local_topology
 from scaling.model import POOLER_ADMIN_USER, PhaseSpec
+
+
+def tier_context(spec: PhaseSpec, state_dir: Path, stack: str, secrets: dict[str, str]) -> Context:
+    """A local-runner context of ``spec`` for starting tiers one by one (``LocalRun(state,
+    secrets).down()`` stops whatever it started)."""
+    state = RunState(
+        stack=stack,
+        phase=spec.phase.value,
+        state_dir=str(state_dir),
+        secrets_file=str(state_dir / "secrets.json"),
+    )
+    return Context(
+        spec=spec,
+        state=state,
+        secrets=secrets,
+        ports=PortAllocator(),
+        topology=local_topology(spec),
+        progress=runner.print_progress,
+    )
+
 
 T = TypeVar("T")
 STEP = 5.0  # bound for any single WebSocket await

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from local_helpers import tier_context
 from redis.cluster import ClusterNode, RedisCluster
 
 from scaling.local import LocalRun, runner
 from scaling.local import redis as local_redis
 from scaling.local.context import Context
 from scaling.local.credentials import new_secrets
-from scaling.local.ports import PortAllocator
-from scaling.local.state import RunState
 from scaling.local.topology import local_topology
 from scaling.model import PhaseSpec
 
@@ -43,28 +42,14 @@ def scale_spec(masters: int) -> PhaseSpec:
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[Context]:
     """A local-runner context for the Redis tier alone; `down` stops whatever it started."""
-    spec = scale_spec(3)
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     secrets = new_secrets()
-    state = RunState(
-        stack="cluster-growth",
-        phase=spec.phase.value,
-        state_dir=str(state_dir),
-        secrets_file=str(state_dir / "secrets.json"),
-    )
-    context = Context(
-        spec=spec,
-        state=state,
-        secrets=secrets,
-        ports=PortAllocator(),
-        topology=local_topology(spec),
-        progress=runner.print_progress,
-    )
+    context = tier_context(scale_spec(3), state_dir, "cluster-growth", secrets)
     try:
         yield context
     finally:
-        LocalRun(state, secrets).down()
+        LocalRun(context.state, secrets).down()
 
 
 def node_client(ctx: Context, name: str) -> redis.Redis:

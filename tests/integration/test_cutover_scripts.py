@@ -15,6 +15,7 @@ machine) and a Patroni source (the Docker source is a single PostgreSQL).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -206,6 +207,21 @@ class Pair:
             self.source, target, password_env="POSTGRES_PASSWORD", catch_up_seconds=catch_up
         )
 
+    @contextlib.contextmanager
+    def replay_paused(self, standby: Endpoint) -> Iterator[None]:
+        """The standby does not replay (Patroni in maintenance mode, which then leaves a
+        paused replay paused), until the block ends."""
+        self.maintenance(True)
+        with self.superuser(standby) as conn:
+            conn.execute("SELECT pg_wal_replay_pause()")
+        try:
+            time.sleep(0.5)
+            yield
+        finally:
+            with self.superuser(standby) as conn:
+                conn.execute("SELECT pg_wal_replay_resume()")
+            self.maintenance(False)
+
     def standby_leader(self) -> Endpoint:
         return next(
             self.member(i)
@@ -301,21 +317,13 @@ def test_kubernetes_standby_guard_freezes_then_lets_the_cutover_go(pair: Pair) -
         assert pair.source_read_only() == "off"
 
         # 2. The standby does not replay (paused): the source frozen, then given back.
-        pair.maintenance(True)
-        with pair.superuser(standby) as conn:
-            conn.execute("SELECT pg_wal_replay_pause()")
-        try:
-            time.sleep(0.5)
+        with pair.replay_paused(standby):
             before = len(writer.acked)
             done = pair.run(pair.guard_script(standby, catch_up=3))
             assert done.returncode == 1 and "replayed up to" in done.stderr, done.stderr
             assert "the source takes writes again" in done.stderr
             assert pair.source_read_only() == "off"
             wait_for(lambda: len(writer.acked) > before + 20, 15, "source not writable again")
-        finally:
-            with pair.superuser(standby) as conn:
-                conn.execute("SELECT pg_wal_replay_resume()")
-            pair.maintenance(False)
 
         # 3. The guard lets the cut-over go: the source frozen, every write replayed.
         started = time.monotonic()
@@ -356,16 +364,7 @@ def test_postgres_cutover_refuses_then_promotes_with_every_row(pair: Pair) -> No
         # 2. The target does not catch up (replay paused on its standby leader, Patroni in
         # maintenance mode so that it does not resume it): the source is frozen, then given
         # its writes back; the target is not promoted.
-        standby = next(
-            pair.member(i)
-            for i in range(2)
-            if httpx.get(f"http://{pair.apis[i]}/standby-leader", timeout=3).status_code == 200
-        )
-        pair.maintenance(True)
-        with pair.superuser(standby) as conn:
-            conn.execute("SELECT pg_wal_replay_pause()")
-        try:
-            time.sleep(0.5)
+        with pair.replay_paused(pair.standby_leader()):
             before = len(writer.acked)
             done = pair.run(pair.pg_script(catch_up=3))
             assert done.returncode == 1
@@ -374,10 +373,6 @@ def test_postgres_cutover_refuses_then_promotes_with_every_row(pair: Pair) -> No
             assert pair.source_read_only() == "off"
             assert pair.leaders() == []
             wait_for(lambda: len(writer.acked) > before + 20, 15, "source not writable again")
-        finally:
-            with pair.superuser(standby) as conn:
-                conn.execute("SELECT pg_wal_replay_resume()")
-            pair.maintenance(False)
 
         # 3. The cut-over: writes stop, the target replays them all, then it is promoted.
         acked_before = len(writer.acked)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from local_helpers import tier_context
 from redis.cluster import ClusterNode, RedisCluster
 from transition_load import GAP_TARGET, RedisWriter
 
@@ -32,9 +33,6 @@ from scaling.local import LocalRun, runner
 from scaling.local import redis as local_redis
 from scaling.local.context import Context
 from scaling.local.credentials import new_secrets
-from scaling.local.ports import PortAllocator
-from scaling.local.state import RunState
-from scaling.local.topology import local_topology
 from scaling.render.endpoints import Endpoint
 from scaling.render.redis_import import MARKER, redis_import_script
 
@@ -50,22 +48,8 @@ def _context(
     stack: str, overrides: dict[str, object], base: Path, secrets: dict[str, str]
 ) -> Context:
     spec = runner.load_spec(ROOT / f"Pulumi.{stack}.yaml", overrides)
-    state_dir = base / stack
-    state_dir.mkdir()
-    state = RunState(
-        stack=f"import-{stack}",
-        phase=spec.phase.value,
-        state_dir=str(state_dir),
-        secrets_file=str(state_dir / "secrets.json"),
-    )
-    return Context(
-        spec=spec,
-        state=state,
-        secrets=secrets,
-        ports=PortAllocator(),
-        topology=local_topology(spec),
-        progress=runner.print_progress,
-    )
+    (base / stack).mkdir()
+    return tier_context(spec, base / stack, f"import-{stack}", secrets)
 
 
 @dataclass

@@ -5,10 +5,8 @@ when ../shared/crds is absent)."""
 
 from __future__ import annotations
 
-import kubernetes_validate
-import pytest
 from k8s_support import find, on_kubernetes
-from test_validation import builtin, check_against_crds, needs_crds
+from test_validation import assert_strictly_valid, builtin, check_against_crds, needs_crds
 
 from scaling.kubernetes import build_manifests
 from scaling.kubernetes.guards import GUARD_JOB
@@ -33,11 +31,7 @@ def test_the_cutover_objects_pass_strict_validation() -> None:
     manifests = build_manifests(target(True))
     guards = [find(manifests, "Job", GUARD_JOB), find(manifests, "Job", PROMOTER)]
     assert all(job in builtin(manifests) for job in guards)
-    for manifest in builtin(manifests):
-        try:
-            kubernetes_validate.validate(manifest.body, "1.33", strict=True)
-        except kubernetes_validate.ValidationError as error:
-            pytest.fail(f"{manifest.key}: {error.message} at {list(error.absolute_path)}")
+    assert_strictly_valid(builtin(manifests))
 
 
 @needs_crds

@@ -4,10 +4,9 @@ objects against their CRDs (skipped when ../shared/crds is absent), in both step
 
 from __future__ import annotations
 
-import kubernetes_validate
 import pytest
 from k8s_support import find, on_kubernetes
-from test_validation import builtin, check_against_crds, needs_crds
+from test_validation import assert_strictly_valid, builtin, check_against_crds, needs_crds
 
 from scaling.kubernetes import build_manifests
 from scaling.kubernetes.logical import CONFIG_NAME, CUTOVER_JOB, FOLLOW_JOB
@@ -33,11 +32,7 @@ def test_the_transition_objects_pass_strict_validation(cutover: bool) -> None:
     job = find(manifests, "Job", CUTOVER_JOB if cutover else FOLLOW_JOB)
     config = find(manifests, "ConfigMap", CONFIG_NAME)
     assert job in builtin(manifests) and config in builtin(manifests)
-    for manifest in builtin(manifests):
-        try:
-            kubernetes_validate.validate(manifest.body, "1.33", strict=True)
-        except kubernetes_validate.ValidationError as error:
-            pytest.fail(f"{manifest.key}: {error.message} at {list(error.absolute_path)}")
+    assert_strictly_valid(builtin(manifests))
 
 
 @needs_crds
