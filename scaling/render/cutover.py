@@ -76,10 +76,19 @@ freeze_source() {
     [ "$tries" -lt 50 ] || refuse "the source did not apply default_transaction_read_only"
     sleep 0.2
   done
-  left=$(src -c "SELECT count(*) FILTER (WHERE NOT pg_terminate_backend(pid, 10000))
+  # The sessions of now; one that ends by itself meanwhile is as good (its PID then is no
+  # backend's: pg_terminate_backend only warns). Each psql call is its own transaction, so
+  # the last one reads pg_stat_activity afresh.
+  pids=$(src -c "SELECT coalesce(string_agg(pid::text, ','), '')
     FROM pg_catalog.pg_stat_activity WHERE backend_type = 'client backend'
      AND pid <> pg_backend_pid() AND application_name NOT LIKE 'Patroni%'")
-  [ "$left" = 0 ] || refuse "$left session(s) on the source did not end within 10 s"
+  if [ -n "$pids" ]; then
+    src -c "SELECT pg_terminate_backend(pid, 10000) FROM unnest('{$pids}'::int[]) AS pid" \\
+      > /dev/null 2>&1 || true
+    left=$(src -c "SELECT count(*) FROM pg_catalog.pg_stat_activity
+      WHERE pid = ANY ('{$pids}'::int[])")
+    [ "$left" = 0 ] || refuse "$left session(s) on the source did not end within 10 s"
+  fi
   note "the source's writes are stopped (default_transaction_read_only on, sessions ended)"
 }
 thaw_source() {
@@ -92,6 +101,34 @@ thaw_source() {
       "default_transaction_read_only and SELECT pg_reload_conf() on it"
   fi
 }
+"""
+
+
+# The source Redis master's write pause, shared by the Redis cut-over and the key import.
+# The including script defines ``src`` (redis-cli on the source's master) and ``note``.
+PAUSE_SOURCE = f"""\
+# paused=1 while the source's writes are paused; handed_over=1 once the target holds them
+# (from then on the source is unpaused only once it refuses writes: they would be lost).
+paused=0
+handed_over=0
+pause_source() {{
+  src client pause "$1" write > /dev/null
+  paused=1
+}}
+refuse_writes() {{
+  src config set min-replicas-to-write {REFUSE_WRITES_REPLICAS} > /dev/null
+}}
+thaw_source() {{
+  [ "$paused" = 1 ] || return 0
+  if [ "$handed_over" = 0 ]; then
+    src client unpause > /dev/null && note "the source takes writes again"
+  elif refuse_writes; then
+    src client unpause > /dev/null || true
+  else
+    note "the source's writes stay paused until the pause expires"
+  fi
+  paused=0
+}}
 """
 
 
@@ -356,27 +393,11 @@ fi
 [ "$(printf '%s\\n' "$info" | field master_link_status)" = up ] ||
   refuse "the target's master is not in sync with the source's ({host}:{port}); $UNTOUCHED"
 
-paused=0
-promoted=0
-thaw() {{
-  status=$?
-  if [ "$paused" = 1 ] && [ "$promoted" = 0 ]; then
-    src client unpause > /dev/null && echo "redis cut-over: the source takes writes again" >&2
-  elif [ "$paused" = 1 ]; then
-    # Promoted: the source's writes would be lost; it is unpaused only once it refuses them.
-    if src config set min-replicas-to-write {REFUSE_WRITES_REPLICAS} > /dev/null; then
-      src client unpause > /dev/null || true
-    else
-      echo "redis cut-over: the source's writes stay paused until the pause expires" >&2
-    fi
-  fi
-  exit "$status"
-}}
-trap thaw EXIT
+note() {{ echo "redis cut-over: $*" >&2; }}
+{PAUSE_SOURCE}trap 'status=$?; thaw_source; exit $status' EXIT
 trap 'exit 1' INT TERM HUP
 
-paused=1
-src client pause {PAUSE_MS} write > /dev/null
+pause_source {PAUSE_MS}
 wanted=$(src info replication | field master_repl_offset)
 say "writes paused on the source at offset $wanted"
 deadline=$(( $(date +%s) + {catch_up_seconds} ))
@@ -388,13 +409,11 @@ while :; do
     refuse "the target reached offset $at of $wanted in {catch_up_seconds} s: not promoted"
   sleep 1
 done
-promoted=1
+handed_over=1
 dst replicaof no one > /dev/null
 say "the target's master runs on its own at offset $at"
 # The source's master refuses writes from now on (in memory; a restart clears it).
-src config set min-replicas-to-write {REFUSE_WRITES_REPLICAS} > /dev/null
-src client unpause > /dev/null
-paused=0
+thaw_source
 say "the source's master refuses writes (min-replicas-to-write {REFUSE_WRITES_REPLICAS})"
 wait_settled
 say "the target's AOF is settled: its master may be replaced"

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scaling.render.cutover import REFUSE_WRITES_REPLICAS, REFUSED
+from scaling.render.cutover import PAUSE_SOURCE, REFUSED
 from scaling.render.endpoints import Endpoint
 
 # Kept on the target: where the copy stands ("copying from …" / "imported from …").
@@ -120,8 +120,8 @@ held() {{
   echo "$sum"
 }}
 marker() {{ dst get "$MARKER" | tr -d '\\r'; }}
-refuse_writes() {{ src config set min-replicas-to-write {REFUSE_WRITES_REPLICAS} > /dev/null; }}
-
+note() {{ echo "redis import: $*" >&2; }}
+{PAUSE_SOURCE}
 deadline=$(( $(date +%s) + {ready_seconds} ))
 until SEED=$(seed); do
   [ "$(date +%s)" -lt "$deadline" ] ||
@@ -163,28 +163,10 @@ mark "copying from $SOURCE_HOST:$SOURCE_PORT since $(date -u +%Y-%m-%dT%H:%M:%SZ
   refuse "the target's master of $MARKER does not take writes; $UNTOUCHED"
 
 mkdir -p "$WORK"
-paused=0
-done_copy=0
-thaw() {{
-  status=$?
-  if [ "$paused" = 1 ] && [ "$done_copy" = 0 ]; then
-    src client unpause > /dev/null && echo "redis import: the source takes writes again" >&2
-  elif [ "$paused" = 1 ]; then
-    # Copied: the source's writes would be lost; it is unpaused only once it refuses them.
-    if refuse_writes; then
-      src client unpause > /dev/null || true
-    else
-      echo "redis import: the source's writes stay paused until the pause expires" >&2
-    fi
-  fi
-  rm -rf "$WORK"
-  exit "$status"
-}}
-trap thaw EXIT
+trap 'status=$?; thaw_source; rm -rf "$WORK"; exit $status' EXIT
 trap 'exit 1' INT TERM HUP
 
-paused=1
-src client pause {pause_ms} write > /dev/null
+pause_source {pause_ms}
 started=$(now_ms)
 expected=$(src dbsize)
 say "writes paused on the source ($expected keys)"
@@ -249,10 +231,8 @@ if [ "$have" -gt "$want" ] || [ "$have" -lt $((want - brief)) ]; then
 fi
 mark "imported from $SOURCE_HOST:$SOURCE_PORT at $(date -u +%Y-%m-%dT%H:%M:%SZ): $have keys" ||
   refuse "the target's master of $MARKER does not take writes; not imported"
-done_copy=1
-refuse_writes
-src client unpause > /dev/null
-paused=0
+handed_over=1
+thaw_source
 held_ms=$(( $(now_ms) - started ))
 say "$sent key(s) copied ($scanned scanned, $gone expired meanwhile), the target holds $have;" \\
   "writes were paused for $held_ms ms; the source's master refuses writes"
