@@ -472,7 +472,7 @@ def test_the_cluster_target_imports_the_keys_at_the_cutover(
     script = importer.inputs["entrypoints"][-1]
     assert "SOURCE_HOST=sikka-launch-redis-0" in script
     assert 'SEEDS="redis-0:6379 redis-2:6379 redis-4:6379"' in script
-    assert script.index("client pause") < script.index("RESTORE") < script.rindex("refuse_writes")
+    assert script.index("client pause") < script.index("RESTORE") < script.rindex("handed_over=1")
     assert {"REDIS_PASSWORD"} <= {e.split("=", 1)[0] for e in importer.inputs["envs"]}
     # The cluster's data nodes are the same before and after: nothing stateful changes.
     assert_protected_untouched(following, cutover)
