@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from scaling.kubernetes.guards import guard_job, standby_guarded
 from scaling.render.patroni import cluster_configuration
 from scaling.render.pgbouncer import render_userlist_line, userlist_sh
 from scaling.render.postgres_start import (
@@ -258,8 +259,22 @@ SCALE_ON_DOCKER = {
 }
 
 
+CUTOVER = {"sikka:promoteFrom": "launch", "sikka:promoteCutover": True}
+
+
 @pytest.mark.parametrize(
-    ("stack", "overrides"), [("launch", {}), ("growth", {}), ("scale", SCALE_ON_DOCKER)]
+    ("stack", "overrides"),
+    [
+        ("launch", {}),
+        ("growth", {}),
+        ("scale", SCALE_ON_DOCKER),
+        # A transition's cut-over: its guards (postgres-promote, redis-promote) and the key
+        # import into a Redis Cluster (redis-import), on Docker and Kubernetes.
+        ("growth", CUTOVER),
+        ("growth", {**CUTOVER, "sikka:platform": "kubernetes"}),
+        ("scale", {**SCALE_ON_DOCKER, **CUTOVER, "sikka:promoteForce": True}),
+        ("scale", {**CUTOVER, "sikka:promoteFrom": "growth"}),
+    ],
 )
 def test_every_container_shell_parses(stack: str, overrides: dict[str, object]) -> None:
     spec = parse({"sikka:phase": stack, **overrides}, stack=stack)
@@ -270,6 +285,13 @@ def test_every_container_shell_parses(stack: str, overrides: dict[str, object]) 
         if node.entrypoint and node.entrypoint[:2] == ("sh", "-c")
     ]
     scripts += [f.content for node in nodes for f in node.files if f.path.endswith(".sh")]
+    if spec.promotion is not None:
+        guards = {n.name for n in nodes if n.role == "promoter"}
+        assert guards & {"redis-promote", "redis-import"}, guards
+    if standby_guarded(spec):
+        scripts.append(
+            guard_job(spec).body["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+        )
     assert scripts
     for script in scripts:
         subprocess.run(["sh", "-n", "-c", script], check=True, timeout=10)
