@@ -132,6 +132,28 @@ def test_the_cutover_runs_the_guards_before_the_master_is_replaced() -> None:
     assert {f"sikka-growth-redis-sentinel-{i}" for i in range(3)} <= set(services)
 
 
+def test_a_cluster_target_imports_the_keys_after_the_postgres_cutover() -> None:
+    scale = {
+        "sikka:platform": "docker",
+        "sikka:autoscaling": {"enabled": False},
+        "sikka:postgres": {"mode": "replicated"},
+        "sikka:promoteForce": True,
+        **CUTOVER,
+    }
+    source = transition_source(build_topology(spec("launch", {"sikka:promoteTo": "scale"})))
+    services = compose("scale", scale, source)["services"]
+    importer = services["sikka-scale-redis-import"]
+    done = {"condition": "service_completed_successfully"}
+    assert importer["depends_on"]["sikka-scale-postgres-promote"] == done
+    assert "sikka-scale-redis-cluster-init" in importer["depends_on"]
+    assert "restart" not in importer
+    assert "SOURCE_HOST=sikka-launch-redis-0" in importer["entrypoint"][2]
+    assert importer["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    assert "source-transition" in importer["networks"]
+    # No master to promote: a Redis Cluster's nodes are not replaced at the cut-over.
+    assert "sikka-scale-redis-promote" not in services
+
+
 def test_a_target_is_not_rendered_without_its_source(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
