@@ -64,18 +64,21 @@ FREEZE_SOURCE = """\
 # that a commit in flight is acknowledged (and in the WAL position read next) or never.
 # froze=1 when this run stopped them: thaw_source gives them back, unless froze was reset
 # at the point of no return (the target holds the data from then on).
+# Read-only already (stopped by hand, or by an earlier run): the sessions are ended all the
+# same (one may still hold a write transaction begun before), and froze stays 0.
 froze=0
 freeze_source() {
-  [ "$(src -c 'SHOW default_transaction_read_only')" != on ] || return 0
-  froze=1
-  src -c 'ALTER SYSTEM SET default_transaction_read_only = on' \\
-    -c 'SELECT pg_reload_conf()' > /dev/null
-  tries=0
-  until [ "$(src -c 'SHOW default_transaction_read_only')" = on ]; do
-    tries=$((tries + 1))
-    [ "$tries" -lt 50 ] || refuse "the source did not apply default_transaction_read_only"
-    sleep 0.2
-  done
+  if [ "$(src -c 'SHOW default_transaction_read_only')" != on ]; then
+    froze=1
+    src -c 'ALTER SYSTEM SET default_transaction_read_only = on' \\
+      -c 'SELECT pg_reload_conf()' > /dev/null
+    tries=0
+    until [ "$(src -c 'SHOW default_transaction_read_only')" = on ]; do
+      tries=$((tries + 1))
+      [ "$tries" -lt 50 ] || refuse "the source did not apply default_transaction_read_only"
+      sleep 0.2
+    done
+  fi
   # The sessions of now; one that ends by itself meanwhile is as good (its PID then is no
   # backend's: pg_terminate_backend only warns). Each psql call is its own transaction, so
   # the last one reads pg_stat_activity afresh.
@@ -89,7 +92,11 @@ freeze_source() {
       WHERE pid = ANY ('{$pids}'::int[])")
     [ "$left" = 0 ] || refuse "$left session(s) on the source did not end within 10 s"
   fi
-  note "the source's writes are stopped (default_transaction_read_only on, sessions ended)"
+  if [ "$froze" = 1 ]; then
+    note "the source's writes are stopped (default_transaction_read_only on, sessions ended)"
+  else
+    note "the source was read-only already (not this run's doing); its sessions ended"
+  fi
 }
 thaw_source() {
   [ "$froze" = 1 ] || return 0
