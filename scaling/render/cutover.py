@@ -17,7 +17,9 @@ PostgreSQL (:func:`postgres_cutover_script`, in the Patroni image: ``psql``, ``c
 4. bounded wait until the standby leader (Patroni's REST API, ``xlog.replayed_location``)
    has replayed that LSN; otherwise the source's setting is reset (it takes writes again)
    and the script exits 1 saying how far the target got;
-5. ``standby_cluster`` removed through the REST API; success once a member answers
+5. the source's read-write door still leads to a read-only server (a Patroni source that
+   failed over since the freeze would not): otherwise refused, as in 4;
+6. ``standby_cluster`` removed through the REST API; success once a member answers
    ``/primary``. The source stays read-only from then on (its writes would be lost).
 
 Redis (:func:`redis_cutover_script`, in the Redis image: ``redis-cli``):
@@ -261,6 +263,11 @@ while :; do
 done
 say "the standby leader replayed $at (the source's last is $lsn)"
 
+# The door leads to a server still read-only: a failover on the source (Patroni) since the
+# freeze would have a new leader taking writes the target never sees.
+[ "$(src -c 'SHOW default_transaction_read_only')" = on ] ||
+  refuse "the source's read-write door leads to a writable server now (a failover there?):" \
+    "not promoted; run it again"
 stopped_here=$froze
 froze=0
 tries=0

@@ -94,6 +94,9 @@ class PatroniLayout:
     system_user: str = "postgres"
     # The monitoring role's login (exporters read the members), or None where none runs.
     monitoring_user: str | None = None
+    # Where the superuser may log in from besides the socket and loopback (a transition's
+    # source: its target's cut-over guard, through the routers).
+    superuser_networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ def render_patroni_yml(
         rewind_user=REWIND_USER,
         superuser_socket=f"peer map={IDENT_MAP}",
         monitoring_user=layout.monitoring_user,
+        superuser_networks=layout.superuser_networks,
     )
     parameters = _parameters(spec)
     document: dict[str, object] = {

@@ -165,8 +165,10 @@ def hba_rules(
     * the monitoring role (``monitoring_user``, where exporters run): the ``postgres``
       database from the private network;
     * the superuser from ``superuser_networks`` (the ``postgres`` database): a transition's
-      source admits its target's cut-over (which stops its writes) from the transition
-      network, which only the target's members, Redis master and cut-over containers join.
+      source admits its target's cut-over (which stops its writes): a single server from
+      the transition network, which only the target's members, Redis master and cut-over
+      containers join; Patroni's members from the private network, where the routers the
+      cut-over comes through (HAProxy, the read-write door) are.
 
     ``superuser_socket``: how the superuser authenticates on the socket. Patroni's members
     use ``peer`` (the server's own system account only): Patroni and the role script then

@@ -334,6 +334,9 @@ def _patroni_nodes(spec: PhaseSpec) -> tuple[list[Node], list[Service], list[Edg
             private_networks=(str(spec.docker_subnet),),
             roles_script=f"sh {roles.path}",
             monitoring_user=MONITORING_USER,
+            # A transition's source (sikka:promoteTo): its target's cut-over guard logs in
+            # through the routers (HAProxy, on the private network) to stop its writes.
+            superuser_networks=(str(spec.docker_subnet),) if spec.promote_to else (),
         )
         config = ConfigFile(
             f"{PATRONI_DIR}/patroni.yml", _patroni_yml(spec, layout), f"patroni-{name}.yml"

@@ -320,9 +320,10 @@ def pulumi_limits(source: PhaseSpec, target: PhaseSpec) -> list[str]:
             )
         if source.postgres.mode != "single":
             found.append(
-                f"{source.stack} runs Patroni: the cut-over's guard cannot log into its "
-                "leader from the transition network, so it refuses (nothing changed): stop "
-                "its writes by hand and remove standby_cluster through Patroni's REST API"
+                f"{source.stack} runs Patroni: `sikka:promoteTo` has its members admit the "
+                "superuser from its private network (the cut-over's guard comes through its "
+                "routers), so they are replaced once, one at a time, at prepare-source (a "
+                "leader change); a failover on it during the cut-over makes the guard refuse"
             )
     if target.redis.mode == "cluster" and source.redis.mode != "cluster":
         found.append(

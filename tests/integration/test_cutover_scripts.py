@@ -9,8 +9,9 @@ the hosts and ports of loopback in place of container names. Writers keep insert
 Covered: refusal with an unreachable target and with a target that does not catch up
 (replay paused on its standby leader: the source is frozen, then given its writes back);
 the promotion, every acknowledged row and key present on the target; a second run that
-finds the work done. Not covered here: the containers themselves (no Docker on this
-machine) and a Patroni source (the Docker source is a single PostgreSQL).
+finds the work done; Kubernetes's standby guard (the same freeze, SQL in place of the REST
+API); a Patroni source (growth, its read-write door a router) with a growth standby cluster
+of it. Not covered here: the containers themselves (no Docker on this machine).
 """
 
 from __future__ import annotations
@@ -295,6 +296,32 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         launch.down()
 
 
+@pytest.fixture(scope="module")
+def patroni_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """A Patroni source (growth, trimmed) and a growth started as its standby cluster: the
+    Docker pair growth → scale (or growth → growth-eu), whose source's read-write door is a
+    router (HAProxy) in front of the leader."""
+    base: Path = tmp_path_factory.mktemp("cutover-patroni")
+    (base / "Pulumi.growth.yaml").write_text(GROWTH)
+    source = runner.up(
+        runner.load_spec(base / "Pulumi.growth.yaml"), stack="growth", state_dir=base / "source"
+    )
+    try:
+        url = source.summary["postgres"]["primary"]
+        with psycopg.connect(url, password=source.secrets["postgres-password"]) as conn:
+            conn.execute(f"CREATE TABLE {TABLE} (seq bigint PRIMARY KEY)")
+        local_data.prepare_source(source)
+        target = local_data.start_target(
+            runner.load_spec(base / "Pulumi.growth.yaml"), "growth-eu", base / "target", source
+        )
+        try:
+            yield Pair(source, target)
+        finally:
+            target.down()
+    finally:
+        source.down()
+
+
 def wait_for(check: Any, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not check():
@@ -457,3 +484,40 @@ def test_redis_cutover_refuses_then_promotes_with_every_key(pair: Pair) -> None:
     # 4. Run again: the target's master runs on its own already.
     done = pair.run(pair.redis_script())
     assert done.returncode == 0 and "an earlier run" in done.stdout
+
+
+def test_postgres_cutover_from_a_patroni_source(patroni_pair: Pair) -> None:
+    """The same guard with a Patroni source: it logs in through the source's router (the
+    members admit the superuser from the private network while sikka:promoteTo is set),
+    stops the leader's writes, and promotes the target once it has them all."""
+    pair = patroni_pair
+    router = pair.launch.entry("haproxy-0")
+    assert (router.host, router.port) == (pair.source.host, pair.source.port)
+    url = pair.launch.summary["postgres"]["primary"]
+    writer = row_writer(url, pair.launch.secrets["postgres-password"]).start()
+    try:
+        wait_for(lambda: len(writer.acked) > 50, 30, "no row acknowledged by the source")
+        with pair.replay_paused(pair.standby_leader()):
+            before = len(writer.acked)
+            done = pair.run(pair.pg_script(catch_up=3))
+            assert done.returncode == 1 and "replayed up to" in done.stderr, done.stderr
+            assert "the source takes writes again" in done.stderr
+            assert pair.source_read_only() == "off"
+            wait_for(lambda: len(writer.acked) > before + 20, 15, "source not writable again")
+        started = time.monotonic()
+        done = pair.run(pair.pg_script())
+        seconds = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        assert "leads: the target takes writes" in done.stdout
+    finally:
+        acked = writer.stop()
+    assert pair.source_read_only() == "on"
+    leader = pair.member(pair.apis.index(pair.leaders()[0]))
+    with pair.superuser(leader) as conn:
+        present = {row[0] for row in conn.execute(f"SELECT seq FROM {TABLE}").fetchall()}
+    missing = sorted(set(acked) - present)
+    print(
+        f"\n[patroni source] rows acknowledged {len(acked)}, present {len(present)}, missing "
+        f"{len(missing)}; refused while frozen {writer.failed}; cut-over script {seconds:.1f} s"
+    )
+    assert not missing

@@ -276,6 +276,26 @@ def test_a_docker_source_keeps_a_replication_login_for_its_target() -> None:
     assert plain.node("postgres-0").extra_networks == ()
 
 
+def test_a_patroni_source_admits_its_targets_guard_through_its_routers() -> None:
+    """growth with sikka:promoteTo: its members admit the superuser (database postgres)
+    from the private network, where the routers the target's cut-over guard comes through
+    are; without the key, from the socket and loopback alone."""
+
+    def superuser_lines(values: dict[str, Any]) -> list[list[str]]:
+        topology = build_topology(spec("growth", **values))
+        member = topology.node("postgres-0")
+        text = next(f.content for f in member.files if f.path.endswith("patroni.yml"))
+        rules = yaml.safe_load(text)["postgresql"]["pg_hba"]
+        return [r.split() for r in rules if r.split()[:3] == ["host", "postgres", "postgres"]]
+
+    plain = superuser_lines({})
+    source = superuser_lines({"sikka:promoteTo": "scale"})
+    subnet = str(spec("growth").docker_subnet)
+    assert ["host", "postgres", "postgres", subnet, "scram-sha-256"] in source
+    assert not any(line[3] == subnet for line in plain)
+    assert len(source) == len(plain) + 1
+
+
 # --- what the renderers make of it (Kubernetes Redis) ----------------------------------------
 
 

@@ -121,7 +121,7 @@ def test_pulumi_limits() -> None:
     # The Docker pair launch → growth: PostgreSQL and Redis both followed, cut over safely.
     assert plan.pulumi_limits(spec("launch"), spec("growth")) == []
     patroni_source = plan.pulumi_limits(spec("growth"), spec("growth"))
-    assert patroni_source[0].startswith("growth runs Patroni: the cut-over's guard cannot")
+    assert patroni_source[0].startswith("growth runs Patroni: `sikka:promoteTo` has its members")
     platforms, *_ = plan.pulumi_limits(spec("growth"), spec("scale"))
     assert platforms.startswith("growth runs on docker and scale on kubernetes:")
     # On Kubernetes the pair is rendered: what logical replication leaves out is said.
