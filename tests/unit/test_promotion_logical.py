@@ -165,6 +165,8 @@ def test_the_cutover_swaps_the_follow_job_for_the_cutover_job(runs: dict[str, St
     }
     assert changed == set()
     importer = jobs(runs["cutover"])["redis-import"]
+    # After PostgreSQL's cut-over: a refused one leaves the keys with the source too.
+    assert jobs(runs["cutover"])[CUTOVER_JOB].urn in importer.depends_on
     assert importer.inputs["spec"]["backoffLimit"] == 0
     assert importer.inputs["metadata"]["annotations"] == {"pulumi.com/replaceUnready": "true"}
     pod = importer.inputs["spec"]["template"]["spec"]
