@@ -8,6 +8,9 @@
 * cluster (scale): the ``redis`` group announcing its pod DNS names, and the topology's
   one-shot ``redis-cluster-init`` node as a Job (forms the cluster, later joins added nodes
   and rebalances).
+* a transition's cut-over: the topology's guard (``redis-promote``, the master's promotion)
+  or key import (``redis-import``, into a Redis Cluster) as a Job that runs once
+  (the runtime has the Redis StatefulSet wait for the former).
 
 Every name, script, file, volume size and stop period comes from the topology
 (:mod:`scaling.topology.redis`); this module only decides the Kubernetes shape. No password
