@@ -63,6 +63,7 @@ class Up:
             start_new_session=True,
         )
         self.lines: list[str] = []
+        self._held = False
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -91,12 +92,23 @@ class Up:
                     raise AssertionError(f"no {prefix!r} within {PROGRESS_TIMEOUT}s: {self.lines}")
                 self._changed.wait(min(left, 1.0))
 
+    def hold(self) -> None:
+        """The CLI stopped where it is (SIGSTOP), so that what the test does before its
+        interrupt cannot race the rest of the start (on a loaded machine `local up` may
+        otherwise finish first); :meth:`interrupt` lets it go on, the signal pending."""
+        self.proc.send_signal(signal.SIGSTOP)
+        self._held = True
+
     def interrupt(self, sig: int, *, group: bool = True) -> None:
-        """``sig`` to the CLI's process group (what a terminal sends), or to the CLI alone."""
+        """``sig`` to the CLI's process group (what a terminal sends), or to the CLI alone;
+        a held CLI then goes on, and meets the signal first."""
         if group:
             os.killpg(self.proc.pid, sig)
         else:
             self.proc.send_signal(sig)
+        if self._held and sig != signal.SIGKILL:
+            self.proc.send_signal(signal.SIGCONT)
+        self._held = False
 
     def finish(self) -> int:
         returncode = self.proc.wait(EXIT_TIMEOUT)
@@ -238,6 +250,7 @@ def interrupted_line(run: Up, signame: str) -> str:
 def test_sigint_while_starting_stops_everything(tracker: Tracker) -> None:
     run = tracker.up("launch")
     run.wait_line("[local] starting redis-0")
+    run.hold()
     tracker.observe(run.state_dir)
     run.interrupt(signal.SIGINT)
     assert run.finish() == 128 + signal.SIGINT
@@ -251,6 +264,7 @@ def test_a_second_sigint_does_not_abort_the_cleanup(tracker: Tracker) -> None:
     Ctrl-C comes; the second comes while they are being stopped."""
     run = tracker.up("growth")
     run.wait_line("[local] starting redis-0")
+    run.hold()
     tracker.observe(run.state_dir)
     run.interrupt(signal.SIGINT)
     first = run.wait_line("[local] interrupted by SIGINT")
@@ -267,6 +281,7 @@ def test_sigterm_while_starting_stops_everything(tracker: Tracker) -> None:
     """`kill <pid>` of the CLI alone, as it starts the gateway."""
     run = tracker.up("launch")
     run.wait_line("[local] starting gateways")
+    run.hold()
     tracker.observe(run.state_dir)
     run.interrupt(signal.SIGTERM, group=False)
     assert run.finish() == 128 + signal.SIGTERM

@@ -36,10 +36,10 @@ from scaling.local.credentials import new_secrets
 from scaling.render.endpoints import Endpoint
 from scaling.render.redis_import import MARKER, redis_import_script
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 ROOT = Path(__file__).resolve().parents[2]
-BULK = 5000  # keys on the source before the import, to measure the copy's rate
+BULK = 2000  # keys on the source before the import, to measure the copy's rate
 BINARY_KEY = b"bin\x00key\n\xff"
 BINARY_VALUE = b"\x00\x01\xfe value \r\n"
 
