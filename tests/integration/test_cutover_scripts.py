@@ -272,39 +272,17 @@ class Pair:
         )
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    base: Path = tmp_path_factory.mktemp("cutover")
-    (base / "Pulumi.launch.yaml").write_text(LAUNCH)
-    (base / "Pulumi.growth.yaml").write_text(GROWTH)
-    launch = runner.up(
-        runner.load_spec(base / "Pulumi.launch.yaml"), stack="launch", state_dir=base / "launch"
-    )
-    try:
-        url = launch.summary["postgres"]["primary"]
-        with psycopg.connect(url, password=launch.secrets["postgres-password"]) as conn:
-            conn.execute(f"CREATE TABLE {TABLE} (seq bigint PRIMARY KEY)")
-        local_data.prepare_source(launch)
-        growth = local_data.start_target(
-            runner.load_spec(base / "Pulumi.growth.yaml"), "growth", base / "growth", launch
-        )
-        try:
-            yield Pair(launch, growth)
-        finally:
-            growth.down()
-    finally:
-        launch.down()
-
-
-@pytest.fixture(scope="module")
-def patroni_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    """A Patroni source (growth, trimmed) and a growth started as its standby cluster: the
-    Docker pair growth → scale (or growth → growth-eu), whose source's read-write door is a
-    router (HAProxy) in front of the leader."""
-    base: Path = tmp_path_factory.mktemp("cutover-patroni")
-    (base / "Pulumi.growth.yaml").write_text(GROWTH)
+def started_pair(
+    base: Path, source_stack: str, source_file: str, target_stack: str
+) -> Iterator[Pair]:
+    """The source phase up with the test's table, then the target (a trimmed growth) started
+    as its replica; both stopped afterwards."""
+    (base / f"Pulumi.{source_stack}.yaml").write_text(source_file)
+    (base / "Pulumi.target.yaml").write_text(GROWTH)
     source = runner.up(
-        runner.load_spec(base / "Pulumi.growth.yaml"), stack="growth", state_dir=base / "source"
+        runner.load_spec(base / f"Pulumi.{source_stack}.yaml"),
+        stack=source_stack,
+        state_dir=base / "source",
     )
     try:
         url = source.summary["postgres"]["primary"]
@@ -312,7 +290,7 @@ def patroni_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             conn.execute(f"CREATE TABLE {TABLE} (seq bigint PRIMARY KEY)")
         local_data.prepare_source(source)
         target = local_data.start_target(
-            runner.load_spec(base / "Pulumi.growth.yaml"), "growth-eu", base / "target", source
+            runner.load_spec(base / "Pulumi.target.yaml"), target_stack, base / "target", source
         )
         try:
             yield Pair(source, target)
@@ -320,6 +298,21 @@ def patroni_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             target.down()
     finally:
         source.down()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """launch (a single PostgreSQL) and a growth started as its standby cluster."""
+    yield from started_pair(tmp_path_factory.mktemp("cutover"), "launch", LAUNCH, "growth")
+
+
+@pytest.fixture(scope="module")
+def patroni_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """A Patroni source (growth, trimmed) and a growth started as its standby cluster: the
+    Docker pair growth → scale (or growth → growth-eu), whose source's read-write door is a
+    router (HAProxy) in front of the leader."""
+    base = tmp_path_factory.mktemp("cutover-patroni")
+    yield from started_pair(base, "growth", GROWTH, "growth-eu")
 
 
 def wait_for(check: Any, seconds: float, what: str) -> None:
