@@ -113,6 +113,28 @@ thaw_source() {
 """
 
 
+# The standby guards' wait (Docker's and Kubernetes's): the source frozen, its last WAL
+# position read, then at most $1 s until the including script's ``replayed`` (the
+# target's replayed position, in bytes) reaches it; refused otherwise, the source given
+# its writes back by the EXIT trap. Leaves ``lsn`` and ``at`` set. Needs FREEZE_SOURCE and
+# ``say``.
+CATCH_UP_FROZEN = """\
+catch_up_frozen() {
+  freeze_source
+  lsn=$(src -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+  say "the source is read-only; its last WAL position is $lsn"
+  deadline=$(( $(date +%s) + $1 ))
+  while :; do
+    at=$(replayed) || at=0
+    [ "$at" -ge "$lsn" ] && break
+    [ "$(date +%s)" -lt "$deadline" ] ||
+      refuse "the target replayed up to $at of $lsn in $1 s: not promoted"
+    sleep 0.5
+  done
+}
+"""
+
+
 # The source Redis master's write pause, shared by the Redis cut-over and the key import.
 # The including script defines ``src`` (redis-cli on the source's master) and ``note``.
 PAUSE_SOURCE = f"""\
@@ -246,21 +268,10 @@ recovery=$(src -c 'SELECT pg_is_in_recovery()') ||
 [ "$recovery" = f ] || refuse "the source $SOURCE_HOST:$SOURCE_PORT is a standby; $UNTOUCHED"
 
 note() {{ echo "cut-over: $*" >&2; }}
-{FREEZE_SOURCE}trap 'status=$?; thaw_source; exit $status' EXIT
+{FREEZE_SOURCE}{CATCH_UP_FROZEN}trap 'status=$?; thaw_source; exit $status' EXIT
 trap 'exit 1' INT TERM HUP
 
-freeze_source
-lsn=$(src -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
-say "the source is read-only; its last WAL position is $lsn"
-
-deadline=$(( $(date +%s) + {catch_up_seconds} ))
-while :; do
-  at=$(replayed) || at=0
-  [ "$at" -ge "$lsn" ] && break
-  [ "$(date +%s)" -lt "$deadline" ] ||
-    refuse "the target replayed up to $at of $lsn in {catch_up_seconds} s: not promoted"
-  sleep 0.5
-done
+catch_up_frozen {catch_up_seconds}
 say "the standby leader replayed $at (the source's last is $lsn)"
 
 # The door leads to a server still read-only: a failover on the source (Patroni) since the
@@ -335,21 +346,15 @@ recovery=$(src -c 'SELECT pg_is_in_recovery()') ||
   refuse "cannot log into the source {host}:{port}; $UNTOUCHED"
 [ "$recovery" = f ] || refuse "the source {host}:{port} is a standby; $UNTOUCHED"
 
-{FREEZE_SOURCE}trap 'status=$?; thaw_source; exit $status' EXIT
+# The target's replayed position, in bytes.
+replayed() {{
+  at=$(dst -c "SELECT coalesce(pg_last_wal_replay_lsn() - '0/0'::pg_lsn, 0)") || return 1
+  echo "${{at%.*}}"
+}}
+{FREEZE_SOURCE}{CATCH_UP_FROZEN}trap 'status=$?; thaw_source; exit $status' EXIT
 trap 'exit 1' INT TERM HUP
 
-freeze_source
-lsn=$(src -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
-say "the source is read-only; its last WAL position is $lsn"
-deadline=$(( $(date +%s) + {catch_up_seconds} ))
-while :; do
-  at=$(dst -c "SELECT coalesce(pg_last_wal_replay_lsn() - '0/0'::pg_lsn, 0)") || at=0
-  at=${{at%.*}}
-  [ "$at" -ge "$lsn" ] && break
-  [ "$(date +%s)" -lt "$deadline" ] ||
-    refuse "the target replayed up to $at of $lsn in {catch_up_seconds} s: not promoted"
-  sleep 0.5
-done
+catch_up_frozen {catch_up_seconds}
 froze=0
 say "the target replayed $at (the source's last is $lsn): replicateFrom may go; the source" \\
   "stays read-only"

@@ -208,6 +208,24 @@ class Pair:
             self.source, target, password_env="POSTGRES_PASSWORD", catch_up_seconds=catch_up
         )
 
+    def rows(self, endpoint: Endpoint) -> set[int]:
+        """The test table's sequence numbers on ``endpoint``."""
+        with self.superuser(endpoint) as conn:
+            return {row[0] for row in conn.execute(f"SELECT seq FROM {TABLE}").fetchall()}
+
+    def refused_while_behind(self, writer: Writer, script: str) -> None:
+        """``script`` run while the standby leader does not replay: it freezes the source,
+        waits in vain, refuses and gives the source its writes back (the writer gets 20 more
+        rows in)."""
+        with self.replay_paused(self.standby_leader()):
+            before = len(writer.acked)
+            done = self.run(script)
+            assert done.returncode == 1 and "replayed up to" in done.stderr, done.stderr
+            assert "not promoted" in done.stderr
+            assert "the source takes writes again" in done.stderr
+            assert self.source_read_only() == "off"
+            wait_for(lambda: len(writer.acked) > before + 20, 15, "source not writable again")
+
     @contextlib.contextmanager
     def replay_paused(self, standby: Endpoint) -> Iterator[None]:
         """The standby does not replay (Patroni in maintenance mode, which then leaves a
@@ -337,13 +355,7 @@ def test_kubernetes_standby_guard_freezes_then_lets_the_cutover_go(pair: Pair) -
         assert pair.source_read_only() == "off"
 
         # 2. The standby does not replay (paused): the source frozen, then given back.
-        with pair.replay_paused(standby):
-            before = len(writer.acked)
-            done = pair.run(pair.guard_script(standby, catch_up=3))
-            assert done.returncode == 1 and "replayed up to" in done.stderr, done.stderr
-            assert "the source takes writes again" in done.stderr
-            assert pair.source_read_only() == "off"
-            wait_for(lambda: len(writer.acked) > before + 20, 15, "source not writable again")
+        pair.refused_while_behind(writer, pair.guard_script(standby, catch_up=3))
 
         # 3. The guard lets the cut-over go: the source frozen, every write replayed.
         started = time.monotonic()
@@ -360,8 +372,7 @@ def test_kubernetes_standby_guard_freezes_then_lets_the_cutover_go(pair: Pair) -
         with pair.superuser(pair.source, "postgres") as conn:
             conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
             conn.execute("SELECT pg_reload_conf()")
-    with pair.superuser(standby) as conn:
-        present = {row[0] for row in conn.execute(f"SELECT seq FROM {TABLE}").fetchall()}
+    present = pair.rows(standby)
     missing = sorted(set(acked) - present)
     print(
         f"\n[kubernetes guard] rows acknowledged {len(acked)}, on the standby {len(present)}, "
@@ -384,15 +395,8 @@ def test_postgres_cutover_refuses_then_promotes_with_every_row(pair: Pair) -> No
         # 2. The target does not catch up (replay paused on its standby leader, Patroni in
         # maintenance mode so that it does not resume it): the source is frozen, then given
         # its writes back; the target is not promoted.
-        with pair.replay_paused(pair.standby_leader()):
-            before = len(writer.acked)
-            done = pair.run(pair.pg_script(catch_up=3))
-            assert done.returncode == 1
-            assert "replayed up to" in done.stderr and "not promoted" in done.stderr
-            assert "the source takes writes again" in done.stderr
-            assert pair.source_read_only() == "off"
-            assert pair.leaders() == []
-            wait_for(lambda: len(writer.acked) > before + 20, 15, "source not writable again")
+        pair.refused_while_behind(writer, pair.pg_script(catch_up=3))
+        assert pair.leaders() == []
 
         # 3. The cut-over: writes stop, the target replays them all, then it is promoted.
         acked_before = len(writer.acked)
@@ -490,13 +494,8 @@ def test_postgres_cutover_from_a_patroni_source(patroni_pair: Pair) -> None:
     writer = row_writer(url, pair.launch.secrets["postgres-password"]).start()
     try:
         wait_for(lambda: len(writer.acked) > 50, 30, "no row acknowledged by the source")
-        with pair.replay_paused(pair.standby_leader()):
-            before = len(writer.acked)
-            done = pair.run(pair.pg_script(catch_up=3))
-            assert done.returncode == 1 and "replayed up to" in done.stderr, done.stderr
-            assert "the source takes writes again" in done.stderr
-            assert pair.source_read_only() == "off"
-            wait_for(lambda: len(writer.acked) > before + 20, 15, "source not writable again")
+        pair.refused_while_behind(writer, pair.pg_script(catch_up=3))
+        assert pair.leaders() == []
         started = time.monotonic()
         done = pair.run(pair.pg_script())
         seconds = time.monotonic() - started
@@ -506,8 +505,7 @@ def test_postgres_cutover_from_a_patroni_source(patroni_pair: Pair) -> None:
         acked = writer.stop()
     assert pair.source_read_only() == "on"
     leader = pair.member(pair.apis.index(pair.leaders()[0]))
-    with pair.superuser(leader) as conn:
-        present = {row[0] for row in conn.execute(f"SELECT seq FROM {TABLE}").fetchall()}
+    present = pair.rows(leader)
     missing = sorted(set(acked) - present)
     print(
         f"\n[patroni source] rows acknowledged {len(acked)}, present {len(present)}, missing "
